@@ -1,0 +1,120 @@
+"""Per-timestep gradient norms ||dL/d state_t|| and their decay length.
+
+Method: the model adds a zero *perturbation* eps_t to each recurrent state
+after every step (``lrd.models.network``). Since state_t + eps_t is what the
+rest of the computation sees, dL/d eps_t = dL/d state_t, the total derivative
+of the loss with respect to the state at time t. Differentiating with respect
+to the parameters and the perturbation together gives every timestep's
+gradient in the *same* backward pass as the parameter gradients, instead of T
+separate backward passes.
+
+The norm reported for a batch is the Frobenius norm over the batch and hidden
+units of dL/d state_t, where L is the batch-mean training loss
+(Pascanu, Mikolov & Bengio 2013, fig. 2 plot the same quantity).
+
+Underflow: for a tanh RNN the norm falls roughly geometrically with the
+distance from the loss (about 0.97 per step at initialisation on copy,
+Arjovsky et al. 2016), so over long gaps it leaves float32's range. The norm
+is computed with a max-rescaling so that squaring cannot underflow; values
+whose largest entry is below float32's smallest normal number (FLOOR, about
+1.2e-38; XLA on CPU flushes subnormals to zero) are not measurements: they
+are returned as FLOOR and flagged ``below_floor``, never as a silent zero.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrd.models.network import ModelConfig, Perturbation, SequenceModel
+from lrd.tasks.base import Batch, Task
+
+FLOOR = float(np.finfo(np.float32).tiny)
+
+
+class ProbeResult(NamedTuple):
+    """Loss, metrics and gradients of one batch, from one forward and one backward pass.
+
+    loss:         scalar training loss.
+    metrics:      the task's metrics (``loss``, ``metric``, extras), scalars.
+    param_grads:  dL/dparams, same tree as the parameters.
+    grad_norm:    global norm of ``param_grads`` (before any clipping).
+    state_norms:  {layer: {direction: {state: (T,)}}} ||dL/d state_t||, floored at FLOOR.
+    below_floor:  same tree, bool (T,): True where the norm was not measurable in float32.
+    """
+
+    loss: jax.Array
+    metrics: dict[str, jax.Array]
+    param_grads: dict
+    grad_norm: jax.Array
+    state_norms: Perturbation
+    below_floor: Perturbation
+
+
+def safe_norm(g: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """Euclidean norm over ``axes`` without underflow in the squares; (norm, below_floor)."""
+    scale = jnp.max(jnp.abs(g), axis=axes)
+    below = scale < FLOOR
+    safe_scale = jnp.where(below, 1.0, scale)
+    expand = jnp.expand_dims(safe_scale, axes)
+    norm = safe_scale * jnp.sqrt(jnp.sum((g / expand) ** 2, axis=axes))
+    return jnp.where(below, FLOOR, norm), below
+
+
+def probe(task: Task, model: SequenceModel, params, batch: Batch) -> ProbeResult:
+    """Loss, metrics, parameter gradients and per-timestep state-gradient norms of ``batch``."""
+    B, T = batch.mask.shape
+    zeros = model.config.zero_perturbation(B, T)
+
+    def loss_fn(params, perturbation):
+        outputs = model.apply(params, batch.inputs, perturbation)  # (B, T, out)
+        return task.training_loss(outputs, batch), task.metrics(outputs, batch)
+
+    (loss, metrics), (param_grads, state_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+        params, zeros
+    )
+    norms = jax.tree.map(lambda g: safe_norm(g, (0, 2)), state_grads)  # leaves (T,), (T,)
+    is_pair = lambda x: isinstance(x, tuple)
+    return ProbeResult(
+        loss=loss,
+        metrics=metrics,
+        param_grads=param_grads,
+        grad_norm=global_norm(param_grads),
+        state_norms=jax.tree.map(lambda p: p[0], norms, is_leaf=is_pair),
+        below_floor=jax.tree.map(lambda p: p[1], norms, is_leaf=is_pair),
+    )
+
+
+def global_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
+def distance_from_loss(task: Task, direction: str) -> np.ndarray:
+    """Steps between each timestep and the nearest scored position that its gradient comes from.
+
+    Forward states reach later losses, so distance = first_scored - t (negative inside
+    or after the scored window); backward states reach earlier ones, t - last_scored.
+    """
+    first, last = task.scored_span
+    t = np.arange(task.length)
+    return (first - t) if direction == "fwd" else (t - last)
+
+
+def decay_length(norms: np.ndarray, distance: np.ndarray, below_floor: np.ndarray | None = None) -> float:
+    """Steps over which ||dL/dh_t|| falls by a factor e, from a log-linear least-squares fit.
+
+    Fits ln(norm) = a - distance / lambda over the timesteps with distance >= 0 whose
+    norm was measurable, and returns lambda. Returns inf when the norm does not decay
+    (slope >= 0) and nan when fewer than two timesteps qualify.
+    """
+    norms = np.asarray(norms, np.float64)
+    ok = (np.asarray(distance) >= 0) & np.isfinite(norms) & (norms > FLOOR)
+    if below_floor is not None:
+        ok &= ~np.asarray(below_floor, bool)
+    if ok.sum() < 2 or np.ptp(np.asarray(distance)[ok]) == 0:
+        return float("nan")
+    slope = np.polyfit(np.asarray(distance, np.float64)[ok], np.log(norms[ok]), 1)[0]
+    return float("inf") if slope >= 0 else float(-1.0 / slope)

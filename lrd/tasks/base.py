@@ -1,0 +1,166 @@
+"""The task interface shared by every synthetic task, and its registry.
+
+A task is a frozen, validated configuration (a pydantic model that refuses
+unknown keys and wrong types) with a ``gap`` and its other parameters, and a
+``sample(key, batch_size)`` that draws a batch with ``jax.random`` only, so it
+can be called inside ``jit``.
+
+Every task also knows its *memoryless baseline*: the loss and metric of the
+best predictor that ignores the input history and sees only the position t in
+the sequence. It is given analytically by ``baseline()`` and realised by
+``memoryless_outputs(batch)``, so the two can be checked against each other.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import ClassVar, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Batch(NamedTuple):
+    """One batch of sequences.
+
+    inputs:  (B, T, D) float32 network inputs.
+    targets: (B, T) int32 class ids (classification) or float32 values (regression).
+    mask:    (B, T) float32, 1.0 exactly at the scored positions.
+    """
+
+    inputs: jax.Array
+    targets: jax.Array
+    mask: jax.Array
+
+
+class Baseline(NamedTuple):
+    """Loss and metric of the best memoryless predictor (see module docstring)."""
+
+    loss: float
+    metric: float
+
+
+class Task(BaseModel):
+    """Base class: subclasses add their parameters as typed fields.
+
+    Class attributes a subclass sets:
+      name: registry key used in experiment files.
+      kind: "classification" (cross-entropy, accuracy) or "regression" (MSE).
+      metric_name: what ``metric`` means; higher is better for every task.
+      source / convention: one line each, shown by ``lrd tasks``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    name: ClassVar[str]
+    kind: ClassVar[Literal["classification", "regression"]]
+    metric_name: ClassVar[str] = "accuracy"
+    source: ClassVar[str]
+    convention: ClassVar[str]
+
+    gap: int = Field(gt=0, description="distance of the dependency; see the task's docstring")
+    solve_threshold: float = Field(
+        0.95, gt=0.0, le=1.0, description="a run is 'solved' when its metric reaches this"
+    )
+
+    # --- shape of the problem -------------------------------------------------
+    @property
+    def length(self) -> int:
+        """Sequence length T."""
+        raise NotImplementedError
+
+    @property
+    def input_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def output_dim(self) -> int:
+        """Number of classes (classification) or 1 (regression)."""
+        raise NotImplementedError
+
+    # --- data -----------------------------------------------------------------
+    def sample(self, key: jax.Array, batch_size: int) -> Batch:
+        raise NotImplementedError
+
+    # --- scoring ----------------------------------------------------------------
+    def metrics(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+        """Scalar metrics of model ``outputs`` (B, T, output_dim) on ``batch``.
+
+        Always has ``loss`` (the training objective's reported value, on the
+        scored positions) and ``metric`` (higher is better, in [0, 1]); tasks may
+        add more (e.g. copy's all-position cross-entropy).
+        """
+        if self.kind == "classification":
+            logp = jax.nn.log_softmax(outputs, axis=-1)  # (B, T, K)
+            nll = -jnp.take_along_axis(logp, batch.targets[..., None], axis=-1)[..., 0]  # (B, T)
+            correct = (jnp.argmax(outputs, axis=-1) == batch.targets).astype(jnp.float32)
+            return {"loss": masked_mean(nll, batch.mask), "metric": masked_mean(correct, batch.mask)}
+        err = outputs[..., 0] - batch.targets  # (B, T)
+        return {
+            "loss": masked_mean(err**2, batch.mask),
+            "metric": masked_mean((jnp.abs(err) < self.tolerance).astype(jnp.float32), batch.mask),
+        }
+
+    def training_loss(self, outputs: jax.Array, batch: Batch) -> jax.Array:
+        """The scalar that training minimises (the ``loss`` metric unless a task says otherwise)."""
+        return self.metrics(outputs, batch)["loss"]
+
+    def baseline(self) -> Baseline:
+        """Analytic loss and metric of the best memoryless predictor."""
+        raise NotImplementedError
+
+    def extra_baselines(self) -> dict[str, float]:
+        """Analytic memoryless values of any extra metrics (same keys as ``metrics``)."""
+        return {}
+
+    def memoryless_outputs(self, batch: Batch) -> jax.Array:
+        """Outputs (B, T, output_dim) of the best predictor that sees only the position t."""
+        raise NotImplementedError
+
+    # --- helpers ---------------------------------------------------------------
+    def params(self) -> dict:
+        """The task's parameters, including ``gap``, as plain Python values."""
+        return self.model_dump()
+
+    @property
+    def scored_span(self) -> tuple[int, int]:
+        """(first, last) scored position, the same for every sequence of the task."""
+        raise NotImplementedError
+
+
+def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of ``values`` over the positions where ``mask`` is 1."""
+    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def one_hot(tokens: jax.Array, depth: int) -> jax.Array:
+    return jax.nn.one_hot(tokens, depth, dtype=jnp.float32)
+
+
+# --- registry ------------------------------------------------------------------
+TASKS: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task available by its ``name`` in experiment files."""
+    if cls.name in TASKS and TASKS[cls.name] is not cls:
+        raise ValueError(f"task name {cls.name!r} is already registered by {TASKS[cls.name].__qualname__}")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def get_task_class(name: str) -> type[Task]:
+    """The task class registered under ``name``; a KeyError with a suggestion otherwise."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(unknown_name_message(name, TASKS)) from None
+
+
+def unknown_name_message(name: str, known) -> str:
+    message = f"unknown name {name!r}; allowed: {', '.join(sorted(known))}"
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if close:
+        message += f" (did you mean {close[0]!r}?)"
+    return message

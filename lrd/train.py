@@ -1,0 +1,191 @@
+"""ONE pure training function for every task x model, seeds batched with vmap.
+
+``Trainer(task, model, train)`` builds three jit-compiled, seed-vmapped
+programs, each compiled once per shape:
+
+  init(keys)          -> state
+  advance(state, n)   -> (state, record)   n <= log_every optimiser steps (a lax.scan), then a probe
+  evaluate(state)     -> final metrics on at least ``eval_size`` fresh sequences
+
+``Trainer.run(seeds)`` chains them: ``advance(state, 0)`` logs step 0, then
+steps/log_every calls of ``advance(state, log_every)``, so
+a sweep can show progress between log points without any callback inside the
+compiled code. Every batch is sampled inside the compiled code from
+``fold_in(data_key, step)``; the probe batch is fixed per seed, so the logged
+per-timestep gradient norms of different steps are comparable.
+
+Divergence: a step whose loss or gradient is not finite marks that seed
+diverged at that step and freezes its parameters; other seeds are untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lrd.models.network import ModelConfig, Perturbation, SequenceModel
+from lrd.probes import global_norm, probe
+from lrd.tasks.base import Task
+
+EVAL_CHUNK = 256
+
+
+class TrainConfig(BaseModel):
+    """Training settings; every field may be swept in an experiment file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    steps: int = Field(1000, gt=0)
+    batch_size: int = Field(64, gt=0)
+    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    clip: float | None = Field(1.0, gt=0, description="global-norm clipping threshold; none to disable")
+    log_every: int = Field(50, gt=0)
+    eval_size: int = Field(1024, gt=0)
+    probe_size: int = Field(128, gt=0)
+
+    @model_validator(mode="after")
+    def _whole_blocks(self):
+        if self.steps % self.log_every:
+            raise ValueError(f"steps ({self.steps}) must be a multiple of log_every ({self.log_every})")
+        return self
+
+    def optimizer_chain(self) -> optax.GradientTransformation:
+        """optax optimiser, after global-norm clipping (Pascanu, Mikolov & Bengio 2013) if ``clip``."""
+        opt = {"adam": optax.adam, "rmsprop": optax.rmsprop, "sgd": optax.sgd}[self.optimizer](self.lr)
+        return opt if self.clip is None else optax.chain(optax.clip_by_global_norm(self.clip), opt)
+
+
+class TrainState(NamedTuple):
+    params: dict
+    opt_state: optax.OptState
+    step: jax.Array  # () int32, optimiser steps taken
+    diverged_step: jax.Array  # () int32, -1 while finite
+    data_key: jax.Array
+    probe_key: jax.Array
+    eval_key: jax.Array
+
+
+class LogRecord(NamedTuple):
+    """Values at one log point, on the seed's fixed probe batch (leading seed axis when vmapped)."""
+
+    step: jax.Array
+    metrics: dict[str, jax.Array]  # loss, metric, extras
+    grad_norm: jax.Array  # global norm of dL/dparams, before clipping
+    state_norms: Perturbation  # (T,) per layer/direction/state
+    below_floor: Perturbation
+
+
+class RunResult(NamedTuple):
+    """Everything a run returns, as NumPy arrays with a leading seed axis (S, ...)."""
+
+    seeds: list[int]
+    records: list[LogRecord]  # one per log point, steps 0, log_every, ..., steps
+    final: dict[str, np.ndarray]  # evaluation metrics, (S,)
+    diverged_step: np.ndarray  # (S,), -1 if finite
+
+
+class Trainer:
+    """Compiled training programs for one (task, model, training) configuration."""
+
+    def __init__(self, task: Task, model: ModelConfig, train: TrainConfig):
+        self.task, self.model_config, self.train_config = task, model, train
+        self.model = SequenceModel(model, task.output_dim)
+        self.tx = train.optimizer_chain()
+        self.init = jax.jit(jax.vmap(self._init))
+        # n_steps is shared by all seeds (not vmapped), so the per-step lax.cond stays a real branch
+        self.advance = jax.jit(jax.vmap(self._advance, in_axes=(0, None)), donate_argnums=0)
+        self.evaluate = jax.jit(jax.vmap(self._evaluate))
+
+    # --- pure, per-seed functions --------------------------------------------------
+    def _init(self, key: jax.Array) -> TrainState:
+        init_key, data_key, probe_key, eval_key = jax.random.split(key, 4)
+        dummy = jnp.zeros((1, self.task.length, self.task.input_dim), jnp.float32)
+        params = self.model.init(init_key, dummy)
+        return TrainState(
+            params=params,
+            opt_state=self.tx.init(params),
+            step=jnp.int32(0),
+            diverged_step=jnp.int32(-1),
+            data_key=data_key,
+            probe_key=probe_key,
+            eval_key=eval_key,
+        )
+
+    def _record(self, state: TrainState) -> LogRecord:
+        batch = self.task.sample(state.probe_key, self.train_config.probe_size)
+        result = probe(self.task, self.model, state.params, batch)
+        return LogRecord(state.step, result.metrics, result.grad_norm, result.state_norms, result.below_floor)
+
+    def _train_step(self, state: TrainState) -> TrainState:
+        batch = self.task.sample(jax.random.fold_in(state.data_key, state.step), self.train_config.batch_size)
+
+        def loss_fn(params):
+            return self.task.training_loss(self.model.apply(params, batch.inputs), batch)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        alive = state.diverged_step < 0
+        finite = jnp.isfinite(loss) & jnp.isfinite(global_norm(grads))
+        keep = alive & finite
+        select = lambda new, old: jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
+        return state._replace(
+            params=select(params, state.params),
+            opt_state=select(opt_state, state.opt_state),
+            step=state.step + 1,
+            diverged_step=jnp.where(alive & ~finite, state.step, state.diverged_step),
+        )
+
+    def _advance(self, state: TrainState, n_steps: jax.Array) -> tuple[TrainState, LogRecord]:
+        """Take ``n_steps`` (0..log_every) optimiser steps, then probe. One program for any n."""
+
+        def body(state, i):
+            return jax.lax.cond(i < n_steps, self._train_step, lambda s: s, state), None
+
+        state, _ = jax.lax.scan(body, state, jnp.arange(self.train_config.log_every))
+        return state, self._record(state)
+
+    def _evaluate(self, state: TrainState) -> dict[str, jax.Array]:
+        n_chunks = math.ceil(self.train_config.eval_size / EVAL_CHUNK)
+        chunk = math.ceil(self.train_config.eval_size / n_chunks)
+
+        def one(key):
+            batch = self.task.sample(key, chunk)
+            return self.task.metrics(self.model.apply(state.params, batch.inputs), batch)
+
+        metrics = jax.lax.map(one, jax.random.split(state.eval_key, n_chunks))
+        return jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)  # equal chunks: mean of means
+
+    # --- driver --------------------------------------------------------------------
+    @property
+    def n_blocks(self) -> int:
+        return self.train_config.steps // self.train_config.log_every
+
+    def run(self, seeds: list[int], on_block: Callable[[int, int], None] | None = None) -> RunResult:
+        """Train ``seeds`` together (one vmapped program); ``on_block(done, total)`` after each log block."""
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+        state, record = self.advance(self.init(keys), 0)
+        records = [jax.device_get(record)]
+        for block in range(self.n_blocks):
+            state, record = self.advance(state, self.train_config.log_every)
+            records.append(jax.device_get(record))
+            if on_block is not None:
+                on_block(block + 1, self.n_blocks)
+            if bool(np.all(np.asarray(state.diverged_step) >= 0)):
+                break  # every seed has diverged; nothing left to train
+        final = jax.device_get(self.evaluate(state))
+        return RunResult(list(seeds), records, final, np.asarray(jax.device_get(state.diverged_step)))
+
+
+@functools.lru_cache(maxsize=64)
+def get_trainer(task: Task, model: ModelConfig, train: TrainConfig) -> Trainer:
+    """The Trainer of a configuration, shared so a shape compiles once per process."""
+    return Trainer(task, model, train)
