@@ -46,7 +46,7 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(64, gt=0)
     optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
-    clip: float | None = Field(1.0, gt=0, description="global-norm clipping threshold; none to disable")
+    clip: float = Field(1.0, ge=0, description="global-norm clipping threshold; 0 disables clipping")
     log_every: int = Field(50, gt=0)
     eval_size: int = Field(1024, gt=0)
     probe_size: int = Field(128, gt=0)
@@ -58,9 +58,9 @@ class TrainConfig(BaseModel):
         return self
 
     def optimizer_chain(self) -> optax.GradientTransformation:
-        """optax optimiser, after global-norm clipping (Pascanu, Mikolov & Bengio 2013) if ``clip``."""
+        """optax optimiser, after global-norm clipping (Pascanu, Mikolov & Bengio 2013) unless clip = 0."""
         opt = {"adam": optax.adam, "rmsprop": optax.rmsprop, "sgd": optax.sgd}[self.optimizer](self.lr)
-        return opt if self.clip is None else optax.chain(optax.clip_by_global_norm(self.clip), opt)
+        return opt if self.clip == 0 else optax.chain(optax.clip_by_global_norm(self.clip), opt)
 
 
 class TrainState(NamedTuple):
@@ -107,7 +107,7 @@ class Trainer:
     # --- pure, per-seed functions --------------------------------------------------
     def _init(self, key: jax.Array) -> TrainState:
         init_key, data_key, probe_key, eval_key = jax.random.split(key, 4)
-        dummy = jnp.zeros((1, self.task.length, self.task.input_dim), jnp.float32)
+        dummy = jnp.zeros((1, 1, self.task.input_dim), jnp.float32)  # (B, T, D): params do not depend on T
         params = self.model.init(init_key, dummy)
         return TrainState(
             params=params,

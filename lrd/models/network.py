@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lrd.models.cells import CELLS, Cell, LSTMCell
+from lrd.models.cells import CELLS, Cell
 from lrd.tasks.base import unknown_name_message
 
 # perturbation / probe structure: {f"layer{l}": {"fwd"|"bwd": {state_name: (B, T, H)}}}
@@ -40,7 +40,9 @@ class ModelConfig(BaseModel):
     bidirectional: bool = False
     merge: Literal["concat", "sum"] = "concat"
     recurrent_init: Literal["orthogonal", "identity"] = "orthogonal"
-    forget_bias: float | None = Field(None, description="LSTM only; default 1.0")
+    forget_bias: float | None = Field(
+        None, description="initial bias of the gate that keeps the state: LSTM forget gate, GRU update gate; default 1.0"
+    )
 
     @field_validator("cell")
     @classmethod
@@ -51,9 +53,10 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _resolve_cell_options(self):
-        # forget_bias means something for the LSTM only: default it there, drop it elsewhere,
+        # forget_bias means something for gated cells only: default it there, drop it elsewhere,
         # so a grid over it does not create duplicate runs of the other cells.
-        wanted = (1.0 if self.forget_bias is None else self.forget_bias) if self.cell == "lstm" else None
+        gated = "forget_bias" in CELLS[self.cell].__dataclass_fields__
+        wanted = (1.0 if self.forget_bias is None else self.forget_bias) if gated else None
         object.__setattr__(self, "forget_bias", wanted)
         return self
 
@@ -71,7 +74,7 @@ class ModelConfig(BaseModel):
         return CELLS[self.cell].state_names
 
     def cell_module(self, **kwargs) -> Cell:
-        extra = {"forget_bias": self.forget_bias} if CELLS[self.cell] is LSTMCell else {}
+        extra = {} if self.forget_bias is None else {"forget_bias": self.forget_bias}
         return CELLS[self.cell](hidden=self.hidden, recurrent_init=self.recurrent_init, **extra, **kwargs)
 
     def zero_perturbation(self, batch_size: int, length: int) -> Perturbation:

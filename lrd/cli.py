@@ -1,0 +1,235 @@
+"""The ``lrd`` command: a thin layer over experiment, sweep, store and plots.
+
+    lrd run [EXPERIMENT] [--out DIR]   run (or resume) a sweep; default experiments/quick.toml
+    lrd tasks                          registered tasks and models, conventions, baselines
+    lrd show DIR                       the summary table of a results folder
+
+User errors (a bad experiment file, a missing folder) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+DEFAULT_EXPERIMENT = Path("experiments") / "quick.toml"
+USER_ERROR = 2
+
+
+class UserError(Exception):
+    """Printed as one line; exit code 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lrd", description="Long-range-dependency experiments in JAX.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run or resume an experiment (a sweep)")
+    run.add_argument("experiment", nargs="?", default=str(DEFAULT_EXPERIMENT), help="experiment file (TOML)")
+    run.add_argument("--out", help="results folder (default: results/<experiment name>)")
+    commands.add_parser("tasks", help="list the registered tasks and models")
+    show = commands.add_parser("show", help="summary table of a results folder")
+    show.add_argument("dir", help="results folder")
+    show.add_argument("--all", action="store_true", help="include runs of earlier versions of the experiment")
+    args = parser.parse_args(argv)
+    console = Console(stderr=True, highlight=False)
+    try:
+        return {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show}[args.command](args, console)
+    except UserError as err:
+        print(f"lrd: error: {err}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        print("lrd: interrupted; finished runs are saved, run the same command to resume", file=sys.stderr)
+        return 130
+
+
+# --- lrd run -----------------------------------------------------------------------------
+def cmd_run(args, console: Console) -> int:
+    from lrd.experiment import ExperimentError, load_experiment
+
+    try:
+        experiment = load_experiment(args.experiment)
+    except ExperimentError as err:
+        raise UserError(str(err)) from None
+    out_dir = Path(args.out) if args.out else Path("results") / experiment.name
+    _enable_compilation_cache()
+
+    from lrd.sweep import run_sweep
+
+    reporter = RichReporter(console) if console.is_terminal else PlainReporter()
+    with reporter:
+        summary = run_sweep(experiment, out_dir, reporter)
+    print(
+        f"{experiment.name}: {summary.computed} runs computed, {summary.already_done} already done, "
+        f"{summary.diverged} diverged, {summary.wall_time_s:.1f} s; results in {out_dir}"
+    )
+    return 0
+
+
+def _enable_compilation_cache() -> None:
+    """JAX's persistent compilation cache, so a second invocation starts fast."""
+    import jax
+
+    cache = Path(os.environ.get("LRD_CACHE_DIR", Path.home() / ".cache" / "lrd" / "jax"))
+    cache.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _result_line(rows: list[dict]) -> str:
+    parts = []
+    for row in rows:
+        if row["status"] == "diverged":
+            parts.append(f"seed {row['seed']}: diverged at step {int(row['diverged_step'])}")
+        else:
+            parts.append(f"seed {row['seed']}: metric {row['final_metric']:.3f}{' solved' if row['solved'] else ''}")
+    return "; ".join(parts)
+
+
+class PlainReporter:
+    """One line per event, for logs and pipes."""
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def start(self, experiment, total, already_done):
+        self.total, self.done = total, already_done
+        print(f"{experiment.name}: {total} runs, {already_done} already done, {total - already_done} to compute", flush=True)
+
+    def group_started(self, label, n_runs, n_blocks, steps):
+        print(f"[{self.done}/{self.total}] training {label} ({steps} steps)", flush=True)
+
+    def block_done(self, done, total):
+        pass
+
+    def group_done(self, label, rows):
+        self.done += len(rows)
+        elapsed = time.perf_counter() - self.t0
+        print(f"[{self.done}/{self.total}] {elapsed:.0f}s {label}: {_result_line(rows)}", flush=True)
+
+
+class RichReporter:
+    """A live progress display: runs done / total, the current group and step, elapsed and remaining."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+        return False
+
+    def start(self, experiment, total, already_done):
+        self.runs = self.progress.add_task(experiment.name, total=total, completed=already_done, unit="runs")
+        self.steps = None
+        if already_done:
+            self.progress.console.print(f"{already_done} of {total} runs already done; computing the rest")
+
+    def group_started(self, label, n_runs, n_blocks, steps):
+        if self.steps is not None:
+            self.progress.remove_task(self.steps)
+        self.step_size = steps // n_blocks
+        self.steps = self.progress.add_task(label, total=steps, unit="steps")
+
+    def block_done(self, done, total):
+        self.progress.update(self.steps, completed=done * self.step_size)
+
+    def group_done(self, label, rows):
+        self.progress.advance(self.runs, len(rows))
+        self.progress.console.print(f"{label}: {_result_line(rows)}")
+
+
+# --- lrd tasks -----------------------------------------------------------------------------
+def cmd_tasks(args, console: Console) -> int:
+    from lrd.models import CELLS
+    from lrd.tasks import TASKS
+
+    out = Console(highlight=False)
+    table = Table(title="Tasks (baselines: best predictor that ignores the past; shown at gap=100)")
+    for column in ("task", "source", "convention", "memoryless baseline"):
+        table.add_column(column, overflow="fold")
+    for name, cls in sorted(TASKS.items()):
+        task = cls(gap=100)
+        base = task.baseline()
+        extra = "".join(f", {k} {v:.4g}" for k, v in task.extra_baselines().items())
+        table.add_row(name, cls.source, cls.convention, f"loss {base.loss:.4g}, {cls.metric_name} {base.metric:.4g}{extra}")
+    out.print(table)
+    models = Table(title="Models (cells; any of them bidirectional and stacked)")
+    for column in ("cell", "states", "equations", "source"):
+        models.add_column(column, overflow="fold")
+    for name, cell in sorted(CELLS.items()):
+        models.add_row(name, ", ".join(cell.state_names), cell.equations, cell.source)
+    out.print(models)
+    return 0
+
+
+# --- lrd show ------------------------------------------------------------------------------
+def cmd_show(args, console: Console) -> int:
+    from lrd.store import StoreError, load
+
+    try:
+        results = load(args.dir, all_runs=args.all)
+    except StoreError as err:
+        raise UserError(str(err)) from None
+    out = Console(highlight=False)
+    out.print(summary_table(results.runs, title=str(args.dir)))
+    return 0
+
+
+def summary_table(runs, title: str) -> Table:
+    """Seeds aggregated: one row per task, gap and model."""
+    table = Table(title=title)
+    for column in ("task", "gap", "model", "h", "seeds", "diverged", "final metric", "baseline", "solved", "solved at step", "decay len init→final"):
+        table.add_column(column, justify="right" if column not in ("task", "model") else "left")
+    for (task, gap, model, hidden), g in runs.groupby(["task", "gap", "model", "hidden"], sort=True):
+        metric = g["final_metric"].dropna()
+        spread = f" ± {metric.std(ddof=1):.3f}" if len(metric) > 1 else ""
+        solved_steps = g["solved_step"].dropna()
+        table.add_row(
+            task,
+            str(gap),
+            model,
+            str(hidden),
+            str(len(g)),
+            str(int((g["status"] == "diverged").sum())),
+            f"{metric.mean():.3f}{spread}" if len(metric) else "—",
+            f"{g['baseline_metric'].iloc[0]:.3f}",
+            f"{int(g['solved'].sum())}/{len(g)}",
+            f"{np.median(solved_steps):.0f}" if len(solved_steps) else "—",
+            f"{_fmt(g['decay_length_init'].median())} → {_fmt(g['decay_length_final'].median())}",
+        )
+    return table
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "—"
+    return "∞" if math.isinf(value) else f"{value:.1f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

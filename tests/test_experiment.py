@@ -1,0 +1,97 @@
+"""Experiment files: every user error is one line naming file and key, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lrd.cli import main
+from lrd.experiment import ExperimentError, load_experiment
+
+from conftest import TINY
+
+BAD = {
+    # case: (experiment text, words the one-line message must contain)
+    "misspelled task key": (TINY.replace("gap = 4", "gpa = 4"), ["task.gpa", "unknown key", "did you mean 'gap'"]),
+    "misspelled top-level key": (TINY.replace("seeds =", "seed ="), ["seed:", "did you mean 'seeds'"]),
+    "misspelled train key": (TINY.replace("log_every", "log_evry"), ["train.log_evry", "did you mean 'log_every'"]),
+    "negative gap": (TINY.replace("gap = 4", "gap = -4"), ["task.gap", "greater than 0", "-4"]),
+    "zero gap": (TINY.replace("gap = 4", "gap = [4, 0]"), ["task.gap", "greater than 0"]),
+    "wrong type": (TINY.replace("gap = 4", 'gap = "4"'), ["task.gap", "valid integer", "'4'"]),
+    "float for int": (TINY.replace("hidden = 8", "hidden = 8.5"), ["model.hidden", "valid integer"]),
+    "bool for int": (TINY.replace("steps = 20", "steps = true"), ["train.steps", "valid integer"]),
+    "unknown task": (TINY.replace('"delayed_recall"', '"delayed_recal"'), ["task.name", "did you mean 'delayed_recall'", "copy"]),
+    "unknown model": (TINY.replace('["rnn", "lstm"]', '["rnn", "lstn"]'), ["model.cell", "did you mean 'lstm'", "gru"]),
+    "unknown optimizer": (TINY.replace("steps = 20", 'steps = 20\noptimizer = "adamw"'), ["train.optimizer", "'adam'", "'sgd'"]),
+    "empty grid": (TINY.replace('["rnn", "lstm"]', "[]"), ["model.cell", "empty"]),
+    "empty seeds": (TINY.replace("[0, 1]", "[]"), ["seeds", "empty"]),
+    "negative seed": (TINY.replace("[0, 1]", "[0, -1]"), ["seeds", "-1"]),
+    "missing task name": (TINY.replace('name = "delayed_recall"\n', ""), ["task.name", "missing"]),
+    "missing cell": (TINY.replace('cell = ["rnn", "lstm"]\n', ""), ["model.cell", "missing"]),
+    "steps not a multiple": (TINY.replace("steps = 20", "steps = 25"), ["train", "multiple of log_every"]),
+    "not toml": ("[task\nname = 1", ["not valid TOML"]),
+    "missing import": ('imports = ["nowhere.py"]\n' + TINY, ["imports", "nowhere.py"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_experiment_is_one_line_exit_2_nothing_written(case, write_experiment, tmp_path, capsys):
+    text, words = BAD[case]
+    path = write_experiment(text)
+    out = tmp_path / "out"
+    code = main(["run", str(path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert str(path) in lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert not out.exists()
+
+
+def test_missing_experiment_file(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "out")]) == 2
+    assert "nope.toml" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_user_error_from_the_command_line_has_no_traceback(write_experiment, tmp_path):
+    path = write_experiment(TINY.replace("gap = 4", "gap = -4"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "lrd.cli", "run", str(path), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_grid_expansion_and_deduplication(write_experiment):
+    text = TINY.replace("gap = 4", "gap = [4, 6]").replace("hidden = 8", "hidden = 8\nforget_bias = [0.0, 1.0]")
+    experiment = load_experiment(write_experiment(text))
+    # rnn has no forget gate: forget_bias is dropped, so its two grid points are one run
+    cells = [spec.model.cell for spec in experiment.runs]
+    assert cells.count("lstm") == 2 * 2 * 2  # gaps x forget biases x seeds
+    assert cells.count("rnn") == 2 * 2  # gaps x seeds
+    assert len({spec.run_id for spec in experiment.runs}) == len(experiment.runs)
+    assert experiment.name == "tiny"
+
+
+def test_run_id_is_stable_and_changes_with_the_configuration(write_experiment):
+    a = load_experiment(write_experiment(TINY, "a.toml"))
+    b = load_experiment(write_experiment(TINY, "b.toml"))
+    c = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 30"), "c.toml"))
+    assert [s.run_id for s in a.runs] == [s.run_id for s in b.runs]
+    assert not {s.run_id for s in a.runs} & {s.run_id for s in c.runs}
+
+
+def test_plugin_task_file_is_imported(write_experiment, tmp_path):
+    plugin = tmp_path / "my_tasks.py"
+    plugin.write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(ExperimentError, match="my_tasks.py.*RuntimeError: boom"):
+        load_experiment(write_experiment('imports = ["my_tasks.py"]\n' + TINY))
