@@ -3,6 +3,7 @@
     lrd run [EXPERIMENT] [--out DIR]   run (or resume) a sweep; default experiments/quick.toml
     lrd tasks                          registered tasks and models, conventions, baselines
     lrd show DIR                       the summary table of a results folder
+    lrd plot DIR                       (re)draw every figure of a results folder into DIR/figures
 
 User errors (a bad experiment file, a missing folder) print one line and exit 2.
 """
@@ -39,10 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     show = commands.add_parser("show", help="summary table of a results folder")
     show.add_argument("dir", help="results folder")
     show.add_argument("--all", action="store_true", help="include runs of earlier versions of the experiment")
+    plot = commands.add_parser("plot", help="redraw every figure of a results folder from its stored tables")
+    plot.add_argument("dir", help="results folder")
+    run.add_argument("--no-plot", action="store_true", help="do not draw the figures at the end")
     args = parser.parse_args(argv)
     console = Console(stderr=True, highlight=False)
     try:
-        return {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show}[args.command](args, console)
+        return {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot}[args.command](args, console)
     except UserError as err:
         print(f"lrd: error: {err}", file=sys.stderr)
         return USER_ERROR
@@ -71,6 +75,8 @@ def cmd_run(args, console: Console) -> int:
         f"{experiment.name}: {summary.computed} runs computed, {summary.already_done} already done, "
         f"{summary.diverged} diverged, {summary.wall_time_s:.1f} s; results in {out_dir}"
     )
+    if not args.no_plot:
+        draw_figures(out_dir)
     return 0
 
 
@@ -161,6 +167,28 @@ class RichReporter:
     def group_done(self, label, rows):
         self.progress.advance(self.runs, len(rows))
         self.progress.console.print(f"{label}: {_result_line(rows)}")
+
+
+# --- lrd plot -----------------------------------------------------------------------------
+def cmd_plot(args, console: Console) -> int:
+    draw_figures(Path(args.dir))
+    return 0
+
+
+def draw_figures(out_dir: Path) -> None:
+    """Every figure of a results folder, from its stored tables alone, into out_dir/figures."""
+    from lrd.plots import PlotError, write_figures
+    from lrd.store import StoreError, load
+
+    try:
+        paths = write_figures(
+            load(out_dir),
+            out_dir / "figures",
+            on_skip=lambda stem, reason: print(f"skipped {stem}: {reason}"),
+        )
+    except (StoreError, PlotError) as err:
+        raise UserError(str(err)) from None
+    print(f"{len(paths)} figure files in {out_dir / 'figures'}")
 
 
 # --- lrd tasks -----------------------------------------------------------------------------

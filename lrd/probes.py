@@ -1,8 +1,9 @@
 """Per-timestep gradient norms ||dL/d state_t|| and their decay length.
 
-Method: the model adds a zero *perturbation* eps_t to each recurrent state
-after every step (``lrd.models.network``). Since state_t + eps_t is what the
-rest of the computation sees, dL/d eps_t = dL/d state_t, the total derivative
+Method: each cell adds a zero *perturbation* eps_t to each recurrent state
+the moment it computes it (``lrd.models.cells``). Since state_t + eps_t is what
+the rest of the computation sees (for the LSTM, h_t = o tanh(c_t + eps_c) too),
+dL/d eps_t = dL/d state_t, the total derivative
 of the loss with respect to the state at time t. Differentiating with respect
 to the parameters and the perturbation together gives every timestep's
 gradient in the *same* backward pass as the parameter gradients, instead of T

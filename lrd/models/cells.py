@@ -2,7 +2,10 @@
 
 Every cell is a flax module whose carry is a tuple of states named by
 ``state_names`` (the output state ``h`` always last), created by
-``initial_state``. Shapes: x (B, D), each state (B, H). Weights follow the
+``initial_state``. A cell also takes an optional ``eps`` ({state name: (B, H)})
+that it adds to each new state *as soon as that state is computed*, before
+anything else uses it (the LSTM's h_t is computed from the perturbed c_t), so
+that dL/d eps is exactly dL/d state_t (see ``lrd.probes``); zero by default. Shapes: x (B, D), each state (B, H). Weights follow the
 textbook layout ``x @ W + h @ U + b`` with the gate blocks of W, U and b
 concatenated along the last axis (one matmul per input, all gates at once).
 
@@ -37,6 +40,11 @@ def recurrent_init(kind: str, hidden: int, n_gates: int):
     return init
 
 
+def perturbed(state: jax.Array, eps: dict[str, jax.Array] | None, name: str) -> jax.Array:
+    """``state + eps[name]`` when probing, ``state`` otherwise."""
+    return state if eps is None else state + eps[name]
+
+
 class Cell(nn.Module):
     """Base class. Subclasses set ``name``, ``n_gates``, ``state_names``, ``equations``."""
 
@@ -69,10 +77,10 @@ class RNNCell(Cell):
     source: ClassVar[str] = "Elman 1990 (tanh)"
 
     @nn.compact
-    def __call__(self, carry, x):
+    def __call__(self, carry, x, eps=None):
         (h,) = carry
         W, U, b = self.gate_params(x.shape[-1])
-        h = jnp.tanh(x @ W + h @ U + b)  # (B, H)
+        h = perturbed(jnp.tanh(x @ W + h @ U + b), eps, "h")  # (B, H)
         return (h,), h
 
 
@@ -94,7 +102,7 @@ class LSTMCell(Cell):
     source: ClassVar[str] = "Hochreiter & Schmidhuber 1997 with forget gate (Gers et al. 2000)"
 
     @nn.compact
-    def __call__(self, carry, x):
+    def __call__(self, carry, x, eps=None):
         c, h = carry
         H = self.hidden
 
@@ -104,8 +112,8 @@ class LSTMCell(Cell):
         W, U, b = self.gate_params(x.shape[-1], bias_init)
         z = x @ W + h @ U + b  # (B, 4H)
         i, f, g, o = jnp.split(z, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        c = perturbed(jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g), eps, "c")
+        h = perturbed(jax.nn.sigmoid(o) * jnp.tanh(c), eps, "h")
         return (c, h), h
 
 
@@ -135,7 +143,7 @@ class GRUCell(Cell):
     source: ClassVar[str] = "Cho et al. 2014"
 
     @nn.compact
-    def __call__(self, carry, x):
+    def __call__(self, carry, x, eps=None):
         (h,) = carry
         H = self.hidden
 
@@ -147,7 +155,7 @@ class GRUCell(Cell):
         rz = jax.nn.sigmoid(xw[:, : 2 * H] + h @ U[:, : 2 * H])  # (B, 2H)
         r, z = rz[:, :H], rz[:, H:]
         n = jnp.tanh(xw[:, 2 * H :] + (r * h) @ U[:, 2 * H :])
-        h = z * h + (1.0 - z) * n
+        h = perturbed(z * h + (1.0 - z) * n, eps, "h")
         return (h,), h
 
 

@@ -2,7 +2,7 @@
 
 ``RecurrentLayer`` scans one cell over the time axis with ``jax.lax.scan``
 (through ``flax.linen.scan``) and returns the hidden state at every step.
-It optionally adds a *perturbation* to the carried states after each step:
+It optionally passes the cell a *perturbation* to add to each new state:
 zeros whose gradient is dL/d(state_t), the per-timestep gradient that
 ``lrd.probes`` reads off the same backward pass as the parameter gradients.
 
@@ -86,17 +86,14 @@ class ModelConfig(BaseModel):
 
 
 class _PerturbedStep(nn.Module):
-    """One scan step: the cell, then ``state += perturbation`` when one is given."""
+    """One scan step: the cell, given this step's perturbation (or None)."""
 
     config: ModelConfig
 
     @nn.compact
     def __call__(self, carry, xs):
         x, eps = xs
-        carry, _ = self.config.cell_module(name="cell")(carry, x)
-        if eps is not None:
-            carry = tuple(state + eps[name] for state, name in zip(carry, self.config.state_names))
-        return carry, carry[-1]  # emit h (after its perturbation)
+        return self.config.cell_module(name="cell")(carry, x, eps)  # emits h
 
 
 class RecurrentLayer(nn.Module):

@@ -46,7 +46,8 @@ class Task(BaseModel):
 
     Class attributes a subclass sets:
       name: registry key used in experiment files.
-      kind: "classification" (cross-entropy, accuracy) or "regression" (MSE).
+      kind: "classification" (cross-entropy, accuracy) or "regression" (MSE, and as
+        metric the fraction with |error| < ``tolerance``, a field regression tasks define).
       metric_name: what ``metric`` means; higher is better for every task.
       source / convention: one line each, shown by ``lrd tasks``.
     """

@@ -1,0 +1,327 @@
+"""Figures read back from their matplotlib artists equal the values of tiny hand-made tables.
+
+The tables: delayed recall, models rnn and lstm, gaps 3 and 6, seeds 0 and 1, log
+points at steps 0, 10, 20. The gradient norm has a closed form,
+norm = BASE[model, state]**distance * (1 + seed) * (1 + step / 10), so the
+geometric mean over the two seeds is BASE**d * sqrt(2) * (1 + step / 10); the
+expected values below come from that formula, not from the plotting code's path.
+rnn at gap 6 seed 1 diverges at step 10; rnn at gap 6 seed 0 has its t = 0 norm
+below float32's floor at step 20.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lrd import plots
+from lrd.plots import FLOOR, PlotError
+
+GAPS = (3, 6)
+SEEDS = (0, 1)
+STEPS = (0, 10, 20)
+BASE = {("rnn", "h"): 0.5, ("lstm", "h"): 0.9, ("lstm", "c"): 0.8, ("gru", "h"): 0.7}
+STATES = {"rnn": ("h",), "lstm": ("c", "h"), "gru": ("h",)}
+FINAL = {("rnn", 3): (0.6, 0.8), ("rnn", 6): (0.2, math.nan), ("lstm", 3): (1.0, 0.98), ("lstm", 6): (0.97, 0.9)}
+BASELINE_LOSS, BASELINE_METRIC = math.log(8), 0.125
+DIVERGED = ("rnn", 6, 1, 10)  # model, gap, seed, step
+BELOW = ("rnn", 6, 0, 20, 0)  # model, gap, seed, step, timestep
+DECAY_INF = ("lstm", 6, 1, 10)  # model, gap, seed, step with decay_length inf
+
+
+class Results(NamedTuple):
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    grad_norms: pd.DataFrame
+
+
+def run_id(model, gap, seed) -> str:
+    return f"{model}-g{gap}-s{seed}"
+
+
+def length(gap) -> int:
+    return gap + 2
+
+
+def distance(gap, t) -> int:
+    return (length(gap) - 2) - t  # scored window: the last two positions
+
+
+def norm(model, state, gap, seed, step, t) -> float:
+    return BASE[model, state] ** distance(gap, t) * (1 + seed) * (1 + step / 10)
+
+
+def decay(model, gap, seed, step) -> float:
+    return math.inf if (model, gap, seed, step) == DECAY_INF else 5.0 + gap + step / 10 + seed
+
+
+def loss(model, gap, seed, step) -> float:
+    return BASELINE_LOSS * math.exp(-step / (10 * gap)) * (1.5 if model == "rnn" else 1.0) + 0.01 * seed
+
+
+def make_results(gaps=GAPS, models=("rnn", "lstm"), task="delayed_recall") -> Results:
+    runs, curves, grads = [], [], []
+    for model in models:
+        cell = model.removeprefix("bi-")
+        for gap in gaps:
+            for seed in SEEDS:
+                diverged = (model, gap, seed) == DIVERGED[:3]
+                steps = [s for s in STEPS if not diverged or s <= DIVERGED[3]]
+                final = FINAL.get((model, gap), (0.5, 0.5))[seed]
+                rid = run_id(model, gap, seed)
+                runs.append(
+                    {
+                        "run": rid, "experiment": "toy", "task": task, "gap": gap, "task_length": length(gap),
+                        "metric_name": "accuracy", "task_source": "hand-made",
+                        "task_convention": "one symbol, gap distractors, a cue",
+                        "task_n_symbols": 8, "task_distractor": "random", "task_solve_threshold": 0.95,
+                        "model": model, "cell": cell, "hidden": 16, "layers": 1,
+                        "bidirectional": model.startswith("bi-"), "merge": "concat", "recurrent_init": "orthogonal",
+                        "forget_bias": 1.0 if cell == "lstm" else math.nan,
+                        "seed": seed, "steps": 20, "batch_size": 8, "optimizer": "adam", "lr": 1e-3, "clip": 1.0,
+                        "log_every": 10, "eval_size": 64, "probe_size": 8,
+                        "status": "diverged" if diverged else "done",
+                        "diverged_step": float(DIVERGED[3]) if diverged else math.nan,
+                        "final_loss": math.nan if diverged else loss(model, gap, seed, 20),
+                        "final_metric": math.nan if diverged else final,
+                        "baseline_loss": BASELINE_LOSS, "baseline_metric": BASELINE_METRIC, "solve_threshold": 0.95,
+                        "solved": (not diverged) and final >= 0.95, "solved_step": math.nan,
+                        "decay_length_init": 1.0, "decay_length_final": 1.0, "wall_time_s": 0.1, "group_size": 2,
+                    }
+                )  # fmt: skip
+                for step in steps:
+                    curves.append(
+                        {"run": rid, "step": step, "loss": loss(model, gap, seed, step), "metric": 0.5,
+                         "grad_norm": 1.0, "decay_length": decay(model, gap, seed, step)}
+                    )  # fmt: skip
+                    for state in STATES[cell]:
+                        for t in range(length(gap)):
+                            below = (model, gap, seed, step, t) == BELOW and state == "h"
+                            value = FLOOR if below else norm(cell, state, gap, seed, step, t)
+                            grads.append(
+                                {"run": rid, "step": step, "layer": 0, "direction": "fwd", "state": state,
+                                 "timestep": t, "distance": distance(gap, t), "norm": value, "below_floor": below}
+                            )  # fmt: skip
+    return Results(pd.DataFrame(runs), pd.DataFrame(curves), pd.DataFrame(grads))
+
+
+@pytest.fixture(scope="module")
+def results() -> Results:
+    return make_results()
+
+
+def artists(fig, gid):
+    """Every artist of ``fig`` with this gid, in drawing order."""
+    return [a for ax in fig.axes for a in ax.get_children() if a.get_gid() == gid]
+
+
+def one(fig, gid):
+    found = artists(fig, gid)
+    assert len(found) == 1, f"{gid}: {len(found)} artists"
+    return found[0]
+
+
+# --- 1. vanishing gradients -------------------------------------------------------------------------
+def test_vanishing_gradients_plots_geometric_mean_over_seeds(results):
+    fig = plots.vanishing_gradients(results.runs, results.grad_norms)  # default gap: 6, where lstm solved
+    d = np.arange(distance(6, 0), -1, -1)[::-1]  # distances 0..6, increasing
+    for model, state in [k for k in BASE if k[0] != "gru"]:
+        for panel, step in ((0, 0), (1, 20)):
+            xy = one(fig, f"mean:{model}:{state}:{panel}").get_xydata()
+            np.testing.assert_array_equal(xy[:, 0], d)
+            if model == "lstm":  # both seeds: geometric mean of (1 + seed) is sqrt(2)
+                expected = BASE[model, state] ** d * math.sqrt(2) * (1 + step / 10)
+            else:  # rnn: seed 1 diverged, so seed 0 only
+                expected = BASE[model, state] ** d * (1 + step / 10)
+            if (model, panel) == ("rnn", 1):  # t = 0 (distance 6) is below the floor: no data point
+                expected[-1] = np.nan
+            np.testing.assert_allclose(xy[:, 1], expected, rtol=1e-12)
+    # lstm band: min and max over seeds, i.e. seed 0 and seed 1 (twice as large)
+    band = one(fig, "band:lstm:h:0").get_paths()[0].vertices
+    np.testing.assert_allclose(band[:, 1].min(), 0.9**6, rtol=1e-12)
+    np.testing.assert_allclose(band[:, 1].max(), 2.0, rtol=1e-12)
+    # the below-floor point is marked on the floor, not drawn as data
+    np.testing.assert_array_equal(one(fig, "below_floor:rnn:h:1").get_offsets(), [[6, FLOOR]])
+    assert not artists(fig, "below_floor:rnn:h:0")
+    assert len(artists(fig, "floor_band")) == 2
+    assert "below float32 range" in [t.get_text() for t in fig.legends[0].get_texts()][-3]
+    title = fig._suptitle.get_text()
+    assert "gap 6" in title and "delayed_recall" in title and "one symbol, gap distractors" in title
+    assert "loss 2.079" in title and "accuracy 0.125" in title and "1 diverged run" in title
+
+
+def test_vanishing_gradients_at_a_chosen_gap_without_floor(results):
+    fig = plots.vanishing_gradients(results.runs, results.grad_norms, gap=3)
+    xy = one(fig, "mean:rnn:h:1").get_xydata()
+    np.testing.assert_allclose(xy[:, 1], 0.5 ** np.arange(4) * math.sqrt(2) * 3, rtol=1e-12)
+    assert not artists(fig, "floor_band")
+    with pytest.raises(PlotError, match="no runs at gap 7; gaps present: 3, 6"):
+        plots.vanishing_gradients(results.runs, results.grad_norms, gap=7)
+
+
+# --- 2. heatmap ---------------------------------------------------------------------------------
+def test_gradient_heatmap_is_mean_log10_with_shared_scale(results):
+    fig = plots.gradient_heatmap(results.runs, results.grad_norms)
+    steps, t = np.array(STEPS)[:, None], np.arange(length(6))[None, :]
+    lstm = one(fig, "heatmap:lstm").get_array()
+    expected = np.log10(0.9 ** distance(6, t) * math.sqrt(2) * (1 + steps / 10))  # (steps, timesteps)
+    np.testing.assert_allclose(lstm, expected, rtol=1e-12)
+    assert not np.ma.getmaskarray(lstm).any()
+    rnn = one(fig, "heatmap:rnn").get_array()
+    np.testing.assert_allclose(rnn[:2], np.log10(0.5 ** distance(6, t) * (1 + steps[:2] / 10)), rtol=1e-12)
+    assert np.ma.getmaskarray(rnn).tolist()[2] == [True] + [False] * (length(6) - 1)  # the below-floor cell
+    meshes = [artists(fig, f"heatmap:{m}")[0] for m in ("rnn", "lstm")]
+    assert meshes[0].norm is meshes[1].norm  # one colour scale
+    assert sum(ax.get_label() == "<colorbar>" for ax in fig.axes) == 1
+    # the scale spans the measured values only, never the floor
+    assert meshes[0].norm.vmin == pytest.approx(np.log10(0.5**6))  # rnn, step 0, t = 0
+
+
+# --- 3. memory vs gap ---------------------------------------------------------------------------
+def test_memory_vs_gap_means_seeds_diverged_baseline_threshold(results):
+    fig = plots.memory_vs_gap(results.runs)
+    np.testing.assert_allclose(one(fig, "mean:lstm").get_xydata(), [[3, 0.99], [6, 0.935]])
+    np.testing.assert_allclose(one(fig, "mean:rnn").get_xydata(), [[3, 0.7], [6, 0.2]])
+    assert sorted(map(tuple, one(fig, "seeds:rnn").get_offsets().tolist())) == [(3, 0.6), (3, 0.8), (6, 0.2)]
+    np.testing.assert_array_equal(one(fig, "diverged:rnn").get_offsets(), [[6, BASELINE_METRIC]])
+    assert not artists(fig, "diverged:lstm")
+    np.testing.assert_allclose(one(fig, "baseline").get_xydata(), [[3, 0.125], [6, 0.125]])
+    np.testing.assert_allclose(one(fig, "threshold").get_ydata(), [0.95, 0.95])
+    lo_hi = {round(s[0, 0]): (s[0, 1], s[1, 1]) for s in one(fig, "interval:lstm").get_segments()}
+    assert lo_hi[3] == pytest.approx(plots.bootstrap_interval([1.0, 0.98]))
+    assert 0.98 <= lo_hi[3][0] <= 0.99 <= lo_hi[3][1] <= 1.0
+    assert {round(s[0, 0]) for s in one(fig, "interval:rnn").get_segments()} == {3, 6}
+    assert one(fig, "mean:lstm").get_color() == plots.CELL_COLOURS["lstm"]
+
+
+def test_bootstrap_interval_is_deterministic_and_bounded():
+    values = np.array([0.1, 0.5, 0.7, 0.9, 1.0])
+    a = plots.bootstrap_interval(values, seed=3)
+    assert a == plots.bootstrap_interval(values, seed=3)
+    assert values.min() <= a[0] < values.mean() < a[1] <= values.max()
+    assert plots.bootstrap_interval([0.4]) == (0.4, 0.4)
+    assert plots.bootstrap_interval([0.4, 0.4]) == (0.4, 0.4)
+
+
+# --- 4. learning curves ---------------------------------------------------------------------------
+def test_learning_curves_mean_diverged_and_baseline(results):
+    fig = plots.learning_curves(results.runs, results.curves)
+    for model in ("rnn", "lstm"):
+        for gap in GAPS:
+            seeds = [s for s in SEEDS if (model, gap, s) != DIVERGED[:3]]
+            expected = [np.mean([loss(model, gap, s, step) for s in seeds]) for step in STEPS]
+            np.testing.assert_allclose(one(fig, f"mean:{model}:{gap}").get_xydata(), np.c_[STEPS, expected])
+        np.testing.assert_allclose(one(fig, f"baseline:{model}").get_ydata(), [BASELINE_LOSS] * 2)
+    diverged = one(fig, "diverged:rnn:6:1")
+    np.testing.assert_allclose(diverged.get_xydata(), [[0, loss("rnn", 6, 1, 0)], [10, loss("rnn", 6, 1, 10)]])
+    assert diverged.get_marker() == "x" and diverged.get_markevery() == [1]
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["rnn", "lstm"]
+
+
+# --- 5. decay length ---------------------------------------------------------------------------------
+def test_decay_length_skips_inf_with_a_note(results):
+    fig = plots.decay_length_curves(results.runs, results.curves)  # gap 6
+    lstm = one(fig, "mean:lstm").get_xydata()
+    np.testing.assert_allclose(lstm, [[0, 11.5], [10, np.nan], [20, 13.5]])  # (5 + 6 + step/10 + seed), seeds 0, 1
+    np.testing.assert_allclose(one(fig, "mean:rnn").get_xydata(), [[0, 11], [10, 12], [20, 13]])  # seed 0 only
+    np.testing.assert_allclose(one(fig, "gap").get_ydata(), [6, 6])
+    assert "skipped" in fig._suptitle.get_text() and "lstm 1 step" in fig._suptitle.get_text()
+
+
+# --- styles ---------------------------------------------------------------------------------------------
+def test_styles_colour_per_cell_shared_by_bidirectional_and_split_variants():
+    runs = make_results(gaps=(3,), models=("lstm", "bi-lstm", "gru")).runs
+    styles = plots.model_styles(runs)
+    assert styles["lstm"].colour == styles["bi-lstm"].colour == plots.OKABE_ITO["blue"]
+    assert styles["gru"].colour == plots.OKABE_ITO["bluish green"]
+    assert (styles["lstm"].marker, styles["bi-lstm"].marker) == ("o", "s")
+    lstm = runs[runs.model == "lstm"]
+    variants = pd.concat([lstm, lstm.assign(hidden=64, run=lstm.run + "h")])
+    _, order = plots.with_series(variants)
+    assert order == ["lstm, hidden=16", "lstm, hidden=64"]  # never averaged together as seeds
+    colours = plots.series_styles(order)
+    assert colours[order[0]].colour != colours[order[1]].colour
+
+
+def test_floor_matches_the_probe():
+    from lrd.probes import FLOOR as probe_floor
+
+    assert FLOOR == probe_floor
+
+
+# --- writing ---------------------------------------------------------------------------------------------
+def test_write_figures_png_pdf_byte_identical(results, tmp_path):
+    first = plots.write_figures(results, tmp_path / "a", dpi=40)
+    second = plots.write_figures(results, tmp_path / "b", dpi=40)
+    names = [p.name for p in first]
+    assert names == [f"delayed_recall_{f}.{ext}" for f in plots.FIGURE_NAMES for ext in ("png", "pdf")]
+    for a, b in zip(first, second):
+        data = a.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" if a.suffix == ".png" else data[:5] == b"%PDF-"
+        assert data == b.read_bytes(), a.name
+        assert b"CreationDate" not in data and b"Matplotlib v" not in data
+
+
+def test_write_figures_skips_what_the_data_cannot_show(tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "FIGURES", {k: plots.FIGURES[k] for k in ("memory_vs_gap", "decay_length")})  # speed
+    skipped = []
+    written = plots.write_figures(make_results(gaps=(3,)), tmp_path, formats=("png",), dpi=30,
+                                  on_skip=lambda stem, why: skipped.append((stem, why)))  # fmt: skip
+    reason = "memory vs gap needs at least two gaps; the runs have only gap 3"
+    assert skipped == [("delayed_recall_memory_vs_gap", reason)]
+    assert [p.name for p in written] == ["delayed_recall_decay_length.png"]
+
+
+def test_write_figures_splits_task_configurations(tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "FIGURES", {"decay_length": plots.FIGURES["decay_length"]})  # speed
+    a, b = make_results(gaps=(3,)), make_results(gaps=(3,), task="copy")
+    mixed = Results(*(pd.concat([x, y.assign(run=y.run + "c")]) for x, y in zip(a, b)))
+    with pytest.raises(PlotError, match="holds 2 task configurations"):
+        plots.memory_vs_gap(mixed.runs)
+    assert sorted(plots.split_by_task(mixed)) == ["copy", "delayed_recall"]
+    written = plots.write_figures(mixed, tmp_path, formats=("png",), dpi=30, on_skip=lambda *_: None)
+    assert [p.name for p in written] == ["copy_decay_length.png", "delayed_recall_decay_length.png"]
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: r._replace(runs=r.runs.iloc[:0]), "the runs table is empty"),
+        (lambda r: r._replace(runs=r.runs.drop(columns=["gap", "status"])), "runs table lacks column.s. gap, status"),
+        (lambda r: r._replace(grad_norms=r.grad_norms.drop(columns="norm")), "grad_norms table lacks column.s. norm"),
+        (lambda r: r._replace(curves=r.curves.iloc[:0]), "the curves table is empty"),
+        (lambda r: r._replace(curves=[1, 2]), "must be a pandas DataFrame, not list"),
+        (lambda r: r.runs, "results must have runs, curves and grad_norms"),
+    ],
+)
+def test_bad_tables_raise_one_line_plot_error(results, tmp_path, edit, message):
+    with pytest.raises(PlotError, match=message) as error:
+        plots.write_figures(edit(results), tmp_path)
+    assert "\n" not in str(error.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_runs_that_cannot_be_told_apart_are_refused(results):
+    twin = results.runs.iloc[:1].assign(run="twin", optimizer_note="not a column the figures know")
+    with pytest.raises(PlotError, match="runs rnn-g3-s0, twin are all rnn at gap 3 with seed 0"):
+        plots.memory_vs_gap(pd.concat([results.runs, twin]))
+
+
+def test_unknown_format_is_refused_before_writing(results, tmp_path):
+    with pytest.raises(PlotError, match="unknown figure format.s. jpeg; formats are png, pdf, svg"):
+        plots.write_figures(results, tmp_path, formats=("png", "jpeg"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_figure_functions_check_their_own_tables(results):
+    with pytest.raises(PlotError, match="runs table lacks column.s. final_metric"):
+        plots.memory_vs_gap(results.runs.drop(columns="final_metric"))
+    with pytest.raises(PlotError, match="curves table lacks column.s. decay_length"):
+        plots.decay_length_curves(results.runs, results.curves.drop(columns="decay_length"))
+    with pytest.raises(PlotError, match="grad_norms table has no rows for the 4 selected run"):
+        plots.gradient_heatmap(results.runs, results.grad_norms.assign(run="other"), gap=3)

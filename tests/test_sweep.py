@@ -1,0 +1,161 @@
+"""Sweeps end to end through the `lrd` command: results, resume after SIGKILL, divergence."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lrd import store
+from lrd.cli import main
+
+from conftest import TINY
+
+THREE_GROUPS = TINY.replace('cell = ["rnn", "lstm"]', 'cell = ["rnn", "lstm", "gru"]').replace("steps = 20", "steps = 40")
+
+
+def lrd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lrd.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory, cache_dir) -> Path:
+    """The three-group experiment run once without interruption, through the command line."""
+    work = tmp_path_factory.mktemp("uninterrupted")
+    (work / "exp.toml").write_text(THREE_GROUPS)
+    proc = lrd("run", "exp.toml", "--out", "out", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    return work
+
+
+def comparable(results: store.Results) -> list[pd.DataFrame]:
+    return [results.runs.drop(columns=["wall_time_s"]), results.curves, results.grad_norms]
+
+
+def test_end_to_end_through_the_command(uninterrupted):
+    out = uninterrupted / "out"
+    runs, curves, grad_norms = store.load(out)
+    assert sorted(runs["model"]) == ["gru", "gru", "lstm", "lstm", "rnn", "rnn"]
+    assert set(runs["status"]) == {"done"}
+    assert runs["run"].is_unique
+    # the resolved experiment and versions are saved beside the results
+    for name in ("experiment.toml", "experiment.json", "versions.json", "summary.csv"):
+        assert (out / name).is_file(), name
+    # curves: log points 0, 10, ..., 40 for every run
+    assert sorted(curves["step"].unique()) == [0, 10, 20, 30, 40]
+    assert len(curves) == len(runs) * 5
+    # grad_norms: every timestep of every state of every log point
+    T = int(runs["task_length"].iloc[0])
+    states = {"rnn": 1, "lstm": 2, "gru": 1}
+    expected = sum(states[m] for m in runs["model"]) * 5 * T
+    assert len(grad_norms) == expected
+    assert (grad_norms["norm"] > 0).all()
+    # the baseline columns are the task's analytic values
+    np.testing.assert_allclose(runs["baseline_loss"], np.log(8))
+    np.testing.assert_allclose(runs["baseline_metric"], 1 / 8)
+    # lrd show and lrd plot work on the folder
+    show = lrd("show", "out", cwd=uninterrupted)
+    assert show.returncode == 0 and "lstm" in show.stdout
+    assert any((out / "figures").glob("*.png"))
+
+
+def test_rerun_computes_nothing(uninterrupted):
+    before = {p.name: p.stat().st_mtime_ns for p in (uninterrupted / "out" / "runs").iterdir()}
+    proc = lrd("run", "exp.toml", "--out", "out", "--no-plot", cwd=uninterrupted)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 runs computed, 6 already done" in proc.stdout
+    after = {p.name: p.stat().st_mtime_ns for p in (uninterrupted / "out" / "runs").iterdir()}
+    assert after == before
+
+
+def test_sigkill_mid_sweep_then_resume_gives_the_same_tables(uninterrupted, tmp_path, cache_dir):
+    (tmp_path / "exp.toml").write_text(THREE_GROUPS)
+    runs_dir = tmp_path / "out" / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lrd.cli", "run", "exp.toml", "--out", "out", "--no-plot"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(store.completed_runs(tmp_path / "out")) < 2:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    survived = {p.name: p.stat().st_mtime_ns for p in runs_dir.iterdir() if not p.name.startswith(".tmp")}
+    assert 2 <= len(survived) < 6, "the kill should land mid-sweep"
+    for name in survived:  # every run folder left behind is complete and readable
+        for table in store.TABLES:
+            pd.read_parquet(runs_dir / name / f"{table}.parquet")
+
+    proc = lrd("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(survived)} already done" in proc.stdout
+    for name, mtime in survived.items():  # finished runs were not rewritten
+        assert (runs_dir / name).stat().st_mtime_ns == mtime
+    assert not list(runs_dir.glob(".tmp*"))
+    for resumed, reference in zip(comparable(store.load(tmp_path / "out")), comparable(store.load(uninterrupted / "out"))):
+        pd.testing.assert_frame_equal(resumed, reference, check_exact=True)
+
+
+def test_diverged_run_is_recorded_and_the_sweep_goes_on(write_experiment, tmp_path, cache_dir, capsys):
+    text = """\
+seeds = [0]
+[task]
+name = "adding"
+gap = 6
+[model]
+cell = "rnn"
+hidden = 8
+[train]
+optimizer = "sgd"
+lr = [0.01, 1e30]
+clip = 0.0
+steps = 20
+log_every = 10
+batch_size = 16
+eval_size = 64
+probe_size = 16
+"""
+    out = tmp_path / "out"
+    assert main(["run", str(write_experiment(text)), "--out", str(out), "--no-plot"]) == 0
+    runs, curves, _ = store.load(out)
+    by_lr = runs.set_index("lr")
+    assert by_lr.loc[1e30, "status"] == "diverged"
+    assert 0 <= by_lr.loc[1e30, "diverged_step"] < 20
+    assert np.isnan(by_lr.loc[1e30, "final_loss"])
+    assert not by_lr.loc[1e30, "solved"]
+    assert by_lr.loc[0.01, "status"] == "done"
+    assert np.isfinite(by_lr.loc[0.01, "final_loss"])
+    # the diverged run's curve stops at its divergence
+    diverged_curve = curves[curves["run"] == by_lr.loc[1e30, "run"]]
+    assert diverged_curve["step"].max() <= by_lr.loc[1e30, "diverged_step"]
+    assert "1 diverged" in capsys.readouterr().out
+
+
+def test_changed_configuration_makes_new_runs_and_keeps_the_old(write_experiment, tmp_path, cache_dir):
+    out = tmp_path / "out"
+    small = TINY.replace('cell = ["rnn", "lstm"]', 'cell = "rnn"').replace("[0, 1]", "[0]")
+    assert main(["run", str(write_experiment(small)), "--out", str(out), "--no-plot"]) == 0
+    first = store.load(out).runs["run"].tolist()
+    changed = small.replace("hidden = 8", "hidden = 6")
+    assert main(["run", str(write_experiment(changed)), "--out", str(out), "--no-plot"]) == 0
+    second = store.load(out).runs["run"].tolist()
+    assert len(first) == len(second) == 1 and first != second
+    assert sorted(store.load(out, all_runs=True).runs["run"]) == sorted(first + second)
+
+
+def test_show_and_plot_on_a_missing_or_empty_folder(tmp_path, capsys):
+    assert main(["show", str(tmp_path / "missing")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["plot", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("lrd: error:") for line in err)

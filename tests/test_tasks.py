@@ -1,0 +1,329 @@
+"""Tests of every registered task.
+
+Parameterized over the registry ``lrd.tasks.TASKS``: a newly registered task gets
+the generic checks of ``lrd.tasks.testing`` (shapes, mask, keys, jit, config
+validation, analytic vs measured memoryless baseline) with no change here.
+Built-in tasks must also have a NumPy reference below that recomputes the
+targets and mask from the inputs alone; a task defined outside ``lrd.tasks``
+without one is skipped by that test (add it to ``REFERENCES`` to test it).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from lrd.tasks import TASKS, Batch, Task
+from lrd.tasks.testing import CheckResult, check_config, check_task
+
+N_SAMPLES = 20_000  # sequences for the baseline check (standard error ~ 0.3% of accuracy)
+N_REFERENCE = 400  # of those, how many the NumPy references re-derive
+
+# Small configurations (short sequences, so the file stays fast); one per code path.
+SMALL_CONFIGS: dict[str, list[dict]] = {
+    "copy": [dict(gap=5)],
+    "adding": [dict(gap=16), dict(gap=30, variant="hochreiter1997")],
+    "delayed_recall": [dict(gap=6), dict(gap=6, distractor="blank")],
+    "temporal_order": [dict(gap=20), dict(gap=30, n_relevant=3)],
+    "selective_copy": [dict(gap=6, n_symbols=4)],
+    "associative_recall": [dict(gap=3, n_pairs=4, n_queries=3)],
+    "lookahead": [dict(gap=3)],
+    "parity": [dict(gap=7)],
+}
+FALLBACK_GAPS = (1, 2, 4, 8, 16, 32, 64, 128)  # a task not listed above: its smallest valid gap, defaults otherwise
+
+
+def is_builtin(cls: type[Task]) -> bool:
+    return cls.__module__.startswith("lrd.tasks.")
+
+
+def small_configs(name: str) -> list[dict]:
+    if name in SMALL_CONFIGS:
+        return SMALL_CONFIGS[name]
+    for gap in FALLBACK_GAPS:
+        try:
+            TASKS[name](gap=gap)
+        except ValidationError:
+            continue
+        return [dict(gap=gap)]
+    return [dict(gap=FALLBACK_GAPS[-1])]  # constructing it in the test will show why it fails
+
+
+CASES = [
+    pytest.param(name, kwargs, id=f"{name}-" + "-".join(f"{k}={v}" for k, v in kwargs.items()))
+    for name in sorted(TASKS)
+    for kwargs in small_configs(name)
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_compiles():
+    """These tests are dominated by XLA compile time on CPU; optimisations only change speed."""
+    previous = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+@functools.cache
+def checked(task: Task) -> CheckResult:
+    """``check_task`` once per configuration; the reference tests reuse (part of) its batch."""
+    result = check_task(task, n_samples=N_SAMPLES)
+    return result._replace(batch=Batch(*(np.asarray(x[:N_REFERENCE]) for x in result.batch)))
+
+
+# --- generic checks, every registered task ---------------------------------------
+@pytest.mark.parametrize("name, kwargs", CASES)
+def test_generic_checks(name, kwargs):
+    checked(TASKS[name](**kwargs))
+
+
+@pytest.mark.parametrize("name, kwargs", CASES)
+def test_config_validation(name, kwargs):
+    check_config(TASKS[name](**kwargs))
+
+
+@pytest.mark.parametrize("name, kwargs", CASES)
+def test_builtin_mask_is_exactly_the_scored_span(name, kwargs):
+    task = TASKS[name](**kwargs)
+    if not is_builtin(type(task)):
+        pytest.skip("user tasks only need masked steps within scored_span (checked by check_task)")
+    first, last = task.scored_span
+    t = np.arange(task.length)
+    mask = checked(task).batch.mask
+    np.testing.assert_array_equal(mask, np.broadcast_to((t >= first) & (t <= last), mask.shape))
+
+
+def test_new_tasks_are_registered():
+    assert set(SMALL_CONFIGS) <= set(TASKS)
+
+
+def test_every_builtin_has_a_small_config_and_a_reference():
+    for name, cls in TASKS.items():
+        if is_builtin(cls):
+            assert name in SMALL_CONFIGS, f"built-in task {name!r} has no entry in SMALL_CONFIGS"
+            assert name in REFERENCES, f"built-in task {name!r} has no NumPy reference in REFERENCES"
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("adding", dict(gap=23, variant="hochreiter1997")),  # needs T/2 - 1 > 10 positions for the 2nd marker
+        ("adding", dict(gap=1)),
+        ("adding", dict(gap=16, variant="le2016")),  # misspelled Literal
+        ("copy", dict(gap=5, loss_positions="every")),
+        ("copy", dict(gap=5, n_symbols=0)),
+        ("delayed_recall", dict(gap=5, distractor="noise")),
+        ("temporal_order", dict(gap=9)),  # windows of width floor(T/10) would be empty
+        ("temporal_order", dict(gap=20, n_relevant=4)),
+        ("selective_copy", dict(gap=5, alphabet=1)),
+        ("associative_recall", dict(gap=3, n_pairs=9, n_keys=8)),  # distinct keys impossible
+        ("associative_recall", dict(gap=3, n_pairs=4, n_queries=5)),  # distinct queries impossible
+        ("lookahead", dict(gap=3, n_scored=0)),
+        ("parity", dict(gap=7, n_bits=3)),  # unknown key
+    ],
+)
+def test_impossible_configs_are_refused(name, kwargs):
+    with pytest.raises(ValidationError):
+        TASKS[name](**kwargs)
+
+
+# --- NumPy references: targets and mask from the inputs alone ---------------------
+def decode(inputs: np.ndarray) -> np.ndarray:
+    """(B, T, D) one-hot inputs -> (B, T) token ids, checking they are exactly one-hot."""
+    assert np.all((inputs == 0) | (inputs == 1)) and np.all(inputs.sum(-1) == 1), "inputs are not one-hot"
+    return inputs.argmax(-1)
+
+
+def ref_copy(inputs, task):
+    tokens = decode(inputs)
+    B, T = tokens.shape
+    targets, mask = np.zeros((B, T), np.int64), np.zeros((B, T))
+    for b, row in enumerate(tokens):
+        (d,) = np.flatnonzero(row == task.alphabet + 1)  # the one delimiter
+        symbols = row[:d][row[:d] != 0]
+        assert len(symbols) == task.n_symbols and np.all(row[d + 1 :] == 0)
+        targets[b, d + 1 : d + 1 + len(symbols)] = symbols  # recalled right after the delimiter
+        mask[b, d + 1 : d + 1 + len(symbols)] = 1
+    return targets, mask
+
+
+def ref_adding(inputs, task):
+    values, markers = inputs[..., 0].astype(np.float64), inputs[..., 1]
+    B, T = values.shape
+    targets, mask = np.zeros((B, T)), np.zeros((B, T))
+    for b in range(B):
+        marked = markers[b] == 1
+        assert marked.sum() == 2
+        total = values[b][marked].sum()
+        targets[b, T - 1] = total if task.variant == "le2015" else 0.5 + total / 4
+        mask[b, T - 1] = 1
+    return targets, mask
+
+
+def ref_delayed_recall(inputs, task):
+    tokens = decode(inputs)
+    K, D = task.n_symbols, task.n_distractors
+    targets, mask = np.zeros(tokens.shape, np.int64), np.zeros(tokens.shape)
+    for b, row in enumerate(tokens):
+        (cue,) = np.flatnonzero(row == K + D + 1)
+        (where,) = np.flatnonzero(row < K)  # the one symbol to remember
+        middle = row[where + 1 : cue]
+        assert len(middle) == task.gap
+        assert np.all(middle == K + D) if task.distractor == "blank" else np.all((middle >= K) & (middle < K + D))
+        targets[b, cue], mask[b, cue] = row[where], 1
+    return targets, mask
+
+
+def ref_temporal_order(inputs, task):
+    tokens = decode(inputs)
+    B, T = tokens.shape
+    w = T // 10
+    starts = [T // 10, T // 2] if task.n_relevant == 2 else [T // 10, 3 * T // 10, 6 * T // 10]
+    targets, mask = np.zeros((B, T), np.int64), np.zeros((B, T))
+    for b, row in enumerate(tokens):
+        relevant = np.flatnonzero(row < 2)  # X = 0, Y = 1
+        assert len(relevant) == task.n_relevant
+        assert all(s <= p < s + w for p, s in zip(relevant, starts)), (relevant, starts, w)
+        targets[b, T - 1] = sum(int(row[p]) << i for i, p in enumerate(relevant))
+        mask[b, T - 1] = 1
+    return targets, mask
+
+
+def ref_selective_copy(inputs, task):
+    tokens = decode(inputs)
+    B, T = tokens.shape
+    targets, mask = np.zeros((B, T), np.int64), np.zeros((B, T))
+    for b, row in enumerate(tokens):
+        cues = np.flatnonzero(row == task.alphabet + 1)
+        np.testing.assert_array_equal(cues, np.arange(T - task.n_symbols, T))
+        shown = np.flatnonzero(row[: cues[0]] != 0)
+        assert len(shown) == task.n_symbols and shown.max() < task.gap + task.n_symbols
+        targets[b, cues], mask[b, cues] = row[shown], 1
+    return targets, mask
+
+
+def ref_associative_recall(inputs, task):
+    tokens = decode(inputs)
+    B, T = tokens.shape
+    blank = task.n_keys + task.n_values
+    targets, mask = np.zeros((B, T), np.int64), np.zeros((B, T))
+    for b, row in enumerate(tokens):
+        fill = np.flatnonzero(row == blank)
+        assert len(fill) == task.gap and np.all(np.diff(fill) == 1)
+        stored = {}
+        for k, v in row[: fill[0]].reshape(-1, 2):
+            assert k < task.n_keys <= v < blank and k not in stored
+            stored[k] = v - task.n_keys
+        assert len(stored) == task.n_pairs
+        queries = np.arange(fill[-1] + 1, T)
+        assert len(set(row[queries])) == len(queries) == task.n_queries
+        targets[b, queries] = [stored[k] for k in row[queries]]
+        mask[b, queries] = 1
+    return targets, mask
+
+
+def ref_lookahead(inputs, task):
+    tokens = decode(inputs)
+    B, T = tokens.shape
+    targets, mask = np.zeros((B, T), np.int64), np.zeros((B, T))
+    for t in range(T - task.gap):
+        targets[:, t], mask[:, t] = tokens[:, t + task.gap], 1
+    return targets, mask
+
+
+def ref_parity(inputs, task):
+    tokens = decode(inputs)
+    targets, mask = np.zeros(tokens.shape, np.int64), np.zeros(tokens.shape)
+    for b, row in enumerate(tokens):
+        (cue,) = np.flatnonzero(row == 2)
+        bits = row[:cue]
+        assert len(bits) == task.gap and set(bits) <= {0, 1}
+        targets[b, cue], mask[b, cue] = bits.sum() % 2, 1
+    return targets, mask
+
+
+REFERENCES: dict[str, Callable[[np.ndarray, Task], tuple[np.ndarray, np.ndarray]]] = {
+    "copy": ref_copy,
+    "adding": ref_adding,
+    "delayed_recall": ref_delayed_recall,
+    "temporal_order": ref_temporal_order,
+    "selective_copy": ref_selective_copy,
+    "associative_recall": ref_associative_recall,
+    "lookahead": ref_lookahead,
+    "parity": ref_parity,
+}
+
+
+@pytest.mark.parametrize("name, kwargs", CASES)
+def test_numpy_reference(name, kwargs):
+    task = TASKS[name](**kwargs)
+    if name not in REFERENCES:
+        if is_builtin(type(task)):
+            pytest.fail(f"built-in task {name!r} has no NumPy reference: add one to REFERENCES")
+        pytest.skip(f"user task {name!r} has no NumPy reference (add one to REFERENCES to test its targets)")
+    batch = checked(task).batch
+    targets, mask = REFERENCES[name](np.asarray(batch.inputs), task)
+    np.testing.assert_array_equal(batch.mask, mask)
+    if task.kind == "classification":
+        np.testing.assert_array_equal(batch.targets, targets)
+    else:
+        np.testing.assert_allclose(batch.targets, targets, rtol=1e-5, atol=1e-6)
+
+
+# --- task-specific layouts --------------------------------------------------------
+def test_copy_delimiter_and_blanks():
+    task = TASKS["copy"](gap=5)  # the paper's 10 symbols
+    tokens = decode(checked(task).batch.inputs)
+    T, gap = task.length, task.gap
+    assert T == gap + 20
+    assert np.all((tokens[:, :10] >= 1) & (tokens[:, :10] <= 8))
+    assert np.all(tokens[:, 10 : gap + 9] == 0), "gap-1 blanks after the symbols"
+    assert np.all(tokens[:, gap + 9] == 9), "the delimiter is at index gap+9, gap steps after the last symbol"
+    assert np.all(tokens[:, gap + 10 :] == 0), "10 blanks after the delimiter"
+
+
+def marker_positions(batch) -> np.ndarray:
+    """(B, 2) sorted positions whose marker channel is 1."""
+    marked = np.asarray(batch.inputs)[..., 1] == 1
+    assert np.all(marked.sum(1) == 2)
+    return np.stack([np.flatnonzero(row) for row in marked])
+
+
+def test_adding_le2015_markers():
+    task = TASKS["adding"](gap=16)
+    batch = checked(task).batch
+    T, half = task.length, task.length // 2
+    values, markers = np.asarray(batch.inputs[..., 0]), np.asarray(batch.inputs[..., 1])
+    pos = marker_positions(batch)
+    assert np.all(pos[:, 0] < half) and np.all(pos[:, 1] >= half), "one marker in each half"
+    assert set(pos[:, 0]) == set(range(half)) and set(pos[:, 1]) == set(range(half, T)), "uniform over each half"
+    assert np.all((markers == 0) | (markers == 1)), "no -1 end markers in le2015"
+    assert np.all((values >= 0) & (values < 1))
+
+
+def test_adding_hochreiter1997_markers():
+    task = TASKS["adding"](gap=30, variant="hochreiter1997")
+    batch = checked(task).batch
+    T, half = task.length, task.length // 2
+    values, markers = np.asarray(batch.inputs[..., 0]), np.asarray(batch.inputs[..., 1])
+    pos = marker_positions(batch)
+    assert np.all(pos[:, 0] < 10), "the first marker is one of the first 10 steps"
+    assert np.all(pos[:, 1] < half), "the second is within [0, T/2)"
+    assert set(pos.ravel()) == set(range(half)), "together they reach every step of [0, T/2)"
+    ends = markers[:, [0, T - 1]]
+    first_marked = np.any(pos == 0, axis=1)
+    assert np.all(ends[~first_marked, 0] == -1) and np.all(ends[:, 1] == -1), "-1 at the unmarked first/last step"
+    assert np.all(ends[first_marked, 0] == 1)
+    assert np.all(markers[:, 1 : T - 1][markers[:, 1 : T - 1] != 1] == 0)
+    # X1 = 0 when the first-drawn marker (one of the first 10 steps) is at t=0. When the other
+    # marker is beyond step 9, the one at t=0 must be that first-drawn one. (When the second-drawn
+    # marker lands on t=0, adding.py keeps its value; its 19/480 baseline assumes exactly that.)
+    surely_first = (pos[:, 0] == 0) & (pos[:, 1] >= 10)
+    assert surely_first.any() and np.all(values[surely_first, 0] == 0), "X1 = 0 when t=0 carries the first marker"
+    assert np.all((values >= -1) & (values <= 1))
