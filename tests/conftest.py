@@ -29,9 +29,13 @@ probe_size = 16
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    """One persistent compilation cache for every `lrd` subprocess of the session."""
-    path = tmp_path_factory.mktemp("jax-cache")
+def cache_dir() -> Path:
+    """The persistent compilation cache that every `lrd` process of the tests shares.
+
+    JAX keys cache entries by the compiled program, so sharing it across test runs
+    and workers changes only how long compilation takes, never a result.
+    """
+    path = Path(os.environ.get("LRD_CACHE_DIR", Path.home() / ".cache" / "lrd" / "jax-tests"))
     os.environ["LRD_CACHE_DIR"] = str(path)
     return path
 
