@@ -1,0 +1,196 @@
+"""Every registered cell against its textbook equations, written again in NumPy (float64)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pydantic
+import pytest
+
+from lrd.models import CELLS, ModelConfig
+
+B, D, H = 3, 5, 4
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _add(eps, name, state):
+    """The state plus its perturbation, added the moment the state is computed."""
+    return state if eps is None else state + eps[name]
+
+
+def rnn_reference(carry, x, W, U, b, eps=None):
+    """Elman: h' = tanh(x W + h U + b)."""
+    (h,) = carry
+    return (_add(eps, "h", np.tanh(x @ W + h @ U + b)),)
+
+
+def lstm_reference(carry, x, W, U, b, eps=None):
+    """LSTM with forget gate, gate blocks i, f, g, o; h' is computed from the (perturbed) c'."""
+    c, h = carry
+    Wi, Wf, Wg, Wo = np.split(W, 4, axis=1)
+    Ui, Uf, Ug, Uo = np.split(U, 4, axis=1)
+    bi, bf, bg, bo = np.split(b, 4)
+    i = _sigmoid(x @ Wi + h @ Ui + bi)
+    f = _sigmoid(x @ Wf + h @ Uf + bf)
+    g = np.tanh(x @ Wg + h @ Ug + bg)
+    o = _sigmoid(x @ Wo + h @ Uo + bo)
+    c_new = _add(eps, "c", f * c + i * g)
+    return c_new, _add(eps, "h", o * np.tanh(c_new))
+
+
+def gru_reference(carry, x, W, U, b, eps=None):
+    """Cho et al. 2014 eqs. 5-8, blocks r, z, n: reset before the recurrent matmul, h' = z h + (1 - z) n."""
+    (h,) = carry
+    Wr, Wz, Wn = np.split(W, 3, axis=1)
+    Ur, Uz, Un = np.split(U, 3, axis=1)
+    br, bz, bn = np.split(b, 3)
+    r = _sigmoid(x @ Wr + h @ Ur + br)
+    z = _sigmoid(x @ Wz + h @ Uz + bz)
+    n = np.tanh(x @ Wn + (r * h) @ Un + bn)
+    return (_add(eps, "h", z * h + (1.0 - z) * n),)
+
+
+REFERENCES = {"rnn": rnn_reference, "lstm": lstm_reference, "gru": gru_reference}
+
+# gated cells: which gate block's bias ``forget_bias`` sets (the gate that keeps the state)
+KEEP_GATE = {"lstm": 1, "gru": 1}  # LSTM f of (i, f, g, o); GRU z of (r, z, n)
+GATED = sorted(name for name, cls in CELLS.items() if "forget_bias" in cls.__dataclass_fields__)
+
+
+def _reference(name: str):
+    if name not in REFERENCES:
+        pytest.fail(f"cell {name!r} is registered in CELLS but has no NumPy reference in tests/test_cells.py")
+    return REFERENCES[name]
+
+
+def _cell_and_params(name: str):
+    """The cell, random non-zero parameters, a random carry and input."""
+    cell = ModelConfig(cell=name, hidden=H).cell_module()
+    k_carry, k_x, k_init, k_perturb = jax.random.split(jax.random.PRNGKey(0), 4)
+    carry = tuple(
+        0.8 * jax.random.normal(k, (B, H)) for k in jax.random.split(k_carry, len(cell.state_names))
+    )
+    x = jax.random.normal(k_x, (B, D))  # (B, D)
+    params = cell.init(k_init, carry, x)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(k_perturb, len(leaves))
+    leaves = [p + 0.5 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+    return cell, jax.tree.unflatten(treedef, leaves), carry, x
+
+
+def _check_step(name, perturb: bool):
+    reference = _reference(name)
+    cell, params, carry, x = _cell_and_params(name)
+    p = {k: np.asarray(v, np.float64) for k, v in params["params"].items()}
+    assert p["W"].shape == (D, cell.n_gates * H) and p["U"].shape == (H, cell.n_gates * H)
+    assert np.all(p["b"] != 0.0)  # the biases really take part in the comparison
+    keys = jax.random.split(jax.random.PRNGKey(7), len(cell.state_names))
+    eps = {s: 0.3 * jax.random.normal(k, (B, H)) for s, k in zip(cell.state_names, keys)} if perturb else None
+
+    new_carry, y = cell.apply(params, carry, x, eps)
+    expected = reference(
+        tuple(np.asarray(s, np.float64) for s in carry),
+        np.asarray(x, np.float64),
+        p["W"],
+        p["U"],
+        p["b"],
+        None if eps is None else {s: np.asarray(e, np.float64) for s, e in eps.items()},
+    )
+
+    assert len(new_carry) == len(cell.state_names) == len(expected)
+    for state_name, got, want in zip(cell.state_names, new_carry, expected):
+        assert got.shape == (B, H) and got.dtype == jnp.float32, state_name
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6, err_msg=f"{name}: state {state_name}")
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(new_carry[-1]))  # the output is h, the last state
+    assert cell.state_names[-1] == "h"
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_cell_step_matches_numpy_reference(name):
+    _check_step(name, perturb=False)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_perturbation_is_added_where_each_state_is_computed(name):
+    """eps (used by the gradient probe) enters every state before anything else uses it."""
+    _check_step(name, perturb=True)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_initial_state_is_zeros_per_state(name):
+    carry = CELLS[name].initial_state(B, H)
+    assert len(carry) == len(CELLS[name].state_names)
+    for state in carry:
+        assert state.shape == (B, H) and state.dtype == jnp.float32
+        assert not np.any(np.asarray(state))
+
+
+@pytest.mark.parametrize("name", GATED)
+@pytest.mark.parametrize("forget_bias", [None, 2.5, -0.5])
+def test_forget_bias_init(name, forget_bias):
+    if name not in KEEP_GATE:
+        pytest.fail(f"gated cell {name!r} has no KEEP_GATE entry in tests/test_cells.py")
+    cell = ModelConfig(cell=name, hidden=H, forget_bias=forget_bias).cell_module()
+    b = np.asarray(cell.init(jax.random.PRNGKey(0), cell.initial_state(B, H), jnp.zeros((B, D)))["params"]["b"])
+    expected = np.zeros((cell.n_gates, H))
+    expected[KEEP_GATE[name]] = 1.0 if forget_bias is None else forget_bias
+    np.testing.assert_array_equal(b, expected.ravel())
+
+
+def test_gated_cells_are_detected():
+    assert {"lstm", "gru"} <= set(GATED) and "rnn" not in GATED
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_recurrent_init_orthogonal_blocks(name):
+    cell = ModelConfig(cell=name, hidden=H).cell_module()
+    U = np.asarray(cell.init(jax.random.PRNGKey(3), cell.initial_state(B, H), jnp.zeros((B, D)))["params"]["U"])
+    blocks = np.split(U, cell.n_gates, axis=1)  # n_gates x (H, H)
+    for block in blocks:
+        np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
+        assert not np.allclose(block, np.eye(H), atol=1e-2)  # not the identity init
+    for a, b in zip(blocks, blocks[1:]):
+        assert not np.allclose(a, b)  # one independent draw per gate
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_recurrent_init_identity(name):
+    cell = ModelConfig(cell=name, hidden=H, recurrent_init="identity").cell_module()
+    params = cell.init(jax.random.PRNGKey(3), cell.initial_state(B, H), jnp.zeros((B, D)))["params"]
+    np.testing.assert_array_equal(np.asarray(params["U"]), np.tile(np.eye(H), (1, cell.n_gates)))
+    assert np.any(np.asarray(params["W"]))  # input weights stay random
+
+
+def test_unknown_cell_suggests_a_name():
+    with pytest.raises(pydantic.ValidationError, match="did you mean 'lstm'"):
+        ModelConfig(cell="lstn")
+    with pytest.raises(pydantic.ValidationError, match="allowed: gru, lstm, rnn"):
+        ModelConfig(cell="transformer")
+
+
+def test_config_refuses_typos_and_bad_values():
+    with pytest.raises(pydantic.ValidationError, match="hiden"):
+        ModelConfig(cell="rnn", hiden=8)
+    with pytest.raises(pydantic.ValidationError, match="hidden"):
+        ModelConfig(cell="rnn", hidden=0)
+    with pytest.raises(pydantic.ValidationError, match="recurrent_init"):
+        ModelConfig(cell="rnn", recurrent_init="zeros")
+
+
+@pytest.mark.parametrize("name", sorted(set(CELLS) - set(GATED)))
+def test_forget_bias_dropped_for_ungated_cells(name):
+    config = ModelConfig(cell=name, hidden=H, forget_bias=3.0)
+    assert config.forget_bias is None
+    assert config == ModelConfig(cell=name, hidden=H)  # a grid over forget_bias makes no duplicates
+    assert not hasattr(config.cell_module(), "forget_bias")
+
+
+@pytest.mark.parametrize("name", GATED)
+def test_forget_bias_defaults_for_gated_cells(name):
+    assert ModelConfig(cell=name).forget_bias == 1.0
+    assert ModelConfig(cell=name, forget_bias=0.0).forget_bias == 0.0
+    assert ModelConfig(cell=name, forget_bias=2.0).cell_module().forget_bias == 2.0

@@ -1,0 +1,286 @@
+"""The gradient probe against jax.grad through a Python-unrolled model, and its numerics.
+
+The reference steps the model with a Python loop over textbook cell equations (the
+same equations test_cells.py checks the cells against), replaces one state by an
+argument and differentiates the loss with respect to it: no scan, no perturbation.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lrd.models import CELLS, ModelConfig, SequenceModel
+from lrd.probes import FLOOR, decay_length, distance_from_loss, probe, safe_norm
+from lrd.tasks.copy import Copy
+from lrd.tasks.delayed_recall import DelayedRecall
+
+BATCH, HIDDEN = 3, 4
+
+
+def run_once(fn, *args):
+    """``jax.jit(fn)(*args)`` compiled without LLVM optimisation: these programs run once,
+    so compiling dominates (about half the time at the default level on CPU)."""
+    compiled = jax.jit(fn).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})
+    return compiled(*args)
+
+
+CASES = {
+    # name: (task, model, positions (layer, direction, t, state) whose dL/dstate is exactly zero)
+    "rnn": (DelayedRecall(gap=4), ModelConfig(cell="rnn", hidden=HIDDEN), set()),
+    "lstm": (DelayedRecall(gap=4), ModelConfig(cell="lstm", hidden=HIDDEN), set()),
+    "gru": (DelayedRecall(gap=4), ModelConfig(cell="gru", hidden=HIDDEN), set()),
+    # every position scored, so both directions carry gradient at every t
+    "bi-lstm": (
+        Copy(gap=2, n_symbols=2, loss_positions="all"),
+        ModelConfig(cell="lstm", hidden=HIDDEN, bidirectional=True),
+        set(),
+    ),
+    # length 4, scored at t = 3 only: the top backward states before it reach no loss,
+    # the bottom ones do (through the top forward layer)
+    "bi-gru-2layer-sum": (
+        Copy(gap=2, n_symbols=1),
+        ModelConfig(cell="gru", hidden=HIDDEN, layers=2, bidirectional=True, merge="sum"),
+        {(1, "bwd", t, "h") for t in range(3)},
+    ),
+}
+
+
+def positions(config: ModelConfig, length: int) -> list[tuple[int, str, int, str]]:
+    """Every (layer, direction, t, state_name) whose dL/dstate is probed."""
+    return [
+        (layer, direction, t, state)
+        for layer in range(config.layers)
+        for direction in config.directions
+        for t in range(length)
+        for state in config.state_names
+    ]
+
+
+def rnn_step(p, carry, x, fix):
+    (h,) = carry
+    return (fix("h", jnp.tanh(x @ p["W"] + h @ p["U"] + p["b"])),)
+
+
+def lstm_step(p, carry, x, fix):
+    c, h = carry
+    i, f, g, o = jnp.split(x @ p["W"] + h @ p["U"] + p["b"], 4, axis=-1)  # 4 x (B, H)
+    c = fix("c", jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g))
+    return c, fix("h", jax.nn.sigmoid(o) * jnp.tanh(c))  # h_t is computed from c_t as replaced
+
+
+def gru_step(p, carry, x, fix):
+    (h,) = carry
+    Wr, Wz, Wn = jnp.split(p["W"], 3, axis=1)
+    Ur, Uz, Un = jnp.split(p["U"], 3, axis=1)
+    br, bz, bn = jnp.split(p["b"], 3)
+    r = jax.nn.sigmoid(x @ Wr + h @ Ur + br)
+    z = jax.nn.sigmoid(x @ Wz + h @ Uz + bz)
+    n = jnp.tanh(x @ Wn + (r * h) @ Un + bn)
+    return (fix("h", z * h + (1.0 - z) * n),)
+
+
+# textbook steps (checked against the cells in test_cells.py); ``fix(name, state)`` sees
+# each new state the moment it is computed and returns what the rest of the model uses
+STEPS = {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step}
+
+
+def unrolled_outputs(config: ModelConfig, params, inputs, replace=-1, value=None):
+    """The model stepped by a Python loop; the state at ``positions(...)[replace]`` is replaced by ``value``.
+
+    inputs (B, T, D) -> outputs (B, T, out), {position: state (B, H)}.
+    """
+    if config.cell not in STEPS:
+        pytest.fail(f"cell {config.cell!r} has no reference step in tests/test_probes.py")
+    B, T, _ = inputs.shape
+    index = {pos: i for i, pos in enumerate(positions(config, T))}
+    states = {}
+    x = inputs  # (B, T, D)
+    for layer in range(config.layers):
+        outs = []
+        for direction in config.directions:
+            cell_params = params["params"][f"layer{layer}_{direction}"]["scan"]["cell"]
+            carry = tuple(jnp.zeros((B, config.hidden)) for _ in config.state_names)
+            hs = [None] * T
+            for t in range(T) if direction == "fwd" else reversed(range(T)):
+
+                def fix(name, state, pos_t=(layer, direction, t)):
+                    pos = (*pos_t, name)
+                    if value is not None:
+                        state = jnp.where(replace == index[pos], value, state)
+                    states[pos] = state
+                    return state
+
+                carry = STEPS[config.cell](cell_params, carry, x[:, t], fix)
+                hs[t] = carry[-1]
+            outs.append(jnp.stack(hs, axis=1))  # (B, T, H)
+        if len(outs) == 1:
+            x = outs[0]
+        elif config.merge == "concat":
+            x = jnp.concatenate(outs, axis=-1)  # (B, T, 2H)
+        else:
+            x = outs[0] + outs[1]  # (B, T, H)
+    readout = params["params"]["readout"]
+    return x @ readout["kernel"] + readout["bias"], states
+
+
+def reference(task, config, params, batch):
+    """Loss and {position: ||dL/dstate||_F over (B, H)}: one gradient per replaced state.
+
+    Replacing the state at one position by an argument and differentiating with respect
+    to it gives the total derivative dL/dstate_t. The positions are batched with vmap
+    (replace is an index) so that one program is compiled, not one per position.
+    """
+    order = positions(config, task.length)
+
+    def loss_and_grads(params, batch):
+        outputs, clean = unrolled_outputs(config, params, batch.inputs)
+        values = jnp.stack([clean[pos] for pos in order])  # (N, B, H), the states themselves
+
+        def loss(value, replace):
+            outputs, _ = unrolled_outputs(config, params, batch.inputs, replace, value)
+            return task.training_loss(outputs, batch)
+
+        grads = jax.vmap(jax.grad(loss))(values, jnp.arange(len(order)))  # (N, B, H)
+        return task.training_loss(outputs, batch), grads
+
+    loss, grads = run_once(loss_and_grads, params, batch)
+    norms = np.linalg.norm(np.asarray(grads, np.float64).reshape(len(order), -1), axis=1)  # (N,)
+    return float(loss), dict(zip(order, norms))
+
+
+@functools.cache
+def _setup(case: str):
+    """Model, random parameters (biases non-zero), a batch and the probe's result for ``case``."""
+    task, config, _ = CASES[case]
+    model = SequenceModel(config, task.output_dim)
+    batch = task.sample(jax.random.PRNGKey(0), BATCH)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch.inputs)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0.0, 0.5, s.shape), jnp.float32), shapes)
+    result = run_once(lambda params, batch: probe(task, model, params, batch), params, batch)
+    return task, config, model, params, batch, result
+
+
+def test_cases_cover_every_cell():
+    assert {config.cell for _, config, _ in CASES.values()} == set(CELLS)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_state_grad_norms_match_unrolled_reference(case):
+    task, config, model, params, batch, result = _setup(case)
+    loss, expected = reference(task, config, params, batch)
+    np.testing.assert_allclose(result.loss, loss, rtol=1e-5)  # the same model
+
+    assert {pos for pos, norm in expected.items() if norm == 0.0} == CASES[case][2]
+    for (layer, direction, t, state), want in expected.items():
+        got = float(result.state_norms[f"layer{layer}"][direction][state][t])
+        below = bool(result.below_floor[f"layer{layer}"][direction][state][t])
+        where = f"{case}: layer{layer} {direction} t={t} {state}"
+        if want == 0.0:
+            assert below and got == FLOOR, where
+        else:
+            assert not below, where
+            np.testing.assert_allclose(got, want, rtol=1e-4, err_msg=where)
+    n_probed = sum(np.size(norms) for norms in jax.tree.leaves(result.state_norms))
+    assert n_probed == len(expected)  # the probe measures exactly these positions
+
+
+@pytest.mark.parametrize("case", ["lstm", "bi-gru-2layer-sum"])
+def test_param_grads_equal_plain_grad(case):
+    task, config, model, params, batch, result = _setup(case)
+
+    def loss_fn(params):
+        return task.training_loss(model.apply(params, batch.inputs), batch)
+
+    loss, grads = run_once(jax.value_and_grad(loss_fn), params)
+    np.testing.assert_allclose(result.loss, loss, rtol=1e-6)
+    assert jax.tree.structure(result.param_grads) == jax.tree.structure(grads)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), result.param_grads, grads)
+    flat = np.concatenate([np.asarray(g, np.float64).ravel() for g in jax.tree.leaves(grads)])
+    assert np.count_nonzero(flat) > flat.size // 2  # a non-trivial gradient
+    np.testing.assert_allclose(result.grad_norm, np.linalg.norm(flat), rtol=1e-5)
+    assert set(result.metrics) >= {"loss", "metric"}
+    np.testing.assert_allclose(result.metrics["loss"], loss, rtol=1e-6)
+
+
+# --- safe_norm ------------------------------------------------------------------
+
+
+def test_safe_norm_does_not_underflow():
+    g = jnp.full((3, 4, 5), 1e-25, jnp.float32)  # (B, T, H)
+    assert float(jnp.sqrt(jnp.sum(g[:, 0] ** 2))) == 0.0  # the naive norm does underflow
+    norm, below = safe_norm(g, (0, 2))
+    assert norm.shape == below.shape == (4,)
+    np.testing.assert_allclose(norm, np.sqrt(15) * 1e-25, rtol=1e-6)
+    assert not np.any(below)
+
+
+def test_safe_norm_ordinary_values():
+    g = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 5)) * jnp.arange(1, 5)[None, :, None]
+    norm, below = safe_norm(g, (0, 2))
+    np.testing.assert_allclose(norm, np.linalg.norm(np.asarray(g, np.float64), axis=(0, 2)), rtol=1e-6)
+    assert not np.any(below)
+
+
+def test_safe_norm_flags_zero_and_subnormal():
+    g = np.ones((2, 3, 4), np.float32)
+    g[:, 0] = 0.0
+    g[:, 1] = 1e-40  # float32 subnormal (may be flushed to zero on CPU; either way not measurable)
+    norm, below = safe_norm(jnp.asarray(g), (0, 2))
+    np.testing.assert_array_equal(below, [True, True, False])
+    np.testing.assert_array_equal(norm[:2], [FLOOR, FLOOR])
+    np.testing.assert_allclose(norm[2], np.sqrt(8), rtol=1e-6)
+    assert np.all(np.isfinite(norm))
+
+
+def test_safe_norm_smallest_normal_is_measured():
+    norm, below = safe_norm(jnp.full((4,), FLOOR, jnp.float32), (0,))
+    assert not bool(below)
+    np.testing.assert_allclose(norm, 2 * FLOOR, rtol=1e-6)
+
+
+# --- decay_length -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lam", [0.7, 5.0, 40.0])
+def test_decay_length_recovers_lambda(lam):
+    distance = np.arange(-4, 30)
+    norms = 3.0 * np.exp(-distance / lam)
+    norms[distance < 0] = 1e6  # inside/after the scored window: ignored
+    assert decay_length(norms, distance) == pytest.approx(lam, rel=1e-9)
+
+
+def test_decay_length_ignores_unmeasurable_points():
+    distance = np.arange(20)
+    norms = np.exp(-distance / 3.0)
+    below = distance >= 15
+    norms[below] = FLOOR
+    assert decay_length(norms, distance, below) == pytest.approx(3.0, rel=1e-9)
+    norms[[3, 4]] = [np.nan, np.inf]
+    flagged = below.copy()
+    flagged[5] = True
+    norms[5] = 1e3  # flagged: excluded even though it looks measurable
+    assert decay_length(norms, distance, flagged) == pytest.approx(3.0, rel=1e-9)
+
+
+def test_decay_length_growing_is_inf():
+    distance = np.arange(10)
+    assert decay_length(np.exp(distance / 4.0), distance) == float("inf")
+
+
+def test_decay_length_too_few_points_is_nan():
+    assert np.isnan(decay_length(np.array([1.0]), np.array([0])))
+    assert np.isnan(decay_length(np.array([5.0, 1.0, 0.5]), np.array([-2, -1, 0])))  # one point at distance >= 0
+    assert np.isnan(decay_length(np.array([1.0, FLOOR]), np.array([0, 1])))
+    assert np.isnan(decay_length(np.array([1.0, 0.5]), np.array([2, 2])))  # no spread in distance
+
+
+def test_distance_from_loss():
+    task = Copy(gap=2, n_symbols=2)  # length 6, scored 4..5
+    np.testing.assert_array_equal(distance_from_loss(task, "fwd"), [4, 3, 2, 1, 0, -1])
+    np.testing.assert_array_equal(distance_from_loss(task, "bwd"), [-5, -4, -3, -2, -1, 0])
