@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,21 @@ def test_plugin_task_file_is_imported(write_experiment, tmp_path):
     plugin.write_text("raise RuntimeError('boom')\n")
     with pytest.raises(ExperimentError, match="my_tasks.py.*RuntimeError: boom"):
         load_experiment(write_experiment('imports = ["my_tasks.py"]\n' + TINY))
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_experiments_are_valid(path):
+    experiment = load_experiment(path)
+    assert experiment.runs
+    assert "runtime" in path.read_text(), "each shipped experiment states its expected runtime"
+
+
+def test_every_builtin_task_has_a_shipped_experiment():
+    from lrd.tasks import TASKS
+
+    tasks = {load_experiment(p).runs[0].task.name for p in SHIPPED}
+    builtin = {name for name, cls in TASKS.items() if cls.__module__.startswith("lrd.tasks.")}
+    assert builtin <= tasks, builtin - tasks
