@@ -47,6 +47,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.transforms import ScaledTranslation
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
 log = logging.getLogger(__name__)
@@ -595,8 +596,11 @@ def memory_vs_gap(
     ax = fig.subplots()
     done = runs[runs["status"] == "done"]
     diverged = runs[runs["status"] == "diverged"]
-    for series in order:
+    for i, series in enumerate(order):
         style = styles[series]
+        # dodge the series sideways by a few points on screen (the data stay at the gap), so
+        # models with equal values at a gap (e.g. all solved) do not hide one another
+        dodge = ax.transData + ScaledTranslation((i - (len(order) - 1) / 2) * 5 / 72, 0, fig.dpi_scale_trans)
         mine = done[done["series"] == series]
         stats = []
         for g in gaps:
@@ -607,16 +611,16 @@ def memory_vs_gap(
         stats = np.array(stats, float)  # (gaps, 4): gap, mean, lo, hi
         ax.plot(stats[:, 0], stats[:, 1], color=style.colour, marker=style.marker, markersize=6,
                 markerfacecolor="white" if style.bidirectional else style.colour, label=series,
-                gid=f"mean:{series}", zorder=3)  # fmt: skip
+                gid=f"mean:{series}", zorder=3, transform=dodge)  # fmt: skip
         ok = np.isfinite(stats[:, 1])
         ax.vlines(stats[ok, 0], stats[ok, 2], stats[ok, 3], color=style.colour, linewidth=2.5, alpha=0.5,
-                  gid=f"interval:{series}")  # fmt: skip
+                  gid=f"interval:{series}", transform=dodge)  # fmt: skip
         ax.scatter(mine["gap"].to_numpy(float), mine["final_metric"].to_numpy(float), s=12, color=style.colour,
-                   alpha=0.6, linewidths=0, gid=f"seeds:{series}", zorder=2)  # fmt: skip
+                   alpha=0.6, linewidths=0, gid=f"seeds:{series}", zorder=2, transform=dodge)  # fmt: skip
         bad = diverged[diverged["series"] == series]
         if len(bad):
             ax.scatter(bad["gap"].to_numpy(float), bad["baseline_metric"].to_numpy(float), marker="x", s=45,
-                       color=style.colour, linewidths=1.5, gid=f"diverged:{series}", zorder=4)  # fmt: skip
+                       color=style.colour, linewidths=1.5, gid=f"diverged:{series}", zorder=4, transform=dodge)  # fmt: skip
     base = runs.groupby("gap")["baseline_metric"].first()
     ax.plot(base.index.to_numpy(float), base.to_numpy(float), color="0.4", linestyle="--", linewidth=1.2,
             label="memoryless baseline", gid="baseline")  # fmt: skip
