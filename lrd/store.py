@@ -159,7 +159,7 @@ def write_run(out_dir: Path, run_id: str, tables: dict[str, pd.DataFrame]) -> No
     tmp.mkdir(parents=True)
     for name in TABLES:
         path = tmp / f"{name}.parquet"
-        tables[name].to_parquet(path, index=False)
+        tables[name].to_parquet(path, index=False, compression="zstd")
         _fsync(path)
     _fsync(tmp)
     try:
