@@ -3,7 +3,7 @@
     lrd run [EXPERIMENT] [--out DIR]   run (or resume) a sweep; default experiments/quick.toml
     lrd tasks                          registered tasks and models, conventions, baselines
     lrd show DIR                       the summary table of a results folder
-    lrd plot DIR                       (re)draw every figure of a results folder into DIR/figures
+    lrd plot [DIR]                     (re)draw every figure of a results folder into DIR/figures
 
 User errors (a bad experiment file, a missing folder) print one line and exit 2.
 """
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("dir", help="results folder")
     show.add_argument("--all", action="store_true", help="include runs of earlier versions of the experiment")
     plot = commands.add_parser("plot", help="redraw every figure of a results folder from its stored tables")
-    plot.add_argument("dir", help="results folder")
+    plot.add_argument("dir", nargs="?", default="results/quick", help="results folder (default: results/quick)")
     run.add_argument("--no-plot", action="store_true", help="do not draw the figures at the end")
     args = parser.parse_args(argv)
     console = Console(stderr=True, highlight=False)
