@@ -38,14 +38,13 @@ cross-entropy ln(n_values), accuracy 1/n_values.
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 from pydantic import Field, model_validator
 
-from lrd.tasks.base import Baseline, Batch, Task, one_hot, register
+from lrd.tasks.base import Baseline, Batch, Task, one_hot, register, uniform_logits
 
 
 @register
@@ -107,7 +106,7 @@ class AssociativeRecall(Task):
         return Batch(one_hot(tokens, self.input_dim), targets, mask)
 
     def baseline(self) -> Baseline:
-        return Baseline(loss=math.log(self.n_values), metric=1.0 / self.n_values)
+        return Baseline.uniform(self.n_values)
 
     def memoryless_outputs(self, batch: Batch) -> jax.Array:
-        return jnp.zeros(batch.mask.shape + (self.n_values,), jnp.float32)
+        return uniform_logits(batch, self.n_values)

@@ -14,6 +14,7 @@ the sequence. It is given analytically by ``baseline()`` and realised by
 from __future__ import annotations
 
 import difflib
+import math
 from typing import ClassVar, Literal, NamedTuple
 
 import jax
@@ -39,6 +40,11 @@ class Baseline(NamedTuple):
 
     loss: float
     metric: float
+
+    @classmethod
+    def uniform(cls, n_classes: int) -> "Baseline":
+        """A uniform guess over ``n_classes`` equally likely classes: cross-entropy ln K, accuracy 1/K."""
+        return cls(loss=math.log(n_classes), metric=1.0 / n_classes)
 
 
 class Task(BaseModel):
@@ -133,6 +139,11 @@ class Task(BaseModel):
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean of ``values`` over the positions where ``mask`` is 1."""
     return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def uniform_logits(batch: Batch, n_classes: int) -> jax.Array:
+    """Outputs (B, T, n_classes) of a uniform guess at every position (all-zero logits)."""
+    return jnp.zeros(batch.mask.shape + (n_classes,), jnp.float32)
 
 
 def one_hot(tokens: jax.Array, depth: int) -> jax.Array:

@@ -93,7 +93,7 @@ class Copy(Task):
         return self.metrics(outputs, batch)["ce_all" if self.loss_positions == "all" else "loss"]
 
     def baseline(self) -> Baseline:
-        return Baseline(loss=math.log(self.alphabet), metric=1.0 / self.alphabet)
+        return Baseline.uniform(self.alphabet)
 
     def extra_baselines(self) -> dict[str, float]:
         return {"ce_all": self.n_symbols * math.log(self.alphabet) / self.length}

@@ -22,14 +22,13 @@ distractors d0..d7, ``?`` the cue)::
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
 from pydantic import Field
 
-from lrd.tasks.base import Baseline, Batch, Task, one_hot, register
+from lrd.tasks.base import Baseline, Batch, Task, one_hot, register, uniform_logits
 
 
 @register
@@ -77,7 +76,7 @@ class DelayedRecall(Task):
         return Batch(one_hot(tokens, self.input_dim), targets, mask)
 
     def baseline(self) -> Baseline:
-        return Baseline(loss=math.log(self.n_symbols), metric=1.0 / self.n_symbols)
+        return Baseline.uniform(self.n_symbols)
 
     def memoryless_outputs(self, batch: Batch) -> jax.Array:
-        return jnp.zeros(batch.mask.shape + (self.n_symbols,), jnp.float32)
+        return uniform_logits(batch, self.n_symbols)

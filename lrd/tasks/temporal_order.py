@@ -41,14 +41,13 @@ ln C (ln 4 or ln 8) and accuracy 1/C (1/4 or 1/8).
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
 from pydantic import model_validator
 
-from lrd.tasks.base import Baseline, Batch, Task, one_hot, register
+from lrd.tasks.base import Baseline, Batch, Task, one_hot, register, uniform_logits
 
 X, Y = 0, 1  # relevant symbols; distractors are 2..5
 N_DISTRACTORS = 4
@@ -112,7 +111,7 @@ class TemporalOrder(Task):
         return Batch(one_hot(tokens, self.input_dim), targets, mask)
 
     def baseline(self) -> Baseline:
-        return Baseline(loss=math.log(self.output_dim), metric=1.0 / self.output_dim)
+        return Baseline.uniform(self.output_dim)
 
     def memoryless_outputs(self, batch: Batch) -> jax.Array:
-        return jnp.zeros(batch.mask.shape + (self.output_dim,), jnp.float32)
+        return uniform_logits(batch, self.output_dim)
