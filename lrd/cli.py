@@ -191,12 +191,18 @@ def draw_figures(out_dir: Path) -> None:
     print(f"{len(paths)} figure files in {out_dir / 'figures'}")
 
 
+def _stdout_console() -> Console:
+    """Tables on stdout; wide enough to stay readable when piped to a file."""
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=160)
+
+
 # --- lrd tasks -----------------------------------------------------------------------------
 def cmd_tasks(args, console: Console) -> int:
     from lrd.models import CELLS
     from lrd.tasks import TASKS
 
-    out = Console(highlight=False)
+    out = _stdout_console()
     table = Table(title="Tasks (baselines: best predictor that ignores the past; shown at gap=100)")
     for column in ("task", "source", "convention", "memoryless baseline"):
         table.add_column(column, overflow="fold")
@@ -223,7 +229,7 @@ def cmd_show(args, console: Console) -> int:
         results = load(args.dir, all_runs=args.all)
     except StoreError as err:
         raise UserError(str(err)) from None
-    out = Console(highlight=False)
+    out = _stdout_console()
     out.print(summary_table(results.runs, title=str(args.dir)))
     return 0
 
