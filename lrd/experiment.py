@@ -210,7 +210,7 @@ def _expand(where: str, section: str, table: dict, cls, required=()) -> list:
 
 def _validate(where: str, section: str, cls, values: dict, what: str):
     fields = list(cls.model_fields)
-    _check_keys(where, section, values, [f for f in fields] if section != "task" else ["name", *fields])
+    _check_keys(where, section, values, fields if section != "task" else ["name", *fields])
     try:
         return cls(**values)
     except pydantic.ValidationError as err:

@@ -61,9 +61,9 @@ def run_tables(spec: RunSpec, result: RunResult, index: int, experiment: str, wa
     records = [r for r in result.records if not diverged or int(r.step[index]) <= diverged_step]
 
     norm_rows, curve_rows = [], []
-    decay_by_step = {}
     for record in records:
         step = int(record.step[index])
+        decay = np.nan
         for layer_name, directions in record.state_norms.items():
             layer = int(layer_name.removeprefix("layer"))
             for direction, states in directions.items():
@@ -86,13 +86,13 @@ def run_tables(spec: RunSpec, result: RunResult, index: int, experiment: str, wa
                         )
                     )
                     if layer == 0 and direction == "fwd" and state == model.state_names[-1]:
-                        decay_by_step[step] = decay_length(norm, distance, below)
+                        decay = decay_length(norm, distance, below)
         curve_rows.append(
             {
                 "step": step,
                 **{k: float(v[index]) for k, v in record.metrics.items()},
                 "grad_norm": float(record.grad_norm[index]),
-                "decay_length": decay_by_step[step],
+                "decay_length": decay,
             }
         )
     curves = pd.DataFrame(curve_rows)
@@ -124,8 +124,8 @@ def run_tables(spec: RunSpec, result: RunResult, index: int, experiment: str, wa
         "solve_threshold": task.solve_threshold,
         "solved": bool(not diverged and final["final_metric"] >= task.solve_threshold),
         "solved_step": float(reached.iloc[0]) if len(reached) else np.nan,
-        "decay_length_init": decay_by_step[records[0].step[index].item()],
-        "decay_length_final": decay_by_step[records[-1].step[index].item()],
+        "decay_length_init": float(curves["decay_length"].iloc[0]),
+        "decay_length_final": float(curves["decay_length"].iloc[-1]),
         "wall_time_s": wall_time_s,
         "group_size": len(result.seeds),
     }
