@@ -30,6 +30,14 @@ class UserError(Exception):
     """Printed as one line; exit code 2."""
 
 
+def entry() -> None:
+    """The ``lrd`` command: restarts once with lrd's allocator settings (lrd.runtime), then runs main."""
+    from lrd import runtime
+
+    runtime.reexec_with_malloc_settings()
+    sys.exit(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lrd", description="Long-range-dependency experiments in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -266,4 +274,4 @@ def _fmt(value: float) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

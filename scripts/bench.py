@@ -1,69 +1,333 @@
-"""Benchmark lrd's training engine: time per training step and cost of the gradient probe.
+"""Benchmark lrd's training engine side by side with flax.linen nn.RNN and PyTorch.
 
-    python scripts/bench.py            # T in {100, 1000}, batch 128, hidden 128, every cell
-    python scripts/bench.py --quick    # T = 100 only, fewer repeats
+    python scripts/bench.py            # everything below, T in {100, 1000} (about 10 min on 2 cores)
+    python scripts/bench.py --quick    # T = 100 only, fewer repeats (under 2 min)
 
-For each cell, the task is copy with gap T-20 (length T, one-hot inputs of 10
-symbols), Adam, clipping 1.0, one seed. "step" is one optimiser step (sampling,
-forward, backward, update) inside the compiled lax.scan; "probe" is one log
-point (forward + backward on the probe batch with the per-timestep gradient
-norms). Times are medians over repeats after a warm-up call; the compile time
-is the first call of each program.
+Every contender trains the same model on the same task: copy memory with
+length T (one-hot inputs of 10 symbols), batch 128, hidden 128, one recurrent
+layer and a linear readout, cross-entropy on the recall positions, global-norm
+clipping 1.0 and Adam; one training step = forward + backward + update.
+
+  lrd      lrd.train.Trainer's training step (batch sampled inside the compiled scan)
+  flax     flax.linen ``nn.RNN`` over ``SimpleCell`` / ``OptimizedLSTMCell`` / ``GRUCell``
+           (sampled the same way, same loss, same optax chain)
+  torch    ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` (eager, pre-sampled batches), with
+           1 and 2 threads, oneDNN on and off; the best of these is reported
+
+Timings are medians over interleaved repeats (every contender once per round,
+in turn) after a warm-up call, so background load hits all of them alike.
+GFLOP/s counts the matmul work of a step (3 x the forward's: forward, and the
+two backward products) against the machine's peak measured here with a large
+square matmul. The process allocator matters on Linux (glibc): by default this
+script re-executes itself with lrd's malloc settings (``lrd.runtime``) so every
+contender runs with them; ``--malloc default`` keeps glibc's defaults.
+
+Further sections: seeds (8 seeds in one vmapped program against 8 runs one
+after another), the probe (cost of the per-timestep gradient norms), and the
+compile time at growing T. PyTorch is optional (``pip install -e '.[bench]'``);
+without it the torch columns are left out.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import warnings
 import statistics
+import sys
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from lrd import runtime
 from lrd.models import ModelConfig
 from lrd.tasks.copy import Copy
-from lrd.train import TrainConfig, Trainer
+from lrd.train import Program, TrainConfig, Trainer
+
+CELLS = ("rnn", "lstm", "gru")
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
-def timed(fn, *args):
-    start = time.perf_counter()
-    out = fn(*args)
-    jax.block_until_ready(out)
-    return out, time.perf_counter() - start
+# --- timing ----------------------------------------------------------------------------------
+def interleaved(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    """Median seconds per call of each contender; one warm-up call each, then round-robin."""
+    for fn in contenders.values():
+        fn()
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def bench_cell(cell: str, length: int, batch: int, hidden: int, steps: int, repeats: int) -> dict:
-    task = Copy(gap=length - 20)
-    train = TrainConfig(steps=steps, log_every=steps, batch_size=batch, probe_size=batch, eval_size=batch)
-    trainer = Trainer(task, ModelConfig(cell=cell, hidden=hidden), train)
-    state, compile_init = timed(trainer.init, jnp.stack([jax.random.PRNGKey(0)]))
-    (state, _), compile_advance = timed(trainer.advance, state, 0)
-    probe_times, block_times = [], []
-    for _ in range(repeats):
-        (state, _), t = timed(trainer.advance, state, 0)
-        probe_times.append(t)
-        (state, _), t = timed(trainer.advance, state, steps)
-        block_times.append(t)
-    probe = statistics.median(probe_times)
-    step = (statistics.median(block_times) - probe) / steps
-    return {"cell": cell, "T": length, "step_s": step, "probe_s": probe, "compile_s": compile_init + compile_advance}
+def step_flops(cell: str, T: int, batch: int, hidden: int, d_in: int = 10, d_out: int = 10) -> float:
+    """Matmul FLOPs of one training step: 3 x the forward's (forward, two backward products)."""
+    gh = GATES[cell] * hidden
+    forward = 2 * batch * T * (gh * (d_in + hidden) + hidden * d_out)
+    return 3.0 * forward
+
+
+def matmul_peak() -> dict[str, float]:
+    """GFLOP/s of a 2048^2 float32 matmul in JAX and NumPy (and torch when installed)."""
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    ja = jnp.asarray(a)
+    dot = jax.jit(lambda x: x @ x)
+    fns = {"jax": lambda: dot(ja).block_until_ready(), "numpy": lambda: a @ a}
+    torch = _torch()
+    if torch is not None:
+        ta = torch.from_numpy(a)
+        fns["torch"] = lambda: ta @ ta
+    times = interleaved(fns, rounds=5)
+    return {name: 2 * n**3 / t / 1e9 for name, t in times.items()}
+
+
+# --- lrd ------------------------------------------------------------------------------------
+def lrd_runner(cell: str, T: int, batch: int, hidden: int, n_steps: int, seeds: int = 1) -> Callable[[], None]:
+    """n_steps of lrd's training step for ``seeds`` vmapped seeds, as one compiled call."""
+    trainer = Trainer(Copy(gap=T - 20), ModelConfig(cell=cell, hidden=hidden), _train_config(batch, n_steps))
+
+    def steps(state):
+        return jax.lax.scan(lambda s, _: (trainer._train_step(s), None), state, None, length=n_steps)[0]
+
+    block = Program(jax.jit(jax.vmap(steps), donate_argnums=0))
+    state = [trainer.init(jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)]))]
+
+    def run():
+        state[0] = block(state[0])
+        jax.block_until_ready(state[0])
+
+    return run
+
+
+def _train_config(batch: int, n_steps: int) -> TrainConfig:
+    return TrainConfig(steps=n_steps, log_every=n_steps, batch_size=batch, probe_size=batch, eval_size=batch)
+
+
+# --- flax nn.RNN ----------------------------------------------------------------------------
+def flax_runner(cell: str, T: int, batch: int, hidden: int, n_steps: int) -> Callable[[], None]:
+    import flax.linen as nn
+    import optax
+
+    task = Copy(gap=T - 20)
+    cells = {"rnn": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(task.output_dim)(nn.RNN(cells[cell](hidden))(x))
+
+    model = Model()
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1, task.input_dim)))
+
+    def steps(carry):
+        def step(carry, i):
+            params, opt_state = carry
+            b = task.sample(jax.random.fold_in(jax.random.PRNGKey(1), i), batch)
+            grads = jax.grad(lambda p: task.training_loss(model.apply(p, b.inputs), b))(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        return jax.lax.scan(step, carry, jnp.arange(n_steps))[0]
+
+    block = Program(jax.jit(steps, donate_argnums=0))
+    carry = [(params, tx.init(params))]
+
+    def run():
+        carry[0] = block(carry[0])
+        jax.block_until_ready(carry[0])
+
+    return run
+
+
+# --- PyTorch ---------------------------------------------------------------------------------
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def torch_runner(cell: str, T: int, batch: int, hidden: int, n_steps: int, threads: int, onednn: bool, device: str = "cpu"):
+    torch = _torch()
+    task = Copy(gap=T - 20)
+    rnn = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    torch.manual_seed(0)
+    recurrent = rnn(task.input_dim, hidden, batch_first=True).to(device)
+    readout = torch.nn.Linear(hidden, task.output_dim).to(device)
+    params = list(recurrent.parameters()) + list(readout.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+    batches = []
+    for i in range(4):
+        b = jax.device_get(task.sample(jax.random.PRNGKey(i), batch))
+        batches.append(tuple(torch.from_numpy(np.array(a)).to(device) for a in (b.inputs, b.targets, b.mask)))
+
+    def run():
+        torch.set_num_threads(threads)
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            for i in range(n_steps):
+                x, y, m = batches[i % len(batches)]
+                opt.zero_grad(set_to_none=True)
+                logits = readout(recurrent(x)[0])  # (B, T, K)
+                nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y.long(), reduction="none")
+                loss = (nll * m).sum() / m.sum()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return run
+
+
+# --- sections ----------------------------------------------------------------------------------
+def torch_configs(quick: bool) -> list[tuple[int, bool, str]]:
+    """(threads, oneDNN, device) of the PyTorch contenders: cuDNN on a GPU, else thread/oneDNN variants."""
+    torch = _torch()
+    if torch is None:
+        return []
+    if jax.default_backend() == "gpu" and torch.cuda.is_available():
+        return [(1, True, "cuda")]
+    threads = (os.cpu_count(),) if quick else tuple(sorted({1, os.cpu_count()}))
+    return [(t, onednn, "cpu") for t in threads for onednn in (True, False)]
+
+
+def bench_steps(lengths, batch, hidden, rounds, peak, quick) -> dict:
+    rows = {}
+    for T in lengths:
+        n = 2 if T >= 1000 else 10
+        for cell in CELLS:
+            contenders = {
+                "lrd": lrd_runner(cell, T, batch, hidden, n),
+                "flax": flax_runner(cell, T, batch, hidden, n),
+            }
+            for threads, onednn, device in torch_configs(quick):
+                name = "torch cuda" if device == "cuda" else f"torch {threads} threads{'' if onednn else ', no oneDNN'}"
+                contenders[name] = torch_runner(cell, T, batch, hidden, n, threads, onednn, device)
+            per_step = {k: v / n for k, v in interleaved(contenders, rounds).items()}
+            torch_best = min((k for k in per_step if k.startswith("torch")), key=per_step.get, default=None)
+            flops = step_flops(cell, T, batch, hidden)
+            row = {"cell": cell, "T": T, "lrd": per_step["lrd"], "flax": per_step["flax"]}
+            row["lrd_gflops"] = flops / per_step["lrd"] / 1e9
+            row["lrd_of_peak"] = row["lrd_gflops"] / peak
+            row["vs_flax"] = per_step["flax"] / per_step["lrd"]
+            if torch_best:
+                row.update(torch=per_step[torch_best], torch_config=torch_best, vs_torch=per_step[torch_best] / per_step["lrd"])
+            rows[cell, T] = row
+            _print_step_row(row)
+    return rows
+
+
+def bench_seeds(configs, rounds, n_seeds=8) -> None:
+    """Throughput of n_seeds in one vmapped program against n_seeds single-seed programs in turn."""
+    for cell, T, batch, hidden, n in configs:
+        one = lrd_runner(cell, T, batch, hidden, n, seeds=1)
+        many = lrd_runner(cell, T, batch, hidden, n, seeds=n_seeds)
+        times = interleaved({"one": one, "many": many}, rounds)
+        ratio = n_seeds * times["one"] / times["many"]
+        print(
+            f"{cell:5} T={T:<5} B={batch:<4} H={hidden:<4} 1 seed {times['one'] / n * 1e3:8.2f} ms/step   "
+            f"{n_seeds} seeds vmapped {times['many'] / n * 1e3:8.2f} ms/step   throughput x{ratio:.2f}",
+            flush=True,
+        )
+
+
+def bench_probe(cells, T, batch, hidden, rounds, step_times, log_every=50) -> None:
+    """A probe pass (loss + parameter and per-timestep state gradients) against a plain one."""
+    from lrd.probes import probe
+
+    for cell in cells:
+        trainer = Trainer(Copy(gap=T - 20), ModelConfig(cell=cell, hidden=hidden), _train_config(batch, 1))
+        params = trainer.init(jnp.stack([jax.random.PRNGKey(0)])).params
+        params = jax.tree.map(lambda p: p[0], params)
+        data = trainer.task.sample(jax.random.PRNGKey(1), batch)
+
+        def plain(params):
+            loss = lambda p: trainer.task.training_loss(trainer.model.apply(p, data.inputs), data)
+            return jax.value_and_grad(loss)(params)
+
+        def probed(params):
+            result = probe(trainer.task, trainer.model, params, data)
+            return result.loss, result.param_grads, result.state_norms
+
+        fns = {name: Program(jax.jit(f)) for name, f in (("plain", plain), ("probe", probed))}
+        times = interleaved({name: (lambda f=f: jax.block_until_ready(f(params))) for name, f in fns.items()}, rounds)
+        step_time = step_times[cell, T]["lrd"]
+        extra = times["probe"] - times["plain"]
+        print(
+            f"{cell:5} T={T:<5} plain fwd+bwd {times['plain'] * 1e3:7.1f} ms  with state gradients {times['probe'] * 1e3:7.1f} ms"
+            f"  (+{extra / times['plain']:.1%} of the pass, {extra / step_time:+.1%} of a training step;"
+            f" one probe per {log_every} steps costs {times['probe'] / (log_every * step_time):.1%})",
+            flush=True,
+        )
+
+
+def bench_compile(cells, lengths, batch, hidden) -> None:
+    """Seconds to compile lrd's training block (10 steps) at growing T."""
+    for cell in cells:
+        parts = []
+        for T in lengths:
+            trainer = Trainer(Copy(gap=T - 20), ModelConfig(cell=cell, hidden=hidden), _train_config(batch, 10))
+            state = trainer.init(jnp.stack([jax.random.PRNGKey(0)]))
+            start = time.perf_counter()
+            trainer.advance.lower(state, 10).compile()
+            parts.append(f"T={T}: {time.perf_counter() - start:5.2f} s")
+        print(f"{cell:5} " + "   ".join(parts), flush=True)
+
+
+def _print_step_row(row: dict) -> None:
+    torch_part = (
+        f"{row['torch']:8.4f} {row['vs_torch']:8.2f}x  ({row['torch_config']})" if "torch" in row else "   (no torch)"
+    )
+    print(
+        f"{row['cell']:5} {row['T']:>5} {row['lrd']:8.4f} {row['lrd_gflops']:6.1f} {row['lrd_of_peak']:5.0%}"
+        f" {row['flax']:8.4f} {row['vs_flax']:7.2f}x {torch_part}",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="T=100 only, fewer repeats")
+    parser.add_argument("--quick", action="store_true", help="T=100 only, fewer repeats (under 2 minutes)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--malloc", choices=("lrd", "default"), default="lrd", help="allocator settings of every contender")
     args = parser.parse_args()
+    if args.malloc == "lrd":
+        runtime.reexec_with_malloc_settings()
+    warnings.filterwarnings("ignore", message=".*TF32.*")  # torch's oneDNN switch talks about Intel GPUs
+    rounds = 3 if args.quick else 5
     lengths = [100] if args.quick else [100, 1000]
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; batch {args.batch}, hidden {args.hidden}")
-    print(f"{'cell':5} {'T':>5} {'s/step':>9} {'steps/s':>8} {'probe s':>8} {'compile s':>9}")
-    for length in lengths:
-        steps, repeats = (5, 3) if length >= 1000 else (20, 3 if args.quick else 5)
-        for cell in ("rnn", "lstm", "gru"):
-            r = bench_cell(cell, length, args.batch, args.hidden, steps, repeats)
-            print(f"{r['cell']:5} {r['T']:>5} {r['step_s']:>9.4f} {1 / r['step_s']:>8.2f} {r['probe_s']:>8.3f} {r['compile_s']:>9.1f}")
 
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; torch {getattr(_torch(), '__version__', 'not installed')}")
+    print(f"allocator: {'lrd settings (' + os.environ.get('GLIBC_TUNABLES', '') + ')' if args.malloc == 'lrd' else 'glibc defaults'}")
+    peaks = matmul_peak()
+    peak = max(peaks.values())
+    print("matmul peak (2048^2 float32): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + f" GFLOP/s -> peak {peak:.0f}")
+
+    print(f"\n== training step, batch {args.batch}, hidden {args.hidden}: seconds per step (median of {rounds} interleaved rounds)")
+    print(f"{'cell':5} {'T':>5} {'lrd':>8} {'GFLOP/s':>6} {'peak':>5} {'flax':>8} {'lrd vs':>8} {'torch':>8} {'lrd vs':>9}")
+    steps = bench_steps(lengths, args.batch, args.hidden, rounds, peak, args.quick)
+
+    print("\n== seeds: 8 seeds in one vmapped program vs 8 single-seed programs one after another")
+    some = ("lstm",) if args.quick else CELLS
+    configs = [(cell, 70, 32, 64, 20) for cell in some]  # the copy reference study's shape (gap 50)
+    configs += [(cell, 100, args.batch, args.hidden, 5) for cell in some]
+    bench_seeds(configs, rounds)
+
+    print("\n== per-timestep gradient norms: a probe pass against a plain forward+backward pass")
+    for T in lengths:
+        bench_probe(some, T, args.batch, args.hidden, rounds, steps)
+
+    print("\n== compile time of a training block")
+    bench_compile(("rnn",) if args.quick else CELLS, [100, 1000] if args.quick else [100, 1000, 3000], args.batch, args.hidden)
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
