@@ -21,6 +21,7 @@ diverged at that step and freezes its parameters; other seeds are untouched.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Callable, Literal, NamedTuple
 
@@ -99,10 +100,10 @@ class Trainer:
         self.task, self.model_config, self.train_config = task, model, train
         self.model = SequenceModel(model, task.output_dim)
         self.tx = train.optimizer_chain()
-        self.init = Program(jax.jit(jax.vmap(self._init)))
+        self.init = Program(self._init)
         # n_steps is shared by all seeds (not vmapped), so the per-step lax.cond stays a real branch
-        self.advance = Program(jax.jit(jax.vmap(self._advance, in_axes=(0, None)), donate_argnums=0))
-        self.evaluate = Program(jax.jit(jax.vmap(self._evaluate)))
+        self.advance = Program(self._advance, donate=True)
+        self.evaluate = Program(self._evaluate)
 
     # --- pure, per-seed functions --------------------------------------------------
     def _init(self, key: jax.Array) -> TrainState:
@@ -186,27 +187,52 @@ class Trainer:
 
 
 class Program:
-    """A jitted function traced with JAX's classic (non-partitionable) threefry PRNG.
+    """A per-seed function, jit-compiled over a leading seed axis; one compiled program per shape.
 
+    The first argument (and every output) carries a leading seed axis; the other
+    arguments are shared by all seeds. Several seeds are batched with ``jax.vmap``;
+    a single seed runs the function itself, with the axis removed on the way in and
+    restored on the way out, since XLA's CPU backend runs a vmapped matmul with a
+    seed axis of size 1 as a batched dot about 25% slower than the plain one
+    (measured by scripts/bench.py). Either way a given seed count always gives the
+    same numbers.
+
+    Both programs are traced with JAX's classic (non-partitionable) threefry PRNG.
     Both threefry forms are deterministic functions of the key; the classic one
     compiles about twice as fast on CPU (measured: 8.0 s -> 3.9 s for a training
     block), and compilation dominates short runs. Fixing it here keeps the random
     streams independent of the user's JAX configuration.
     """
 
-    def __init__(self, jitted):
-        self.jitted = jitted
+    def __init__(self, fn: Callable, donate: bool = False):
+        donate_argnums = (0,) if donate else ()
+        in_axes = (0,) + (None,) * (len(inspect.signature(fn).parameters) - 1)
+        self.batched = jax.jit(jax.vmap(fn, in_axes=in_axes), donate_argnums=donate_argnums)
+        self.single = jax.jit(_single_seed(fn), donate_argnums=donate_argnums)
+
+    def _pick(self, first):
+        return self.single if jax.tree.leaves(first)[0].shape[0] == 1 else self.batched
 
     def __call__(self, *args):
         with jax.threefry_partitionable(False):
-            return self.jitted(*args)
+            return self._pick(args[0])(*args)
 
     def lower(self, *args):
         with jax.threefry_partitionable(False):
-            return self.jitted.lower(*args)
+            return self._pick(args[0]).lower(*args)
 
-    def __getattr__(self, name):  # _cache_size, eval_shape, ...
-        return getattr(self.jitted, name)
+    def _cache_size(self) -> int:
+        return self.batched._cache_size() + self.single._cache_size()
+
+
+def _single_seed(fn: Callable) -> Callable:
+    """``fn`` on the only seed of a leading seed axis of size 1, the axis restored on its outputs."""
+
+    def one(first, *shared):
+        out = fn(jax.tree.map(lambda x: x[0], first), *shared)
+        return jax.tree.map(lambda x: x[None], out)
+
+    return one
 
 
 @functools.lru_cache(maxsize=64)

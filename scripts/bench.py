@@ -65,6 +65,16 @@ def interleaved(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def classic_prng(jitted: Callable) -> Callable:
+    """Call ``jitted`` traced with the classic threefry PRNG, as lrd's programs are (lrd.train.Program)."""
+
+    def call(*args):
+        with jax.threefry_partitionable(False):
+            return jitted(*args)
+
+    return call
+
+
 def step_flops(cell: str, T: int, batch: int, hidden: int, d_in: int = 10, d_out: int = 10) -> float:
     """Matmul FLOPs of one training step: 3 x the forward's (forward, two backward products)."""
     gh = GATES[cell] * hidden
@@ -95,7 +105,7 @@ def lrd_runner(cell: str, T: int, batch: int, hidden: int, n_steps: int, seeds: 
     def steps(state):
         return jax.lax.scan(lambda s, _: (trainer._train_step(s), None), state, None, length=n_steps)[0]
 
-    block = Program(jax.jit(jax.vmap(steps), donate_argnums=0))
+    block = Program(steps, donate=True)  # lrd's seed-batched program, as the sweep runs it
     state = [trainer.init(jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)]))]
 
     def run():
@@ -136,7 +146,7 @@ def flax_runner(cell: str, T: int, batch: int, hidden: int, n_steps: int) -> Cal
 
         return jax.lax.scan(step, carry, jnp.arange(n_steps))[0]
 
-    block = Program(jax.jit(steps, donate_argnums=0))
+    block = classic_prng(jax.jit(steps, donate_argnums=0))
     carry = [(params, tx.init(params))]
 
     def run():
@@ -257,7 +267,7 @@ def bench_probe(cells, T, batch, hidden, rounds, step_times, log_every=50) -> No
             result = probe(trainer.task, trainer.model, params, data)
             return result.loss, result.param_grads, result.state_norms
 
-        fns = {name: Program(jax.jit(f)) for name, f in (("plain", plain), ("probe", probed))}
+        fns = {name: classic_prng(jax.jit(f)) for name, f in (("plain", plain), ("probe", probed))}
         times = interleaved({name: (lambda f=f: jax.block_until_ready(f(params))) for name, f in fns.items()}, rounds)
         step_time = step_times[cell, T]["lrd"]
         extra = times["probe"] - times["plain"]
