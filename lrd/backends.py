@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Protocol
 
 from lrd.experiment import Plugin, load_plugin
+from lrd.store import versions
 from lrd.train import RunResult, get_trainer
 
 # Package versions a worker must share with the driver: they decide the numbers.
@@ -76,8 +77,6 @@ class Backend(Protocol):
 
 
 def make_job(index: int, group_key: tuple, seeds: list[int], plugins: tuple[Plugin, ...]) -> Job:
-    from lrd.store import versions
-
     found = versions()
     return Job(index, pickle.dumps(group_key), tuple(seeds), plugins, {name: found[name] for name in PINNED})
 
@@ -111,8 +110,6 @@ class VersionMismatch(RuntimeError):
 
 
 def _check_versions(expected: dict[str, str]) -> None:
-    from lrd.store import versions
-
     found = versions()
     wrong = [f"{name} {found[name]} (driver: {expected[name]})" for name in expected if found[name] != expected[name]]
     if wrong:
@@ -163,6 +160,7 @@ class RayBackend:
 
     def run(self, jobs: list[Job], emit: Callable[[Event], None]) -> Iterator[Outcome]:
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         if self.address:
             ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
@@ -170,7 +168,8 @@ class RayBackend:
             ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         try:
             resources = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) > 0 else {"num_cpus": 1}
-            events = ray.remote(num_cpus=0)(EventLog).remote()
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            events = ray.remote(num_cpus=0, scheduling_strategy=here)(EventLog).remote()  # lives as long as the driver
             task = ray.remote(max_retries=self.max_retries, **resources)(_train_on_ray)
             pending = {task.remote(job, events): job.index for job in jobs}
             while pending:
@@ -207,49 +206,3 @@ def _train_on_ray(job: Job, events) -> Outcome:
     enable_compilation_cache()
     return train(job, lambda event: events.put.remote(event))
 
-
-# --- worker processes (measured, see README) --------------------------------------------
-class ProcessBackend:
-    """Groups in ``workers`` spawned processes on this machine, each with its own XLA."""
-
-    def __init__(self, workers: int, xla_threads: int | None = None):
-        self.workers, self.xla_threads = workers, xla_threads
-
-    def run(self, jobs: list[Job], emit: Callable[[Event], None]) -> Iterator[Outcome]:
-        import multiprocessing
-        import queue as queues
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-        context = multiprocessing.get_context("spawn")
-        events = context.Queue()
-        with ProcessPoolExecutor(self.workers, context, _start_process, (events, self.xla_threads)) as pool:
-            pending = {pool.submit(_train_in_process, job): job.index for job in jobs}
-            while pending:
-                ready, _ = wait(pending, timeout=RAY_POLL_S, return_when=FIRST_COMPLETED)
-                while True:
-                    try:
-                        emit(events.get_nowait())
-                    except queues.Empty:
-                        break
-                for future in ready:
-                    index = pending.pop(future)
-                    try:
-                        yield future.result()
-                    except Exception as err:  # the worker process died
-                        yield Outcome(index, None, math.nan, describe(err))
-
-
-_process_events = None  # a worker process's event queue, set once when the process starts
-
-
-def _start_process(events, xla_threads: int | None) -> None:
-    global _process_events
-    _process_events = events
-    if xla_threads is not None:  # read when XLA starts, at the first computation
-        flags = f"--xla_cpu_multi_thread_eigen={'true' if xla_threads > 1 else 'false'} intra_op_parallelism_threads={xla_threads}"
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
-    enable_compilation_cache()
-
-
-def _train_in_process(job: Job) -> Outcome:
-    return train(job, _process_events.put)

@@ -136,7 +136,7 @@ class PlainReporter:
         self.total, self.done = total, already_done
         print(f"{experiment.name}: {total} runs, {already_done} already done, {total - already_done} to compute", flush=True)
 
-    def group_started(self, label, n_runs, n_blocks, steps, attempt=1):
+    def group_started(self, label, n_runs, n_blocks, steps, attempt):
         print(f"[{self.done}/{self.total}] training {label} ({steps} steps){_attempt(attempt)}", flush=True)
 
     def block_done(self, label, done, total):
@@ -177,7 +177,7 @@ class RichReporter:
         if already_done:
             self.progress.console.print(f"{already_done} of {total} runs already done; computing the rest")
 
-    def group_started(self, label, n_runs, n_blocks, steps, attempt=1):
+    def group_started(self, label, n_runs, n_blocks, steps, attempt):
         if label in self.groups:  # a retry: its bar starts again
             self.progress.remove_task(self.groups[label][0])
         self.groups[label] = (self.progress.add_task(label + _attempt(attempt), total=steps, unit="steps"), steps // n_blocks)

@@ -235,11 +235,6 @@ def test_a_group_whose_worker_always_dies_is_recorded_failed_then_retried(cluste
     assert failed["error"].str.contains("WorkerCrashedError").all() and failed["error"].str.contains("after 2 retries").all()
     assert set(runs.loc[runs["gap"] == 4, "status"]) == {"done"} and runs.loc[runs["gap"] == 4, "error"].isna().all()
     assert set(curves["run"]) == set(grad_norms["run"]) == set(runs.loc[runs["gap"] == 4, "run"])
-    # the failed rows do not break the summary or the figures
-    assert lrd("show", "out", cwd=tmp_path).returncode == 0
-    plot = lrd("plot", "out", cwd=tmp_path)
-    assert plot.returncode == 0, plot.stderr
-    assert "2 failed runs not drawn" in plot.stdout
 
     done_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out" / "runs").iterdir() if p.name in set(runs.loc[runs["gap"] == 4, "run"])}
     marker.unlink()
