@@ -205,4 +205,3 @@ class EventLog:
 def _train_on_ray(job: Job, events) -> Outcome:
     enable_compilation_cache()
     return train(job, lambda event: events.put.remote(event))
-

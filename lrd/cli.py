@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -85,7 +84,8 @@ def cmd_run(args, console: Console) -> int:
     if not args.no_plot:
         draw_figures(out_dir)
     if summary.failed:
-        print(f"lrd: {summary.failed} runs failed (their errors are in the runs table); run the same command to retry them", file=sys.stderr)
+        runs = "run" if summary.failed == 1 else "runs"
+        print(f"lrd: {summary.failed} {runs} failed (see the error column of the runs table); run the same command to retry", file=sys.stderr)
         return RUNS_FAILED
     return 0
 
@@ -191,7 +191,7 @@ class RichReporter:
         if label in self.groups:
             self.progress.remove_task(self.groups.pop(label)[0])
         self.progress.advance(self.runs, len(rows))
-        self.progress.console.print(f"{label}: {_result_line(rows)}")
+        self.progress.console.print(f"{label}: {_result_line(rows)}", markup=False)
 
 
 # --- lrd plot -----------------------------------------------------------------------------
