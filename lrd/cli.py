@@ -1,18 +1,19 @@
 """The ``lrd`` command: a thin layer over experiment, sweep, store and plots.
 
-    lrd run [EXPERIMENT] [--out DIR]   run (or resume) a sweep; default experiments/quick.toml
+    lrd run [EXPERIMENT] [--out DIR] [--backend local|ray] [--address ADDR]
+                                       run (or resume) a sweep; default experiments/quick.toml
     lrd tasks                          registered tasks and models, conventions, baselines
     lrd show DIR                       the summary table of a results folder
     lrd plot [DIR]                     (re)draw every figure of a results folder into DIR/figures
 
-User errors (a bad experiment file, a missing folder) print one line and exit 2.
+User errors (a bad experiment file, a missing folder) print one line and exit 2;
+a sweep with failed runs exits 1 (rerun it to retry them).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from rich.table import Table
 
 DEFAULT_EXPERIMENT = Path("experiments") / "quick.toml"
 USER_ERROR = 2
+RUNS_FAILED = 1
 
 
 class UserError(Exception):
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run or resume an experiment (a sweep)")
     run.add_argument("experiment", nargs="?", default=str(DEFAULT_EXPERIMENT), help="experiment file (TOML)")
     run.add_argument("--out", help="results folder (default: results/<experiment name>)")
+    run.add_argument("--backend", choices=("local", "ray"), default="local", help="where the groups of runs train (default: local, this process)")
+    run.add_argument("--address", help="with --backend ray: the cluster to join (the head's host:port); default: start a local Ray cluster")
     commands.add_parser("tasks", help="list the registered tasks and models")
     show = commands.add_parser("show", help="summary table of a results folder")
     show.add_argument("dir", help="results folder")
@@ -67,45 +71,63 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args, console: Console) -> int:
     from lrd.experiment import ExperimentError, load_experiment
 
+    backend = make_backend(args)
     try:
         experiment = load_experiment(args.experiment)
     except ExperimentError as err:
         raise UserError(str(err)) from None
     out_dir = Path(args.out) if args.out else Path("results") / experiment.name
-    _enable_compilation_cache()
 
+    from lrd.backends import enable_compilation_cache
     from lrd.sweep import run_sweep
 
+    enable_compilation_cache()
     reporter = RichReporter(console) if console.is_terminal else PlainReporter()
     with reporter:
-        summary = run_sweep(experiment, out_dir, reporter)
+        summary = run_sweep(experiment, out_dir, reporter, backend)
     print(
         f"{experiment.name}: {summary.computed} runs computed, {summary.already_done} already done, "
-        f"{summary.diverged} diverged, {summary.wall_time_s:.1f} s; results in {out_dir}"
+        f"{summary.diverged} diverged, {summary.failed} failed, {summary.wall_time_s:.1f} s; results in {out_dir}"
     )
     if not args.no_plot:
         draw_figures(out_dir)
+    if summary.failed:
+        runs = "run" if summary.failed == 1 else "runs"
+        print(f"lrd: {summary.failed} {runs} failed (see the error column of the runs table); run the same command to retry", file=sys.stderr)
+        return RUNS_FAILED
     return 0
 
 
-def _enable_compilation_cache() -> None:
-    """JAX's persistent compilation cache, so a second invocation starts fast."""
-    import jax
+def make_backend(args):
+    """The backend the options ask for; a bad combination is a UserError."""
+    if args.address is not None and args.backend != "ray":
+        raise UserError("--address needs --backend ray")
+    if args.backend == "local":
+        return None  # the sweep's default, in this process
+    from lrd.backends import RayBackend, RayNotInstalled
 
-    cache = Path(os.environ.get("LRD_CACHE_DIR", Path.home() / ".cache" / "lrd" / "jax"))
-    cache.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(cache))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    try:
+        RayBackend.check_installed()
+    except RayNotInstalled as err:
+        raise UserError(str(err)) from None
+    return RayBackend(args.address)
 
 
 def _result_line(rows: list[dict]) -> str:
     parts = []
     for row in rows:
+        if row["status"] == "failed":
+            seeds = ",".join(str(r["seed"]) for r in rows)
+            return f"seeds {seeds} failed: {row['error']}"
         if row["status"] == "diverged":
             parts.append(f"seed {row['seed']}: diverged at step {int(row['diverged_step'])}")
         else:
             parts.append(f"seed {row['seed']}: metric {row['final_metric']:.3f}{' solved' if row['solved'] else ''}")
     return "; ".join(parts)
+
+
+def _attempt(attempt: int) -> str:
+    return f" (attempt {attempt}: its worker died)" if attempt > 1 else ""
 
 
 class PlainReporter:
@@ -122,10 +144,10 @@ class PlainReporter:
         self.total, self.done = total, already_done
         print(f"{experiment.name}: {total} runs, {already_done} already done, {total - already_done} to compute", flush=True)
 
-    def group_started(self, label, n_runs, n_blocks, steps):
-        print(f"[{self.done}/{self.total}] training {label} ({steps} steps)", flush=True)
+    def group_started(self, label, n_runs, n_blocks, steps, attempt):
+        print(f"[{self.done}/{self.total}] training {label} ({steps} steps){_attempt(attempt)}", flush=True)
 
-    def block_done(self, done, total):
+    def block_done(self, label, done, total):
         pass
 
     def group_done(self, label, rows):
@@ -135,7 +157,7 @@ class PlainReporter:
 
 
 class RichReporter:
-    """A live progress display: runs done / total, the current group and step, elapsed and remaining."""
+    """A live progress display: runs done / total, a bar per group in training, elapsed and remaining."""
 
     def __init__(self, console: Console):
         self.progress = Progress(
@@ -159,22 +181,25 @@ class RichReporter:
 
     def start(self, experiment, total, already_done):
         self.runs = self.progress.add_task(experiment.name, total=total, completed=already_done, unit="runs")
-        self.steps = None
+        self.groups = {}  # label -> (progress task, steps per block) of each group in training
         if already_done:
             self.progress.console.print(f"{already_done} of {total} runs already done; computing the rest")
 
-    def group_started(self, label, n_runs, n_blocks, steps):
-        if self.steps is not None:
-            self.progress.remove_task(self.steps)
-        self.step_size = steps // n_blocks
-        self.steps = self.progress.add_task(label, total=steps, unit="steps")
+    def group_started(self, label, n_runs, n_blocks, steps, attempt):
+        if label in self.groups:  # a retry: its bar starts again
+            self.progress.remove_task(self.groups[label][0])
+        self.groups[label] = (self.progress.add_task(label + _attempt(attempt), total=steps, unit="steps"), steps // n_blocks)
 
-    def block_done(self, done, total):
-        self.progress.update(self.steps, completed=done * self.step_size)
+    def block_done(self, label, done, total):
+        if label in self.groups:
+            task, step_size = self.groups[label]
+            self.progress.update(task, completed=done * step_size)
 
     def group_done(self, label, rows):
+        if label in self.groups:
+            self.progress.remove_task(self.groups.pop(label)[0])
         self.progress.advance(self.runs, len(rows))
-        self.progress.console.print(f"{label}: {_result_line(rows)}")
+        self.progress.console.print(f"{label}: {_result_line(rows)}", markup=False)
 
 
 # --- lrd plot -----------------------------------------------------------------------------
@@ -189,14 +214,16 @@ def draw_figures(out_dir: Path) -> None:
     from lrd.store import StoreError, load
 
     try:
+        results = load(out_dir)
         paths = write_figures(
-            load(out_dir),
+            results,
             out_dir / "figures",
             on_skip=lambda stem, reason: print(f"skipped {stem}: {reason}"),
         )
     except (StoreError, PlotError) as err:
         raise UserError(str(err)) from None
-    print(f"{len(paths)} figure files in {out_dir / 'figures'}")
+    failed = int((results.runs["status"] == "failed").sum())
+    print(f"{len(paths)} figure files in {out_dir / 'figures'}" + (f"; {failed} failed runs not drawn" if failed else ""))
 
 
 def _stdout_console() -> Console:
@@ -239,18 +266,25 @@ def cmd_show(args, console: Console) -> int:
         raise UserError(str(err)) from None
     out = _stdout_console()
     out.print(summary_table(results.runs, title=str(args.dir)))
+    failed = results.runs[results.runs["status"] == "failed"]
+    for (label, error), g in failed.groupby(["model", "error"], sort=True):
+        seeds = ",".join(str(s) for s in sorted(g["seed"]))
+        out.print(f"failed: {g['task'].iloc[0]} gaps {','.join(str(x) for x in sorted(set(g['gap'])))} {label} seeds {seeds}: {error}")
     return 0
 
 
 def summary_table(runs, title: str) -> Table:
     """Seeds aggregated: one row per task, gap and model."""
     table = Table(title=title)
-    for column in ("task", "gap", "model", "h", "seeds", "diverged", "final metric", "baseline", "solved", "solved at step", "decay len init→final"):
+    failures = (runs["status"] == "failed").any()
+    columns = ["task", "gap", "model", "h", "seeds", "diverged", *(["failed"] if failures else []), "final metric", "baseline", "solved", "solved at step", "decay len init→final"]
+    for column in columns:
         table.add_column(column, justify="right" if column not in ("task", "model") else "left")
     for (task, gap, model, hidden), g in runs.groupby(["task", "gap", "model", "hidden"], sort=True):
         metric = g["final_metric"].dropna()
         spread = f" ± {metric.std(ddof=1):.3f}" if len(metric) > 1 else ""
         solved_steps = g["solved_step"].dropna()
+        failed = [str(int((g["status"] == "failed").sum()))] if failures else []
         table.add_row(
             task,
             str(gap),
@@ -258,6 +292,7 @@ def summary_table(runs, title: str) -> Table:
             str(hidden),
             str(len(g)),
             str(int((g["status"] == "diverged").sum())),
+            *failed,
             f"{metric.mean():.3f}{spread}" if len(metric) else "—",
             f"{g['baseline_metric'].iloc[0]:.3f}",
             f"{int(g['solved'].sum())}/{len(g)}",

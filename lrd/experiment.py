@@ -80,12 +80,21 @@ class RunSpec(NamedTuple):
         return (self.task, self.model, self.train)
 
 
+class Plugin(NamedTuple):
+    """A module named in ``imports``: a task file (its text travels to remote workers) or an installed module."""
+
+    module: str  # the name it is imported under, the same in every process
+    path: str | None = None  # a task file: where the driver read it
+    source: str | None = None  # a task file: its text
+
+
 class Experiment(NamedTuple):
     name: str
     description: str
     path: Path
     source: str  # the file's text, saved beside the results
     runs: list[RunSpec]
+    plugins: tuple[Plugin, ...] = ()  # what a worker process imports before it trains a run
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -104,7 +113,7 @@ def load_experiment(path: str | Path) -> Experiment:
     _check_keys(where, "", raw, TOP_LEVEL_KEYS)
     name = _scalar(where, "name", raw.get("name", path.stem), str)
     description = _scalar(where, "description", raw.get("description", ""), str)
-    _import_plugins(where, path.parent, raw.get("imports", []))
+    plugins = _import_plugins(where, path.parent, raw.get("imports", []))
     seeds = _seeds(where, raw.get("seeds", [0]))
 
     for section in ("task", "model", "train"):
@@ -118,7 +127,7 @@ def load_experiment(path: str | Path) -> Experiment:
     for task, model, train, seed in itertools.product(tasks, models, trains, seeds):
         spec = RunSpec(task, model, train, seed)
         runs.setdefault(spec.run_id, spec)  # identical resolved configs are one run
-    return Experiment(name, description, path, source, list(runs.values()))
+    return Experiment(name, description, path, source, list(runs.values()), plugins)
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -149,30 +158,48 @@ def _seeds(where: str, value) -> list[int]:
     return seeds
 
 
-def _import_plugins(where: str, base: Path, imports) -> None:
+def _import_plugins(where: str, base: Path, imports) -> tuple[Plugin, ...]:
     """Import task files (paths relative to the experiment file) or modules so they register."""
     if isinstance(imports, str):
         imports = [imports]
     if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
         raise ExperimentError(f"{where}: imports: must be a list of file paths or module names")
+    plugins = []
     for item in imports:
         try:
             if item.endswith(".py"):
                 file = (base / item).resolve()
                 if not file.is_file():
                     raise ExperimentError(f"{where}: imports: no such file {str(file)!r}")
-                module_name = f"lrd_user_{file.stem}_{hashlib.sha256(str(file).encode()).hexdigest()[:8]}"
-                if module_name not in sys.modules:
-                    spec = importlib.util.spec_from_file_location(module_name, file)
-                    module = importlib.util.module_from_spec(spec)
-                    sys.modules[module_name] = module
-                    spec.loader.exec_module(module)
+                module = f"lrd_user_{file.stem}_{hashlib.sha256(str(file).encode()).hexdigest()[:8]}"
+                plugin = Plugin(module, str(file), file.read_text())
             else:
-                importlib.import_module(item)
+                plugin = Plugin(item)
+            load_plugin(plugin)
+            plugins.append(plugin)
         except ExperimentError:
             raise
         except Exception as err:  # a user's file: report, do not trace back
             raise ExperimentError(f"{where}: imports: {item!r} failed: {type(err).__name__}: {err}") from None
+    return tuple(plugins)
+
+
+def load_plugin(plugin: Plugin) -> None:
+    """Import a plugin in this process (once): a task file from its text, so it needs no file on this host."""
+    if plugin.module in sys.modules:
+        return
+    if plugin.source is None:
+        importlib.import_module(plugin.module)
+        return
+    spec = importlib.util.spec_from_loader(plugin.module, loader=None, origin=plugin.path)
+    module = importlib.util.module_from_spec(spec)
+    module.__file__ = plugin.path
+    sys.modules[plugin.module] = module
+    try:
+        exec(compile(plugin.source, plugin.path, "exec"), module.__dict__)
+    except BaseException:
+        del sys.modules[plugin.module]
+        raise
 
 
 def _grid(where: str, section: str, table: dict) -> list[dict]:

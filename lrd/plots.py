@@ -24,6 +24,8 @@ Conventions shared by all figures:
   which is told apart by square markers.
 - Aggregates over seeds use finished runs (status "done"); diverged runs are shown
   as distinct markers or lines and counted in the title, never silently dropped.
+  Failed runs (never trained, see ``lrd.store``) have nothing to draw and are left
+  out by ``write_figures``; ``lrd plot`` says how many.
 - Gradient norms below float32's smallest normal number were not measured (see
   ``lrd.probes``): a (series, timestep) point where any seed is below that floor is
   not drawn as data but marked in a hatched "below float32 range" band (figure 1) or
@@ -818,6 +820,9 @@ def split_by_task(results) -> dict[str, Tables]:
         if not hasattr(results, name):
             raise PlotError(f"results must have runs, curves and grad_norms tables (lrd.store.Results); missing {name}")
     runs = check_table(results.runs, "runs", RUN_COLUMNS)
+    runs = runs[runs["status"] != "failed"]  # never trained: nothing to draw
+    if runs.empty:
+        raise PlotError("no finished runs to draw: every run failed")
     curves = check_table(results.curves, "curves", CURVE_COLUMNS)
     grads = check_table(results.grad_norms, "grad_norms", GRAD_COLUMNS)
     return {

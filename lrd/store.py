@@ -15,6 +15,10 @@ A run folder is written under a temporary name and renamed into place, so a
 process killed at any moment leaves either a complete run or none (stale
 temporary folders are removed by the next sweep). A changed configuration has
 a new id, so it never overwrites another run.
+
+A run whose training failed (its worker died, or it raised) is a folder with
+``run.parquet`` alone: status "failed" and the ``error``. It does not count as
+done: the next sweep computes it again and its result replaces the record.
 """
 
 from __future__ import annotations
@@ -102,19 +106,7 @@ def run_tables(spec: RunSpec, result: RunResult, index: int, experiment: str, wa
     final = {f"final_{k}": (np.nan if diverged else float(v[index])) for k, v in result.final.items()}
     reached = curves.loc[curves["metric"] >= task.solve_threshold, "step"]
     row = {
-        "run": spec.run_id,
-        "experiment": experiment,
-        "task": task.name,
-        "gap": task.gap,
-        "task_length": task.length,
-        "metric_name": task.metric_name,
-        "task_source": task.source,
-        "task_convention": task.convention,
-        **{f"task_{k}": v for k, v in task.params().items() if k != "gap"},
-        "model": model.label,
-        **model.model_dump(),
-        "seed": spec.seed,
-        **spec.train.model_dump(),
+        **_configuration(spec, experiment),
         "status": "diverged" if diverged else "done",
         "diverged_step": float(diverged_step) if diverged else np.nan,
         **final,
@@ -129,11 +121,53 @@ def run_tables(spec: RunSpec, result: RunResult, index: int, experiment: str, wa
         "wall_time_s": wall_time_s,
         "group_size": len(result.seeds),
     }
-    run = pd.DataFrame([row])
-    run["forget_bias"] = run["forget_bias"].astype(float)
     curves.insert(0, "run", spec.run_id)
     grad_norms.insert(0, "run", spec.run_id)
-    return {"run": run, "curves": curves, "grad_norms": grad_norms}
+    return {"run": _run_table(row), "curves": curves, "grad_norms": grad_norms}
+
+
+def failed_run_table(spec: RunSpec, experiment: str, group_size: int, error: str) -> dict[str, pd.DataFrame]:
+    """The record of a run that could not be trained: its configuration, baselines, status "failed", the error."""
+    task = spec.task
+    baseline = task.baseline()
+    row = {
+        **_configuration(spec, experiment),
+        "status": "failed",
+        "baseline_loss": baseline.loss,
+        "baseline_metric": baseline.metric,
+        **{f"baseline_{k}": v for k, v in task.extra_baselines().items()},
+        "solve_threshold": task.solve_threshold,
+        "solved": False,
+        "group_size": group_size,
+        "error": error,
+    }
+    return {"run": _run_table(row)}
+
+
+def _configuration(spec: RunSpec, experiment: str) -> dict:
+    """The runs-table columns that describe what was run (everything before ``status``)."""
+    task, model = spec.task, spec.model
+    return {
+        "run": spec.run_id,
+        "experiment": experiment,
+        "task": task.name,
+        "gap": task.gap,
+        "task_length": task.length,
+        "metric_name": task.metric_name,
+        "task_source": task.source,
+        "task_convention": task.convention,
+        **{f"task_{k}": v for k, v in task.params().items() if k != "gap"},
+        "model": model.label,
+        **model.model_dump(),
+        "seed": spec.seed,
+        **spec.train.model_dump(),
+    }
+
+
+def _run_table(row: dict) -> pd.DataFrame:
+    run = pd.DataFrame([row])
+    run["forget_bias"] = run["forget_bias"].astype(float)
+    return run
 
 
 # --- writing -----------------------------------------------------------------------------
@@ -153,20 +187,39 @@ def prepare(out_dir: Path, experiment: Experiment) -> None:
 
 
 def write_run(out_dir: Path, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
-    """Write one run's tables atomically: a temporary folder, fsynced, renamed into place."""
+    """Write one run's tables atomically: a temporary folder, fsynced, renamed into place.
+
+    ``tables`` has all three tables, or only "run" for a failed run. A finished run
+    replaces a failed record of the same run; anything else already there is kept.
+    """
     final = out_dir / RUNS / run_id
-    tmp = out_dir / RUNS / f"{TMP_PREFIX}{run_id}-{uuid.uuid4().hex[:8]}"
+    tmp = _tmp_name(final)
     tmp.mkdir(parents=True)
-    for name in TABLES:
+    for name, table in tables.items():
         path = tmp / f"{name}.parquet"
-        tables[name].to_parquet(path, index=False, compression="zstd")
+        table.to_parquet(path, index=False, compression="zstd")
         _fsync(path)
     _fsync(tmp)
+    replaced = None
+    if len(tables) == len(TABLES) and _is_failed(final):
+        replaced = _tmp_name(final)  # killed between the renames: the run is missing, so recomputed
+        os.rename(final, replaced)
     try:
         os.rename(tmp, final)
     except OSError:  # already there (the same configuration finished elsewhere): keep the first
         shutil.rmtree(tmp, ignore_errors=True)
     _fsync(final.parent)
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _tmp_name(final: Path) -> Path:
+    return final.with_name(f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}")
+
+
+def _is_failed(run_dir: Path) -> bool:
+    """A stored record of a failed run: run.parquet without the curves."""
+    return run_dir.is_dir() and not (run_dir / "curves.parquet").exists()
 
 
 def write_summary(out_dir: Path, runs: pd.DataFrame) -> None:
@@ -202,12 +255,17 @@ def versions() -> dict[str, str]:
 
 
 # --- reading -------------------------------------------------------------------------------
-def completed_runs(out_dir: Path) -> set[str]:
-    """Ids of the runs stored (completely) in ``out_dir``."""
+def stored_runs(out_dir: Path) -> set[str]:
+    """Ids of every run recorded in ``out_dir``: finished (done or diverged) or failed."""
     runs = out_dir / RUNS
     if not runs.is_dir():
         return set()
     return {p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(TMP_PREFIX)}
+
+
+def completed_runs(out_dir: Path) -> set[str]:
+    """Ids of the runs stored with their results in ``out_dir`` (failed records excluded)."""
+    return {run_id for run_id in stored_runs(out_dir) if not _is_failed(out_dir / RUNS / run_id)}
 
 
 def current_run_ids(out_dir: Path) -> list[str] | None:
@@ -222,11 +280,13 @@ def load(out_dir: str | Path, all_runs: bool = False) -> Results:
 
     By default only the runs of the experiment last run into the folder; ``all_runs``
     also returns runs of earlier versions of the experiment kept in the same folder.
+    A failed run has a row in ``runs`` (status "failed", its ``error``) and no curves or
+    gradient norms; ``error`` is empty (None) for every other run.
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise StoreError(f"{out_dir}: no such results folder")
-    stored = completed_runs(out_dir)
+    stored = stored_runs(out_dir)
     wanted = current_run_ids(out_dir)
     ids = sorted(stored if all_runs or wanted is None else stored & set(wanted))
     if not ids:
@@ -234,8 +294,12 @@ def load(out_dir: str | Path, all_runs: bool = False) -> Results:
     frames = {name: [] for name in TABLES}
     for run_id in ids:
         for name in TABLES:
-            frames[name].append(pd.read_parquet(out_dir / RUNS / run_id / f"{name}.parquet"))
-    runs, curves, grad_norms = (pd.concat(frames[name], ignore_index=True) for name in TABLES)
+            path = out_dir / RUNS / run_id / f"{name}.parquet"
+            if name == "run" or path.exists():
+                frames[name].append(pd.read_parquet(path))
+    runs, curves, grad_norms = (pd.concat(frames[name], ignore_index=True) if frames[name] else pd.DataFrame() for name in TABLES)
+    runs["error"] = runs["error"] if "error" in runs else None
+    runs = runs[[c for c in runs if c != "error"] + ["error"]]  # the same column order with and without failures
     order = ["task", "gap", "model", "hidden", "seed"]
     runs = runs.sort_values(order, kind="stable").reset_index(drop=True)
     return Results(runs, curves, grad_norms)

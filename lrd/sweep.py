@@ -1,15 +1,17 @@
 """Run an experiment's grid into a results folder, resuming where it stopped.
 
 Runs that share a compiled shape (same task, model and training settings,
-different seeds) train together in one vmapped program. Every finished run is
-written atomically as soon as its group ends; running the same experiment
-again computes only the groups with missing runs.
+different seeds) train together in one vmapped program: a group. The sweep
+plans the groups, hands them to a backend (``lrd.backends``: this process, or
+a Ray cluster) and writes every finished run atomically as soon as its group
+comes back, whichever backend trained it; running the same experiment again
+computes only the groups with missing or failed runs.
 
 XLA's results depend (in the last float32 bits) on how many seeds a program
 vmaps over, so a group is always trained with all of its seeds: a group
 interrupted in the milliseconds between writing two of its runs is retrained
 whole and only its missing runs are written. The numbers therefore never
-depend on where a sweep was interrupted.
+depend on where a sweep was interrupted, nor on which backend ran it.
 """
 
 from __future__ import annotations
@@ -20,24 +22,31 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from lrd import store
+from lrd.backends import Backend, Block, LocalBackend, Started, make_job
 from lrd.experiment import Experiment, RunSpec
-from lrd.train import get_trainer
 
 
 class Reporter(Protocol):
-    """What a sweep tells its caller (the CLI draws progress from it)."""
+    """What a sweep tells its caller (the CLI draws progress from it).
+
+    Several groups may train at once (a cluster): the events of a group carry its
+    label. ``group_started`` comes again, with ``attempt`` 2, 3, ..., when a group is
+    retried after its worker died. ``group_done`` gets the rows written: status
+    "done", "diverged", or "failed" with an ``error``.
+    """
 
     def start(self, experiment: Experiment, total: int, already_done: int) -> None: ...
-    def group_started(self, label: str, n_runs: int, n_blocks: int, steps: int) -> None: ...
-    def block_done(self, done: int, total: int) -> None: ...
+    def group_started(self, label: str, n_runs: int, n_blocks: int, steps: int, attempt: int) -> None: ...
+    def block_done(self, label: str, done: int, total: int) -> None: ...
     def group_done(self, label: str, runs: list[dict]) -> None: ...
 
 
 class SweepSummary(NamedTuple):
     total: int
     already_done: int
-    computed: int
+    computed: int  # runs written with results (done or diverged)
     diverged: int
+    failed: int  # runs recorded as failed; the next sweep computes them again
     wall_time_s: float
 
 
@@ -63,29 +72,45 @@ def plan(experiment: Experiment, done: set[str]) -> list[Group]:
     return [Group(sorted(specs, key=lambda s: s.seed)) for specs in pending]
 
 
-def run_sweep(experiment: Experiment, out_dir: Path, reporter: Reporter) -> SweepSummary:
-    """Compute every missing run of ``experiment`` into ``out_dir``."""
+def run_sweep(experiment: Experiment, out_dir: Path, reporter: Reporter, backend: Backend | None = None) -> SweepSummary:
+    """Compute every missing (or failed) run of ``experiment`` into ``out_dir``."""
     start = time.perf_counter()
     store.prepare(out_dir, experiment)
     done = store.completed_runs(out_dir) & {spec.run_id for spec in experiment.runs}
     reporter.start(experiment, total=len(experiment.runs), already_done=len(done))
-    computed = diverged = 0
-    for group in plan(experiment, done):
-        spec = group.specs[0]
-        trainer = get_trainer(*spec.group_key)
-        reporter.group_started(group.label, len(group.specs), trainer.n_blocks, spec.train.steps)
-        t0 = time.perf_counter()
-        result = trainer.run([s.seed for s in group.specs], on_block=reporter.block_done)
-        wall = time.perf_counter() - t0
+    groups = plan(experiment, done)
+    jobs = [make_job(i, g.specs[0].group_key, [s.seed for s in g.specs], experiment.plugins) for i, g in enumerate(groups)]
+    attempts = [0] * len(groups)
+    finished: set[int] = set()
+
+    def emit(event: Started | Block) -> None:
+        if event.index in finished:
+            return  # a progress event that arrived after its group's result
+        group = groups[event.index]
+        if isinstance(event, Started):
+            attempts[event.index] += 1
+            train = group.specs[0].train
+            reporter.group_started(group.label, len(group.specs), train.steps // train.log_every, train.steps, attempts[event.index])
+        else:
+            reporter.block_done(group.label, event.done, event.total)
+
+    computed = diverged = failed = 0
+    for outcome in (backend or LocalBackend()).run(jobs, emit):
+        finished.add(outcome.index)
+        group = groups[outcome.index]
         rows = []
         for index, member in enumerate(group.specs):
             if member.run_id in done:
                 continue  # finished before an interruption: its files stay as they are
-            tables = store.run_tables(member, result, index, experiment.name, wall)
+            if outcome.result is None:
+                tables = store.failed_run_table(member, experiment.name, len(group.specs), outcome.error)
+            else:
+                tables = store.run_tables(member, outcome.result, index, experiment.name, outcome.wall_time_s)
             store.write_run(out_dir, member.run_id, tables)
             rows.append(tables["run"].iloc[0].to_dict())
-        computed += len(rows)
+        computed += sum(row["status"] != "failed" for row in rows)
         diverged += sum(row["status"] == "diverged" for row in rows)
+        failed += sum(row["status"] == "failed" for row in rows)
         reporter.group_done(group.label, rows)
     store.write_summary(out_dir, store.load(out_dir).runs)
-    return SweepSummary(len(experiment.runs), len(done), computed, diverged, time.perf_counter() - start)
+    return SweepSummary(len(experiment.runs), len(done), computed, diverged, failed, time.perf_counter() - start)

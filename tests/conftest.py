@@ -1,11 +1,16 @@
-"""Shared fixtures: a tiny experiment and a per-session JAX compilation cache."""
+"""Shared fixtures: a tiny experiment, a per-session JAX compilation cache, the `lrd` command."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+
+from lrd import store
 
 TINY = """\
 name = "tiny"
@@ -26,6 +31,18 @@ batch_size = 16
 eval_size = 64
 probe_size = 16
 """
+
+THREE_GROUPS = TINY.replace('cell = ["rnn", "lstm"]', 'cell = ["rnn", "lstm", "gru"]').replace("steps = 20", "steps = 40")
+
+
+def lrd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The `lrd` command in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "lrd.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def comparable(results: store.Results) -> list[pd.DataFrame]:
+    """The three tables without what may differ between two computations of the same runs."""
+    return [results.runs.drop(columns=["wall_time_s"]), results.curves, results.grad_norms]
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,7 @@ import pytest
 from lrd import store
 from lrd.cli import main
 
-from conftest import TINY
-
-THREE_GROUPS = TINY.replace('cell = ["rnn", "lstm"]', 'cell = ["rnn", "lstm", "gru"]').replace("steps = 20", "steps = 40")
-
-
-def lrd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lrd.cli", *args], cwd=cwd, capture_output=True, text=True)
+from conftest import THREE_GROUPS, TINY, comparable, lrd
 
 
 @pytest.fixture(scope="session")
@@ -33,10 +27,6 @@ def uninterrupted(tmp_path_factory, cache_dir) -> Path:
     proc = lrd("run", "exp.toml", "--out", "out", cwd=work)
     assert proc.returncode == 0, proc.stderr
     return work
-
-
-def comparable(results: store.Results) -> list[pd.DataFrame]:
-    return [results.runs.drop(columns=["wall_time_s"]), results.curves, results.grad_norms]
 
 
 def test_end_to_end_through_the_command(uninterrupted):
@@ -159,3 +149,54 @@ def test_show_and_plot_on_a_missing_or_empty_folder(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("lrd: error:") for line in err)
+
+
+BRITTLE = '''\
+"""delayed_recall that raises at gap 6 while a marker file exists."""
+
+import os
+
+from lrd.tasks import register
+from lrd.tasks.delayed_recall import DelayedRecall
+
+
+@register
+class Brittle(DelayedRecall):
+    name = "brittle"
+
+    def sample(self, key, batch_size):
+        if self.gap == 6 and os.path.exists({marker!r}):
+            raise ValueError("no samples today")
+        return super().sample(key, batch_size)
+'''
+
+
+def test_a_group_that_raises_is_recorded_failed_and_a_rerun_retries_only_it(tmp_path, cache_dir):
+    marker = tmp_path / "raise"
+    marker.touch()
+    (tmp_path / "brittle.py").write_text(BRITTLE.format(marker=str(marker)))
+    (tmp_path / "exp.toml").write_text(
+        THREE_GROUPS.replace('name = "tiny"', 'name = "brittle"\nimports = ["brittle.py"]')
+        .replace('name = "delayed_recall"\ngap = 4', 'name = "brittle"\ngap = [4, 6]')
+        .replace('cell = ["rnn", "lstm", "gru"]', 'cell = "rnn"')
+    )
+    proc = lrd("run", "exp.toml", "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "2 runs computed, 0 already done, 0 diverged, 2 failed" in proc.stdout
+    assert "seeds 0,1 failed: ValueError: no samples today (at brittle.py:15)" in proc.stdout
+    assert "2 failed runs not drawn" in proc.stdout
+    runs, curves, _ = store.load(tmp_path / "out")
+    failed = runs[runs["status"] == "failed"]
+    assert sorted(failed["gap"]) == [6, 6] and not failed["solved"].any() and failed["final_metric"].isna().all()
+    assert set(failed["error"]) == {"ValueError: no samples today (at brittle.py:15)"}
+    assert not set(failed["run"]) & set(curves["run"])
+    show = lrd("show", "out", cwd=tmp_path)
+    assert show.returncode == 0 and "failed: brittle gaps 6 rnn seeds 0,1: ValueError: no samples today" in show.stdout
+
+    marker.unlink()
+    proc = lrd("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 runs computed, 2 already done, 0 diverged, 0 failed" in proc.stdout
+    runs = store.load(tmp_path / "out").runs
+    assert set(runs["status"]) == {"done"} and runs["error"].isna().all()
+    assert not list((tmp_path / "out" / "runs").glob(".tmp*"))

@@ -1,0 +1,207 @@
+"""Where a sweep's groups of runs train: in this process, or as tasks on a Ray cluster.
+
+The sweep (``lrd.sweep``) plans the groups and writes every result itself; a
+backend only trains. A group travels as a ``Job``: plain data that any process
+with the same ``lrd`` installed can run, on any host. It holds the pickled
+configuration and the experiment's plugins (a task file's text, so a remote
+host needs no copy of it). The worker returns the group's ``RunResult`` (NumPy
+arrays) to the driver, so no shared filesystem is needed.
+
+  LocalBackend   the groups one after another in this process (the default; no Ray)
+  RayBackend     one Ray task per group, retried when its worker dies
+
+Every backend reports progress the same way, in the driver's thread:
+``Started(index)`` when a group begins on a worker (again on each retry) and
+``Block(index, done, total)`` after each training block. An exception while
+training a group, or a worker that dies more often than it is retried, makes a
+failed ``Outcome``; the other groups go on.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import pickle
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple, Protocol
+
+from lrd.experiment import Plugin, load_plugin
+from lrd.store import versions
+from lrd.train import RunResult, get_trainer
+
+# Package versions a worker must share with the driver: they decide the numbers.
+PINNED = ("lrd", "jax", "jaxlib", "flax", "optax", "numpy")
+RAY_MAX_RETRIES = 2  # retries of a Ray task whose worker died (an exception is not retried: it would recur)
+RAY_POLL_S = 0.2  # how often the driver collects progress events while tasks run
+
+
+class Job(NamedTuple):
+    """One group's training, as data a worker process on any host can run."""
+
+    index: int  # the group's position in the sweep's plan
+    config: bytes  # pickle of (task, model, train); loaded after the plugins, which may define the task
+    seeds: tuple[int, ...]
+    plugins: tuple[Plugin, ...]
+    versions: dict[str, str]  # the driver's versions of PINNED
+
+
+class Started(NamedTuple):
+    index: int
+
+
+class Block(NamedTuple):
+    index: int
+    done: int
+    total: int
+
+
+Event = Started | Block
+
+
+class Outcome(NamedTuple):
+    """What a worker hands back: the result, or the error that stopped the group."""
+
+    index: int
+    result: RunResult | None  # None when the group failed
+    wall_time_s: float  # training with compilation, on the worker
+    error: str | None = None  # one line: exception type, message, where
+
+
+class Backend(Protocol):
+    def run(self, jobs: list[Job], emit: Callable[[Event], None]) -> Iterator[Outcome]:
+        """Train every job; yield each outcome as it arrives (any order); call ``emit`` in this thread."""
+        ...
+
+
+def make_job(index: int, group_key: tuple, seeds: list[int], plugins: tuple[Plugin, ...]) -> Job:
+    found = versions()
+    return Job(index, pickle.dumps(group_key), tuple(seeds), plugins, {name: found[name] for name in PINNED})
+
+
+def train(job: Job, emit: Callable[[Event], None]) -> Outcome:
+    """Run one job in this process. Exceptions become a failed Outcome; the caller goes on."""
+    emit(Started(job.index))
+    t0 = time.perf_counter()
+    try:
+        _check_versions(job.versions)
+        for plugin in job.plugins:
+            load_plugin(plugin)
+        trainer = get_trainer(*pickle.loads(job.config))
+        t0 = time.perf_counter()
+        result = trainer.run(list(job.seeds), on_block=lambda done, total: emit(Block(job.index, done, total)))
+    except Exception as err:
+        return Outcome(job.index, None, time.perf_counter() - t0, describe(err))
+    return Outcome(job.index, result, time.perf_counter() - t0)
+
+
+def describe(err: BaseException) -> str:
+    """One line: the exception, its message, and the innermost frame that raised it."""
+    message = " ".join(str(err).split())
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(err).__name__}: {message}{where}"
+
+
+class VersionMismatch(RuntimeError):
+    pass
+
+
+def _check_versions(expected: dict[str, str]) -> None:
+    found = versions()
+    wrong = [f"{name} {found[name]} (driver: {expected[name]})" for name in expected if found[name] != expected[name]]
+    if wrong:
+        raise VersionMismatch(f"this worker has {', '.join(wrong)}; install the driver's versions on every node")
+
+
+def enable_compilation_cache() -> None:
+    """JAX's persistent compilation cache ($LRD_CACHE_DIR, default ~/.cache/lrd/jax) in this process."""
+    import jax
+
+    cache = Path(os.environ.get("LRD_CACHE_DIR", Path.home() / ".cache" / "lrd" / "jax"))
+    cache.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+# --- this process ---------------------------------------------------------------------
+class LocalBackend:
+    """The groups one after another, in the driver's process."""
+
+    def run(self, jobs: list[Job], emit: Callable[[Event], None]) -> Iterator[Outcome]:
+        for job in jobs:
+            yield train(job, emit)
+
+
+# --- Ray ------------------------------------------------------------------------------------
+class RayNotInstalled(RuntimeError):
+    pass
+
+
+class RayBackend:
+    """One Ray task per group: joins the cluster at ``address``, or starts a local one.
+
+    A task whose worker process (or node) dies is retried RAY_MAX_RETRIES times,
+    on any node; after that its outcome is failed. Each task asks for one GPU when
+    the cluster has GPUs, else for one CPU.
+    """
+
+    def __init__(self, address: str | None = None, max_retries: int = RAY_MAX_RETRIES):
+        self.address, self.max_retries = address, max_retries
+
+    @staticmethod
+    def check_installed() -> None:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise RayNotInstalled("the ray backend needs Ray: pip install 'lrd[ray]'") from None
+
+    def run(self, jobs: list[Job], emit: Callable[[Event], None]) -> Iterator[Outcome]:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if self.address:
+            ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
+        else:
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        try:
+            resources = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) > 0 else {"num_cpus": 1}
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            events = ray.remote(num_cpus=0, scheduling_strategy=here)(EventLog).remote()  # lives as long as the driver
+            task = ray.remote(max_retries=self.max_retries, **resources)(_train_on_ray)
+            pending = {task.remote(job, events): job.index for job in jobs}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=RAY_POLL_S)
+                for event in ray.get(events.drain.remote()):
+                    emit(event)
+                for ref in ready:
+                    index = pending.pop(ref)
+                    try:
+                        yield copy.deepcopy(ray.get(ref))  # own the arrays: they outlive the object store
+                    except ray.exceptions.RayError as err:
+                        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                        error = f"{type(err).__name__}: {first} (after {self.max_retries} retries)"
+                        yield Outcome(index, None, math.nan, error)
+        finally:
+            ray.shutdown()
+
+
+class EventLog:
+    """A Ray actor that collects workers' progress events until the driver drains them."""
+
+    def __init__(self):
+        self.events: list[Event] = []
+
+    def put(self, event: Event) -> None:
+        self.events.append(event)
+
+    def drain(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events
+
+
+def _train_on_ray(job: Job, events) -> Outcome:
+    enable_compilation_cache()
+    return train(job, lambda event: events.put.remote(event))
