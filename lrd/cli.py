@@ -33,7 +33,7 @@ class UserError(Exception):
 
 
 def entry() -> None:
-    """The ``lrd`` command: restarts once with lrd's allocator settings (lrd.runtime), then runs main."""
+    """The ``lrd`` command: with LRD_MALLOC=tuned it first restarts with lrd's allocator settings (lrd.runtime)."""
     from lrd import runtime
 
     runtime.reexec_with_malloc_settings()

@@ -19,8 +19,9 @@ in turn) after a warm-up call, so background load hits all of them alike.
 GFLOP/s counts the matmul work of a step (3 x the forward's: forward, and the
 two backward products) against the machine's peak measured here with a large
 square matmul. The process allocator matters on Linux (glibc): by default this
-script re-executes itself with lrd's malloc settings (``lrd.runtime``) so every
-contender runs with them; ``--malloc default`` keeps glibc's defaults.
+script re-executes itself with lrd's tuned malloc settings (``lrd.runtime``,
+``LRD_MALLOC=tuned``) so every contender runs with them; ``--malloc default``
+keeps glibc's defaults.
 
 Further sections: seeds (8 seeds in one vmapped program against 8 runs one
 after another), the probe (cost of the per-timestep gradient norms), and the
@@ -308,16 +309,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="T=100 only, fewer repeats (under 2 minutes)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--malloc", choices=("lrd", "default"), default="lrd", help="allocator settings of every contender")
+    parser.add_argument("--malloc", choices=("tuned", "default"), default="tuned", help="allocator settings of every contender (lrd.runtime)")
     args = parser.parse_args()
-    if args.malloc == "lrd":
+    if args.malloc == "tuned":
+        if os.environ.get("LRD_MALLOC") != "applied":
+            os.environ["LRD_MALLOC"] = "tuned"
         runtime.reexec_with_malloc_settings()
     warnings.filterwarnings("ignore", message=".*TF32.*")  # torch's oneDNN switch talks about Intel GPUs
     rounds = 3 if args.quick else 5
     lengths = [100] if args.quick else [100, 1000]
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; torch {getattr(_torch(), '__version__', 'not installed')}")
-    print(f"allocator: {'lrd settings (' + os.environ.get('GLIBC_TUNABLES', '') + ')' if args.malloc == 'lrd' else 'glibc defaults'}")
+    print(f"allocator: {'tuned (' + os.environ.get('GLIBC_TUNABLES', '') + ')' if args.malloc == 'tuned' else 'glibc defaults'}")
     peaks = matmul_peak()
     peak = max(peaks.values())
     print("matmul peak (2048^2 float32): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + f" GFLOP/s -> peak {peak:.0f}")

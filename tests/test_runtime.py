@@ -1,4 +1,4 @@
-"""The lrd command restarts itself once with lrd's allocator settings, and they change no number."""
+"""With LRD_MALLOC=tuned the lrd command restarts itself once with lrd's allocator settings; they change no number."""
 
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ def _env(**extra) -> dict:
 
 @needs_glibc
 def test_reexec_sets_the_tunables_once_and_keeps_the_users():
-    out = subprocess.run([sys.executable, "-c", SHOW_ENV], env=_env(GLIBC_TUNABLES="glibc.malloc.tcache_count=7"),
+    out = subprocess.run([sys.executable, "-c", SHOW_ENV], env=_env(GLIBC_TUNABLES="glibc.malloc.tcache_count=7", LRD_MALLOC="tuned"),
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == "glibc.malloc.tcache_count=7:" + runtime.MALLOC_TUNABLES
 
 
-def test_reexec_can_be_switched_off():
-    out = subprocess.run([sys.executable, "-c", SHOW_ENV], env=_env(LRD_MALLOC="default"),
+def test_reexec_is_off_by_default():
+    out = subprocess.run([sys.executable, "-c", SHOW_ENV], env=_env(),
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
 
@@ -40,12 +40,12 @@ def test_reexec_can_be_switched_off():
 def test_allocator_settings_change_no_result(tmp_path, write_experiment, cache_dir):
     exp = write_experiment(TINY)
     tables = {}
-    for mode in ("default", None):
+    for mode in ("tuned", None):
         out = tmp_path / f"out-{mode}"
         env = _env(**({"LRD_MALLOC": mode} if mode else {}), LRD_CACHE_DIR=str(cache_dir))
         subprocess.run(["lrd", "run", str(exp), "--out", str(out), "--no-plot"], env=env, check=True, capture_output=True)
         tables[mode] = store.load(out)
     for name in ("runs", "curves", "grad_norms"):
-        a, b = getattr(tables["default"], name), getattr(tables[None], name)
+        a, b = getattr(tables["tuned"], name), getattr(tables[None], name)
         drop = [c for c in a.columns if c == "wall_time_s"]
         pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop))
