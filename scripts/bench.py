@@ -332,7 +332,8 @@ def main() -> None:
     print("\n== seeds: 8 seeds in one vmapped program vs 8 single-seed programs one after another")
     some = ("lstm",) if args.quick else CELLS
     configs = [(cell, 70, 32, 64, 20) for cell in some]  # the copy reference study's shape (gap 50)
-    configs += [(cell, 100, args.batch, args.hidden, 5) for cell in some]
+    if not args.quick:
+        configs += [(cell, 100, args.batch, args.hidden, 5) for cell in some]
     bench_seeds(configs, rounds)
 
     print("\n== per-timestep gradient norms: a probe pass against a plain forward+backward pass")
