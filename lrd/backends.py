@@ -25,8 +25,9 @@ import os
 import pickle
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from lrd.experiment import Plugin, load_plugin
 from lrd.store import versions

@@ -46,8 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run or resume an experiment (a sweep)")
     run.add_argument("experiment", nargs="?", default=str(DEFAULT_EXPERIMENT), help="experiment file (TOML)")
     run.add_argument("--out", help="results folder (default: results/<experiment name>)")
-    run.add_argument("--backend", choices=("local", "ray"), default="local", help="where the groups of runs train (default: local, this process)")
-    run.add_argument("--address", help="with --backend ray: the cluster to join (the head's host:port); default: start a local Ray cluster")
+    run.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="where the groups of runs train (default: local, this process)",
+    )
+    run.add_argument(
+        "--address",
+        help="with --backend ray: the cluster to join (the head's host:port); default: start a local Ray cluster",
+    )
     commands.add_parser("tasks", help="list the registered tasks and models")
     show = commands.add_parser("show", help="summary table of a results folder")
     show.add_argument("dir", help="results folder")
@@ -93,7 +101,11 @@ def cmd_run(args, console: Console) -> int:
         draw_figures(out_dir)
     if summary.failed:
         runs = "run" if summary.failed == 1 else "runs"
-        print(f"lrd: {summary.failed} {runs} failed (see the error column of the runs table); run the same command to retry", file=sys.stderr)
+        print(
+            f"lrd: {summary.failed} {runs} failed (see the error column of the runs table); "
+            "run the same command to retry",
+            file=sys.stderr,
+        )
         return RUNS_FAILED
     return 0
 
@@ -142,7 +154,10 @@ class PlainReporter:
 
     def start(self, experiment, total, already_done):
         self.total, self.done = total, already_done
-        print(f"{experiment.name}: {total} runs, {already_done} already done, {total - already_done} to compute", flush=True)
+        print(
+            f"{experiment.name}: {total} runs, {already_done} already done, {total - already_done} to compute",
+            flush=True,
+        )
 
     def group_started(self, label, n_runs, n_blocks, steps, attempt):
         print(f"[{self.done}/{self.total}] training {label} ({steps} steps){_attempt(attempt)}", flush=True)
@@ -188,7 +203,10 @@ class RichReporter:
     def group_started(self, label, n_runs, n_blocks, steps, attempt):
         if label in self.groups:  # a retry: its bar starts again
             self.progress.remove_task(self.groups[label][0])
-        self.groups[label] = (self.progress.add_task(label + _attempt(attempt), total=steps, unit="steps"), steps // n_blocks)
+        self.groups[label] = (
+            self.progress.add_task(label + _attempt(attempt), total=steps, unit="steps"),
+            steps // n_blocks,
+        )
 
     def block_done(self, label, done, total):
         if label in self.groups:
@@ -223,7 +241,9 @@ def draw_figures(out_dir: Path) -> None:
     except (StoreError, PlotError) as err:
         raise UserError(str(err)) from None
     failed = int((results.runs["status"] == "failed").sum())
-    print(f"{len(paths)} figure files in {out_dir / 'figures'}" + (f"; {failed} failed runs not drawn" if failed else ""))
+    print(
+        f"{len(paths)} figure files in {out_dir / 'figures'}" + (f"; {failed} failed runs not drawn" if failed else "")
+    )
 
 
 def _stdout_console() -> Console:
@@ -245,7 +265,9 @@ def cmd_tasks(args, console: Console) -> int:
         task = cls(gap=100)
         base = task.baseline()
         extra = "".join(f", {k} {v:.4g}" for k, v in task.extra_baselines().items())
-        table.add_row(name, cls.source, cls.convention, f"loss {base.loss:.4g}, {cls.metric_name} {base.metric:.4g}{extra}")
+        table.add_row(
+            name, cls.source, cls.convention, f"loss {base.loss:.4g}, {cls.metric_name} {base.metric:.4g}{extra}"
+        )
     out.print(table)
     models = Table(title="Models (cells; any of them bidirectional and stacked)")
     for column in ("cell", "states", "equations", "source"):
@@ -269,7 +291,10 @@ def cmd_show(args, console: Console) -> int:
     failed = results.runs[results.runs["status"] == "failed"]
     for (label, error), g in failed.groupby(["model", "error"], sort=True):
         seeds = ",".join(str(s) for s in sorted(g["seed"]))
-        out.print(f"failed: {g['task'].iloc[0]} gaps {','.join(str(x) for x in sorted(set(g['gap'])))} {label} seeds {seeds}: {error}")
+        out.print(
+            f"failed: {g['task'].iloc[0]} gaps {','.join(str(x) for x in sorted(set(g['gap'])))} {label} "
+            f"seeds {seeds}: {error}"
+        )
     return 0
 
 
@@ -277,7 +302,20 @@ def summary_table(runs, title: str) -> Table:
     """Seeds aggregated: one row per task, gap and model."""
     table = Table(title=title)
     failures = (runs["status"] == "failed").any()
-    columns = ["task", "gap", "model", "h", "seeds", "diverged", *(["failed"] if failures else []), "final metric", "baseline", "solved", "solved at step", "decay len init→final"]
+    columns = [
+        "task",
+        "gap",
+        "model",
+        "h",
+        "seeds",
+        "diverged",
+        *(["failed"] if failures else []),
+        "final metric",
+        "baseline",
+        "solved",
+        "solved at step",
+        "decay len init→final",
+    ]
     for column in columns:
         table.add_column(column, justify="right" if column not in ("task", "model") else "left")
     for (task, gap, model, hidden), g in runs.groupby(["task", "gap", "model", "hidden"], sort=True):

@@ -38,8 +38,9 @@ import logging
 import math
 import re
 import textwrap
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -49,8 +50,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.transforms import ScaledTranslation
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+from matplotlib.transforms import ScaledTranslation
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,22 @@ BELOW_FLOOR_GREY = "0.82"
 
 # Columns of the runs table that define a configuration besides the task and the seed.
 CONFIG_COLUMNS = (
-    "cell", "hidden", "layers", "bidirectional", "merge", "recurrent_init", "forget_bias",
-    "steps", "batch_size", "optimizer", "lr", "clip", "log_every", "eval_size", "probe_size",
-)  # fmt: skip
+    "cell",
+    "hidden",
+    "layers",
+    "bidirectional",
+    "merge",
+    "recurrent_init",
+    "forget_bias",
+    "steps",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "clip",
+    "log_every",
+    "eval_size",
+    "probe_size",
+)
 # task_* columns that follow from the parameters and so do not identify a configuration.
 DERIVED_TASK_COLUMNS = ("task_length", "task_convention", "task_source")
 
@@ -127,9 +141,7 @@ def check_table(table, name: str, required: Iterable[str]) -> pd.DataFrame:
         raise PlotError(f"the {name} table must be a pandas DataFrame, not {type(table).__name__}")
     missing = [c for c in required if c not in table.columns]
     if missing:
-        raise PlotError(
-            f"the {name} table lacks column(s) {', '.join(missing)} (expected a table from lrd.store.load)"
-        )
+        raise PlotError(f"the {name} table lacks column(s) {', '.join(missing)} (expected a table from lrd.store.load)")
     if table.empty:
         raise PlotError(f"the {name} table is empty: nothing to plot (have any runs finished?)")
     return table
@@ -389,9 +401,7 @@ def vanishing_gradients(
     rows = _join(grad_norms, done, "grad_norms")
     rows = rows[(rows["layer"] == layer) & (rows["direction"] == direction) & (rows["distance"] >= 0)]
     if rows.empty:
-        raise FigureSkipped(
-            f"no gradient norms at distance >= 0 for layer {layer}, direction {direction!r}, gap {gap}"
-        )
+        raise FigureSkipped(f"no gradient norms at distance >= 0 for layer {layer}, direction {direction!r}, gap {gap}")
     first = rows["step"] == rows.groupby("run")["step"].transform("min")
     last = rows["step"] == rows.groupby("run")["step"].transform("max")
 
@@ -412,15 +422,37 @@ def vanishing_gradients(
                 measured = ~s["below"].to_numpy()
                 y = np.where(measured, 10 ** s["mean"].to_numpy(), np.nan)
                 tag = f"{series}:{state}:{panel}"
-                ax.plot(x, y, linestyle=STATE_LINESTYLES.get(state, ":"), linewidth=1.6, gid=f"mean:{tag}",
-                        **_line_kwargs(style, len(x)))  # fmt: skip
-                band = ax.fill_between(x, 10 ** s["min"].to_numpy(), 10 ** s["max"].to_numpy(), where=measured,
-                                       color=style.colour, alpha=0.15, linewidth=0)  # fmt: skip
+                ax.plot(
+                    x,
+                    y,
+                    linestyle=STATE_LINESTYLES.get(state, ":"),
+                    linewidth=1.6,
+                    gid=f"mean:{tag}",
+                    **_line_kwargs(style, len(x)),
+                )
+                band = ax.fill_between(
+                    x,
+                    10 ** s["min"].to_numpy(),
+                    10 ** s["max"].to_numpy(),
+                    where=measured,
+                    color=style.colour,
+                    alpha=0.15,
+                    linewidth=0,
+                )
                 band.set_gid(f"band:{tag}")
                 if (~measured).any():
                     any_below = True
-                    ax.scatter(x[~measured], np.full((~measured).sum(), FLOOR), marker="v", s=18, facecolors="none",
-                               edgecolors=style.colour, linewidths=1, gid=f"below_floor:{tag}", zorder=3)  # fmt: skip
+                    ax.scatter(
+                        x[~measured],
+                        np.full((~measured).sum(), FLOOR),
+                        marker="v",
+                        s=18,
+                        facecolors="none",
+                        edgecolors=style.colour,
+                        linewidths=1,
+                        gid=f"below_floor:{tag}",
+                        zorder=3,
+                    )
         ax.set_yscale("log")
         ax.set_xlabel("distance from the loss (timesteps)")
         ax.grid(True, which="major", alpha=0.3)
@@ -429,8 +461,9 @@ def vanishing_gradients(
     handles = [Line2D([], [], label=s, **_line_kwargs(styles[s], 16)) for s in order if s in set(rows["series"])]
     states = sorted(rows["state"].unique(), key=lambda s: s != "h")
     if len(states) > 1:
-        handles += [Line2D([], [], color="0.3", linestyle=STATE_LINESTYLES.get(s, ":"), label=f"state {s}")
-                    for s in states]  # fmt: skip
+        handles += [
+            Line2D([], [], color="0.3", linestyle=STATE_LINESTYLES.get(s, ":"), label=f"state {s}") for s in states
+        ]
     if any_below:
         for ax in axes:
             bottom = FLOOR / 30
@@ -439,8 +472,17 @@ def vanishing_gradients(
             ax.set_ylim(bottom=bottom)
         floor_label = f"below float32 range (< {FLOOR:.1e})"
         handles.append(Patch(facecolor="none", edgecolor="0.5", hatch="///", label=floor_label))
-        handles.append(Line2D([], [], marker="v", linestyle="none", markerfacecolor="none", color="0.3",
-                              label="a seed below float32 range"))  # fmt: skip
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="v",
+                linestyle="none",
+                markerfacecolor="none",
+                color="0.3",
+                label="a seed below float32 range",
+            )
+        )
     handles.append(Patch(facecolor="0.5", alpha=0.3, label="min to max over seeds"))
     _legend(fig, handles)
     n_seeds = done.groupby("series")["seed"].nunique()
@@ -497,9 +539,7 @@ def gradient_heatmap(
     rows = _join(grad_norms, done, "grad_norms")
     rows = rows[(rows["layer"] == layer) & (rows["direction"] == direction) & (rows["state"] == state)]
     if rows.empty:
-        raise FigureSkipped(
-            f"no gradient norms for layer {layer}, direction {direction!r}, state {state!r}, gap {gap}"
-        )
+        raise FigureSkipped(f"no gradient norms for layer {layer}, direction {direction!r}, state {state!r}, gap {gap}")
     stats = _log_stats(rows, ["series", "step", "timestep"])
     measured = stats.loc[~stats["below"], "mean"]
     if measured.empty:
@@ -518,8 +558,15 @@ def gradient_heatmap(
         values = s.pivot(index="step", columns="timestep", values="mean")
         below = s.assign(below=s["below"].astype(float)).pivot(index="step", columns="timestep", values="below")
         image = np.ma.masked_array(values.to_numpy(float), mask=below.to_numpy(float) != 0)  # NaN (missing) too
-        mesh = ax.pcolormesh(_edges(values.columns.to_numpy()), _edges(values.index.to_numpy()), image,
-                             cmap=HEATMAP_CMAP, norm=norm, rasterized=True, gid=f"heatmap:{series}")  # fmt: skip
+        mesh = ax.pcolormesh(
+            _edges(values.columns.to_numpy()),
+            _edges(values.index.to_numpy()),
+            image,
+            cmap=HEATMAP_CMAP,
+            norm=norm,
+            rasterized=True,
+            gid=f"heatmap:{series}",
+        )
         ax.set_facecolor(BELOW_FLOOR_GREY)
         for t in zero:
             ax.axvline(t, color="white", linestyle="--", linewidth=0.8)
@@ -527,7 +574,7 @@ def gradient_heatmap(
         ax.set_xlabel("timestep")
         ax.set_ylabel("training step")
         ax.xaxis.set_tick_params(labelbottom=True)
-    for ax in axes[len(present):]:
+    for ax in axes[len(present) :]:
         ax.set_visible(False)
     fig.colorbar(mesh, ax=axes[: len(present)].tolist(), label=rf"$\log_{{10}}\|\partial L/\partial {state}_t\|$")
     n_seeds = done.groupby("series")["seed"].nunique()
@@ -611,21 +658,63 @@ def memory_vs_gap(
             mean = values.mean() if values.size else math.nan
             stats.append((g, mean, *bootstrap_interval(values, ci=ci, n_boot=n_boot, seed=seed)))
         stats = np.array(stats, float)  # (gaps, 4): gap, mean, lo, hi
-        ax.plot(stats[:, 0], stats[:, 1], color=style.colour, marker=style.marker, markersize=6,
-                markerfacecolor="white" if style.bidirectional else style.colour, label=series,
-                gid=f"mean:{series}", zorder=3, transform=dodge)  # fmt: skip
+        ax.plot(
+            stats[:, 0],
+            stats[:, 1],
+            color=style.colour,
+            marker=style.marker,
+            markersize=6,
+            markerfacecolor="white" if style.bidirectional else style.colour,
+            label=series,
+            gid=f"mean:{series}",
+            zorder=3,
+            transform=dodge,
+        )
         ok = np.isfinite(stats[:, 1])
-        ax.vlines(stats[ok, 0], stats[ok, 2], stats[ok, 3], color=style.colour, linewidth=2.5, alpha=0.5,
-                  gid=f"interval:{series}", transform=dodge)  # fmt: skip
-        ax.scatter(mine["gap"].to_numpy(float), mine["final_metric"].to_numpy(float), s=12, color=style.colour,
-                   alpha=0.6, linewidths=0, gid=f"seeds:{series}", zorder=2, transform=dodge)  # fmt: skip
+        ax.vlines(
+            stats[ok, 0],
+            stats[ok, 2],
+            stats[ok, 3],
+            color=style.colour,
+            linewidth=2.5,
+            alpha=0.5,
+            gid=f"interval:{series}",
+            transform=dodge,
+        )
+        ax.scatter(
+            mine["gap"].to_numpy(float),
+            mine["final_metric"].to_numpy(float),
+            s=12,
+            color=style.colour,
+            alpha=0.6,
+            linewidths=0,
+            gid=f"seeds:{series}",
+            zorder=2,
+            transform=dodge,
+        )
         bad = diverged[diverged["series"] == series]
         if len(bad):
-            ax.scatter(bad["gap"].to_numpy(float), bad["baseline_metric"].to_numpy(float), marker="x", s=45,
-                       color=style.colour, linewidths=1.5, gid=f"diverged:{series}", zorder=4, transform=dodge)  # fmt: skip
+            ax.scatter(
+                bad["gap"].to_numpy(float),
+                bad["baseline_metric"].to_numpy(float),
+                marker="x",
+                s=45,
+                color=style.colour,
+                linewidths=1.5,
+                gid=f"diverged:{series}",
+                zorder=4,
+                transform=dodge,
+            )
     base = runs.groupby("gap")["baseline_metric"].first()
-    ax.plot(base.index.to_numpy(float), base.to_numpy(float), color="0.4", linestyle="--", linewidth=1.2,
-            label="memoryless baseline", gid="baseline")  # fmt: skip
+    ax.plot(
+        base.index.to_numpy(float),
+        base.to_numpy(float),
+        color="0.4",
+        linestyle="--",
+        linewidth=1.2,
+        label="memoryless baseline",
+        gid="baseline",
+    )
     handles, _ = ax.get_legend_handles_labels()
     for threshold in sorted(runs["solve_threshold"].unique()):
         ax.axhline(threshold, color="0.4", linestyle=":", linewidth=1.2, gid="threshold")
@@ -664,7 +753,7 @@ def learning_curves(
     ``diverged:<series>:<gap>:<seed>``, ``baseline:<series>[:<gap>]``.
     """
     runs, order, styles = _prepare(runs, ("baseline_loss",), styles)
-    check_table(curves, "curves", CURVE_COLUMNS + ("loss",))
+    check_table(curves, "curves", (*CURVE_COLUMNS, "loss"))
     rows = _join(curves, runs, "curves").merge(runs[["run", "gap", "status"]], on="run")
     present = [s for s in order if s in set(rows["series"])]
     gaps = sorted(runs["gap"].unique())
@@ -683,13 +772,25 @@ def learning_curves(
             done = at[at["status"] == "done"]
             if len(done):
                 mean = done.groupby("step")["loss"].mean()
-                ax.plot(mean.index.to_numpy(float), mean.to_numpy(float), color=gap_colour[g], linewidth=1.5,
-                        gid=f"mean:{series}:{g}")  # fmt: skip
+                ax.plot(
+                    mean.index.to_numpy(float),
+                    mean.to_numpy(float),
+                    color=gap_colour[g],
+                    linewidth=1.5,
+                    gid=f"mean:{series}:{g}",
+                )
             for (seed,), run in at[at["status"] == "diverged"].groupby(["seed"]):
                 run = run.sort_values("step")
-                ax.plot(run["step"].to_numpy(float), run["loss"].to_numpy(float), color=gap_colour[g], linewidth=0.7,
-                        alpha=0.8, marker="x", markevery=[len(run) - 1],
-                        gid=f"diverged:{series}:{g}:{seed}")  # fmt: skip
+                ax.plot(
+                    run["step"].to_numpy(float),
+                    run["loss"].to_numpy(float),
+                    color=gap_colour[g],
+                    linewidth=0.7,
+                    alpha=0.8,
+                    marker="x",
+                    markevery=[len(run) - 1],
+                    gid=f"diverged:{series}:{g}:{seed}",
+                )
         base = runs[runs["series"] == series].groupby("gap")["baseline_loss"].first()
         if base.nunique() == 1:
             ax.axhline(base.iloc[0], color="0.4", linestyle="--", linewidth=1, gid=f"baseline:{series}")
@@ -703,7 +804,7 @@ def learning_curves(
         ax.grid(True, alpha=0.3)
         if positive:
             ax.set_yscale("log")
-    for ax in axes[len(present):]:
+    for ax in axes[len(present) :]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=gap_colour[g], label=f"gap {g}") for g in gaps]
     handles.append(Line2D([], [], color="0.4", linestyle="--", label="memoryless baseline"))
@@ -740,7 +841,7 @@ def decay_length_curves(
     ``mean:<series>`` and ``gap``.
     """
     runs, order, styles = _prepare(runs, (), styles)
-    check_table(curves, "curves", CURVE_COLUMNS + ("decay_length",))
+    check_table(curves, "curves", (*CURVE_COLUMNS, "decay_length"))
     gap, done, at = _runs_at(runs, gap)
     rows = _join(curves, done, "curves")
     fig = _new_figure(8.5, 4.8)
@@ -758,8 +859,14 @@ def decay_length_curves(
         mean = np.full(len(table), np.nan)
         mean[finite] = table[finite].mean(axis=1)
         drawn += int(finite.sum())
-        ax.plot(values.index.to_numpy(float), mean, label=series, linewidth=1.6, gid=f"mean:{series}",
-                **_line_kwargs(styles[series], len(mean)))  # fmt: skip
+        ax.plot(
+            values.index.to_numpy(float),
+            mean,
+            label=series,
+            linewidth=1.6,
+            gid=f"mean:{series}",
+            **_line_kwargs(styles[series], len(mean)),
+        )
     if drawn == 0:
         raise FigureSkipped(f"the decay length is inf or NaN at every logged step at gap {gap}")
     ax.axhline(gap, color="0.4", linestyle=":", linewidth=1.2, label=f"gap ({gap} timesteps)", gid="gap")
@@ -782,9 +889,12 @@ def decay_length_curves(
         fig,
         at,
         f"Decay length of the gradient norm at gap {gap}",
-        [f"fit of ln ||dL/dh_t|| against distance, layer 0 forward; line: mean over {_count_text(n_seeds)} seeds",
-         note, _diverged_note(at)],
-    )  # fmt: skip
+        [
+            f"fit of ln ||dL/dh_t|| against distance, layer 0 forward; line: mean over {_count_text(n_seeds)} seeds",
+            note,
+            _diverged_note(at),
+        ],
+    )
     return fig
 
 

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrd.models.network import ModelConfig, Perturbation, SequenceModel
+from lrd.models.network import Perturbation, SequenceModel
 from lrd.tasks.base import Batch, Task
 
 FLOOR = float(np.finfo(np.float32).tiny)

@@ -57,7 +57,9 @@ class StoreError(ValueError):
 
 
 # --- building a run's tables -----------------------------------------------------------
-def run_tables(spec: RunSpec, result: RunResult, index: int, experiment: str, wall_time_s: float) -> dict[str, pd.DataFrame]:
+def run_tables(
+    spec: RunSpec, result: RunResult, index: int, experiment: str, wall_time_s: float
+) -> dict[str, pd.DataFrame]:
     """The run, curves and grad_norms tables of seed ``index`` of a (vmapped) RunResult."""
     task, model = spec.task, spec.model
     diverged_step = int(result.diverged_step[index])
@@ -297,8 +299,10 @@ def load(out_dir: str | Path, all_runs: bool = False) -> Results:
             path = out_dir / RUNS / run_id / f"{name}.parquet"
             if name == "run" or path.exists():
                 frames[name].append(pd.read_parquet(path))
-    runs, curves, grad_norms = (pd.concat(frames[name], ignore_index=True) if frames[name] else pd.DataFrame() for name in TABLES)
-    runs["error"] = runs["error"] if "error" in runs else None
+    runs, curves, grad_norms = (
+        pd.concat(frames[name], ignore_index=True) if frames[name] else pd.DataFrame() for name in TABLES
+    )
+    runs["error"] = runs.get("error", None)
     runs = runs[[c for c in runs if c != "error"] + ["error"]]  # the same column order with and without failures
     order = ["task", "gap", "model", "hidden", "seed"]
     runs = runs.sort_values(order, kind="stable").reset_index(drop=True)

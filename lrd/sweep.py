@@ -72,14 +72,18 @@ def plan(experiment: Experiment, done: set[str]) -> list[Group]:
     return [Group(sorted(specs, key=lambda s: s.seed)) for specs in pending]
 
 
-def run_sweep(experiment: Experiment, out_dir: Path, reporter: Reporter, backend: Backend | None = None) -> SweepSummary:
+def run_sweep(
+    experiment: Experiment, out_dir: Path, reporter: Reporter, backend: Backend | None = None
+) -> SweepSummary:
     """Compute every missing (or failed) run of ``experiment`` into ``out_dir``."""
     start = time.perf_counter()
     store.prepare(out_dir, experiment)
     done = store.completed_runs(out_dir) & {spec.run_id for spec in experiment.runs}
     reporter.start(experiment, total=len(experiment.runs), already_done=len(done))
     groups = plan(experiment, done)
-    jobs = [make_job(i, g.specs[0].group_key, [s.seed for s in g.specs], experiment.plugins) for i, g in enumerate(groups)]
+    jobs = [
+        make_job(i, g.specs[0].group_key, [s.seed for s in g.specs], experiment.plugins) for i, g in enumerate(groups)
+    ]
     attempts = [0] * len(groups)
     finished: set[int] = set()
 
@@ -90,7 +94,9 @@ def run_sweep(experiment: Experiment, out_dir: Path, reporter: Reporter, backend
         if isinstance(event, Started):
             attempts[event.index] += 1
             train = group.specs[0].train
-            reporter.group_started(group.label, len(group.specs), train.steps // train.log_every, train.steps, attempts[event.index])
+            reporter.group_started(
+                group.label, len(group.specs), train.steps // train.log_every, train.steps, attempts[event.index]
+            )
         else:
             reporter.block_done(group.label, event.done, event.total)
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from typing import Callable, Literal, NamedTuple
+from collections.abc import Callable
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import warnings
 import statistics
 import sys
 import time
-from typing import Callable
+import warnings
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -166,7 +166,9 @@ def _torch():
     return torch
 
 
-def torch_runner(cell: str, T: int, batch: int, hidden: int, n_steps: int, threads: int, onednn: bool, device: str = "cpu"):
+def torch_runner(
+    cell: str, T: int, batch: int, hidden: int, n_steps: int, threads: int, onednn: bool, device: str = "cpu"
+):
     torch = _torch()
     task = Copy(gap=T - 20)
     rnn = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
@@ -230,7 +232,9 @@ def bench_steps(lengths, batch, hidden, rounds, peak, quick) -> dict:
             row["lrd_of_peak"] = row["lrd_gflops"] / peak
             row["vs_flax"] = per_step["flax"] / per_step["lrd"]
             if torch_best:
-                row.update(torch=per_step[torch_best], torch_config=torch_best, vs_torch=per_step[torch_best] / per_step["lrd"])
+                row.update(
+                    torch=per_step[torch_best], torch_config=torch_best, vs_torch=per_step[torch_best] / per_step["lrd"]
+                )
             rows[cell, T] = row
             _print_step_row(row)
     return rows
@@ -309,7 +313,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="T=100 only, fewer repeats (under 2 minutes)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--malloc", choices=("tuned", "default"), default="tuned", help="allocator settings of every contender (lrd.runtime)")
+    parser.add_argument(
+        "--malloc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="allocator settings of every contender (lrd.runtime)",
+    )
     args = parser.parse_args()
     if args.malloc == "tuned":
         if os.environ.get("LRD_MALLOC") != "applied":
@@ -319,14 +328,26 @@ def main() -> None:
     rounds = 3 if args.quick else 5
     lengths = [100] if args.quick else [100, 1000]
 
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; torch {getattr(_torch(), '__version__', 'not installed')}")
-    print(f"allocator: {'tuned (' + os.environ.get('GLIBC_TUNABLES', '') + ')' if args.malloc == 'tuned' else 'glibc defaults'}")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; torch {getattr(_torch(), '__version__', 'not installed')}"
+    )
+    print(
+        f"allocator: {'tuned (' + os.environ.get('GLIBC_TUNABLES', '') + ')' if args.malloc == 'tuned' else 'glibc defaults'}"
+    )
     peaks = matmul_peak()
     peak = max(peaks.values())
-    print("matmul peak (2048^2 float32): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + f" GFLOP/s -> peak {peak:.0f}")
+    print(
+        "matmul peak (2048^2 float32): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
+        + f" GFLOP/s -> peak {peak:.0f}"
+    )
 
-    print(f"\n== training step, batch {args.batch}, hidden {args.hidden}: seconds per step (median of {rounds} interleaved rounds)")
-    print(f"{'cell':5} {'T':>5} {'lrd':>8} {'GFLOP/s':>6} {'peak':>5} {'flax':>8} {'lrd vs':>8} {'torch':>8} {'lrd vs':>9}")
+    print(
+        f"\n== training step, batch {args.batch}, hidden {args.hidden}: seconds per step (median of {rounds} interleaved rounds)"
+    )
+    print(
+        f"{'cell':5} {'T':>5} {'lrd':>8} {'GFLOP/s':>6} {'peak':>5} {'flax':>8} {'lrd vs':>8} {'torch':>8} {'lrd vs':>9}"
+    )
     steps = bench_steps(lengths, args.batch, args.hidden, rounds, peak, args.quick)
 
     print("\n== seeds: 8 seeds in one vmapped program vs 8 single-seed programs one after another")
@@ -341,7 +362,10 @@ def main() -> None:
         bench_probe(some, T, args.batch, args.hidden, rounds, steps)
 
     print("\n== compile time of a training block")
-    bench_compile(("rnn",) if args.quick else CELLS, [100, 1000] if args.quick else [100, 1000, 3000], args.batch, args.hidden)
+    bench_compile(
+        ("rnn",) if args.quick else CELLS, [100, 1000] if args.quick else [100, 1000, 3000], args.batch, args.hidden
+    )
+
 
 if __name__ == "__main__":
     sys.exit(main())

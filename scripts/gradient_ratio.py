@@ -27,7 +27,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
     task = Copy(gap=args.gap)
-    print(f"copy gap {args.gap} (T={task.length}), hidden {args.hidden}, batch 128, {args.seeds} seeds, at initialisation")
+    print(
+        f"copy gap {args.gap} (T={task.length}), hidden {args.hidden}, batch 128, {args.seeds} seeds, at initialisation"
+    )
     print(f"{'cell':5} {'state':5} {'first/last':>12} {'decay length':>13}")
     for cell in ("rnn", "lstm", "gru"):
         config = ModelConfig(cell=cell, hidden=args.hidden)

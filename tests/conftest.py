@@ -32,7 +32,9 @@ eval_size = 64
 probe_size = 16
 """
 
-THREE_GROUPS = TINY.replace('cell = ["rnn", "lstm"]', 'cell = ["rnn", "lstm", "gru"]').replace("steps = 20", "steps = 40")
+THREE_GROUPS = TINY.replace('cell = ["rnn", "lstm"]', 'cell = ["rnn", "lstm", "gru"]').replace(
+    "steps = 20", "steps = 40"
+)
 
 
 def lrd(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,9 +73,7 @@ def _cell_and_params(name: str):
     """The cell, random non-zero parameters, a random carry and input."""
     cell = ModelConfig(cell=name, hidden=H).cell_module()
     k_carry, k_x, k_init, k_perturb = jax.random.split(jax.random.PRNGKey(0), 4)
-    carry = tuple(
-        0.8 * jax.random.normal(k, (B, H)) for k in jax.random.split(k_carry, len(cell.state_names))
-    )
+    carry = tuple(0.8 * jax.random.normal(k, (B, H)) for k in jax.random.split(k_carry, len(cell.state_names)))
     x = jax.random.normal(k_x, (B, D))  # (B, D)
     params = cell.init(k_init, carry, x)
     leaves, treedef = jax.tree.flatten(params)
@@ -153,7 +153,7 @@ def test_recurrent_init_orthogonal_blocks(name):
     for block in blocks:
         np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
         assert not np.allclose(block, np.eye(H), atol=1e-2)  # not the identity init
-    for a, b in zip(blocks, blocks[1:]):
+    for a, b in itertools.pairwise(blocks):
         assert not np.allclose(a, b)  # one independent draw per gate
 
 

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 
 from lrd.cli import main
 from lrd.experiment import ExperimentError, load_experiment
-
-from conftest import TINY
 
 BAD = {
     # case: (experiment text, words the one-line message must contain)
@@ -23,9 +22,15 @@ BAD = {
     "wrong type": (TINY.replace("gap = 4", 'gap = "4"'), ["task.gap", "valid integer", "'4'"]),
     "float for int": (TINY.replace("hidden = 8", "hidden = 8.5"), ["model.hidden", "valid integer"]),
     "bool for int": (TINY.replace("steps = 20", "steps = true"), ["train.steps", "valid integer"]),
-    "unknown task": (TINY.replace('"delayed_recall"', '"delayed_recal"'), ["task.name", "did you mean 'delayed_recall'", "copy"]),
+    "unknown task": (
+        TINY.replace('"delayed_recall"', '"delayed_recal"'),
+        ["task.name", "did you mean 'delayed_recall'", "copy"],
+    ),
     "unknown model": (TINY.replace('["rnn", "lstm"]', '["rnn", "lstn"]'), ["model.cell", "did you mean 'lstm'", "gru"]),
-    "unknown optimizer": (TINY.replace("steps = 20", 'steps = 20\noptimizer = "adamw"'), ["train.optimizer", "'adam'", "'sgd'"]),
+    "unknown optimizer": (
+        TINY.replace("steps = 20", 'steps = 20\noptimizer = "adamw"'),
+        ["train.optimizer", "'adam'", "'sgd'"],
+    ),
     "empty grid": (TINY.replace('["rnn", "lstm"]', "[]"), ["model.cell", "empty"]),
     "empty seeds": (TINY.replace("[0, 1]", "[]"), ["seeds", "empty"]),
     "negative seed": (TINY.replace("[0, 1]", "[0, -1]"), ["seeds", "-1"]),
@@ -94,7 +99,7 @@ def test_run_id_is_stable_and_changes_with_the_configuration(write_experiment):
 def test_plugin_task_file_is_imported(write_experiment, tmp_path):
     plugin = tmp_path / "my_tasks.py"
     plugin.write_text("raise RuntimeError('boom')\n")
-    with pytest.raises(ExperimentError, match="my_tasks.py.*RuntimeError: boom"):
+    with pytest.raises(ExperimentError, match=r"my_tasks.py.*RuntimeError: boom"):
         load_experiment(write_experiment('imports = ["my_tasks.py"]\n' + TINY))
 
 

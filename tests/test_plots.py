@@ -75,37 +75,77 @@ def make_results(gaps=GAPS, models=("rnn", "lstm"), task="delayed_recall") -> Re
                 rid = run_id(model, gap, seed)
                 runs.append(
                     {
-                        "run": rid, "experiment": "toy", "task": task, "gap": gap, "task_length": length(gap),
-                        "metric_name": "accuracy", "task_source": "hand-made",
+                        "run": rid,
+                        "experiment": "toy",
+                        "task": task,
+                        "gap": gap,
+                        "task_length": length(gap),
+                        "metric_name": "accuracy",
+                        "task_source": "hand-made",
                         "task_convention": "one symbol, gap distractors, a cue",
-                        "task_n_symbols": 8, "task_distractor": "random", "task_solve_threshold": 0.95,
-                        "model": model, "cell": cell, "hidden": 16, "layers": 1,
-                        "bidirectional": model.startswith("bi-"), "merge": "concat", "recurrent_init": "orthogonal",
+                        "task_n_symbols": 8,
+                        "task_distractor": "random",
+                        "task_solve_threshold": 0.95,
+                        "model": model,
+                        "cell": cell,
+                        "hidden": 16,
+                        "layers": 1,
+                        "bidirectional": model.startswith("bi-"),
+                        "merge": "concat",
+                        "recurrent_init": "orthogonal",
                         "forget_bias": 1.0 if cell == "lstm" else math.nan,
-                        "seed": seed, "steps": 20, "batch_size": 8, "optimizer": "adam", "lr": 1e-3, "clip": 1.0,
-                        "log_every": 10, "eval_size": 64, "probe_size": 8,
+                        "seed": seed,
+                        "steps": 20,
+                        "batch_size": 8,
+                        "optimizer": "adam",
+                        "lr": 1e-3,
+                        "clip": 1.0,
+                        "log_every": 10,
+                        "eval_size": 64,
+                        "probe_size": 8,
                         "status": "diverged" if diverged else "done",
                         "diverged_step": float(DIVERGED[3]) if diverged else math.nan,
                         "final_loss": math.nan if diverged else loss(model, gap, seed, 20),
                         "final_metric": math.nan if diverged else final,
-                        "baseline_loss": BASELINE_LOSS, "baseline_metric": BASELINE_METRIC, "solve_threshold": 0.95,
-                        "solved": (not diverged) and final >= 0.95, "solved_step": math.nan,
-                        "decay_length_init": 1.0, "decay_length_final": 1.0, "wall_time_s": 0.1, "group_size": 2,
+                        "baseline_loss": BASELINE_LOSS,
+                        "baseline_metric": BASELINE_METRIC,
+                        "solve_threshold": 0.95,
+                        "solved": (not diverged) and final >= 0.95,
+                        "solved_step": math.nan,
+                        "decay_length_init": 1.0,
+                        "decay_length_final": 1.0,
+                        "wall_time_s": 0.1,
+                        "group_size": 2,
                     }
-                )  # fmt: skip
+                )
                 for step in steps:
                     curves.append(
-                        {"run": rid, "step": step, "loss": loss(model, gap, seed, step), "metric": 0.5,
-                         "grad_norm": 1.0, "decay_length": decay(model, gap, seed, step)}
-                    )  # fmt: skip
+                        {
+                            "run": rid,
+                            "step": step,
+                            "loss": loss(model, gap, seed, step),
+                            "metric": 0.5,
+                            "grad_norm": 1.0,
+                            "decay_length": decay(model, gap, seed, step),
+                        }
+                    )
                     for state in STATES[cell]:
                         for t in range(length(gap)):
                             below = (model, gap, seed, step, t) == BELOW and state == "h"
                             value = FLOOR if below else norm(cell, state, gap, seed, step, t)
                             grads.append(
-                                {"run": rid, "step": step, "layer": 0, "direction": "fwd", "state": state,
-                                 "timestep": t, "distance": distance(gap, t), "norm": value, "below_floor": below}
-                            )  # fmt: skip
+                                {
+                                    "run": rid,
+                                    "step": step,
+                                    "layer": 0,
+                                    "direction": "fwd",
+                                    "state": state,
+                                    "timestep": t,
+                                    "distance": distance(gap, t),
+                                    "norm": value,
+                                    "below_floor": below,
+                                }
+                            )
     return Results(pd.DataFrame(runs), pd.DataFrame(curves), pd.DataFrame(grads))
 
 
@@ -250,7 +290,7 @@ def test_styles_colour_per_cell_shared_by_bidirectional_and_split_variants():
 def test_floor_matches_the_probe():
     from lrd.probes import FLOOR as probe_floor
 
-    assert FLOOR == probe_floor
+    assert probe_floor == FLOOR
 
 
 # --- writing ---------------------------------------------------------------------------------------------
@@ -269,8 +309,13 @@ def test_write_figures_png_pdf_byte_identical(results, tmp_path):
 def test_write_figures_skips_what_the_data_cannot_show(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "FIGURES", {k: plots.FIGURES[k] for k in ("memory_vs_gap", "decay_length")})  # speed
     skipped = []
-    written = plots.write_figures(make_results(gaps=(3,)), tmp_path, formats=("png",), dpi=30,
-                                  on_skip=lambda stem, why: skipped.append((stem, why)))  # fmt: skip
+    written = plots.write_figures(
+        make_results(gaps=(3,)),
+        tmp_path,
+        formats=("png",),
+        dpi=30,
+        on_skip=lambda stem, why: skipped.append((stem, why)),
+    )
     reason = "memory vs gap needs at least two gaps; the runs have only gap 3"
     assert skipped == [("delayed_recall_memory_vs_gap", reason)]
     assert [p.name for p in written] == ["delayed_recall_decay_length.png"]
@@ -313,15 +358,15 @@ def test_runs_that_cannot_be_told_apart_are_refused(results):
 
 
 def test_unknown_format_is_refused_before_writing(results, tmp_path):
-    with pytest.raises(PlotError, match="unknown figure format.s. jpeg; formats are png, pdf, svg"):
+    with pytest.raises(PlotError, match=r"unknown figure format.s. jpeg; formats are png, pdf, svg"):
         plots.write_figures(results, tmp_path, formats=("png", "jpeg"))
     assert not list(tmp_path.iterdir())
 
 
 def test_figure_functions_check_their_own_tables(results):
-    with pytest.raises(PlotError, match="runs table lacks column.s. final_metric"):
+    with pytest.raises(PlotError, match=r"runs table lacks column.s. final_metric"):
         plots.memory_vs_gap(results.runs.drop(columns="final_metric"))
-    with pytest.raises(PlotError, match="curves table lacks column.s. decay_length"):
+    with pytest.raises(PlotError, match=r"curves table lacks column.s. decay_length"):
         plots.decay_length_curves(results.runs, results.curves.drop(columns="decay_length"))
     with pytest.raises(PlotError, match="grad_norms table has no rows for the 4 selected run"):
         plots.gradient_heatmap(results.runs, results.grad_norms.assign(run="other"), gap=3)

@@ -172,7 +172,7 @@ def test_cases_cover_every_cell():
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_state_grad_norms_match_unrolled_reference(case):
-    task, config, model, params, batch, result = _setup(case)
+    task, config, _model, params, batch, result = _setup(case)
     loss, expected = reference(task, config, params, batch)
     np.testing.assert_allclose(result.loss, loss, rtol=1e-5)  # the same model
 
@@ -192,7 +192,7 @@ def test_state_grad_norms_match_unrolled_reference(case):
 
 @pytest.mark.parametrize("case", ["lstm", "bi-gru-2layer-sum"])
 def test_param_grads_equal_plain_grad(case):
-    task, config, model, params, batch, result = _setup(case)
+    task, _config, model, params, batch, result = _setup(case)
 
     def loss_fn(params):
         return task.training_loss(model.apply(params, batch.inputs), batch)

@@ -7,6 +7,7 @@ whose worker dies every time is recorded as failed, and rerunning retries only i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -21,11 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import THREE_GROUPS, comparable, lrd
 
 from lrd import store
 from lrd.cli import main
-
-from conftest import THREE_GROUPS, comparable, lrd
 
 RAY = Path(sys.executable).with_name("ray")  # the `ray` command of this environment: its workers import this lrd
 TASK_TITLE = b"ray::_train_on_ray"  # the process title of a Ray worker while it runs a group
@@ -53,10 +53,8 @@ def processes_in(sessions: list[int]) -> list[int]:
 
 def signal_all(sessions: list[int], sig: int) -> None:
     for pid in processes_in(sessions):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 class Cluster:
@@ -103,7 +101,13 @@ def cluster(cache_dir):
                 "--disable-usage-stats",
                 *(f"--{name}={free_port()}" for name in NODE_PORTS),
             ]
-            proc = subprocess.Popen([str(RAY), "start", *role, *node], start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                [str(RAY), "start", *role, *node],
+                start_new_session=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             sessions.append(proc.pid)
             out, _ = proc.communicate(timeout=120)
             assert proc.returncode == 0, out
@@ -119,7 +123,14 @@ def cluster(cache_dir):
         environment.undo()
 
 
-NODE_PORTS = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
+NODE_PORTS = (
+    "node-manager-port",
+    "object-manager-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+)
 
 
 def wait_for_nodes(address: str, n: int) -> None:
@@ -152,7 +163,9 @@ def assert_same_tables(results: store.Results, reference: store.Results) -> None
 
 def test_a_two_node_cluster_gives_the_local_tables(cluster, reference, tmp_path):
     (tmp_path / "exp.toml").write_text(THREE_GROUPS)
-    proc = lrd("run", "exp.toml", "--out", "out", "--no-plot", "--backend", "ray", "--address", cluster.address, cwd=tmp_path)
+    proc = lrd(
+        "run", "exp.toml", "--out", "out", "--no-plot", "--backend", "ray", "--address", cluster.address, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "6 runs computed, 0 already done, 0 diverged, 0 failed" in proc.stdout
     assert_same_tables(store.load(tmp_path / "out"), reference)
@@ -160,8 +173,23 @@ def test_a_two_node_cluster_gives_the_local_tables(cluster, reference, tmp_path)
 
 def test_a_killed_worker_is_retried_and_no_run_is_lost_or_repeated(cluster, reference, tmp_path):
     (tmp_path / "exp.toml").write_text(THREE_GROUPS)
-    command = [sys.executable, "-m", "lrd.cli", "run", "exp.toml", "--out", "out", "--no-plot", "--backend", "ray", "--address", cluster.address]
-    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "lrd.cli",
+        "run",
+        "exp.toml",
+        "--out",
+        "out",
+        "--no-plot",
+        "--backend",
+        "ray",
+        "--address",
+        cluster.address,
+    ]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     lines: list[str] = []
 
     def read():
@@ -232,11 +260,18 @@ def test_a_group_whose_worker_always_dies_is_recorded_failed_then_retried(cluste
     runs, curves, grad_norms = store.load(tmp_path / "out")
     failed = runs[runs["status"] == "failed"]
     assert sorted(failed["gap"]) == [6, 6] and sorted(failed["seed"]) == [0, 1]
-    assert failed["error"].str.contains("WorkerCrashedError").all() and failed["error"].str.contains("after 2 retries").all()
+    assert (
+        failed["error"].str.contains("WorkerCrashedError").all()
+        and failed["error"].str.contains("after 2 retries").all()
+    )
     assert set(runs.loc[runs["gap"] == 4, "status"]) == {"done"} and runs.loc[runs["gap"] == 4, "error"].isna().all()
     assert set(curves["run"]) == set(grad_norms["run"]) == set(runs.loc[runs["gap"] == 4, "run"])
 
-    done_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out" / "runs").iterdir() if p.name in set(runs.loc[runs["gap"] == 4, "run"])}
+    done_before = {
+        p.name: p.stat().st_mtime_ns
+        for p in (tmp_path / "out" / "runs").iterdir()
+        if p.name in set(runs.loc[runs["gap"] == 4, "run"])
+    }
     marker.unlink()
     proc = lrd(*ray_run, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

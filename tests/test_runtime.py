@@ -9,13 +9,19 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import TINY
+
 from lrd import runtime, store
 
-SHOW_ENV = "from lrd import runtime; runtime.reexec_with_malloc_settings(); import os; print(os.environ.get('GLIBC_TUNABLES', ''))"
+SHOW_ENV = (
+    "from lrd import runtime; runtime.reexec_with_malloc_settings(); "
+    "import os; print(os.environ.get('GLIBC_TUNABLES', ''))"
+)
 
-needs_glibc = pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc allocator settings apply on Linux/glibc only")
+needs_glibc = pytest.mark.skipif(
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
+    reason="glibc allocator settings apply on Linux/glibc only",
+)
 
 
 def _env(**extra) -> dict:
@@ -25,14 +31,20 @@ def _env(**extra) -> dict:
 
 @needs_glibc
 def test_reexec_sets_the_tunables_once_and_keeps_the_users():
-    out = subprocess.run([sys.executable, "-c", SHOW_ENV], env=_env(GLIBC_TUNABLES="glibc.malloc.tcache_count=7", LRD_MALLOC="tuned"),
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", SHOW_ENV],
+        env=_env(GLIBC_TUNABLES="glibc.malloc.tcache_count=7", LRD_MALLOC="tuned"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert out == "glibc.malloc.tcache_count=7:" + runtime.MALLOC_TUNABLES
 
 
 def test_reexec_is_off_by_default():
-    out = subprocess.run([sys.executable, "-c", SHOW_ENV], env=_env(),
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", SHOW_ENV], env=_env(), capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == ""
 
 
@@ -43,7 +55,9 @@ def test_allocator_settings_change_no_result(tmp_path, write_experiment, cache_d
     for mode in ("tuned", None):
         out = tmp_path / f"out-{mode}"
         env = _env(**({"LRD_MALLOC": mode} if mode else {}), LRD_CACHE_DIR=str(cache_dir))
-        subprocess.run(["lrd", "run", str(exp), "--out", str(out), "--no-plot"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            ["lrd", "run", str(exp), "--out", str(out), "--no-plot"], env=env, check=True, capture_output=True
+        )
         tables[mode] = store.load(out)
     for name in ("runs", "curves", "grad_norms"):
         a, b = getattr(tables["tuned"], name), getattr(tables[None], name)

@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import THREE_GROUPS, TINY, comparable, lrd
 
 from lrd import store
 from lrd.cli import main
-
-from conftest import THREE_GROUPS, TINY, comparable, lrd
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +91,9 @@ def test_sigkill_mid_sweep_then_resume_gives_the_same_tables(uninterrupted, tmp_
     for name, mtime in survived.items():  # finished runs were not rewritten
         assert (runs_dir / name).stat().st_mtime_ns == mtime
     assert not list(runs_dir.glob(".tmp*"))
-    for resumed, reference in zip(comparable(store.load(tmp_path / "out")), comparable(store.load(uninterrupted / "out"))):
+    for resumed, reference in zip(
+        comparable(store.load(tmp_path / "out")), comparable(store.load(uninterrupted / "out"))
+    ):
         pd.testing.assert_frame_equal(resumed, reference, check_exact=True)
 
 

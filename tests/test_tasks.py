@@ -11,7 +11,7 @@ without one is skipped by that test (add it to ``REFERENCES`` to test it).
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -281,7 +281,7 @@ def test_copy_delimiter_and_blanks():
     task = TASKS["copy"](gap=5)  # the paper's 10 symbols
     tokens = decode(checked(task).batch.inputs)
     T, gap = task.length, task.gap
-    assert T == gap + 20
+    assert gap + 20 == T
     assert np.all((tokens[:, :10] >= 1) & (tokens[:, :10] <= 8))
     assert np.all(tokens[:, 10 : gap + 9] == 0), "gap-1 blanks after the symbols"
     assert np.all(tokens[:, gap + 9] == 9), "the delimiter is at index gap+9, gap steps after the last symbol"

@@ -10,7 +10,7 @@ import pytest
 from lrd.models import ModelConfig
 from lrd.tasks.adding import Adding
 from lrd.tasks.copy import Copy
-from lrd.train import Trainer, TrainConfig, get_trainer
+from lrd.train import TrainConfig, Trainer, get_trainer
 
 TASK = Adding(gap=10)
 MODEL = ModelConfig(cell="lstm", hidden=8)
@@ -61,7 +61,7 @@ def test_vmap_over_seeds_equals_single_seed_runs(trainer, pair):
     for i, seed in enumerate(pair.seeds):
         single = _outputs(trainer.run([seed]))
         assert jax.tree.structure(single) == jax.tree.structure(both)
-        jax.tree.map(lambda b, s: _assert_close(b[i], s[0], rtol=1e-5), both, single)
+        jax.tree.map(lambda b, s, i=i: _assert_close(b[i], s[0], rtol=1e-5), both, single)
 
 
 def test_same_seeds_are_bitwise_reproducible(trainer, pair):

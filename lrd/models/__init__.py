@@ -3,4 +3,14 @@
 from lrd.models.cells import CELLS, Cell, GRUCell, LSTMCell, RNNCell
 from lrd.models.network import ModelConfig, Perturbation, RecurrentLayer, SequenceModel
 
-__all__ = ["CELLS", "Cell", "GRUCell", "LSTMCell", "ModelConfig", "Perturbation", "RNNCell", "RecurrentLayer", "SequenceModel"]
+__all__ = [
+    "CELLS",
+    "Cell",
+    "GRUCell",
+    "LSTMCell",
+    "ModelConfig",
+    "Perturbation",
+    "RNNCell",
+    "RecurrentLayer",
+    "SequenceModel",
+]

@@ -5,9 +5,10 @@ Every cell is a flax module whose carry is a tuple of states named by
 ``initial_state``. A cell also takes an optional ``eps`` ({state name: (B, H)})
 that it adds to each new state *as soon as that state is computed*, before
 anything else uses it (the LSTM's h_t is computed from the perturbed c_t), so
-that dL/d eps is exactly dL/d state_t (see ``lrd.probes``); zero by default. Shapes: x (B, D), each state (B, H). Weights follow the
-textbook layout ``x @ W + h @ U + b`` with the gate blocks of W, U and b
-concatenated along the last axis (one matmul per input, all gates at once).
+that dL/d eps is exactly dL/d state_t (see ``lrd.probes``); zero by default.
+Shapes: x (B, D), each state (B, H). Weights follow the textbook layout
+``x @ W + h @ U + b`` with the gate blocks of W, U and b concatenated along
+the last axis (one matmul per input, all gates at once).
 
 Recurrent matrices U are initialised block by block (one H x H block per gate):
 orthogonal by default (Saxe et al. 2014), or the identity (IRNN, Le, Jaitly &

@@ -41,7 +41,8 @@ class ModelConfig(BaseModel):
     merge: Literal["concat", "sum"] = "concat"
     recurrent_init: Literal["orthogonal", "identity"] = "orthogonal"
     forget_bias: float | None = Field(
-        None, description="initial bias of the gate that keeps the state: LSTM forget gate, GRU update gate; default 1.0"
+        None,
+        description="initial bias of the gate that keeps the state: LSTM forget gate, GRU update gate; default 1.0",
     )
 
     @field_validator("cell")

@@ -1,6 +1,5 @@
 """Synthetic long-range tasks: one file per task, one registry (``TASKS``)."""
 
-from lrd.tasks.base import TASKS, Baseline, Batch, Task, get_task_class, register
 from lrd.tasks import (  # noqa: F401  (register the built-ins)
     adding,
     associative_recall,
@@ -11,5 +10,6 @@ from lrd.tasks import (  # noqa: F401  (register the built-ins)
     selective_copy,
     temporal_order,
 )
+from lrd.tasks.base import TASKS, Baseline, Batch, Task, get_task_class, register
 
 __all__ = ["TASKS", "Baseline", "Batch", "Task", "get_task_class", "register"]

@@ -118,4 +118,4 @@ class Adding(Task):
 
     def memoryless_outputs(self, batch: Batch) -> jax.Array:
         mean = 1.0 if self.variant == "le2015" else 0.5
-        return jnp.full(batch.mask.shape + (1,), mean, jnp.float32)
+        return jnp.full((*batch.mask.shape, 1), mean, jnp.float32)

@@ -67,7 +67,9 @@ class AssociativeRecall(Task):
         if self.n_pairs > self.n_keys:
             raise ValueError(f"n_pairs={self.n_pairs} distinct keys need n_keys >= n_pairs (got {self.n_keys})")
         if self.n_queries > self.n_pairs:
-            raise ValueError(f"n_queries={self.n_queries} distinct queries need n_pairs >= n_queries (got {self.n_pairs})")
+            raise ValueError(
+                f"n_queries={self.n_queries} distinct queries need n_pairs >= n_queries (got {self.n_pairs})"
+            )
         return self
 
     @property

@@ -42,7 +42,7 @@ class Baseline(NamedTuple):
     metric: float
 
     @classmethod
-    def uniform(cls, n_classes: int) -> "Baseline":
+    def uniform(cls, n_classes: int) -> Baseline:
         """A uniform guess over ``n_classes`` equally likely classes: cross-entropy ln K, accuracy 1/K."""
         return cls(loss=math.log(n_classes), metric=1.0 / n_classes)
 
@@ -67,9 +67,7 @@ class Task(BaseModel):
     convention: ClassVar[str]
 
     gap: int = Field(gt=0, description="distance of the dependency; see the task's docstring")
-    solve_threshold: float = Field(
-        0.95, gt=0.0, le=1.0, description="a run is 'solved' when its metric reaches this"
-    )
+    solve_threshold: float = Field(0.95, gt=0.0, le=1.0, description="a run is 'solved' when its metric reaches this")
 
     # --- shape of the problem -------------------------------------------------
     @property
@@ -143,7 +141,7 @@ def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
 
 def uniform_logits(batch: Batch, n_classes: int) -> jax.Array:
     """Outputs (B, T, n_classes) of a uniform guess at every position (all-zero logits)."""
-    return jnp.zeros(batch.mask.shape + (n_classes,), jnp.float32)
+    return jnp.zeros((*batch.mask.shape, n_classes), jnp.float32)
 
 
 def one_hot(tokens: jax.Array, depth: int) -> jax.Array:

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from pydantic import Field
 
-from lrd.tasks.base import Baseline, Batch, Task, masked_mean, one_hot, register
+from lrd.tasks.base import Baseline, Batch, Task, one_hot, register
 
 BLANK, DELIMITER = 0, 9
 
@@ -103,6 +103,8 @@ class Copy(Task):
         recall = jnp.arange(T) >= T - self.n_symbols  # (T,)
         # blank is certain before the recall; uniform over a_1..a_alphabet during it
         blank_logits = jnp.where(jnp.arange(self.output_dim) == BLANK, 0.0, -1e9)
-        symbol_logits = jnp.where((jnp.arange(self.output_dim) >= 1) & (jnp.arange(self.output_dim) <= self.alphabet), 0.0, -1e9)
+        symbol_logits = jnp.where(
+            (jnp.arange(self.output_dim) >= 1) & (jnp.arange(self.output_dim) <= self.alphabet), 0.0, -1e9
+        )
         logits = jnp.where(recall[:, None], symbol_logits, blank_logits)  # (T, K)
         return jnp.broadcast_to(logits, (B, T, self.output_dim)).astype(jnp.float32)

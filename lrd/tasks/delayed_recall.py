@@ -37,8 +37,7 @@ class DelayedRecall(Task):
     kind: ClassVar[str] = "classification"
     source: ClassVar[str] = "Hochreiter & Schmidhuber 1997 exp. 2; Bengio, Simard & Frasconi 1994"
     convention: ClassVar[str] = (
-        "one of K symbols, gap distractors (random or blank), a cue; recall the symbol "
-        "at the cue; length gap+2"
+        "one of K symbols, gap distractors (random or blank), a cue; recall the symbol at the cue; length gap+2"
     )
 
     n_symbols: int = Field(8, gt=1, description="K, the classes to remember")

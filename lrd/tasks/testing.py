@@ -120,7 +120,7 @@ def check_batch(task: Task, batch: Batch) -> None:
     name = _name(task)
     assert isinstance(batch, Batch), f"{name}: sample() must return a Batch, got {type(batch).__name__}"
     B, T = batch.mask.shape
-    assert T == task.length, f"{name}: mask has {T} steps, task.length is {task.length}"
+    assert task.length == T, f"{name}: mask has {T} steps, task.length is {task.length}"
     expect = {
         "inputs": ((B, T, task.input_dim), jnp.float32),
         "targets": ((B, T), jnp.int32 if task.kind == "classification" else jnp.float32),
@@ -166,7 +166,7 @@ def check_baseline(task: Task, batch: Batch, *, n_sigma: float = 5.0) -> dict[st
     assert isinstance(analytic, Baseline), f"{name}: baseline() must return a Baseline"
     expected = {"loss": float(analytic.loss), "metric": float(analytic.metric), **task.extra_baselines()}
     outputs = task.memoryless_outputs(batch)  # (B, T, output_dim); an argument below, so XLA cannot fold it
-    shape = batch.mask.shape + (task.output_dim,)
+    shape = (*batch.mask.shape, task.output_dim)
     assert outputs.shape == shape and outputs.dtype == jnp.float32, (
         f"{name}: memoryless_outputs gave {outputs.shape} {outputs.dtype}, expected {shape} float32"
     )
