@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import pickle
 import time
 import traceback
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from lrd.experiment import Plugin, load_plugin
-from lrd.store import versions
+from lrd.runtime import enable_compilation_cache, versions
 from lrd.train import RunResult, get_trainer
 
 # Package versions a worker must share with the driver: they decide the numbers.
@@ -115,16 +114,6 @@ def _check_versions(expected: dict[str, str]) -> None:
     wrong = [f"{name} {found[name]} (driver: {expected[name]})" for name in expected if found[name] != expected[name]]
     if wrong:
         raise VersionMismatch(f"this worker has {', '.join(wrong)}; install the driver's versions on every node")
-
-
-def enable_compilation_cache() -> None:
-    """JAX's persistent compilation cache ($LRD_CACHE_DIR, default ~/.cache/lrd/jax) in this process."""
-    import jax
-
-    cache = Path(os.environ.get("LRD_CACHE_DIR", Path.home() / ".cache" / "lrd" / "jax"))
-    cache.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(cache))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 # --- this process ---------------------------------------------------------------------

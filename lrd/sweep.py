@@ -21,9 +21,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from lrd import store
+import pandas as pd
+
+from lrd import results, store
 from lrd.backends import Backend, Block, LocalBackend, Started, make_job
 from lrd.experiment import Experiment, RunSpec
+from lrd.schema import CURVES, RUN
 
 
 class Reporter(Protocol):
@@ -100,6 +103,7 @@ def run_sweep(
         else:
             reporter.block_done(group.label, event.done, event.total)
 
+    threshold = experiment.report.solve_threshold
     computed = diverged = failed = 0
     for outcome in (backend or LocalBackend()).run(jobs, emit):
         finished.add(outcome.index)
@@ -109,11 +113,12 @@ def run_sweep(
             if member.run_id in done:
                 continue  # finished before an interruption: its files stay as they are
             if outcome.result is None:
-                tables = store.failed_run_table(member, experiment.name, len(group.specs), outcome.error)
+                tables = results.failed_run_table(member, experiment.name, len(group.specs), outcome.error)
             else:
-                tables = store.run_tables(member, outcome.result, index, experiment.name, outcome.wall_time_s)
+                tables = results.run_tables(member, outcome.result, index, experiment.name, outcome.wall_time_s)
             store.write_run(out_dir, member.run_id, tables)
-            rows.append(tables["run"].iloc[0].to_dict())
+            reported = results.with_solved(tables[RUN], tables.get(CURVES, pd.DataFrame()), threshold)
+            rows.append(reported.iloc[0].to_dict())
         computed += sum(row["status"] != "failed" for row in rows)
         diverged += sum(row["status"] == "diverged" for row in rows)
         failed += sum(row["status"] == "failed" for row in rows)

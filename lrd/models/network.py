@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lrd.models.cells import CELLS, Cell
-from lrd.tasks.base import unknown_name_message
+from lrd.names import unknown_name_message
 
 # perturbation / probe structure: {f"layer{l}": {"fwd"|"bwd": {state_name: (B, T, H)}}}
 Perturbation = dict[str, dict[str, dict[str, jax.Array]]]

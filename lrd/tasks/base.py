@@ -13,13 +13,14 @@ the sequence. It is given analytically by ``baseline()`` and realised by
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from pydantic import BaseModel, ConfigDict, Field
+
+from lrd.names import unknown_name_message
 
 
 class Batch(NamedTuple):
@@ -67,7 +68,6 @@ class Task(BaseModel):
     convention: ClassVar[str]
 
     gap: int = Field(gt=0, description="distance of the dependency; see the task's docstring")
-    solve_threshold: float = Field(0.95, gt=0.0, le=1.0, description="a run is 'solved' when its metric reaches this")
 
     # --- shape of the problem -------------------------------------------------
     @property
@@ -166,11 +166,3 @@ def get_task_class(name: str) -> type[Task]:
         return TASKS[name]
     except KeyError:
         raise KeyError(unknown_name_message(name, TASKS)) from None
-
-
-def unknown_name_message(name: str, known) -> str:
-    message = f"unknown name {name!r}; allowed: {', '.join(sorted(known))}"
-    close = difflib.get_close_matches(name, list(known), n=1)
-    if close:
-        message += f" (did you mean {close[0]!r}?)"
-    return message

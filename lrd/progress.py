@@ -1,0 +1,107 @@
+"""Progress of a sweep as the ``lrd`` command shows it: one line per event, or a live display.
+
+Both reporters implement ``lrd.sweep.Reporter``: ``PlainReporter`` for logs and
+pipes, ``RichReporter`` (bars per group in training) on a terminal.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def _result_line(rows: list[dict]) -> str:
+    parts = []
+    for row in rows:
+        if row["status"] == "failed":
+            seeds = ",".join(str(r["seed"]) for r in rows)
+            return f"seeds {seeds} failed: {row['error']}"
+        if row["status"] == "diverged":
+            parts.append(f"seed {row['seed']}: diverged at step {int(row['diverged_step'])}")
+        else:
+            parts.append(f"seed {row['seed']}: metric {row['final_metric']:.3f}{' solved' if row['solved'] else ''}")
+    return "; ".join(parts)
+
+
+def _attempt(attempt: int) -> str:
+    return f" (attempt {attempt}: its worker died)" if attempt > 1 else ""
+
+
+class PlainReporter:
+    """One line per event, for logs and pipes."""
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def start(self, experiment, total, already_done):
+        self.total, self.done = total, already_done
+        print(
+            f"{experiment.name}: {total} runs, {already_done} already done, {total - already_done} to compute",
+            flush=True,
+        )
+
+    def group_started(self, label, n_runs, n_blocks, steps, attempt):
+        print(f"[{self.done}/{self.total}] training {label} ({steps} steps){_attempt(attempt)}", flush=True)
+
+    def block_done(self, label, done, total):
+        pass
+
+    def group_done(self, label, rows):
+        self.done += len(rows)
+        elapsed = time.perf_counter() - self.t0
+        print(f"[{self.done}/{self.total}] {elapsed:.0f}s {label}: {_result_line(rows)}", flush=True)
+
+
+class RichReporter:
+    """A live progress display: runs done / total, a bar per group in training, elapsed and remaining."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+        return False
+
+    def start(self, experiment, total, already_done):
+        self.runs = self.progress.add_task(experiment.name, total=total, completed=already_done, unit="runs")
+        self.groups = {}  # label -> (progress task, steps per block) of each group in training
+        if already_done:
+            self.progress.console.print(f"{already_done} of {total} runs already done; computing the rest")
+
+    def group_started(self, label, n_runs, n_blocks, steps, attempt):
+        if label in self.groups:  # a retry: its bar starts again
+            self.progress.remove_task(self.groups[label][0])
+        self.groups[label] = (
+            self.progress.add_task(label + _attempt(attempt), total=steps, unit="steps"),
+            steps // n_blocks,
+        )
+
+    def block_done(self, label, done, total):
+        if label in self.groups:
+            task, step_size = self.groups[label]
+            self.progress.update(task, completed=done * step_size)
+
+    def group_done(self, label, rows):
+        if label in self.groups:
+            self.progress.remove_task(self.groups.pop(label)[0])
+        self.progress.advance(self.runs, len(rows))
+        self.progress.console.print(f"{label}: {_result_line(rows)}", markup=False)
