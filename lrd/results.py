@@ -21,7 +21,17 @@ import pandas as pd
 
 from lrd.experiment import RunSpec
 from lrd.probes import decay_length, distance_from_loss
-from lrd.schema import CURVES, GRAD_NORMS, RUN, STATUS_DIVERGED, STATUS_DONE, STATUS_FAILED, TASK_PREFIX
+from lrd.schema import (
+    CURVES,
+    GRAD_NORMS,
+    RUN,
+    RUN_ORDER,
+    SOLVED_COLUMNS,
+    STATUS_DIVERGED,
+    STATUS_DONE,
+    STATUS_FAILED,
+    TASK_PREFIX,
+)
 from lrd.train import RunResult
 
 # where the decay length summary is read: layer 0, forward direction, the model's last state
@@ -147,7 +157,7 @@ def with_solved(runs: pd.DataFrame, curves: pd.DataFrame, solve_threshold: float
     solved_step: the first logged step whose metric is >= the threshold (NaN if none;
     a diverged run's curve counts up to its divergence).
     """
-    runs = runs.drop(columns=["solve_threshold", "solved", "solved_step"], errors="ignore")
+    runs = runs.drop(columns=list(SOLVED_COLUMNS), errors="ignore")
     final = runs["final_metric"] if "final_metric" in runs else pd.Series(np.nan, index=runs.index)  # all failed
     solved = (runs["status"] == STATUS_DONE) & (final >= solve_threshold)
     if len(curves):
@@ -163,7 +173,7 @@ def with_solved(runs: pd.DataFrame, curves: pd.DataFrame, solve_threshold: float
 
 
 # --- the summary of `lrd show` -------------------------------------------------------------
-SUMMARY_KEYS = ["task", "gap", "model", "hidden"]
+SUMMARY_KEYS = list(RUN_ORDER[:-1])  # task, gap, model, hidden: the seeds are aggregated
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:

@@ -80,7 +80,6 @@ def make_results(gaps=GAPS, models=("rnn", "lstm"), task="delayed_recall") -> Re
                         "task_convention": "one symbol, gap distractors, a cue",
                         "task_n_symbols": 8,
                         "task_distractor": "random",
-                        "task_solve_threshold": 0.95,
                         "model": model,
                         "cell": cell,
                         "hidden": 16,
@@ -282,10 +281,18 @@ def test_styles_colour_per_cell_shared_by_bidirectional_and_split_variants():
     assert colours[order[0]].colour != colours[order[1]].colour
 
 
-def test_floor_matches_the_probe():
-    from lrd.probes import FLOOR as probe_floor
-
-    assert probe_floor == FLOOR
+def test_cells_without_a_colour_of_their_own_draw_deterministically():
+    runs = make_results(gaps=(3,), models=("lstm", "rnn")).runs
+    new = [runs[runs.model == "lstm"].assign(model=m, cell=m, run=runs.run + m) for m in ("minlstm", "lru", "bi-lru")]
+    runs = pd.concat([*new, runs])  # first seen: the new cells
+    _, order = plots.with_series(runs)
+    assert order == ["rnn", "lstm", "lru", "bi-lru", "minlstm"]  # own colour first, then by name
+    styles = plots.model_styles(runs)
+    assert styles == plots.model_styles(runs.sample(frac=1, random_state=0))  # whatever the row order
+    # the first palette colour no series has yet (gru's green is free: no gru here), shared by the bi- variant
+    assert styles["lru"].colour == styles["bi-lru"].colour == plots.OKABE_ITO["bluish green"]
+    assert styles["minlstm"].colour == plots.OKABE_ITO["orange"]
+    assert styles["rnn"].colour == CELL_COLOURS["rnn"]
 
 
 # --- writing ---------------------------------------------------------------------------------------------
