@@ -7,12 +7,17 @@ pipes, ``RichReporter`` (bars per group in training) on a terminal.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+if TYPE_CHECKING:
+    from lrd.experiment import Experiment
+
 
 def _result_line(rows: list[dict]) -> str:
+    """One line for a group's runs: each seed's metric (and "solved"), its divergence, or the failure."""
     parts = []
     for row in rows:
         if row["status"] == "failed":
@@ -32,27 +37,27 @@ def _attempt(attempt: int) -> str:
 class PlainReporter:
     """One line per event, for logs and pipes."""
 
-    def __enter__(self):
+    def __enter__(self) -> PlainReporter:
         self.t0 = time.perf_counter()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> bool:
         return False
 
-    def start(self, experiment, total, already_done):
+    def start(self, experiment: Experiment, total: int, already_done: int) -> None:
         self.total, self.done = total, already_done
         print(
             f"{experiment.name}: {total} runs, {already_done} already done, {total - already_done} to compute",
             flush=True,
         )
 
-    def group_started(self, label, n_runs, n_blocks, steps, attempt):
+    def group_started(self, label: str, n_runs: int, n_blocks: int, steps: int, attempt: int) -> None:
         print(f"[{self.done}/{self.total}] training {label} ({steps} steps){_attempt(attempt)}", flush=True)
 
-    def block_done(self, label, done, total):
+    def block_done(self, label: str, done: int, total: int) -> None:
         pass
 
-    def group_done(self, label, rows):
+    def group_done(self, label: str, rows: list[dict]) -> None:
         self.done += len(rows)
         elapsed = time.perf_counter() - self.t0
         print(f"[{self.done}/{self.total}] {elapsed:.0f}s {label}: {_result_line(rows)}", flush=True)
@@ -61,7 +66,7 @@ class PlainReporter:
 class RichReporter:
     """A live progress display: runs done / total, a bar per group in training, elapsed and remaining."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console) -> None:
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -73,21 +78,21 @@ class RichReporter:
             console=console,
         )
 
-    def __enter__(self):
+    def __enter__(self) -> RichReporter:
         self.progress.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> bool:
         self.progress.stop()
         return False
 
-    def start(self, experiment, total, already_done):
+    def start(self, experiment: Experiment, total: int, already_done: int) -> None:
         self.runs = self.progress.add_task(experiment.name, total=total, completed=already_done, unit="runs")
         self.groups = {}  # label -> (progress task, steps per block) of each group in training
         if already_done:
             self.progress.console.print(f"{already_done} of {total} runs already done; computing the rest")
 
-    def group_started(self, label, n_runs, n_blocks, steps, attempt):
+    def group_started(self, label: str, n_runs: int, n_blocks: int, steps: int, attempt: int) -> None:
         if label in self.groups:  # a retry: its bar starts again
             self.progress.remove_task(self.groups[label][0])
         self.groups[label] = (
@@ -95,12 +100,12 @@ class RichReporter:
             steps // n_blocks,
         )
 
-    def block_done(self, label, done, total):
+    def block_done(self, label: str, done: int, total: int) -> None:
         if label in self.groups:
             task, step_size = self.groups[label]
             self.progress.update(task, completed=done * step_size)
 
-    def group_done(self, label, rows):
+    def group_done(self, label: str, rows: list[dict]) -> None:
         if label in self.groups:
             self.progress.remove_task(self.groups.pop(label)[0])
         self.progress.advance(self.runs, len(rows))

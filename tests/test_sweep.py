@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import THREE_GROUPS, TINY, comparable, lrd
+from conftest import THREE_GROUPS, comparable, lrd
 
 from lrd import store
 from lrd.cli import main
@@ -131,18 +131,6 @@ probe_size = 16
     diverged_curve = curves[curves["run"] == by_lr.loc[1e30, "run"]]
     assert diverged_curve["step"].max() <= by_lr.loc[1e30, "diverged_step"]
     assert "1 diverged" in capsys.readouterr().out
-
-
-def test_changed_configuration_makes_new_runs_and_keeps_the_old(write_experiment, tmp_path, cache_dir):
-    out = tmp_path / "out"
-    small = TINY.replace('cell = ["rnn", "lstm"]', 'cell = "rnn"').replace("[0, 1]", "[0]")
-    assert main(["run", str(write_experiment(small)), "--out", str(out), "--no-plot"]) == 0
-    first = store.load(out).runs["run"].tolist()
-    changed = small.replace("hidden = 8", "hidden = 6")
-    assert main(["run", str(write_experiment(changed)), "--out", str(out), "--no-plot"]) == 0
-    second = store.load(out).runs["run"].tolist()
-    assert len(first) == len(second) == 1 and first != second
-    assert sorted(store.load(out, all_runs=True).runs["run"]) == sorted(first + second)
 
 
 BRITTLE = '''\
