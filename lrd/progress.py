@@ -10,7 +10,15 @@ import time
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 if TYPE_CHECKING:
     from lrd.experiment import Experiment
@@ -41,8 +49,8 @@ class PlainReporter:
         self.t0 = time.perf_counter()
         return self
 
-    def __exit__(self, *exc: object) -> bool:
-        return False
+    def __exit__(self, *exc: object) -> None:
+        pass
 
     def start(self, experiment: Experiment, total: int, already_done: int) -> None:
         self.total, self.done = total, already_done
@@ -82,13 +90,14 @@ class RichReporter:
         self.progress.start()
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> None:
         self.progress.stop()
-        return False
 
     def start(self, experiment: Experiment, total: int, already_done: int) -> None:
         self.runs = self.progress.add_task(experiment.name, total=total, completed=already_done, unit="runs")
-        self.groups = {}  # label -> (progress task, steps per block) of each group in training
+        self.groups: dict[
+            str, tuple[TaskID, int]
+        ] = {}  # label -> (progress task, steps per block) of each group in training
         if already_done:
             self.progress.console.print(f"{already_done} of {total} runs already done; computing the rest")
 
