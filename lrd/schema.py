@@ -45,7 +45,6 @@ class Results(NamedTuple):
 # --- runs: configuration columns ---------------------------------------------------------
 # the task: its name and gap, facts about it, then every other parameter as task_<name>
 TASK_PREFIX = "task_"
-TASK_FACTS = ("task_length", "metric_name", "task_source", "task_convention")
 DERIVED_TASK_COLUMNS = ("task_length", "task_convention", "task_source")  # follow from the parameters
 # the model (ModelConfig's fields) and the training settings (TrainConfig's fields), in field order
 MODEL_COLUMNS = ("cell", "hidden", "layers", "bidirectional", "merge", "recurrent_init", "forget_bias")

@@ -35,7 +35,7 @@ class Reporter(Protocol):
     Several groups may train at once (a cluster): the events of a group carry its
     label. ``group_started`` comes again, with ``attempt`` 2, 3, ..., when a group is
     retried after its worker died. ``group_done`` gets the rows written: status
-    "done", "diverged", or "failed" with an ``error``.
+    "done", "diverged", or "failed" with an ``error``; with ``solved`` (``lrd.results``).
     """
 
     def start(self, experiment: Experiment, total: int, already_done: int) -> None: ...
