@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pydantic
 import pytest
+from conftest import TINY
 
 from lrd.models import CELLS, ModelConfig
 
@@ -194,3 +196,72 @@ def test_forget_bias_defaults_for_gated_cells(name):
     assert ModelConfig(cell=name).forget_bias == 1.0
     assert ModelConfig(cell=name, forget_bias=0.0).forget_bias == 0.0
     assert ModelConfig(cell=name, forget_bias=2.0).cell_module().forget_bias == 2.0
+
+
+# --- the registry: cells added from outside the package ------------------------------
+OUTSIDE_CELL = """
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lrd.models import Cell, perturbed, register
+
+
+@register
+class HalfLeaky(Cell):
+    cell_name = "half_leaky_test"
+    equations = "h' = h/2 + tanh(x W)/2"
+    source = "tests/test_cells.py"
+
+    @nn.compact
+    def __call__(self, carry, x, eps=None):
+        (h,) = carry
+        W = self.param("W", nn.initializers.lecun_normal(), (x.shape[-1], self.hidden))
+        h = perturbed(0.5 * h + 0.5 * jnp.tanh(x @ W), eps, "h")
+        return (h,), h
+"""
+
+
+@pytest.fixture
+def outside_cell(tmp_path):
+    """The outside cell's file; its registration is undone afterwards so other tests see the built-ins only."""
+    (tmp_path / "outside_cell.py").write_text(OUTSIDE_CELL)
+    yield
+    CELLS.pop("half_leaky_test", None)
+    for module in [m for m in sys.modules if m.startswith("lrd_user_outside_cell")]:
+        del sys.modules[module]
+
+
+def test_cell_from_an_experiment_imports_trains(write_experiment, outside_cell):
+    from lrd.experiment import load_experiment
+    from lrd.train import Trainer
+
+    text = 'imports = ["outside_cell.py"]\n' + TINY.replace('cell = ["rnn", "lstm"]', 'cell = "half_leaky_test"')
+    text = text.replace("steps = 20", "steps = 4").replace("log_every = 10", "log_every = 2")
+    experiment = load_experiment(write_experiment(text))
+    assert "half_leaky_test" in CELLS and CELLS["half_leaky_test"].__module__.startswith("lrd_user_outside_cell")
+    (spec,) = {(s.task, s.model, s.train): s for s in experiment.runs}.values()
+    result = Trainer(spec.task, spec.model, spec.train).run([0, 1])
+    losses = np.array([np.asarray(r.metrics["loss"]) for r in result.records])  # (log points, seeds)
+    assert losses.shape == (3, 2) and np.all(np.isfinite(losses))
+    assert not np.array_equal(losses[0], losses[-1])  # it trained
+    assert np.all(np.asarray(result.diverged_step) == -1)
+
+
+def test_registering_a_cell_name_twice_is_an_error():
+    from lrd.models import register
+
+    class Other(CELLS["rnn"]):
+        cell_name = "rnn"
+
+    with pytest.raises(ValueError, match="cell name 'rnn' is already registered by RNNCell"):
+        register(Other)
+    assert CELLS["rnn"].__name__ == "RNNCell"
+    register(CELLS["rnn"])  # the same class again (a module imported twice) is fine
+
+
+def test_a_cell_file_that_registers_a_taken_name_is_one_line(write_experiment, tmp_path):
+    from lrd.experiment import ExperimentError, load_experiment
+
+    (tmp_path / "dup_cell.py").write_text(OUTSIDE_CELL.replace('"half_leaky_test"', '"lstm"'))
+    with pytest.raises(ExperimentError, match=r"dup_cell.py.*cell name 'lstm' is already registered by LSTMCell"):
+        load_experiment(write_experiment('imports = ["dup_cell.py"]\n' + TINY))

@@ -1,6 +1,6 @@
-"""Recurrent cells (``CELLS``) and the layers that scan them."""
+"""Recurrent cells (registry ``CELLS``, decorator ``register``) and the layers that run them."""
 
-from lrd.models.cells import CELLS, Cell, GRUCell, LSTMCell, RNNCell
+from lrd.models.cells import CELLS, Cell, GRUCell, LSTMCell, MatrixCell, RNNCell, perturbed, register
 from lrd.models.network import ModelConfig, Perturbation, RecurrentLayer, SequenceModel
 
 __all__ = [
@@ -8,9 +8,12 @@ __all__ = [
     "Cell",
     "GRUCell",
     "LSTMCell",
+    "MatrixCell",
     "ModelConfig",
     "Perturbation",
     "RNNCell",
     "RecurrentLayer",
     "SequenceModel",
+    "perturbed",
+    "register",
 ]
