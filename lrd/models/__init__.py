@@ -2,7 +2,7 @@
 
 from lrd.models import irnn, lru, mingru, minlstm  # noqa: F401  (register the built-in cells)
 from lrd.models.cells import CELLS, Cell, GRUCell, LSTMCell, MatrixCell, RNNCell, perturbed, register
-from lrd.models.network import ModelConfig, Perturbation, RecurrentLayer, SequenceModel
+from lrd.models.network import ModelConfig, Perturbation, RecurrentLayer, SequenceModel, parameter_count
 
 __all__ = [
     "CELLS",
@@ -15,6 +15,7 @@ __all__ = [
     "RNNCell",
     "RecurrentLayer",
     "SequenceModel",
+    "parameter_count",
     "perturbed",
     "register",
 ]

@@ -18,6 +18,7 @@ selects the scored positions.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 import flax.linen as nn
@@ -190,3 +191,15 @@ class SequenceModel(nn.Module):
             else:
                 x = outs[0] + outs[1]  # (B, T, H)
         return nn.Dense(self.output_dim, name="readout")(x)  # (B, T, output_dim)
+
+
+def parameter_count(config: ModelConfig, input_dim: int) -> int:
+    """Trainable parameters of the recurrent layers of ``config`` for inputs of width ``input_dim``.
+
+    The readout is left out (it depends on the task's output, not on the cell). Counted from
+    the shapes alone (``jax.eval_shape``), so nothing is computed.
+    """
+    model = SequenceModel(config, output_dim=1)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 2, input_dim), jnp.float32))
+    layers = {k: v for k, v in shapes["params"].items() if k != "readout"}
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(layers))
