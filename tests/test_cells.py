@@ -513,3 +513,36 @@ def test_a_cell_file_that_registers_a_taken_name_is_one_line(write_experiment, t
     (tmp_path / "dup_cell.py").write_text(OUTSIDE_CELL.replace('"half_leaky_test"', '"lstm"'))
     with pytest.raises(ExperimentError, match=r"dup_cell.py.*cell name 'lstm' is already registered by LSTMCell"):
         load_experiment(write_experiment('imports = ["dup_cell.py"]\n' + TINY))
+
+
+# --- the listing --------------------------------------------------------------------------
+def test_parameter_counts_follow_the_equations():
+    from lrd.models import parameter_count
+
+    d, h = 18, 32
+    expected = {
+        "rnn": d * h + h * h + h,
+        "irnn": d * h + h * h + h,
+        "gru": 3 * (d * h + h * h + h),
+        "lstm": 4 * (d * h + h * h + h),
+        "mingru": 2 * (d * h + h),
+        "minlstm": 3 * (d * h + h),
+        "lru": 3 * h + 2 * d * h + 2 * h * h + d * h,  # nu, theta, gamma; B re/im; C re/im; D
+    }
+    assert set(expected) == set(CELLS)
+    for name, count in expected.items():
+        assert parameter_count(ModelConfig(cell=name, hidden=h), d) == count, name
+    two = ModelConfig(cell="lstm", hidden=h, layers=2, bidirectional=True)  # layer 2 reads 2h (concat)
+    assert parameter_count(two, d) == 2 * expected["lstm"] + 2 * 4 * (2 * h * h + h * h + h)
+
+
+def test_lrd_tasks_lists_every_cell_with_its_parameter_count(capsys):
+    from lrd.cli import main
+
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    for name, cls in CELLS.items():
+        assert f"│ {name} " in out, name
+        assert cls.source.split()[0] in out
+    assert "hidden 32" in out and "input width 18" in out
+    assert "│ 3872 " in out  # the lru
