@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 from lrd.models.cells import CELLS, Cell
 from lrd.tasks.base import unknown_name_message
 
-# perturbation / probe structure: {f"layer{l}": {"fwd"|"bwd": {state_name: (B, T, H)}}}
+# perturbation / probe structure: {f"layer{l}": {"fwd"|"bwd": {state_name: (B, T, S)}}}, S = config.state_size
 Perturbation = dict[str, dict[str, dict[str, jax.Array]]]
 
 
