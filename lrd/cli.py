@@ -188,7 +188,7 @@ def cmd_upgrade(args, console: Console) -> int:
 
 # --- lrd tasks -----------------------------------------------------------------------------
 def cmd_tasks(args, console: Console) -> int:
-    from lrd.models import CELLS
+    from lrd.models import CELLS, ModelConfig, parameter_count
     from lrd.tasks import TASKS
 
     out = _stdout_console()
@@ -203,11 +203,17 @@ def cmd_tasks(args, console: Console) -> int:
             name, cls.source, cls.convention, f"loss {base.loss:.4g}, {cls.metric_name} {base.metric:.4g}{extra}"
         )
     out.print(table)
-    models = Table(title="Models (cells; any of them bidirectional and stacked)")
-    for column in ("cell", "states", "equations", "source"):
+    width, input_dim = 32, TASKS["delayed_recall"](gap=100).input_dim
+    models = Table(
+        title=f"Models (cells; any of them bidirectional and stacked). Parameters: one layer, hidden {width}, "
+        f"input width {input_dim} (delayed_recall's default), readout not counted"
+    )
+    for column in ("cell", "states", "equations", "source", "options", "parameters"):
         models.add_column(column, overflow="fold")
     for name, cell in sorted(CELLS.items()):
-        models.add_row(name, ", ".join(cell.state_names), cell.equations, cell.source)
+        n_params = parameter_count(ModelConfig(cell=name, hidden=width), input_dim)
+        options = ", ".join(cell.options()) or "-"
+        models.add_row(name, ", ".join(cell.state_names), cell.equations, cell.source, options, str(n_params))
     out.print(models)
     return 0
 
