@@ -42,6 +42,7 @@ class ModelConfig(BaseModel):
     recurrent_init: Literal["orthogonal", "identity"] = "orthogonal"
     forget_bias: float | None = Field(
         None,
+        allow_inf_nan=False,
         description="initial bias of the gate that keeps the state: LSTM forget gate, GRU update gate; default 1.0",
     )
 
