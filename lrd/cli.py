@@ -121,7 +121,7 @@ def cmd_run(args, console: Console) -> int:
     except ExperimentError as err:
         raise UserError(str(err)) from None
     out_dir = Path(args.out) if args.out else Path("results") / experiment.name
-    check_out_dir(out_dir, args.out is not None)
+    check_out_dir(args.out or str(out_dir), given=args.out is not None)
     if len(experiment.runs) > LARGE_GRID:
         print(
             f"{experiment.name}: a large grid of {len(experiment.runs)} runs; a time estimate follows the first group"
@@ -162,7 +162,7 @@ def cmd_run(args, console: Console) -> int:
     return 0
 
 
-def check_out_dir(out_dir: Path, given: bool) -> None:
+def check_out_dir(name: str, given: bool) -> None:
     """A results folder lrd can use, else a UserError; nothing is written where nothing needs writing.
 
     Refused: URL-like names (pandas would read ``s3:x`` or ``file:x`` as a URL), an
@@ -170,10 +170,10 @@ def check_out_dir(out_dir: Path, given: bool) -> None:
     runs are all done needs no writing, so a read-only finished folder passes:
     ``lrd run`` then only checks it (see store.prepare, which skips unchanged files).
     """
-    name = str(out_dir)
     option = "--out" if given else "results folder"
     if "://" in name or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", name):
         raise UserError(f"{option} {name}: looks like a URL; give a local folder path")
+    out_dir = Path(name)  # only now: Path("s3://x") is "s3:/x"
     existing = out_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent  # the sweep creates the rest
