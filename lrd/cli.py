@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from lrd.schema import SCHEMA_VERSION
 DEFAULT_EXPERIMENT = Path("experiments") / "quick.toml"
 USER_ERROR = 2
 RUNS_FAILED = 1
+LARGE_GRID = 2000  # runs; a larger grid is announced, with a time estimate after its first group
 
 
 class UserError(Exception):
@@ -38,7 +41,40 @@ def entry() -> None:
     from lrd import runtime
 
     runtime.reexec_with_malloc_settings()
+    sys.stdout = _BrokenPipeSafe(sys.stdout)
     sys.exit(main())
+
+
+class _BrokenPipeSafe:
+    """stdout that, once its reader has gone (``lrd run ... | head -1``), sends the rest nowhere.
+
+    Without it the next print raises BrokenPipeError and aborts the sweep; with it
+    training goes on and every result is written.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # the buffered text and all later output go nowhere
+        os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,11 +125,17 @@ def cmd_run(args, console: Console) -> int:
     except ExperimentError as err:
         raise UserError(str(err)) from None
     out_dir = Path(args.out) if args.out else Path("results") / experiment.name
+    check_out_dir(args.out or str(out_dir), given=args.out is not None)
+    if len(experiment.runs) > LARGE_GRID:
+        print(
+            f"{experiment.name}: a large grid of {len(experiment.runs)} runs; a time estimate follows the first group"
+        )
 
-    from lrd.progress import PlainReporter, RichReporter
+    from lrd import interrupt
+    from lrd.progress import PlainReporter, RichReporter, TimeEstimate
     from lrd.runtime import enable_compilation_cache
     from lrd.store import StoreError, check_schema
-    from lrd.sweep import run_sweep
+    from lrd.sweep import TooLarge, run_sweep
 
     try:
         check_schema(out_dir)
@@ -101,14 +143,24 @@ def cmd_run(args, console: Console) -> int:
         raise UserError(str(err)) from None
     enable_compilation_cache()
     reporter = RichReporter(console) if console.is_terminal else PlainReporter()
-    with reporter:
-        summary = run_sweep(experiment, out_dir, reporter, backend)
+    try:
+        with interrupt.stop_on_sigint(), reporter:
+            summary = run_sweep(experiment, out_dir, TimeEstimate(reporter, len(experiment.runs), LARGE_GRID), backend)
+    except TooLarge as err:
+        raise UserError(f"{args.experiment}: {err}") from None
+    except OSError as err:  # the results folder went read-only or full mid-sweep: finished runs are kept
+        raise UserError(f"{out_dir}: cannot write the results ({err.strerror}: {err.filename})") from None
     print(
         f"{experiment.name}: {summary.computed} runs computed, {summary.already_done} already done, "
         f"{summary.diverged} diverged, {summary.failed} failed, {summary.wall_time_s:.1f} s; results in {out_dir}"
     )
     if not args.no_plot:
-        draw_figures(out_dir)
+        try:
+            draw_figures(out_dir)
+        except UserError as err:  # figures are a by-product: the runs are saved, the exit code says whether they failed
+            print(f"lrd: error: {err}", file=sys.stderr)
+            if not summary.failed:
+                return USER_ERROR
     if summary.failed:
         runs = "run" if summary.failed == 1 else "runs"
         print(
@@ -118,6 +170,44 @@ def cmd_run(args, console: Console) -> int:
         )
         return RUNS_FAILED
     return 0
+
+
+def check_out_dir(name: str, given: bool) -> None:
+    """A results folder lrd can use, else a UserError; nothing is written where nothing needs writing.
+
+    Refused: URL-like names (pandas would read ``s3:x`` or ``file:x`` as a URL), an
+    existing file, and a folder this process cannot write into. A folder whose
+    runs are all done needs no writing, so a read-only finished folder passes:
+    ``lrd run`` then only checks it (see store.prepare, which skips unchanged files).
+    """
+    option = "--out" if given else "results folder"
+    if "://" in name or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", name):
+        raise UserError(f"{option} {name}: looks like a URL; give a local folder path")
+    out_dir = Path(name)  # only now: Path("s3://x") is "s3:/x"
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the sweep creates the rest
+    if not existing.is_dir():
+        raise UserError(f"{option} {name}: {existing} is a file, not a folder")
+    probe = existing / f".tmp-write-check-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as err:
+        if _finished_here(out_dir):
+            return  # nothing to write: checking it is all `lrd run` will do
+        raise UserError(f"{option} {name}: cannot write there ({err.strerror})") from None
+
+
+def _finished_here(out_dir: Path) -> bool:
+    """Every run of the experiment last run into ``out_dir`` is stored with its results."""
+    from lrd.store import completed_runs, current_run_ids
+
+    try:
+        wanted = current_run_ids(out_dir)
+    except (OSError, ValueError):
+        return False
+    return wanted is not None and set(wanted) <= completed_runs(out_dir)
 
 
 def make_backend(args):
@@ -148,14 +238,22 @@ def draw_figures(out_dir: Path) -> None:
 
     try:
         results = load(out_dir)
+    except StoreError as err:
+        raise UserError(str(err)) from None
+    failed = int((results.runs["status"] == "failed").sum())
+    if failed == len(results.runs):
+        print(f"no figures: all {failed} runs failed")
+        return
+    try:
         paths = write_figures(
             results,
             out_dir / "figures",
             on_skip=lambda stem, reason: print(f"skipped {stem}: {reason}"),
         )
-    except (StoreError, PlotError) as err:
+    except PlotError as err:
         raise UserError(str(err)) from None
-    failed = int((results.runs["status"] == "failed").sum())
+    except OSError as err:
+        raise UserError(f"{out_dir / 'figures'}: cannot write the figures ({err.strerror})") from None
     print(
         f"{len(paths)} figure files in {out_dir / 'figures'}" + (f"; {failed} failed runs not drawn" if failed else "")
     )

@@ -177,8 +177,9 @@ def _seeds(where: str, value) -> list[int]:
     if not seeds:
         raise ExperimentError(f"{where}: seeds: empty list; give at least one seed")
     for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ExperimentError(f"{where}: seeds: must be non-negative integers (got {seed!r})")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            # jax.random.PRNGKey keeps the low 32 bits: 2**32 would silently be seed 0 again
+            raise ExperimentError(f"{where}: seeds: must be integers in [0, 2**32) (got {seed!r})")
     if len(set(seeds)) != len(seeds):
         raise ExperimentError(f"{where}: seeds: repeated seed in {seeds}")
     return seeds

@@ -6,6 +6,7 @@ pipes, ``RichReporter`` (bars per group in training) on a terminal.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from rich.progress import (
 
 if TYPE_CHECKING:
     from lrd.experiment import Experiment
+    from lrd.sweep import Reporter
 
 
 def _result_line(rows: list[dict]) -> str:
@@ -119,3 +121,42 @@ class RichReporter:
             self.progress.remove_task(self.groups.pop(label)[0])
         self.progress.advance(self.runs, len(rows))
         self.progress.console.print(f"{label}: {_result_line(rows)}", markup=False)
+
+
+class TimeEstimate:
+    """A reporter's events passed on; for a grid larger than ``large``, an estimate of the total time.
+
+    The estimate scales the first group's time (compilation included) to the runs
+    still to compute; groups train shortest sequences first, so it is a lower bound
+    for a grid whose later groups are longer.
+    """
+
+    def __init__(self, reporter: Reporter, total: int, large: int):
+        self.reporter, self.large = reporter, total > large
+
+    def start(self, experiment, total, already_done):
+        self.t0, self.left = time.perf_counter(), total - already_done
+        self.reporter.start(experiment, total, already_done)
+
+    def group_started(self, *args):
+        self.reporter.group_started(*args)
+
+    def block_done(self, *args):
+        self.reporter.block_done(*args)
+
+    def group_done(self, label, rows):
+        self.reporter.group_done(label, rows)
+        if self.large:
+            self.large = False
+            per_run = (time.perf_counter() - self.t0) / max(len(rows), 1)
+            print(
+                f"estimate: about {_duration(per_run * self.left)} for the {self.left} runs to compute "
+                f"({per_run:.1f} s per run in the first group, compilation included)",
+                file=sys.stderr,
+            )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"

@@ -185,6 +185,9 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
     ``solved`` (count), ``solved_step`` (median over the runs that reached the threshold),
     ``decay_length_init`` and ``decay_length_final`` (medians).
     """
+    for column in ("final_metric", "solved_step", "decay_length_init", "decay_length_final"):
+        if column not in runs:  # every run failed: no results columns at all
+            runs = runs.assign(**{column: np.nan})
     rows = []
     for key, g in runs.groupby(SUMMARY_KEYS, sort=True):
         metric = g["final_metric"].dropna()

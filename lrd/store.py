@@ -142,6 +142,8 @@ def write_summary(out_dir: Path, runs: pd.DataFrame) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
+    if path.is_file() and path.read_text() == text:
+        return  # unchanged: a finished folder is checked without writing (it may be read-only)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
     with open(tmp, "w") as f:
         f.write(text)

@@ -62,6 +62,7 @@ class ModelConfig(BaseModel):
     )
     forget_bias: float | None = Field(
         None,
+        allow_inf_nan=False,
         description="initial bias of the gate that keeps the state: LSTM forget gate, GRU update gate; default 1.0",
     )
     r_min: float | None = Field(None, description="lru: smallest eigenvalue modulus of the ring initialisation")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -68,8 +69,12 @@ def save_figure(fig: Figure, path: Path, dpi: int = 150) -> Path:
     fmt = path.suffix.removeprefix(".").lower()
     if fmt not in METADATA:
         raise PlotError(f"cannot write {path.name}: formats are {', '.join(METADATA)}")
+    buffer = io.BytesIO()
     with rc_context({"svg.hashsalt": "lrd"}):  # svg ids are random otherwise
-        fig.savefig(path, format=fmt, dpi=dpi, metadata=dict(METADATA[fmt]))
+        fig.savefig(buffer, format=fmt, dpi=dpi, metadata=dict(METADATA[fmt]))
+    data = buffer.getvalue()
+    if not (path.is_file() and path.read_bytes() == data):  # unchanged figures are not rewritten (read-only folders)
+        path.write_bytes(data)
     return path
 
 
