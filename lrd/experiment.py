@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from lrd.models.cells import CELLS
 from lrd.models.network import ModelConfig
 from lrd.names import did_you_mean, unknown_name_message
 from lrd.schema import SCHEMA_VERSION, SOLVE_THRESHOLD
@@ -151,6 +152,8 @@ def load_experiment(path: str | Path) -> Experiment:
 
     runs: dict[str, RunSpec] = {}
     for task, model, train, seed in itertools.product(tasks, models, trains, seeds):
+        if not CELLS[model.cell].recurrence_params:  # nothing to train at another rate: one run, not duplicates
+            train = train.model_copy(update={"recurrence_lr_factor": 1.0})
         spec = RunSpec(task, model, train, seed)
         runs.setdefault(spec.run_id, spec)  # identical resolved configs are one run
     return Experiment(name, description, path, source, list(runs.values()), plugins, report)

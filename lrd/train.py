@@ -30,13 +30,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
+from lrd.models.cells import CELLS
 from lrd.models.network import ModelConfig, Perturbation, SequenceModel
 from lrd.probes import global_norm, probe
 from lrd.tasks.base import Task
 
 EVAL_CHUNK = 256
+# Settings added after results were first stored, with the value that reproduces the earlier runs: at that
+# value they are left out of the dump (the run's hash and the runs table), so stored runs keep their ids.
+LATER_SETTINGS = {"recurrence_lr_factor": 1.0}
 
 
 class TrainConfig(BaseModel):
@@ -54,6 +58,17 @@ class TrainConfig(BaseModel):
     log_every: int = Field(50, gt=0)
     eval_size: int = Field(1024, gt=0)
     probe_size: int = Field(128, gt=0)
+    recurrence_lr_factor: float = Field(
+        1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="learning rate of the cell's recurrence parameters (Cell.recurrence_params) as a multiple of lr",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_later_settings_at_default(self, handler) -> dict:
+        data = handler(self)
+        return {k: v for k, v in data.items() if not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
 
     @model_validator(mode="after")
     def _whole_blocks(self):
@@ -65,6 +80,29 @@ class TrainConfig(BaseModel):
         """optax optimiser, after global-norm clipping (Pascanu, Mikolov & Bengio 2013) unless clip = 0."""
         opt = {"adam": optax.adam, "rmsprop": optax.rmsprop, "sgd": optax.sgd}[self.optimizer](self.lr)
         return opt if self.clip == 0 else optax.chain(optax.clip_by_global_norm(self.clip), opt)
+
+
+def recurrence_rate(
+    tx: optax.GradientTransformation, factor: float, names: tuple[str, ...]
+) -> optax.GradientTransformation:
+    """``tx`` with the updates of the cells' parameters named in ``names`` scaled by ``factor``.
+
+    Per-parameter-group learning rates as S4/S5, the LRU and expRNN use them (the recurrence
+    trained at a smaller rate than the rest). Adam's, RMSProp's and SGD's updates are linear
+    in the learning rate, so scaling a parameter's update by ``factor`` trains it at
+    ``factor * lr`` exactly; clipping still sees the whole gradient. Only parameters inside a
+    cell (a ``cell`` module in the tree) are matched, never the readout.
+    """
+    if factor == 1.0 or not names:
+        return tx
+
+    def in_group(path, _leaf) -> bool:
+        keys = [getattr(k, "key", None) for k in path]
+        return "cell" in keys and keys[-1] in names
+
+    return optax.chain(
+        tx, optax.masked(optax.scale(factor), lambda params: jax.tree_util.tree_map_with_path(in_group, params))
+    )
 
 
 class TrainState(NamedTuple):
@@ -102,7 +140,9 @@ class Trainer:
     def __init__(self, task: Task, model: ModelConfig, train: TrainConfig):
         self.task, self.model_config, self.train_config = task, model, train
         self.model = SequenceModel(model, task.output_dim)
-        self.tx = train.optimizer_chain()
+        self.tx = recurrence_rate(
+            train.optimizer_chain(), train.recurrence_lr_factor, CELLS[model.cell].recurrence_params
+        )
         self.init = Program(self._init)
         # n_steps is shared by all seeds (not vmapped), so the per-step lax.cond stays a real branch
         self.advance = Program(self._advance, donate=True)

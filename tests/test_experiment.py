@@ -47,6 +47,22 @@ BAD = {
     "threshold above 1": (TINY + "[report]\nsolve_threshold = 1.5\n", ["report.solve_threshold", "less than or equal"]),
     "threshold as a grid": (TINY + "[report]\nsolve_threshold = [0.9, 0.95]\n", ["report.solve_threshold"]),
     "misspelled report key": (TINY + "[report]\nsolve_treshold = 0.9\n", ["report.solve_treshold", "did you mean"]),
+    "heads not dividing the width": (
+        TINY.replace('cell = ["rnn", "lstm"]', 'cell = "attention"\nheads = 3'),
+        ["model: heads", "must divide hidden (8); got 3"],
+    ),
+    "an option the cell lacks": (
+        TINY.replace("hidden = 8", "hidden = 8\nheads = 2"),
+        ["model: heads", "cell 'rnn' has no such option"],
+    ),
+    "r_min above r_max": (
+        TINY.replace('cell = ["rnn", "lstm"]', 'cell = "lru"\nr_min = 0.99\nr_max = 0.9'),
+        ["model: r_min, r_max", "0 <= r_min < r_max <= 1"],
+    ),
+    "zero recurrence lr factor": (
+        TINY.replace("steps = 20", "steps = 20\nrecurrence_lr_factor = 0"),
+        ["train.recurrence_lr_factor", "greater than 0"],
+    ),
     "threshold in the task": (
         TINY.replace("gap = 4", "gap = 4\nsolve_threshold = 0.9"),
         ["task.solve_threshold", "moved to [report] solve_threshold"],
@@ -121,6 +137,28 @@ def test_plugin_task_file_is_imported(write_experiment, tmp_path):
     plugin.write_text("raise RuntimeError('boom')\n")
     with pytest.raises(ExperimentError, match=r"my_tasks.py.*RuntimeError: boom"):
         load_experiment(write_experiment('imports = ["my_tasks.py"]\n' + TINY))
+
+
+BROKEN_CELL_FILES = {
+    "fails to import": ("raise ImportError('no module named flashattn')\n", "ImportError: no module named flashattn"),
+    "registers a taken name": (
+        "from lrd.models import CELLS, register\n\n@register\nclass Twin(CELLS['lstm']):\n    cell_name = 'gru'\n",
+        "cell name 'gru' is already registered by GRUCell",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_CELL_FILES))
+def test_a_broken_cell_file_is_one_line_exit_2_nothing_written(case, write_experiment, tmp_path, capsys):
+    text, words = BROKEN_CELL_FILES[case]
+    (tmp_path / "my_cell.py").write_text(text)
+    path = write_experiment('imports = ["my_cell.py"]\n' + TINY)
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and "imports: 'my_cell.py' failed" in lines[0], lines
+    assert words in lines[0]
+    assert not out.exists()
 
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.toml"))

@@ -93,6 +93,13 @@ class Cell(nn.Module):
       dropped_options: ModelConfig options the cell accepts and ignores, so a grid
         over them does not duplicate its runs (the rnn drops ``forget_bias``); any
         other option the cell does not have as a field is refused.
+      recurrence_params: names of the parameters that set the recurrence itself (the
+        LRU's nu, theta, gamma; an SSM's A and step size), which ``[train]
+        recurrence_lr_factor`` trains at a reduced rate, as their sources do; () for none.
+      recurrent: False for a layer with no step ``(carry, x) -> (carry, y)`` (attention),
+        which only has ``sequence``.
+      length_dependent: True when the parameters' shapes depend on the sequence length
+        (learned absolute positions), so a trained model cannot run at another length.
 
     Dataclass fields besides ``hidden`` are the cell's options, set from the
     ModelConfig fields of the same name.
@@ -105,6 +112,9 @@ class Cell(nn.Module):
     equations: ClassVar[str]
     source: ClassVar[str]
     dropped_options: ClassVar[tuple[str, ...]] = ()
+    recurrence_params: ClassVar[tuple[str, ...]] = ()
+    recurrent: ClassVar[bool] = True
+    length_dependent: ClassVar[bool] = False
 
     @classmethod
     def state_size(cls, hidden: int) -> int:

@@ -54,6 +54,8 @@ class LRUCell(Cell):
         "y = Re(h' C) + x D; h complex, probed as (Re h, Im h)"
     )
     source: ClassVar[str] = "Orvieto et al. 2023 (LRU), ring init, gamma normalisation"
+    # trained at lr * [train] recurrence_lr_factor (the LRU, as S4/S5, gives the recurrence a smaller rate)
+    recurrence_params: ClassVar[tuple[str, ...]] = ("nu_log", "theta_log", "gamma_log")
 
     @classmethod
     def state_size(cls, hidden: int) -> int:

@@ -34,10 +34,10 @@ Perturbation = dict[str, dict[str, dict[str, jax.Array]]]
 
 
 # ModelConfig fields that are cell options: each is passed to the cells that have it as a field.
-CELL_OPTIONS = ("recurrent_init", "forget_bias", "r_min", "r_max", "max_phase", "log_space")
+CELL_OPTIONS = ("recurrent_init", "forget_bias", "r_min", "r_max", "max_phase", "log_space", "heads")
 # Options added after the first results were stored: left out of the dump (the run's hash and
 # the runs table) when the cell does not have them, so the classic cells' run ids stay the same.
-LATER_OPTIONS = ("r_min", "r_max", "max_phase", "log_space")
+LATER_OPTIONS = ("r_min", "r_max", "max_phase", "log_space", "heads")
 
 
 class ModelConfig(BaseModel):
@@ -69,6 +69,7 @@ class ModelConfig(BaseModel):
     r_max: float | None = Field(None, description="lru: largest eigenvalue modulus of the ring initialisation")
     max_phase: float | None = Field(None, description="lru: largest eigenvalue phase of the ring initialisation")
     log_space: bool | None = Field(None, description="mingru/minlstm: the log-space form (positive candidate g)")
+    heads: int | None = Field(None, gt=0, description="attention: heads per layer; must divide hidden")
 
     @field_validator("cell")
     @classmethod
@@ -94,6 +95,8 @@ class ModelConfig(BaseModel):
             raise ValueError(f"r_min, r_max: need 0 <= r_min < r_max <= 1 (got {self.r_min}, {self.r_max})")
         if self.max_phase is not None and not self.max_phase > 0.0:
             raise ValueError(f"max_phase: must be > 0 (got {self.max_phase})")
+        if self.heads is not None and self.hidden % self.heads:
+            raise ValueError(f"heads: must divide hidden ({self.hidden}); got {self.heads}")
         return self
 
     @model_serializer(mode="wrap")

@@ -52,6 +52,8 @@ class S4DCell(Cell):
         "h' = A_bar h + (A_bar - 1)/A u (h: H x 8 complex); y = 2 Re(sum C h') + D u"
     )
     source: ClassVar[str] = "Gu et al. 2022 (S4D-Lin, ZOH as S5), without the block's GELU/output layer"
+    # A and the step size: S4/S4D train them at a smaller rate (lr 0.001, no weight decay)
+    recurrence_params: ClassVar[tuple[str, ...]] = ("log_dt", "log_A_real", "A_imag")
 
     @classmethod
     def state_size(cls, hidden: int) -> int:

@@ -51,6 +51,8 @@ class S6Cell(Cell):
         "h' = exp(Delta A) h + Delta B u (h: H x N, N = 16); y = h' C + D u; A = -exp(A_log)"
     )
     source: ClassVar[str] = "Gu & Dao 2023 (Mamba S6 layer, without conv/gate/out_proj)"
+    # A and the step size, the group S4/S5 train at a smaller rate (Mamba itself trains them at the common rate)
+    recurrence_params: ClassVar[tuple[str, ...]] = ("A_log", "W_dt", "b_dt")
 
     @classmethod
     def state_size(cls, hidden: int) -> int:
