@@ -359,6 +359,8 @@ def attention_reference(x, p, heads, reverse, eps=None):
     t, i = np.arange(T)[:, None], np.arange(H)
     angle = t / 10000.0 ** (2 * (i // 2) / H)
     r = _dense(x, p["embed"]) + np.where(i % 2 == 0, np.sin(angle), np.cos(angle))
+    if eps is not None:  # the residual stream entering the block
+        r = r + eps["h"]
     q, k, v = np.split(_dense(_layer_norm(r, p["ln_1"]), p["qkv"]), 3, axis=-1)
     attended = np.zeros((n_batch, T, H))
     for b, head, query in itertools.product(range(n_batch), range(heads), range(T)):
@@ -368,10 +370,8 @@ def attention_reference(x, p, heads, reverse, eps=None):
         weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
         attended[b, query, cols] = sum(w * v[b, s, cols] for w, s in zip(weights, keys))
     m = r + _dense(attended, p["out"])
-    h = m + _dense(_gelu(_dense(_layer_norm(m, p["ln_2"]), p["mlp_in"])), p["mlp_out"])
-    if eps is not None:
-        h = h + eps["h"]
-    return _layer_norm(h, p["ln_f"])
+    o = m + _dense(_gelu(_dense(_layer_norm(m, p["ln_2"]), p["mlp_in"])), p["mlp_out"])
+    return _layer_norm(o, p["ln_f"])
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["causal", "anti-causal"])

@@ -59,6 +59,16 @@ CASES = {
     ),
     "s6": (DelayedRecall(gap=4), ModelConfig(cell="s6", hidden=HIDDEN), set()),
     "s4d": (DelayedRecall(gap=4), ModelConfig(cell="s4d", hidden=HIDDEN), set()),
+    "exprnn": (DelayedRecall(gap=4), ModelConfig(cell="exprnn", hidden=HIDDEN), set()),
+    # the residual stream entering a causal block: dL/dr_t through every later position that attends to t
+    "attention": (DelayedRecall(gap=4), ModelConfig(cell="attention", hidden=HIDDEN), set()),
+    # two blocks (each its own positions), the backward direction anti-causal; length 4 scored at t = 3:
+    # the top backward block's positions before 3 reach no loss (as for the bi-gru below)
+    "bi-attention-2layer-2heads": (
+        Copy(gap=2, n_symbols=1),
+        ModelConfig(cell="attention", hidden=HIDDEN, heads=2, layers=2, bidirectional=True),
+        {(1, "bwd", t, "h") for t in range(3)},
+    ),
     # stacked and both directions: the backward scan of the parallel form, and its perturbation
     "bi-lru-2layer": (
         Copy(gap=2, n_symbols=2, loss_positions="all"),
@@ -176,6 +186,47 @@ def s4d_step(p, carry, x, fix, **_):
     return (state,), y
 
 
+def exprnn_step(p, carry, x, fix, **_):
+    (h,) = carry
+    n = h.shape[-1]
+    rows, cols = np.triu_indices(n, 1)
+    upper = jnp.zeros((n, n)).at[rows, cols].set(p["A"])
+    z = x @ p["W"] + h @ jax.scipy.linalg.expm(upper - upper.T)
+    h = fix("h", jnp.sign(z) * jax.nn.relu(jnp.abs(z) + p["b"]))
+    return (h,), h
+
+
+def _layer_norm(z, p):
+    mean = jnp.mean(z, -1, keepdims=True)
+    return (z - mean) / jnp.sqrt(jnp.mean((z - mean) ** 2, -1, keepdims=True) + 1e-6) * p["scale"] + p["bias"]
+
+
+def attention_layer(p, x, fix, reverse, heads):
+    """The pre-LN block (test_cells.py checks the cell against it in NumPy), a loop over queries.
+
+    The residual stream entering the block, r_t, goes through ``fix`` position by position before
+    anything uses it. x (B, T, D) -> y (B, T, H).
+    """
+    B, T, _ = x.shape
+    H = p["embed"]["kernel"].shape[1]
+    d = H // heads
+    t, i = np.arange(T)[:, None], np.arange(H)
+    angle = t / 10000.0 ** (2 * (i // 2) / H)
+    r = x @ p["embed"]["kernel"] + p["embed"]["bias"] + np.where(i % 2 == 0, np.sin(angle), np.cos(angle))
+    r = jnp.stack([fix(t, "h", r[:, t]) for t in range(T)], axis=1)  # (B, T, H)
+    qkv = _layer_norm(r, p["ln_1"]) @ p["qkv"]["kernel"] + p["qkv"]["bias"]
+    q, k, v = (z.reshape(B, T, heads, d) for z in jnp.split(qkv, 3, axis=-1))  # (B, T, heads, d)
+    outs = []
+    for query in range(T):
+        keys = np.arange(query, T) if reverse else np.arange(query + 1)
+        w = jax.nn.softmax(jnp.einsum("bhd,bshd->bhs", q[:, query], k[:, keys]) / np.sqrt(d), axis=-1)
+        outs.append(jnp.einsum("bhs,bshd->bhd", w, v[:, keys]).reshape(B, H))
+    m = r + jnp.stack(outs, axis=1) @ p["out"]["kernel"] + p["out"]["bias"]
+    z = jax.nn.gelu(_layer_norm(m, p["ln_2"]) @ p["mlp_in"]["kernel"] + p["mlp_in"]["bias"])
+    o = m + z @ p["mlp_out"]["kernel"] + p["mlp_out"]["bias"]  # (B, T, H)
+    return _layer_norm(o, p["ln_f"])
+
+
 # textbook steps (checked against the cells in test_cells.py), returning (carry, output);
 # ``fix(name, state)`` sees each new state the moment it is computed and returns what the
 # rest of the model uses
@@ -189,6 +240,7 @@ STEPS = {
     "lru": lru_step,
     "s6": s6_step,
     "s4d": s4d_step,
+    "exprnn": exprnn_step,
 }
 
 
@@ -197,7 +249,7 @@ def unrolled_outputs(config: ModelConfig, params, inputs, replace=-1, value=None
 
     inputs (B, T, D) -> outputs (B, T, out), {position: state (B, H)}.
     """
-    if config.cell not in STEPS:
+    if config.cell not in STEPS and config.cell != "attention":
         pytest.fail(f"cell {config.cell!r} has no reference step in tests/test_probes.py")
     B, T, _ = inputs.shape
     index = {pos: i for i, pos in enumerate(positions(config, T))}
@@ -209,6 +261,17 @@ def unrolled_outputs(config: ModelConfig, params, inputs, replace=-1, value=None
             layer_params = params["params"][f"layer{layer}_{direction}"]
             # scanned step by step (nn.scan) or whole-sequence (the parallel cells)
             cell_params = layer_params["scan"]["cell"] if "scan" in layer_params else layer_params["cell"]
+            if config.cell == "attention":  # no recurrence: the residual stream at every position at once
+
+                def fix_at(t, name, state, layer=layer, direction=direction):
+                    pos = (layer, direction, t, name)
+                    if value is not None:
+                        state = jnp.where(replace == index[pos], value, state)
+                    states[pos] = state
+                    return state
+
+                outs.append(attention_layer(cell_params, x, fix_at, direction == "bwd", config.heads))
+                continue
             carry = tuple(jnp.zeros((B, config.state_size)) for _ in config.state_names)
             hs = [None] * T
             for t in range(T) if direction == "fwd" else reversed(range(T)):

@@ -6,13 +6,14 @@ GPT-2, Radford et al. 2019; Xiong et al. 2020) and a causal mask (a decoder). On
 ``attention`` layer is one block; ``[model] layers = L`` stacks L of them. For a
 layer's inputs x_t (D,), width H, ``heads`` heads of width d = H / heads::
 
-    r_t  = x_t W_e + b_e + P_t                     P_t sinusoidal: P_{t,2i} = sin(t / 10000^{2i/H}),
+    r_t  = x_t W_e + b_e + P_t                     the residual stream entering the block (probed);
+                                                   P_t sinusoidal: P_{t,2i} = sin(t / 10000^{2i/H}),
                                                                    P_{t,2i+1} = cos(t / 10000^{2i/H})
     q, k, v = LN_1(r) W_q + b_q, LN_1(r) W_k + b_k, LN_1(r) W_v + b_v     split into heads
     a_t  = concat_heads( sum_{s <= t} softmax_s(q_t k_s / sqrt(d)) v_s ) W_o + b_o
     m_t  = r_t + a_t                               the residual stream after attention
-    h_t  = m_t + GELU(LN_2(m_t) W_1 + b_1) W_2 + b_2     MLP of width 4H; h: the residual stream
-    y_t  = LN_f(h_t)                               the layer's output (the readout's, or the next layer's, input)
+    o_t  = m_t + GELU(LN_2(m_t) W_1 + b_1) W_2 + b_2     MLP of width 4H; the residual stream leaving the block
+    y_t  = LN_f(o_t)                               the layer's output (the readout's, or the next layer's, input)
 
 Initialisation: every W LeCun normal (flax's Dense default), biases zero, layer norms
 scale 1 and bias 0 (GPT-2 draws N(0, 0.02) and scales the residual projections by
@@ -30,10 +31,13 @@ Bidirectional: the backward direction (``reverse``) attends to s >= t instead of
 (anti-causal), so a bidirectional attention layer sees the whole sequence, as a
 bidirectional RNN does (its two halves merged by concatenation or sum).
 
-Probe: there is no recurrent state. The probed "state" ``h`` is the residual stream at
-the block's output, h_t above: the perturbation eps_t is added to h_t at every position,
-so dL/d eps_t = dL/dh_t, the gradient with respect to position t's residual stream at
-that layer, through every later position that attends to it.
+Probe: there is no recurrent state. The probed "state" (named ``h`` in the tables, so the
+figures treat it like the others) is the residual stream entering the block, r_t above:
+the perturbation eps_t is added to r_t at every position, so dL/d eps_t = dL/dr_t, the
+gradient with respect to position t's residual stream at that layer, through its own
+position and every later position that attends to it. (The stream leaving the block, o_t,
+reaches the loss only through its own position in the last layer: at a distance from the
+scored positions its gradient is exactly zero, which says nothing about memory.)
 
 Cost: the attention scores are (B, heads, T, T): memory and time grow as T^2, where the
 recurrences grow as T; at T = 1000 with batch 16 and 2 heads the scores of one layer are
@@ -74,8 +78,8 @@ class AttentionCell(Cell):
     cell_name: ClassVar[str] = "attention"
     recurrent: ClassVar[bool] = False
     equations: ClassVar[str] = (
-        "r = x W_e + b_e + P (sinusoidal); m = r + MHA_causal(LN_1(r)); h = m + MLP(LN_2(m)) (GELU, 4H); "
-        "y = LN_f(h); h: the residual stream, probed"
+        "r = x W_e + b_e + P (sinusoidal); m = r + MHA_causal(LN_1(r)); o = m + MLP(LN_2(m)) (GELU, 4H); "
+        "y = LN_f(o); probed: r, the residual stream entering the block"
     )
     source: ClassVar[str] = "Vaswani et al. 2017, pre-LN causal block (GPT-2), sinusoidal positions"
 
@@ -86,6 +90,8 @@ class AttentionCell(Cell):
         H, n_heads = self.hidden, self.heads
         d = H // n_heads
         r = nn.Dense(H, name="embed")(inputs) + sinusoidal_positions(T, H)  # (B, T, H)
+        if eps is not None:  # the probe: the residual stream entering the block
+            r = r + eps["h"]
 
         a = nn.LayerNorm(name="ln_1")(r)
         qkv = nn.Dense(3 * H, name="qkv")(a)  # (B, T, 3H)
@@ -98,6 +104,4 @@ class AttentionCell(Cell):
 
         z = nn.gelu(nn.Dense(MLP_FACTOR * H, name="mlp_in")(nn.LayerNorm(name="ln_2")(m)))  # (B, T, 4H)
         h = m + nn.Dense(H, name="mlp_out")(z)  # (B, T, H)
-        if eps is not None:
-            h = h + eps["h"]
         return nn.LayerNorm(name="ln_f")(h)  # (B, T, H)
