@@ -144,3 +144,58 @@ def test_lstm_learns(name):
     baseline = task.baseline()
     assert result.diverged_step[0] == -1
     assert result.final["loss"][0] < 0.5 * baseline.loss, (result.final, baseline)
+
+
+# --- per-parameter-group learning rates ---------------------------------------------------
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
+def test_recurrence_params_train_at_the_reduced_rate(optimizer):
+    """Two steps: the recurrence parameters move by factor x their full-rate move, the rest as at factor 1."""
+    from lrd.models import CELLS, SequenceModel
+    from lrd.train import recurrence_rate
+
+    config = ModelConfig(cell="lru", hidden=4)
+    params = SequenceModel(config, 3).init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 5)))
+    grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.3, params)
+    moves = {}
+    for factor in (1.0, 0.1):
+        train = TrainConfig(optimizer=optimizer, lr=0.01, clip=0.0, recurrence_lr_factor=factor)
+        tx = recurrence_rate(train.optimizer_chain(), factor, CELLS["lru"].recurrence_params)
+        state, total = tx.init(params), jax.tree.map(jnp.zeros_like, params)
+        for _ in range(2):
+            updates, state = tx.update(grads, state, params)
+            total = jax.tree.map(jnp.add, total, updates)
+        moves[factor] = total["params"]
+    for module in ("layer0_fwd", "readout"):
+        for name, full in moves[1.0][module].get("cell", moves[1.0][module]).items():
+            reduced = moves[0.1][module].get("cell", moves[0.1][module])[name]
+            assert np.all(np.asarray(full) != 0), name
+            expected = 0.1 * full if module != "readout" and name in ("nu_log", "theta_log", "gamma_log") else full
+            np.testing.assert_allclose(reduced, expected, rtol=1e-5, err_msg=f"{module}/{name}")
+
+
+def test_recurrence_lr_factor_enters_the_run_id_only_away_from_its_default(tmp_path):
+    from conftest import TINY
+
+    from lrd.experiment import load_experiment
+
+    def runs(cells: str, extra: str = ""):
+        path = tmp_path / "exp.toml"
+        path.write_text(TINY.replace('["rnn", "lstm"]', cells).replace("steps = 20", "steps = 20" + extra))
+        return load_experiment(path).runs
+
+    assert "recurrence_lr_factor" not in TrainConfig().model_dump()  # stored runs keep their ids
+    assert [r.run_id for r in runs('["lstm", "lru"]')] == [
+        r.run_id for r in runs('["lstm", "lru"]', "\nrecurrence_lr_factor = 1.0")
+    ]
+    grid = runs('["lstm", "lru"]', "\nrecurrence_lr_factor = [1.0, 0.1]")
+    # the lstm has no recurrence parameters: the factor is dropped, one run per seed, not two
+    assert sorted((r.model.cell, r.train.recurrence_lr_factor) for r in grid) == [
+        ("lru", 0.1),
+        ("lru", 0.1),
+        ("lru", 1.0),
+        ("lru", 1.0),
+        ("lstm", 1.0),
+        ("lstm", 1.0),
+    ]
+    reduced = [r for r in grid if r.train.recurrence_lr_factor == 0.1]
+    assert all(r.config()["train"]["recurrence_lr_factor"] == 0.1 for r in reduced)
