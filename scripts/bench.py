@@ -24,8 +24,12 @@ script re-executes itself with lrd's tuned malloc settings (``lrd.runtime``,
 keeps glibc's defaults.
 
 Further sections: seeds (8 seeds in one vmapped program against 8 runs one
-after another), the probe (cost of the per-timestep gradient norms), and the
-compile time at growing T. PyTorch is optional (``pip install -e '.[bench]'``);
+after another), the probe (cost of the per-timestep gradient norms), the parallel
+cells (lru, mingru, minlstm, s4d, s6: lrd's training step with their
+``jax.lax.associative_scan`` form against the same step with their step equations
+in a sequential ``lax.scan``, and against the LSTM, at T = 1000 and 4000, batch 16,
+hidden 64; ``--parallel-only`` runs this section alone), and the compile time at
+growing T. PyTorch is optional (``pip install -e '.[bench]'``);
 without it the torch columns are left out.
 """
 
@@ -39,16 +43,20 @@ import time
 import warnings
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from lrd import runtime
+from lrd.models import CELLS as CELLS_REGISTRY
 from lrd.models import ModelConfig
+from lrd.models.network import _PerturbedStep
 from lrd.tasks.copy import Copy
 from lrd.train import Program, TrainConfig, Trainer
 
 CELLS = ("rnn", "lstm", "gru")
+PARALLEL_CELLS = ("lru", "mingru", "minlstm", "s4d", "s6")  # linear in the state: associative_scan
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
@@ -297,6 +305,60 @@ def bench_compile(cells, lengths, batch, hidden) -> None:
         print(f"{cell:5} " + "   ".join(parts), flush=True)
 
 
+class StepScanned(nn.Module):
+    """One layer of ``config``'s cell run by scanning its step with ``lax.scan`` (never its ``sequence``), and a readout.
+
+    The sequential form of the parallel cells' equations: the same step ``__call__`` that
+    tests/test_cells.py checks the parallel form against.
+    """
+
+    config: ModelConfig
+    output_dim: int
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array, perturbation=None) -> jax.Array:
+        scan = nn.scan(_PerturbedStep, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1)
+        carry = CELLS_REGISTRY[self.config.cell].initial_state(inputs.shape[0], self.config.hidden)
+        _, ys = scan(self.config, name="scan")(carry, (inputs, None))  # (B, T, H)
+        return nn.Dense(self.output_dim, name="readout")(ys)
+
+
+def parallel_runner(cell: str, T: int, batch: int, hidden: int, n_steps: int, sequential: bool) -> Callable[[], None]:
+    """lrd's training step (as ``lrd_runner``) for ``cell``; with ``sequential`` its step scanned over T instead."""
+    trainer = Trainer(Copy(gap=T - 20), ModelConfig(cell=cell, hidden=hidden), _train_config(batch, n_steps))
+    if sequential:
+        trainer.model = StepScanned(trainer.model_config, trainer.task.output_dim)  # before anything is traced
+
+    def steps(state):
+        return jax.lax.scan(lambda s, _: (trainer._train_step(s), None), state, None, length=n_steps)[0]
+
+    block = Program(steps, donate=True)
+    state = [trainer.init(jnp.stack([jax.random.PRNGKey(0)]))]
+
+    def run():
+        state[0] = block(state[0])
+        jax.block_until_ready(state[0])
+
+    return run
+
+
+def bench_parallel(lengths, batch, hidden, rounds) -> None:
+    """The parallel cells' training step (associative_scan) against their step in a sequential lax.scan, and the LSTM."""
+    cells = sorted(name for name, cls in CELLS_REGISTRY.items() if name in PARALLEL_CELLS)
+    print(f"{'T':>5} {'cell':8} {'parallel':>9} {'sequential':>10} {'speed-up':>8} {'vs lstm':>8}   (ms per step)")
+    for T in lengths:
+        n = 2
+        contenders = {"lstm": lrd_runner("lstm", T, batch, hidden, n)}
+        for cell in cells:
+            contenders[f"{cell} parallel"] = parallel_runner(cell, T, batch, hidden, n, sequential=False)
+            contenders[f"{cell} sequential"] = parallel_runner(cell, T, batch, hidden, n, sequential=True)
+        ms = {k: v / n * 1e3 for k, v in interleaved(contenders, rounds).items()}
+        print(f"{T:>5} {'lstm':8} {ms['lstm']:9.1f}", flush=True)
+        for cell in cells:
+            par, seq = ms[f"{cell} parallel"], ms[f"{cell} sequential"]
+            print(f"{T:>5} {cell:8} {par:9.1f} {seq:10.1f} {seq / par:7.1f}x {ms['lstm'] / par:7.2f}x", flush=True)
+
+
 def _print_step_row(row: dict) -> None:
     torch_part = (
         f"{row['torch']:8.4f} {row['vs_torch']:8.2f}x  ({row['torch_config']})" if "torch" in row else "   (no torch)"
@@ -311,6 +373,11 @@ def _print_step_row(row: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="T=100 only, fewer repeats (under 2 minutes)")
+    parser.add_argument(
+        "--parallel-only",
+        action="store_true",
+        help="only the parallel cells against their sequential form and the LSTM (T = 1000, 4000; batch 16, hidden 64)",
+    )
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument(
@@ -334,6 +401,10 @@ def main() -> None:
     print(
         f"allocator: {'tuned (' + os.environ.get('GLIBC_TUNABLES', '') + ')' if args.malloc == 'tuned' else 'glibc defaults'}"
     )
+    if args.parallel_only:
+        print(f"\n== parallel cells, batch 16, hidden 64: ms per training step (median of {rounds} interleaved rounds)")
+        bench_parallel([1000, 4000], 16, 64, rounds)
+        return
     peaks = matmul_peak()
     peak = max(peaks.values())
     print(
@@ -360,6 +431,9 @@ def main() -> None:
     print("\n== per-timestep gradient norms: a probe pass against a plain forward+backward pass")
     for T in lengths:
         bench_probe(some, T, args.batch, args.hidden, rounds, steps)
+
+    print(f"\n== parallel cells, batch 16, hidden 64: ms per training step (median of {rounds} interleaved rounds)")
+    bench_parallel([1000] if args.quick else [1000, 4000], 16, 64, rounds)
 
     print("\n== compile time of a training block")
     bench_compile(
