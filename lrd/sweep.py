@@ -157,10 +157,14 @@ def group_memory(group: Group) -> int:
     spec = group.specs[0]
     model, train = spec.model, spec.train
     cell = CELLS[model.cell]
-    per_step = len(cell.state_names) + cell.n_gates + 2
+    # kept values per timestep and example: the states (S wide each), the gates (H each; cells without
+    # a matrix layout count one), 2 H more; attention also keeps its scores and weights (heads x T each)
+    per_step = len(cell.state_names) * model.state_size + (getattr(cell, "n_gates", 1) + 2) * model.hidden
+    if model.heads is not None:
+        per_step += 2 * model.heads * spec.task.length
     directions = 2 if model.bidirectional else 1
     units = len(group.specs) * spec.task.length * (train.batch_size + train.probe_size) * model.layers
-    return BASE_BYTES + units * directions * model.hidden * per_step * BYTES_PER_UNIT
+    return BASE_BYTES + units * directions * per_step * BYTES_PER_UNIT
 
 
 def machine_memory() -> int | None:
