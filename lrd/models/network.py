@@ -20,8 +20,9 @@ from typing import Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from lrd.models import kernels
 from lrd.models.cells import CELLS, Cell
 from lrd.tasks.base import unknown_name_message
 
@@ -44,12 +45,24 @@ class ModelConfig(BaseModel):
         None,
         description="initial bias of the gate that keeps the state: LSTM forget gate, GRU update gate; default 1.0",
     )
+    time_loop: kernels.TimeLoop = Field(
+        "auto", description="the time loop: lax.scan or the Pallas kernels (lrd.models.kernels.choice)"
+    )
 
     @field_validator("cell")
     @classmethod
     def _known_cell(cls, value: str) -> str:
         if value not in CELLS:
             raise ValueError(unknown_name_message(value, CELLS))
+        return value
+
+    @field_validator("time_loop")
+    @classmethod
+    def _kernels_fit(cls, value: str, info: ValidationInfo) -> str:
+        if value in ("kernel", "interpret") and {"cell", "hidden"} <= info.data.keys():
+            reason = kernels.model_reason(info.data["cell"], info.data["hidden"])
+            if reason:
+                raise ValueError(f"{value!r} cannot run this model: {reason}; allowed here: 'auto' or 'scan'")
         return value
 
     @model_validator(mode="after")
@@ -69,6 +82,10 @@ class ModelConfig(BaseModel):
     @property
     def directions(self) -> tuple[str, ...]:
         return ("fwd", "bwd") if self.bidirectional else ("fwd",)
+
+    def time_loop_path(self, backend: str | None = None) -> str:
+        """The time loop the layers run on ``backend`` (default: JAX's): "scan", "kernel" or "interpret"."""
+        return kernels.choose(self.time_loop, self.cell, self.hidden, backend or jax.default_backend())
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -98,13 +115,32 @@ class _PerturbedStep(nn.Module):
 
 
 class RecurrentLayer(nn.Module):
-    """Scan a cell over time. inputs (B, T, D) -> states h (B, T, H)."""
+    """Scan a cell over time. inputs (B, T, D) -> states h (B, T, H).
+
+    ``config.time_loop`` may run the same equations on the Pallas kernels instead
+    (``lrd.models.kernels``), with the same parameters (created by the scan at init).
+    """
 
     config: ModelConfig
     reverse: bool = False
 
     @nn.compact
     def __call__(self, inputs: jax.Array, perturbation: dict[str, jax.Array] | None = None) -> jax.Array:
+        path = self.config.time_loop_path()
+        if path != "scan" and not self.is_initializing():
+            p = self.variables["params"]["scan"]["cell"]
+            cell, hidden = self.config.cell, self.config.hidden
+            return kernels.kernel_layer(
+                cell,
+                inputs,
+                p["W"],
+                p["U"],
+                p["b"],
+                perturbation,
+                reverse=self.reverse,
+                interpret=path == "interpret",
+                resident=kernels.resident(cell, hidden),
+            )  # (B, T, H)
         scan = nn.scan(
             _PerturbedStep,
             variable_broadcast="params",
