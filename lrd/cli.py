@@ -84,6 +84,12 @@ def cmd_run(args, console: Console) -> int:
         experiment = load_experiment(args.experiment)
     except ExperimentError as err:
         raise UserError(str(err)) from None
+    if args.backend == "local":  # a cluster's workers may have the GPU this process lacks: they check there
+        for spec in experiment.runs:
+            try:
+                spec.model.time_loop_path()
+            except ValueError as err:  # a forced kernel that cannot run here
+                raise UserError(f"{experiment.path}: model.{err}") from None
     out_dir = Path(args.out) if args.out else Path("results") / experiment.name
 
     from lrd.backends import enable_compilation_cache

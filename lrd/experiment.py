@@ -63,7 +63,9 @@ class RunSpec(NamedTuple):
     def config(self) -> dict[str, Any]:
         return {
             "task": {"name": self.task.name, **self.task.params()},
-            "model": self.model.model_dump(),
+            # the time loop changes how, not what, is computed: at its default ("auto") it stays out
+            # of the run id, so the ids of runs stored before the setting existed still hold
+            "model": self.model.model_dump(exclude={"time_loop"} if self.model.time_loop == "auto" else None),
             "train": self.train.model_dump(),
             "seed": self.seed,
         }

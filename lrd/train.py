@@ -92,6 +92,7 @@ class RunResult(NamedTuple):
     records: list[LogRecord]  # one per log point, steps 0, log_every, ..., steps
     final: dict[str, np.ndarray]  # evaluation metrics, (S,)
     diverged_step: np.ndarray  # (S,), -1 if finite
+    time_loop: str = "scan"  # the time loop the layers ran: "scan", "kernel" or "interpret"
 
 
 class Trainer:
@@ -184,7 +185,8 @@ class Trainer:
             if bool(np.all(np.asarray(state.diverged_step) >= 0)):
                 break  # every seed has diverged; nothing left to train
         final = jax.device_get(self.evaluate(state))
-        return RunResult(list(seeds), records, final, np.asarray(jax.device_get(state.diverged_step)))
+        diverged_step = np.asarray(jax.device_get(state.diverged_step))
+        return RunResult(list(seeds), records, final, diverged_step, self.model_config.time_loop_path())
 
 
 class Program:
