@@ -20,8 +20,8 @@ import pydantic
 import pytest
 
 from lrd.experiment import load_experiment
-from lrd.models import CELLS, ModelConfig, RNNCell, SequenceModel
-from lrd.models.kernels import choose, kernel_layer, model_reason
+from lrd.models import CELLS, ModelConfig, RNNCell, SequenceModel, kernels
+from lrd.models.kernels import choice, choose, model_reason
 from lrd.probes import probe
 from lrd.tasks.copy import Copy
 
@@ -40,8 +40,12 @@ def _models(cell: str, **options) -> dict[str, tuple[ModelConfig, SequenceModel]
     return {path: (config, SequenceModel(config, output_dim=3)) for path, config in configs.items()}
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_kernel_equals_scan_outputs_parameter_and_state_gradients(cell):
+# U held on chip for the whole loop, or re-read at every step (the strategy for a U too large to hold)
+@pytest.mark.parametrize("cell,u_on_chip", [("rnn", True), ("lstm", False), ("gru", False)])
+def test_kernel_equals_scan_outputs_parameter_and_state_gradients(cell, u_on_chip, monkeypatch):
+    if not u_on_chip:
+        monkeypatch.setattr(choice, "RESIDENT_BYTES", 0)
+    assert kernels.resident(cell, HIDDEN[cell]) == u_on_chip
     seeds, B, T, D = 2, 20, 24, 5  # B = 20: the tile (16) does not divide it
     models = _models(cell, hidden=HIDDEN[cell], bidirectional=True)
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
@@ -74,27 +78,6 @@ def test_kernel_equals_scan_outputs_parameter_and_state_gradients(cell):
             assert got.shape == (seeds, B, T, HIDDEN[cell])
             assert float(jnp.min(jnp.abs(want[:, :, 0]))) >= 0 and float(jnp.max(jnp.abs(want))) > 0
             close(got, want)
-
-
-def test_u_reread_every_step_equals_u_held_on_chip():
-    """The strategy for a U too large to hold (re-read each step) computes the same as holding it."""
-    B, T, D, H = 16, 10, 4, 16
-    k = jax.random.split(jax.random.PRNGKey(3), 5)
-    x, W = jax.random.normal(k[0], (B, T, D)), jax.random.normal(k[1], (D, 4 * H)) * 0.5
-    U, b = jax.random.normal(k[2], (H, 4 * H)) * 0.3, jax.random.normal(k[3], (4 * H,)) * 0.1
-    eps = {"c": jnp.zeros((B, T, H)), "h": jnp.zeros((B, T, H))}
-    cotangent = jax.random.normal(k[4], (B, T, H))
-
-    def grads(resident):
-        def f(W, U, b, eps):
-            hs = kernel_layer("lstm", x, W, U, b, eps, reverse=True, interpret=True, resident=resident)
-            return jnp.sum(hs * cotangent)
-
-        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3)))(W, U, b, eps)
-
-    held, reread = grads(True), grads(False)
-    for a, b in zip(jax.tree.leaves(reread), jax.tree.leaves(held)):
-        close(a, b)
 
 
 def test_probe_norms_and_below_float32_flags_agree_on_a_long_gap():
@@ -141,6 +124,21 @@ def test_a_user_cell_runs_on_the_scan(monkeypatch):
     assert choose("auto", "mine", 64, "gpu") == "scan"
     with pytest.raises(pydantic.ValidationError, match="built-in cells"):
         ModelConfig(cell="mine", hidden=64, time_loop="interpret")
+
+
+def test_forcing_the_kernel_without_a_gpu_is_one_line_exit_2(write_experiment, tmp_path, capsys):
+    from conftest import TINY
+
+    from lrd.cli import main
+
+    path = write_experiment(TINY.replace("hidden = 8", 'hidden = 16\ntime_loop = "kernel"'))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jax, "default_backend", lambda: "cpu")
+        code = main(["run", str(path), "--out", str(tmp_path / "out")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"lrd: error: {path}: model.time_loop = 'kernel': compiled kernels need a GPU"), lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "results").iterdir() if p.is_dir()))
