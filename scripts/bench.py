@@ -24,8 +24,12 @@ script re-executes itself with lrd's tuned malloc settings (``lrd.runtime``,
 keeps glibc's defaults.
 
 Further sections: seeds (8 seeds in one vmapped program against 8 runs one
-after another), the probe (cost of the per-timestep gradient norms), and the
-compile time at growing T. PyTorch is optional (``pip install -e '.[bench]'``);
+after another), the probe (cost of the per-timestep gradient norms), the time
+loop (lax.scan, the scan unrolled, the Pallas kernels of ``lrd.models.kernels``,
+cuDNN; 8 seeds on the kernels), XLA's command buffers for the scan's while loop
+(those two on a GPU only; "n/a" elsewhere), and the compile time at growing T.
+The ``lrd`` column is lrd's default time loop: the scan on a CPU, the kernels on
+a GPU when the model fits them. PyTorch is optional (``pip install -e '.[bench]'``);
 without it the torch columns are left out.
 """
 
