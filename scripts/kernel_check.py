@@ -34,7 +34,8 @@ def relative_error(got, want) -> float:
     return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
 
 
-def check(cell: str, T: int, batch: int, hidden: int, bidirectional: bool, tol: float, kernel: str) -> bool:
+def check(cell: str, T: int, batch: int, hidden: int, bidirectional: bool, seeds: int, tol: float, kernel: str) -> bool:
+    """One comparison; ``seeds`` > 1 vmaps over that many parameter sets (the kernels' grid gains a seed axis)."""
     D = 10
     models = {
         path: SequenceModel(
@@ -45,7 +46,8 @@ def check(cell: str, T: int, batch: int, hidden: int, bidirectional: bool, tol: 
     config = models["scan"].config
     x = jax.random.normal(jax.random.PRNGKey(0), (batch, T, D))
     weights = jax.random.normal(jax.random.PRNGKey(1), (batch, T, D)) / np.sqrt(batch * T)
-    params = models["scan"].init(jax.random.PRNGKey(2), x[:1, :1])
+    keys = jax.random.split(jax.random.PRNGKey(2), seeds)
+    params = jax.vmap(lambda k: models["scan"].init(k, x[:1, :1]))(keys)  # leading seed axis
     eps = config.zero_perturbation(batch, T)
     found, seconds = {}, {}
     for path, model in models.items():
@@ -54,10 +56,15 @@ def check(cell: str, T: int, batch: int, hidden: int, bidirectional: bool, tol: 
             out = model.apply(p, x, e)  # (B, T, D)
             return jnp.sum(jnp.tanh(out) * weights), out
 
+        grad = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+        if seeds > 1:
+            fn = jax.vmap(grad, in_axes=(0, None))
+        else:  # one seed runs unbatched, as lrd.train.Program does
+            fn = lambda p, e, grad=grad: jax.tree.map(lambda a: a[None], grad(jax.tree.map(lambda a: a[0], p), e))
         start = time.perf_counter()
-        fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)).lower(params, eps).compile()
+        compiled = jax.jit(fn).lower(params, eps).compile()
         seconds[path] = time.perf_counter() - start
-        found[path] = jax.block_until_ready(fn(params, eps))
+        found[path] = jax.block_until_ready(compiled(params, eps))
     (_, out_s), (dp_s, de_s) = found["scan"]
     (_, out_k), (dp_k, de_k) = found[kernel]
     errors = {
@@ -67,7 +74,7 @@ def check(cell: str, T: int, batch: int, hidden: int, bidirectional: bool, tol: 
     }
     ok = all(e <= tol for e in errors.values())
     print(
-        f"{cell:5} T={T:<5} B={batch:<4} H={hidden:<4} {'bi' if bidirectional else 'uni'}  "
+        f"{cell:5} T={T:<5} B={batch:<4} H={hidden:<4} {'bi ' if bidirectional else 'uni'} seeds {seeds}  "
         + "  ".join(f"{k} {v:.1e}" for k, v in errors.items())
         + f"  compile scan {seconds['scan']:.1f} s kernel {seconds[kernel]:.1f} s  {'ok' if ok else 'FAIL'}",
         flush=True,
@@ -87,8 +94,12 @@ def main() -> int:
     if jax.default_backend() != "gpu" and not args.interpret:
         print("no GPU: the kernels compile for a GPU only (the CPU tests run them in interpret mode)")
         return 1
-    cases = [(100, 100, True), (100, 128, False)] + ([] if args.quick else [(1000, 128, False)])
-    results = [check(cell, T, batch, args.hidden, bi, args.tol, kernel) for T, batch, bi in cases for cell in CELLS]
+    cases = [(100, 100, True, 1), (100, 128, False, 2)] + ([] if args.quick else [(1000, 128, False, 1)])
+    results = [
+        check(cell, T, batch, args.hidden, bi, seeds, args.tol, kernel)
+        for T, batch, bi, seeds in cases
+        for cell in CELLS
+    ]
     print(f"{sum(results)} of {len(results)} checks passed")
     return 0 if all(results) else 1
 

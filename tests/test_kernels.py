@@ -104,7 +104,8 @@ def test_kernels_lower_to_triton_for_a_gpu(monkeypatch):
     """Without a GPU, the kernels still go through Pallas's Triton lowering (power-of-two tiles, supported ops).
 
     U held on chip (rnn at H = 128, lstm at H = 16) and re-read every step (gru at H = 128); forward and
-    backward kernels of both directions with the probe: four Triton kernels per model.
+    backward kernels of both directions with the probe (four Triton kernels per model), for one seed and
+    for two vmapped seeds (Pallas's batching rule adds a grid axis).
     """
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     x = jnp.zeros((20, 30, 5))  # (B, T, D)
@@ -113,8 +114,11 @@ def test_kernels_lower_to_triton_for_a_gpu(monkeypatch):
         model = SequenceModel(config, output_dim=3)
         params = model.init(jax.random.PRNGKey(0), x[:1, :1])
         grad = jax.grad(lambda p, e, model=model: jnp.sum(model.apply(p, x, e)), argnums=(0, 1))
-        lowered = jax.jit(grad).trace(params, config.zero_perturbation(20, 30)).lower(lowering_platforms=("cuda",))
-        assert lowered.as_text().count("__gpu$xla.gpu.triton") == 4, cell
+        eps = config.zero_perturbation(20, 30)
+        two = jax.tree.map(lambda a: jnp.stack([a, a]), (params, eps))  # two seeds
+        for fn, args in ((grad, (params, eps)), (jax.vmap(grad), two)):
+            lowered = jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",))
+            assert lowered.as_text().count("__gpu$xla.gpu.triton") == 4, cell
 
 
 def test_time_loop_choice():
