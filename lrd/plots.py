@@ -86,6 +86,7 @@ CONFIG_COLUMNS = (
     "merge",
     "recurrent_init",
     "forget_bias",
+    "time_loop",
     "steps",
     "batch_size",
     "optimizer",

@@ -127,20 +127,10 @@ class RecurrentLayer(nn.Module):
     @nn.compact
     def __call__(self, inputs: jax.Array, perturbation: dict[str, jax.Array] | None = None) -> jax.Array:
         path = self.config.time_loop_path()
-        if path != "scan" and not self.is_initializing():
-            p = self.variables["params"]["scan"]["cell"]
-            cell, hidden = self.config.cell, self.config.hidden
-            return kernels.kernel_layer(
-                cell,
-                inputs,
-                p["W"],
-                p["U"],
-                p["b"],
-                perturbation,
-                reverse=self.reverse,
-                interpret=path == "interpret",
-                resident=kernels.resident(cell, hidden),
-            )  # (B, T, H)
+        if path != "scan" and not self.is_initializing():  # the parameters the scan made at init
+            W, U, b = (self.variables["params"]["scan"]["cell"][k] for k in ("W", "U", "b"))
+            interpret = path == "interpret"
+            return kernels.kernel_layer(self.config.cell, inputs, W, U, b, perturbation, self.reverse, interpret)
         scan = nn.scan(
             _PerturbedStep,
             variable_broadcast="params",

@@ -14,7 +14,7 @@ by a user runs on the scan) and the hidden size is a power of two from 16 to
 Where U does not fit on chip (the LSTM's 4H x H fp32 is 256 KB at H = 128, above an
 H200 SM's 228 KB of shared memory): U is held on chip when it takes at most
 ``RESIDENT_BYTES``; larger U is re-read from L2 at every step (a GPU's L2, 50 MB on
-an H200, holds it: 4 MB for the largest allowed, an LSTM at H = 256). Beyond
+an H200, holds it: 1 MB for the largest allowed, an LSTM at H = 256). Beyond
 ``MAX_HIDDEN`` the scan runs ("auto"), or forcing "kernel" is refused.
 """
 

@@ -10,7 +10,7 @@ kernel. Nothing of the recurrence leaves the chip between steps but those stores
 U: read once before the loop and kept on chip when it is small
 (``KernelSpec.resident``); otherwise its gate blocks are re-read at every step,
 from L2 on a GPU, where the 50 MB cache holds even the largest U allowed
-(``lrd.models.kernels.limits``). Backend: Triton (``interpret`` runs the same
+(``lrd.models.kernels.choice``). Backend: Triton (``interpret`` runs the same
 kernel in Pallas's interpreter, on any device, for tests).
 """
 
@@ -39,6 +39,7 @@ class KernelSpec(NamedTuple):
 
 
 def compiler_params(spec: KernelSpec):
+    """Triton's launch settings (None in interpret mode)."""
     if spec.interpret:
         return None
     from jax.experimental.pallas import triton as pltriton
@@ -52,11 +53,12 @@ def step_index(i, length: int, reverse: bool, backward: bool):
 
 
 def gate_blocks(ref, index, n: int, hidden: int) -> list[jax.Array]:
-    """``n`` (rows, H) blocks of ref[index] (index: a timestep, or ... for a 2-D ref)."""
+    """The ``n`` gate blocks (rows, H) of ref[index], a (rows, n*H) slice at timestep ``index``."""
     return [ref[index, :, pl.ds(k * hidden, hidden)] for k in range(n)]
 
 
 def u_blocks(u_ref, n: int, hidden: int) -> list[jax.Array]:
+    """The ``n`` gate blocks (H, H) of U (H, n*H)."""
     return [u_ref[:, pl.ds(k * hidden, hidden)] for k in range(n)]
 
 

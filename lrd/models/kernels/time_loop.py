@@ -21,7 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lrd.models.kernels import equations
+from lrd.models.kernels import choice, equations
 from lrd.models.kernels.backward import backward
 from lrd.models.kernels.forward import KernelSpec, forward
 
@@ -64,19 +64,22 @@ def kernel_layer(
     U: jax.Array,
     b: jax.Array,
     perturbation: dict[str, jax.Array] | None,
-    *,
     reverse: bool,
     interpret: bool,
-    resident: bool,
+    resident: bool | None = None,
     tile: int = 16,
 ) -> jax.Array:
     """The layer ``RecurrentLayer`` computes, on the kernels: inputs (B, T, D) -> states h (B, T, H).
 
     W (D, G*H), U (H, G*H), b (G*H) are the cell's parameters; ``perturbation``
-    {state: (B, T, H)} as on the scan path (``lrd.models.network``).
+    {state: (B, T, H)} as on the scan path (``lrd.models.network``). ``reverse`` runs
+    the loop from t = T-1 down; ``interpret`` uses Pallas's interpreter; ``resident``
+    holds U on chip (default: ``choice.resident``, by its size); ``tile`` is the
+    number of batch rows per program.
     """
     B = inputs.shape[0]
     H = U.shape[0]
+    resident = choice.resident(cell, H) if resident is None else resident
     pad = -B % tile
     spec = KernelSpec(cell, H, reverse, perturbation is not None, tile, resident, interpret)
 
