@@ -24,6 +24,7 @@ from lrd.models import CELLS, ModelConfig, RNNCell, SequenceModel, kernels
 from lrd.models.kernels import choice, choose, model_reason
 from lrd.probes import probe
 from lrd.tasks.copy import Copy
+from lrd.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 HIDDEN = {"rnn": 32, "lstm": 16, "gru": 16}
@@ -98,6 +99,21 @@ def test_probe_norms_and_below_float32_flags_agree_on_a_long_gap():
     np.testing.assert_array_equal(below["interpret"], below["scan"])
     np.testing.assert_allclose(norms["interpret"], norms["scan"], rtol=1e-5)
     np.testing.assert_allclose(found["interpret"].loss, found["scan"].loss, rtol=1e-6)
+
+
+def test_training_on_the_kernels_follows_the_scan():
+    """lrd's training program (vmapped seeds, optimiser steps, probe, evaluation) on either time loop."""
+    task = Copy(gap=6)  # T = 26
+    train = TrainConfig(steps=4, log_every=2, batch_size=16, eval_size=16, probe_size=16)
+    runs = {
+        path: Trainer(task, ModelConfig(cell="gru", hidden=16, time_loop=path), train).run([0, 1])
+        for path in ("scan", "interpret")
+    }
+    assert (runs["scan"].time_loop, runs["interpret"].time_loop) == ("scan", "interpret")
+    for scan, kernel in zip(runs["scan"].records, runs["interpret"].records):
+        close(kernel.metrics["loss"], scan.metrics["loss"], rtol=1e-4)
+        close(kernel.state_norms["layer0"]["fwd"]["h"], scan.state_norms["layer0"]["fwd"]["h"], rtol=1e-4)
+    close(runs["interpret"].final["loss"], runs["scan"].final["loss"], rtol=1e-4)
 
 
 def test_kernels_lower_to_triton_for_a_gpu(monkeypatch):
