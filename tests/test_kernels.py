@@ -153,7 +153,7 @@ def test_time_loop_choice():
 
 def test_a_user_cell_runs_on_the_scan(monkeypatch):
     class MyCell(RNNCell):
-        name_ = "mine"
+        cell_name = "mine"
 
     monkeypatch.setitem(CELLS, "mine", MyCell)
     monkeypatch.setitem(CELLS, "rnn", MyCell)  # even under a built-in name: the kernels know their own cells only
