@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=True, highlight=False)
     try:
-        commands = {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot, "upgrade": cmd_upgrade}
-        return commands[args.command](args, console)
+        handlers = {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot, "upgrade": cmd_upgrade}
+        return handlers[args.command](args, console)
     except UserError as err:
         print(f"lrd: error: {err}", file=sys.stderr)
         return USER_ERROR

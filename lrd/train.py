@@ -24,7 +24,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +68,7 @@ class TrainConfig(BaseModel):
 
 
 class TrainState(NamedTuple):
-    params: dict
+    params: Any  # the flax parameter tree
     opt_state: optax.OptState
     step: jax.Array  # () int32, optimiser steps taken
     diverged_step: jax.Array  # () int32, -1 while finite
@@ -228,7 +228,7 @@ class Program:
             return self._pick(args[0]).lower(*args)
 
     def _cache_size(self) -> int:
-        return self.batched._cache_size() + self.single._cache_size()
+        return self.batched._cache_size() + self.single._cache_size()  # type: ignore[attr-defined]
 
 
 def _single_seed(fn: Callable) -> Callable:

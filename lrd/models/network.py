@@ -103,7 +103,7 @@ class ModelConfig(BaseModel):
                 raise ValueError(f"{option}: cell {self.cell!r} has no such option (its options: {allowed})")
             else:
                 object.__setattr__(self, option, None)
-        if self.r_min is not None and not 0.0 <= self.r_min < self.r_max <= 1.0:
+        if self.r_min is not None and self.r_max is not None and not 0.0 <= self.r_min < self.r_max <= 1.0:
             raise ValueError(f"r_min, r_max: need 0 <= r_min < r_max <= 1 (got {self.r_min}, {self.r_max})")
         if self.max_phase is not None and not self.max_phase > 0.0:
             raise ValueError(f"max_phase: must be > 0 (got {self.max_phase})")
