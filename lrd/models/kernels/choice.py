@@ -60,7 +60,7 @@ def choose(time_loop: str, cell: str, hidden: int, backend: str) -> Literal["sca
         return "scan" if reason else "kernel"
     if reason:
         raise ValueError(f"time_loop = {time_loop!r}: {reason}")
-    return time_loop
+    return "interpret" if time_loop == "interpret" else "kernel"
 
 
 def resident(cell: str, hidden: int) -> bool:

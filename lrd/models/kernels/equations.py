@@ -98,20 +98,20 @@ def backward(
     """One step back through ``cell``; ``reserve`` is this step's, ``h_prev``/``c_prev`` the previous states."""
     if cell == "rnn":
         (a,) = reserve
-        dz = dh * (1.0 - a * a)
-        return Backward([dz], _dot_t(dz, u[0]), None, {"h": dh})
+        da = dh * (1.0 - a * a)
+        return Backward([da], _dot_t(da, u[0]), None, {"h": dh})
     if cell == "lstm":
         i, f, g, o, c = reserve
         tc = jnp.tanh(c)
         dc = dc + dh * o * (1.0 - tc * tc)  # dL/dc_t in full
-        dz = [
+        gates = [
             dc * g * i * (1.0 - i),
             dc * c_prev * f * (1.0 - f),
             dc * i * (1.0 - g * g),
             dh * tc * o * (1.0 - o),
         ]
-        dh_prev = _dot_t(dz[0], u[0]) + _dot_t(dz[1], u[1]) + _dot_t(dz[2], u[2]) + _dot_t(dz[3], u[3])
-        return Backward(dz, dh_prev, dc * f, {"c": dc, "h": dh})
+        dh_prev = _dot_t(gates[0], u[0]) + _dot_t(gates[1], u[1]) + _dot_t(gates[2], u[2]) + _dot_t(gates[3], u[3])
+        return Backward(gates, dh_prev, dc * f, {"c": dc, "h": dh})
     if cell == "gru":
         r, z, n = reserve
         dn = dh * (1.0 - z) * (1.0 - n * n)

@@ -97,7 +97,7 @@ def forward(spec: KernelSpec, xw: jax.Array, u: jax.Array, eps: tuple[jax.Array,
     seq = lambda width: pl.BlockSpec((T, rows, width), lambda b: (0, b, 0))
     in_specs = [seq(GH), pl.BlockSpec((H, GH), lambda b: (0, 0))]
     inputs = [xw, u]
-    if spec.probe:
+    if eps is not None:
         in_specs += [seq(H)] * len(eps)
         inputs += list(eps)
     out_shape = (jax.ShapeDtypeStruct((T, B, H), jnp.float32), jax.ShapeDtypeStruct((T, B, R * H), jnp.float32))
