@@ -5,7 +5,7 @@
 #      on a GPU), the time-loop rows (scan, scan unrolled, kernels, cuDNN; 8 seeds on the kernels),
 #      XLA command buffers for the scan, and the probe's cost
 # Usage: scripts/gpu_check.sh [--full]   (--full: T = 1000 too, in both steps; about twice as long)
-# Write its output into docs/benchmarks.md ("GPU: the time-loop kernels").
+# Write its output into docs/benchmarks.md, section "GPU: the time loop on chip (issue 17)".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
