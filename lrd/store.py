@@ -45,6 +45,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 import warnings
@@ -100,7 +101,9 @@ def lock(out_dir: Path) -> Iterator[None]:
     The OS releases the lock when the holder dies, however it dies. The holder's pid
     is written into the lock file for the message. A folder this process cannot write
     into gets no lock file (and needs none: the process cannot change the folder);
-    an existing lock file is locked read-only. ``out_dir`` must exist.
+    an existing lock file is locked read-only. On a filesystem without file locks
+    (``ENOLCK``: some network filesystems) the block runs unlocked after a one-line
+    warning on stderr. ``out_dir`` must exist.
     """
     path = out_dir / LOCK
     fd = None
@@ -122,6 +125,14 @@ def lock(out_dir: Path) -> Iterator[None]:
                 f"{out_dir}: another `lrd run` (pid {_holder(fd)}) is writing this results folder; "
                 "run again when it has finished (or stop it)"
             ) from None
+        except OSError as err:
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            print(  # some network filesystems: go on, as lrd did before it had a lock, and say so
+                f"lrd: warning: {out_dir}: no file locks here ({err.strerror}); "
+                "do not run two `lrd run` into this folder at once",
+                file=sys.stderr,
+            )
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
