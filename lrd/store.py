@@ -122,7 +122,7 @@ def lock(out_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise Locked(
-                f"{out_dir}: another `lrd run` (pid {_holder(fd)}) is writing this results folder; "
+                f"{out_dir}: another lrd (pid {_holder(fd)}) is writing this results folder; "
                 "run again when it has finished (or stop it)"
             ) from None
         except OSError as err:
@@ -357,7 +357,7 @@ def check_run(run_dir: Path) -> RunCheck:
     """Whether a run folder holds a whole run, without parsing its tables.
 
     With a manifest: every file it lists is there with the size and SHA-256 it was
-    written with (the bytes read once and hashed, about 1 GB/s: some 200 times faster
+    written with (the bytes read once and hashed, about 1 GB/s: over 100 times faster
     than pandas parses them). Without (runs written before manifests): run.parquet,
     and for a run that did not fail curves.parquet and grad_norms.parquet, are there
     and parse (pyarrow, every page), each with a ``run`` column, run.parquet one row;

@@ -527,7 +527,7 @@ def test_a_second_lrd_run_exits_2_naming_the_holder_and_show_needs_no_lock(refer
         show = lrd("show", "out", cwd=tmp_path)
         assert second.returncode == 2, second.stdout + second.stderr
         assert second.stderr.strip().splitlines() == [
-            f"lrd: error: out: another `lrd run` (pid {holder.pid}) is writing this results folder; "
+            f"lrd: error: out: another lrd (pid {holder.pid}) is writing this results folder; "
             "run again when it has finished (or stop it)"
         ]
         assert second.stdout == ""
