@@ -11,7 +11,7 @@ Layout of a results folder::
         curves.parquet      the ``curves`` rows
         grad_norms.parquet  the ``grad_norms`` rows
         manifest.json       written last: each file's size, row count and SHA-256, the results schema
-    DIR/.lock               held (``flock``) by the ``lrd run`` writing the folder; holds its pid
+    DIR/.lock               held (``flock``) by the process writing the folder (``lock``); holds its pid
 
 A run folder is written under a temporary name and renamed into place, so a
 process killed at any moment leaves either a complete run or none (stale
@@ -22,7 +22,7 @@ overwrites another run.
 A run counts as stored only if it checks (``check_run``): every file its manifest
 lists is there with its size and checksum. A run written before manifests (no
 ``manifest.json``) checks when its run, curves and grad_norms files are there and
-their parquet footers read. A run that does not check is *damaged*: ``load`` skips
+parse. A run that does not check is *damaged*: ``load`` skips
 it and names it, and the next sweep computes it again and replaces it.
 
 The tables hold what was measured; what it means (``solved``, at the folder's
@@ -256,20 +256,19 @@ def add_manifest(run_dir: Path) -> bool:
         data = path.read_bytes()
         rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
         entries[path.name] = {"bytes": len(data), "rows": rows, "sha256": hashlib.sha256(data).hexdigest()}
-    tmp = _tmp_name(run_dir / MANIFEST)
-    tmp.mkdir()
-    _write_manifest(tmp, entries)
-    os.replace(tmp / MANIFEST, run_dir / MANIFEST)  # whole or absent
-    tmp.rmdir()
+    _write_manifest(run_dir, entries)
     _fsync(run_dir)
     return True
 
 
 def _write_manifest(run_dir: Path, files: dict[str, dict[str, Any]]) -> None:
-    with open(run_dir / MANIFEST, "w") as f:
+    """DIR/runs/<id>/manifest.json, atomically (a temporary file renamed over it)."""
+    tmp = _tmp_name(run_dir / MANIFEST)
+    with open(tmp, "w") as f:
         json.dump({"schema": SCHEMA_VERSION, "files": files}, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
+    os.replace(tmp, run_dir / MANIFEST)
 
 
 def write_experiment_json(out_dir: Path, resolved: dict[str, Any]) -> None:
