@@ -154,10 +154,14 @@ def cmd_run(args, console: Console) -> int:
             summary = run_sweep(experiment, out_dir, TimeEstimate(reporter, len(experiment.runs), LARGE_GRID), backend)
     except TooLarge as err:
         raise UserError(f"{args.experiment}: {err}") from None
+    except StoreError as err:  # another lrd run holds the folder
+        raise UserError(str(err)) from None
     except OSError as err:  # the results folder went read-only or full mid-sweep: finished runs are kept
         if err.filename is None:  # not a file (a Ray connection, say): not the user's folder
             raise
         raise UserError(f"{out_dir}: cannot write the results ({err.strerror}: {err.filename})") from None
+    if summary.damaged:
+        print(f"{_damaged_runs(summary.damaged)} recomputed: {_damage_list(summary.damaged)}")
     print(
         f"{experiment.name}: {summary.computed} runs computed, {summary.already_done} already done, "
         f"{summary.diverged} diverged, {summary.failed} failed, {summary.wall_time_s:.1f} s; results in {out_dir}"
@@ -197,7 +201,7 @@ def check_out_dir(name: str, given: bool) -> None:
         existing = existing.parent  # the sweep creates the rest
     if not existing.is_dir():
         raise UserError(f"{option} {name}: {existing} is a file, not a folder")
-    probe = existing / f".tmp-write-check-{os.getpid()}"
+    probe = existing / f".tmp-write-check-pid{os.getpid()}"  # a live process's: never cleaned up by another
     try:
         probe.mkdir()
         probe.rmdir()
@@ -242,12 +246,8 @@ def cmd_plot(args, console: Console) -> int:
 def draw_figures(out_dir: Path) -> None:
     """Every figure of a results folder, from its stored tables alone, into out_dir/figures."""
     from lrd.plots import PlotError, write_figures
-    from lrd.store import StoreError, load
 
-    try:
-        results = load(out_dir)
-    except StoreError as err:
-        raise UserError(str(err)) from None
+    results = load_results(out_dir)
     failed = int((results.runs["status"] == "failed").sum())
     if failed == len(results.runs):
         print(f"no figures: all {failed} runs failed")
@@ -267,6 +267,33 @@ def draw_figures(out_dir: Path) -> None:
     )
 
 
+def load_results(out_dir: Path, all_runs: bool = False):
+    """``lrd.store.load``, damaged runs left out and named in one line on stderr; UserError if unreadable."""
+    from lrd.store import StoreError, load
+
+    damaged: dict[str, str] = {}
+    try:
+        results = load(out_dir, all_runs=all_runs, on_damaged=damaged.__setitem__)
+    except StoreError as err:
+        raise UserError(str(err)) from None
+    if damaged:
+        print(
+            f"lrd: {_damaged_runs(damaged)} left out: {_damage_list(damaged)} "
+            "(`lrd run` of the experiment computes them again)",
+            file=sys.stderr,
+        )
+    return results
+
+
+def _damaged_runs(damaged: dict[str, str]) -> str:
+    return f"{len(damaged)} damaged run" + ("s" if len(damaged) > 1 else "")
+
+
+def _damage_list(damaged: dict[str, str]) -> str:
+    """``id, reason`` of each damaged run, on one line."""
+    return "; ".join(f"{run_id}, {reason}" for run_id, reason in sorted(damaged.items()))
+
+
 def _stdout_console() -> Console:
     """Tables on stdout; wide enough to stay readable when piped to a file."""
     console = Console(highlight=False)
@@ -282,7 +309,9 @@ def cmd_upgrade(args, console: Console) -> int:
         done = upgrade(Path(args.dir))
     except StoreError as err:
         raise UserError(str(err)) from None
-    if done.runs == 0 and done.from_schema == SCHEMA_VERSION:
+    if done.manifests:
+        print(f"{args.dir}: {done.manifests} runs given a manifest (their files unchanged); no run retrained")
+    elif done.runs == 0 and done.from_schema == SCHEMA_VERSION:
         print(f"{args.dir}: already results schema {SCHEMA_VERSION}; nothing to do")
     else:
         print(
@@ -326,12 +355,7 @@ def cmd_tasks(args, console: Console) -> int:
 
 # --- lrd show ------------------------------------------------------------------------------
 def cmd_show(args, console: Console) -> int:
-    from lrd.store import StoreError, load
-
-    try:
-        results = load(args.dir, all_runs=args.all)
-    except StoreError as err:
-        raise UserError(str(err)) from None
+    results = load_results(Path(args.dir), all_runs=args.all)
     out = _stdout_console()
     out.print(summary_table(results.runs, title=str(args.dir)))
     failed = results.runs[results.runs["status"] == "failed"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
+from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -53,6 +54,7 @@ class SweepSummary(NamedTuple):
     diverged: int
     failed: int  # runs recorded as failed; the next sweep computes them again
     wall_time_s: float
+    damaged: dict[str, str] = {}  # noqa: RUF012  # run id -> what was wrong, for the damaged runs computed again
 
 
 class Group(NamedTuple):
@@ -80,11 +82,41 @@ def plan(experiment: Experiment, done: set[str]) -> list[Group]:
 def run_sweep(
     experiment: Experiment, out_dir: Path, reporter: Reporter, backend: Backend | None = None
 ) -> SweepSummary:
-    """Compute every missing (or failed) run of ``experiment`` into ``out_dir``."""
+    """Compute every missing, failed or damaged run of ``experiment`` into ``out_dir``.
+
+    The folder's lock (``store.lock``) is held throughout; ``store.Locked`` if another
+    process holds it.
+    """
     start = time.perf_counter()
-    done = store.completed_runs(out_dir) & {spec.run_id for spec in experiment.runs}
-    groups = plan(experiment, done)
-    check_memory(groups)
+    with ExitStack() as held:
+        if out_dir.is_dir():
+            held.enter_context(store.lock(out_dir))  # before anything is read: a second sweep stops here
+        found, groups = _stored(experiment, out_dir)
+        check_memory(groups)  # before the folder is created
+        if not out_dir.is_dir():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(store.lock(out_dir))
+            found, groups = _stored(experiment, out_dir)  # another sweep may have begun it meanwhile
+        return _compute(experiment, out_dir, reporter, backend, found, groups, start)
+
+
+def _stored(experiment: Experiment, out_dir: Path) -> tuple[dict[str, store.RunCheck], list[Group]]:
+    """The checks of the experiment's stored runs, and the groups still to compute."""
+    found = store.check_runs(out_dir, {spec.run_id for spec in experiment.runs})
+    return found, plan(experiment, {run_id for run_id, check in found.items() if check.state == store.COMPLETE})
+
+
+def _compute(
+    experiment: Experiment,
+    out_dir: Path,
+    reporter: Reporter,
+    backend: Backend | None,
+    found: dict[str, store.RunCheck],
+    groups: list[Group],
+    start: float,
+) -> SweepSummary:
+    done = {run_id for run_id, check in found.items() if check.state == store.COMPLETE}
+    damaged = {run_id: check.reason for run_id, check in found.items() if check.state == store.DAMAGED}
     store.prepare(out_dir, experiment)
     reporter.start(experiment, total=len(experiment.runs), already_done=len(done))
     jobs = [
@@ -131,7 +163,8 @@ def run_sweep(
         reporter.group_done(group.label, rows)
         interrupt.check()
     store.write_summary(out_dir, store.load(out_dir).runs)
-    return SweepSummary(len(experiment.runs), len(done), computed, diverged, failed, time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    return SweepSummary(len(experiment.runs), len(done), computed, diverged, failed, elapsed, damaged)
 
 
 # --- memory ----------------------------------------------------------------------------------
