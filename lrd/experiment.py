@@ -52,19 +52,43 @@ class ExperimentError(ValueError):
     """A user error in an experiment file; its message is one line, ready to print."""
 
 
+# Settings added after results were first stored, with the value that reproduces the earlier runs: at that
+# value they stay out of a run's identity, so the stored runs keep their ids (and are found done).
+LATER_TRAIN_SETTINGS = {"valid_size": 1024, "stop_when_solved": False}
+
+
 class RunSpec(NamedTuple):
-    """One training run: a fully resolved configuration and a seed."""
+    """One training run: a fully resolved configuration and a seed.
+
+    ``params_target``: the ``[model] params`` the hidden size was chosen for, if any.
+    """
 
     task: Task
     model: ModelConfig
     train: TrainConfig
     seed: int
+    params_target: int | None = None
 
     def config(self) -> dict[str, Any]:
+        """The run's identity: everything that decides its numbers (the one place that rule lives).
+
+        The later training settings enter it only away from their earlier behaviour;
+        with ``stop_when_solved`` the task's solve threshold changes training, so it is
+        recorded with it (under ``train.stop_threshold``).
+        """
+        train = self.train.model_dump()
+        for key, value in LATER_TRAIN_SETTINGS.items():
+            if train[key] == value:
+                del train[key]
+        if self.train.stop_when_solved:
+            train["stop_threshold"] = self.task.solve_threshold
+        model = self.model.model_dump()
+        if self.params_target is not None:
+            model["params_target"] = self.params_target
         return {
             "task": {"name": self.task.name, **self.task.params()},
-            "model": self.model.model_dump(),
-            "train": self.train.model_dump(),
+            "model": model,
+            "train": train,
             "seed": self.seed,
         }
 
@@ -76,8 +100,8 @@ class RunSpec(NamedTuple):
 
     @property
     def group_key(self) -> tuple[Task, ModelConfig, TrainConfig]:
-        """Runs with the same key share a compiled program and train together (vmap over seeds)."""
-        return (self.task, self.model, self.train)
+        """Runs with the same key share a compiled program and train together (vmap over seeds and learning rates)."""
+        return (self.task, self.model, self.train.program())
 
 
 class Plugin(NamedTuple):
