@@ -125,6 +125,13 @@ class LogRecord(NamedTuple):
     below_floor: Perturbation
 
 
+class Evaluation(NamedTuple):
+    """Metrics of the trained parameters on the evaluation set and on the validation set (each (S,) when vmapped)."""
+
+    final: dict[str, jax.Array]
+    valid: dict[str, jax.Array]
+
+
 class RunResult(NamedTuple):
     """Everything a group of runs returns, as NumPy arrays with a leading member axis (S, ...)."""
 
@@ -206,7 +213,7 @@ class Trainer:
             state = state._replace(stopped_step=jnp.where(stops, state.step, state.stopped_step))
         return state, record
 
-    def _evaluate(self, state: TrainState) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    def _evaluate(self, state: TrainState) -> Evaluation:
         """Metrics on at least ``eval_size`` evaluation and ``valid_size`` validation sequences."""
 
         def metrics(key, size):
@@ -221,12 +228,20 @@ class Trainer:
             return jax.tree.map(lambda m: jnp.mean(m, axis=0), values)  # equal chunks: mean of means
 
         train = self.train_config
-        return metrics(state.eval_key, train.eval_size), metrics(state.valid_key, train.valid_size)
+        return Evaluation(metrics(state.eval_key, train.eval_size), metrics(state.valid_key, train.valid_size))
 
     # --- driver --------------------------------------------------------------------
     @property
     def n_blocks(self) -> int:
         return self.train_config.steps // self.train_config.log_every
+
+    def initial_state(self, seeds: list[int], lrs: list[float] | None = None) -> TrainState:
+        """The state of the members (seeds[i], lrs[i]) before training; ``lrs`` defaults to the config's ``lr``."""
+        lrs = [self.train_config.lr] * len(seeds) if lrs is None else list(lrs)
+        if len(lrs) != len(seeds):
+            raise ValueError(f"{len(seeds)} seeds but {len(lrs)} learning rates")
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])  # (S, 2)
+        return self.init((keys, jnp.asarray(lrs, jnp.float32)))
 
     def run(
         self,
@@ -237,10 +252,7 @@ class Trainer:
         """Train the members (seeds[i], lrs[i]) together (one vmapped program); ``on_block(done, total)`` after each
         log block. ``lrs`` defaults to the configuration's ``lr`` for every seed."""
         lrs = [self.train_config.lr] * len(seeds) if lrs is None else list(lrs)
-        if len(lrs) != len(seeds):
-            raise ValueError(f"{len(seeds)} seeds but {len(lrs)} learning rates")
-        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-        state, record = self.advance(self.init((keys, jnp.asarray(lrs, jnp.float32))), 0)
+        state, record = self.advance(self.initial_state(seeds, lrs), 0)
         records = [jax.device_get(record)]
         for block in range(self.n_blocks):
             state, record = self.advance(state, self.train_config.log_every)
