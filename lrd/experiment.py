@@ -15,10 +15,11 @@ all lists (task x model x training x seed)::
 
     [model]
     cell = ["rnn", "lstm", "gru"]
-    hidden = 32
+    hidden = 32                       # or: params = 5000 (each cell the hidden size nearest 5000 parameters)
 
     [train]
     steps = 600
+    lr = [1e-3, 3e-3, 1e-2]           # learning rates train in one program with the seeds
 
 Every problem is reported as one ``ExperimentError`` line naming the file,
 the key and what is allowed, before anything is written.
@@ -39,7 +40,7 @@ from typing import Any, NamedTuple
 
 import pydantic
 
-from lrd.models.network import ModelConfig
+from lrd.models.network import ModelConfig, hidden_for_params, param_count
 from lrd.tasks import TASKS, Task
 from lrd.tasks.base import unknown_name_message
 from lrd.train import TrainConfig
@@ -144,13 +145,15 @@ def load_experiment(path: str | Path) -> Experiment:
         if not isinstance(raw.get(section, {}), dict):
             raise ExperimentError(f"{where}: {section}: must be a table ([{section}])")
     tasks = _expand_task(where, raw.get("task"))
-    models = _expand(where, "model", raw.get("model", {}), ModelConfig, required=("cell",))
+    models = _expand_models(where, raw.get("model", {}), tasks)
     trains = _expand(where, "train", raw.get("train", {}), TrainConfig)
+    _check_stopping(where, tasks, trains)
 
     runs: dict[str, RunSpec] = {}
-    for task, model, train, seed in itertools.product(tasks, models, trains, seeds):
-        spec = RunSpec(task, model, train, seed)
-        runs.setdefault(spec.run_id, spec)  # identical resolved configs are one run
+    for task, train, seed in itertools.product(tasks, trains, seeds):
+        for model, target in models[task]:
+            spec = RunSpec(task, model, train, seed, target)
+            runs.setdefault(spec.run_id, spec)  # identical resolved configs are one run
     return Experiment(name, description, path, source, list(runs.values()), plugins)
 
 
@@ -250,6 +253,58 @@ def _expand_task(where: str, table) -> list[Task]:
         cls = TASKS[name]
         tasks.append(_validate(where, "task", cls, combo, f"task {name!r}"))
     return tasks
+
+
+def _expand_models(where: str, table: dict, tasks: list[Task]) -> dict[Task, list[tuple[ModelConfig, int | None]]]:
+    """Per task, its models and the ``params`` target each was sized for (None when ``hidden`` was given).
+
+    ``[model]`` gives exactly one of ``hidden`` and ``params``; with ``params = N`` each
+    model gets the hidden size whose parameter count, for the task's input and output
+    sizes, is closest to N.
+    """
+    allowed = ["params", *ModelConfig.model_fields]
+    _check_keys(where, "model", table, allowed)
+    if "cell" not in table:
+        raise ExperimentError(f"{where}: model.cell: missing")
+    if ("hidden" in table) == ("params" in table):
+        given = "both" if "hidden" in table else "neither"
+        raise ExperimentError(
+            f"{where}: model.params: give exactly one of hidden (a width) and params (a parameter count); {given} given"
+        )
+    combos = _grid(where, "model", table)
+    for combo in combos:
+        target = combo.get("params")
+        if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target <= 0):
+            raise ExperimentError(f"{where}: model.params: must be a positive integer (got {target!r})")
+    models: dict[Task, list[tuple[ModelConfig, int | None]]] = {}
+    for task in tasks:
+        models[task] = []
+        for combo in combos:
+            fields = {k: v for k, v in combo.items() if k != "params"}
+            target = combo.get("params")
+            if target is not None:
+                smallest = _validate(where, "model", ModelConfig, {**fields, "hidden": 1}, "model")
+                fields["hidden"] = hidden_for_params(smallest, task.input_dim, task.output_dim, target)
+                if fields["hidden"] is None:
+                    count = param_count(smallest, task.input_dim, task.output_dim)
+                    raise ExperimentError(
+                        f"{where}: model.params: {target} is outside what a {smallest.label} can have on task "
+                        f"{task.name!r}; allowed: at least {count} (hidden = 1)"
+                    )
+            models[task].append((_validate(where, "model", ModelConfig, fields, "model"), target))
+    return models
+
+
+def _check_stopping(where: str, tasks: list[Task], trains: list[TrainConfig]) -> None:
+    """``stop_when_solved`` needs a task with a solve threshold."""
+    if not any(train.stop_when_solved for train in trains):
+        return
+    for task in tasks:
+        if getattr(task, "solve_threshold", None) is None:
+            raise ExperimentError(
+                f"{where}: train.stop_when_solved: task {task.name!r} has no solve_threshold; "
+                "allowed only for tasks with one (or set stop_when_solved = false)"
+            )
 
 
 def _expand(where: str, section: str, table: dict, cls, required=()) -> list:

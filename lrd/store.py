@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from lrd.experiment import Experiment, RunSpec
+from lrd.models.network import param_count
 from lrd.probes import decay_length, distance_from_loss
 from lrd.train import RunResult
 
@@ -106,18 +107,22 @@ def run_tables(
 
     baseline = task.baseline()
     final = {f"final_{k}": (np.nan if diverged else float(v[index])) for k, v in result.final.items()}
+    final_valid = {f"final_valid_{k}": (np.nan if diverged else float(v[index])) for k, v in result.final_valid.items()}
     reached = curves.loc[curves["metric"] >= task.solve_threshold, "step"]
     row = {
         **_configuration(spec, experiment),
         "status": "diverged" if diverged else "done",
         "diverged_step": float(diverged_step) if diverged else np.nan,
         **final,
+        **final_valid,
         "baseline_loss": baseline.loss,
         "baseline_metric": baseline.metric,
         **{f"baseline_{k}": v for k, v in task.extra_baselines().items()},
+        **_partial_baselines(task),
         "solve_threshold": task.solve_threshold,
         "solved": bool(not diverged and final["final_metric"] >= task.solve_threshold),
         "solved_step": float(reached.iloc[0]) if len(reached) else np.nan,
+        "steps_trained": int(result.steps_trained[index]),
         "decay_length_init": float(curves["decay_length"].iloc[0]),
         "decay_length_final": float(curves["decay_length"].iloc[-1]),
         "wall_time_s": wall_time_s,
@@ -138,6 +143,7 @@ def failed_run_table(spec: RunSpec, experiment: str, group_size: int, error: str
         "baseline_loss": baseline.loss,
         "baseline_metric": baseline.metric,
         **{f"baseline_{k}": v for k, v in task.extra_baselines().items()},
+        **_partial_baselines(task),
         "solve_threshold": task.solve_threshold,
         "solved": False,
         "group_size": group_size,
@@ -161,8 +167,19 @@ def _configuration(spec: RunSpec, experiment: str) -> dict:
         **{f"task_{k}": v for k, v in task.params().items() if k != "gap"},
         "model": model.label,
         **model.model_dump(),
+        "param_count": param_count(model, task.input_dim, task.output_dim),
+        "params_target": np.nan if spec.params_target is None else float(spec.params_target),
         "seed": spec.seed,
         **spec.train.model_dump(),
+    }
+
+
+def _partial_baselines(task) -> dict[str, float]:
+    """baseline_<name>_loss and baseline_<name>_metric of the task's partial-memory predictors."""
+    return {
+        f"baseline_{name}_{part}": value
+        for name, baseline in task.partial_baselines().items()
+        for part, value in baseline._asdict().items()
     }
 
 
