@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 import pydantic
 
-from lrd.models.network import ModelConfig, hidden_for_params, param_count
+from lrd.models.network import MAX_HIDDEN, ModelConfig, hidden_for_params, param_count
 from lrd.tasks import TASKS, Task
 from lrd.tasks.base import unknown_name_message
 from lrd.train import TrainConfig
@@ -286,10 +286,13 @@ def _expand_models(where: str, table: dict, tasks: list[Task]) -> dict[Task, lis
                 smallest = _validate(where, "model", ModelConfig, {**fields, "hidden": 1}, "model")
                 fields["hidden"] = hidden_for_params(smallest, task.input_dim, task.output_dim, target)
                 if fields["hidden"] is None:
-                    count = param_count(smallest, task.input_dim, task.output_dim)
+                    low = param_count(smallest, task.input_dim, task.output_dim)
+                    high = param_count(
+                        smallest.model_copy(update={"hidden": MAX_HIDDEN}), task.input_dim, task.output_dim
+                    )
                     raise ExperimentError(
-                        f"{where}: model.params: {target} is outside what a {smallest.label} can have on task "
-                        f"{task.name!r}; allowed: at least {count} (hidden = 1)"
+                        f"{where}: model.params: no {smallest.label} on task {task.name!r} has about {target} "
+                        f"parameters; allowed: {low} (hidden 1) to {high} (hidden {MAX_HIDDEN})"
                     )
             models[task].append((_validate(where, "model", ModelConfig, fields, "model"), target))
     return models

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 from conftest import TINY
 
+from lrd import sweep
 from lrd.cli import main
 from lrd.experiment import ExperimentError, load_experiment
+from lrd.models.network import ModelConfig, SequenceModel, hidden_for_params, param_count
 
 BAD = {
     # case: (experiment text, words the one-line message must contain)
@@ -39,6 +45,16 @@ BAD = {
     "steps not a multiple": (TINY.replace("steps = 20", "steps = 25"), ["train", "multiple of log_every"]),
     "not toml": ("[task\nname = 1", ["not valid TOML"]),
     "missing import": ('imports = ["nowhere.py"]\n' + TINY, ["imports", "nowhere.py"]),
+    "non-positive lr": (TINY.replace("steps = 20", "steps = 20\nlr = [1e-3, 0.0]"), ["train.lr", "greater than 0"]),
+    "infinite lr": (TINY.replace("steps = 20", "steps = 20\nlr = [1e-3, inf]"), ["train.lr", "finite", "inf"]),
+    "nan lr": (TINY.replace("steps = 20", "steps = 20\nlr = nan"), ["train.lr", "finite"]),
+    "hidden and params": (TINY.replace("hidden = 8", "hidden = 8\nparams = 500"), ["model.params", "both given"]),
+    "neither hidden nor params": (TINY.replace("hidden = 8\n", ""), ["model.params", "neither given"]),
+    "params too small": (
+        TINY.replace("hidden = 8", "params = 40"),
+        ["model.params", "no lstm on task 'delayed_recall' has about 40", "allowed: 96 (hidden 1)"],  # rnn: 36
+    ),
+    "params not an integer": (TINY.replace("hidden = 8", "params = 500.5"), ["model.params", "positive integer"]),
 }
 
 
@@ -119,3 +135,92 @@ def test_every_builtin_task_has_a_shipped_experiment():
     tasks = {load_experiment(p).runs[0].task.name for p in SHIPPED}
     builtin = {name for name, cls in TASKS.items() if cls.__module__.startswith("lrd.tasks.")}
     assert builtin <= tasks, builtin - tasks
+
+
+def test_stop_when_solved_on_a_task_without_a_solve_threshold(write_experiment, tmp_path, capsys):
+    plugin = tmp_path / "unscored.py"
+    plugin.write_text(
+        "from lrd.tasks import register\n"
+        "from lrd.tasks.delayed_recall import DelayedRecall\n"
+        "@register\n"
+        "class Unscored(DelayedRecall):\n"
+        "    name = 'unscored'\n"
+        "    solve_threshold: float | None = None\n"
+    )
+    text = 'imports = ["unscored.py"]\n' + TINY.replace('"delayed_recall"', '"unscored"')
+    path = write_experiment(text.replace("steps = 20", "steps = 20\nstop_when_solved = true"))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0]
+    assert "train.stop_when_solved" in lines[0] and "'unscored' has no solve_threshold" in lines[0]
+    assert not out.exists()
+    load_experiment(write_experiment(text, "without_stopping.toml"))  # the task itself is fine
+
+
+SHIPPED_RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_experiments_keep_the_run_ids_of_their_committed_results(path):
+    """New training settings (lr grids, valid_size, stop_when_solved) leave existing runs' identities alone."""
+    stored = SHIPPED_RESULTS / path.stem / "experiment.json"
+    if not stored.is_file():
+        pytest.skip(f"no committed results for {path.stem}")
+    assert {s.run_id for s in load_experiment(path).runs} == set(json.loads(stored.read_text())["runs"])
+
+
+def test_a_learning_rate_list_is_one_group_per_shape_and_keeps_each_runs_identity(write_experiment):
+    single = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\nlr = 3e-3"), "single.toml"))
+    grid = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\nlr = [1e-3, 3e-3]"), "grid.toml"))
+    groups = sweep.plan(grid, set())
+    assert len(groups) == 2  # rnn, lstm: the learning rates join the seeds
+    assert [g.members for g in groups] == [[(0, 1e-3), (0, 3e-3), (1, 1e-3), (1, 3e-3)]] * 2
+    assert {s.run_id for s in single.runs} < {s.run_id for s in grid.runs}  # lr 3e-3: the same runs
+
+
+def test_stop_when_solved_and_valid_size_enter_the_identity_only_when_set(write_experiment):
+    base = load_experiment(write_experiment(TINY, "base.toml")).runs[0]
+    same = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\nvalid_size = 1024"), "s.toml"))
+    stop = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\nstop_when_solved = true"), "t"))
+    valid = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\nvalid_size = 64"), "v.toml"))
+    assert same.runs[0].run_id == base.run_id  # the default: the identity of before
+    assert stop.runs[0].run_id != base.run_id and valid.runs[0].run_id != base.run_id
+    assert stop.runs[0].config()["train"]["stop_threshold"] == base.task.solve_threshold
+    assert "stop_threshold" not in base.config()["train"]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        ModelConfig(cell="rnn", hidden=5),
+        ModelConfig(cell="lstm", hidden=7, layers=2),
+        ModelConfig(cell="gru", hidden=6, bidirectional=True),
+        ModelConfig(cell="lstm", hidden=3, bidirectional=True, merge="sum", layers=2),
+    ],
+    ids=lambda m: f"{m.label}-h{m.hidden}-l{m.layers}-{m.merge}",
+)
+def test_param_count_is_the_size_of_the_initialised_params_tree(model):
+    dims = (10, 4)  # inputs, outputs
+    params = SequenceModel(model, dims[1]).init(jax.random.PRNGKey(0), jnp.zeros((1, 3, dims[0])))
+    assert param_count(model, *dims) == sum(x.size for x in jax.tree.leaves(params))
+    target = param_count(model, *dims) + 1
+    hidden = hidden_for_params(model, *dims, target)
+    counts = {h: param_count(model.model_copy(update={"hidden": h}), *dims) for h in (hidden - 1, hidden, hidden + 1)}
+    assert all(abs(counts[hidden] - target) <= abs(c - target) for c in counts.values())
+    assert hidden == model.hidden  # count(h) + 1 is nearest to h itself
+
+
+def test_params_gives_each_cell_the_hidden_size_nearest_the_target(write_experiment):
+    experiment = load_experiment(
+        write_experiment(
+            TINY.replace("hidden = 8", 'params = 1896\ncell = "rnn"')
+            .replace('cell = ["rnn", "lstm"]\n', "")
+            .replace("gap = 4", "gap = 30")
+        )
+    )
+    spec = experiment.runs[0]
+    assert spec.params_target == 1896 and spec.config()["model"]["params_target"] == 1896
+    # delayed recall: 18 inputs, 8 classes; rnn count h^2 + 27 h + 8, 1896 at h = 32 exactly
+    assert spec.model.hidden == 32
+    np.testing.assert_equal(param_count(spec.model, 18, 8), 1896)
