@@ -20,10 +20,11 @@ compiled code. Every batch is sampled inside the compiled code from
 ``fold_in(data_key, step)``; the probe batch is fixed per seed, so the logged
 per-timestep gradient norms of different steps are comparable.
 
-Three disjoint random streams per member come from its seed's key: training
-batches (``fold_in(data_key, step)``), the probe batch and the evaluation set
-(``split(key, 4)``), and the validation set (``fold_in(key, VALID_FOLD)``, added
-later without changing the split, so earlier numbers stay the same).
+A member's randomness all comes from its seed's key: ``split(key, 4)`` gives the
+initialisation, training-data, probe and evaluation keys (the training batches are
+``fold_in(data_key, step)``), and the validation set, added later, comes from
+``fold_in(key, VALID_FOLD)``, a stream disjoint from those that leaves the split,
+and so every earlier number, as it was.
 
 Divergence: a step whose loss or gradient is not finite marks that member
 diverged at that step and freezes its parameters; other members are untouched.
@@ -112,7 +113,9 @@ class TrainState(NamedTuple):
     probe_key: jax.Array
     eval_key: jax.Array
     valid_key: jax.Array
-    stopped_step: jax.Array  # () int32, -1 while training; with stop_when_solved, the log step it solved at
+    stopped_step: (
+        jax.Array
+    )  # () int32, -1 while training; with stop_when_solved, the step of the log point it solved at
 
 
 class LogRecord(NamedTuple):
@@ -249,8 +252,11 @@ class Trainer:
         on_block: Callable[[int, int], None] | None = None,
         lrs: list[float] | None = None,
     ) -> RunResult:
-        """Train the members (seeds[i], lrs[i]) together (one vmapped program); ``on_block(done, total)`` after each
-        log block. ``lrs`` defaults to the configuration's ``lr`` for every seed."""
+        """Train the members (seeds[i], lrs[i]) together in one vmapped program.
+
+        ``lrs`` defaults to the configuration's ``lr`` for every seed; ``on_block(done, total)``
+        is called after each log block.
+        """
         lrs = [self.train_config.lr] * len(seeds) if lrs is None else list(lrs)
         state, record = self.advance(self.initial_state(seeds, lrs), 0)
         records = [jax.device_get(record)]
