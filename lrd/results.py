@@ -16,11 +16,11 @@ Defined here once, used by the store, the sweep, the command line and the figure
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from lrd.experiment import RunSpec
-from lrd.probes import decay_length, distance_from_loss
 from lrd.schema import (
     CURVES,
     GRAD_NORMS,
@@ -32,7 +32,10 @@ from lrd.schema import (
     STATUS_FAILED,
     TASK_PREFIX,
 )
-from lrd.train import RunResult
+
+if TYPE_CHECKING:  # the analysis below is pure pandas: figures import this module without JAX
+    from lrd.experiment import RunSpec
+    from lrd.train import RunResult
 
 # where the decay length summary is read: layer 0, forward direction, the model's last state
 DECAY_LAYER, DECAY_DIRECTION = 0, "fwd"
@@ -42,7 +45,9 @@ DECAY_LAYER, DECAY_DIRECTION = 0, "fwd"
 def run_tables(
     spec: RunSpec, result: RunResult, index: int, experiment: str, wall_time_s: float
 ) -> dict[str, pd.DataFrame]:
-    """The run, curves and grad_norms tables of seed ``index`` of a (vmapped) RunResult."""
+    """The run, curves and grad_norms tables of member ``index`` of a (vmapped) RunResult."""
+    from lrd.probes import decay_length, distance_from_loss
+
     task, model = spec.task, spec.model
     diverged_step = int(result.diverged_step[index])
     diverged = diverged_step >= 0
@@ -91,7 +96,9 @@ def run_tables(
         "status": STATUS_DIVERGED if diverged else STATUS_DONE,
         "diverged_step": float(diverged_step) if diverged else np.nan,
         **{f"final_{k}": (np.nan if diverged else float(v[index])) for k, v in result.final.items()},
+        **{f"final_valid_{k}": (np.nan if diverged else float(v[index])) for k, v in result.final_valid.items()},
         **_baselines(spec),
+        "steps_trained": int(result.steps_trained[index]),
         "decay_length_init": float(curves["decay_length"].iloc[0]),
         "decay_length_final": float(curves["decay_length"].iloc[-1]),
         "wall_time_s": wall_time_s,
@@ -116,6 +123,8 @@ def failed_run_table(spec: RunSpec, experiment: str, group_size: int, error: str
 
 def _configuration(spec: RunSpec, experiment: str) -> dict:
     """The runs-table columns that describe what was run (everything before ``status``)."""
+    from lrd.models.network import param_count
+
     task, model = spec.task, spec.model
     return {
         "run": spec.run_id,
@@ -129,6 +138,8 @@ def _configuration(spec: RunSpec, experiment: str) -> dict:
         **{f"{TASK_PREFIX}{k}": v for k, v in task.params().items() if k != "gap"},
         "model": model.label,
         **model.model_dump(),
+        "param_count": param_count(model, task.input_dim, task.output_dim),
+        "params_target": np.nan if spec.params_target is None else float(spec.params_target),
         "seed": spec.seed,
         **spec.train.model_dump(),
     }
@@ -140,6 +151,11 @@ def _baselines(spec: RunSpec) -> dict:
         "baseline_loss": baseline.loss,
         "baseline_metric": baseline.metric,
         **{f"baseline_{k}": v for k, v in spec.task.extra_baselines().items()},
+        **{  # the partial-memory predictors: baseline_<name>_loss, baseline_<name>_metric
+            f"baseline_{name}_{part}": value
+            for name, baseline in spec.task.partial_baselines().items()
+            for part, value in baseline._asdict().items()
+        },
     }
 
 

@@ -107,7 +107,7 @@ def lrd_runner(cell: str, T: int, batch: int, hidden: int, n_steps: int, seeds: 
         return jax.lax.scan(lambda s, _: (trainer._train_step(s), None), state, None, length=n_steps)[0]
 
     block = Program(steps, donate=True)  # lrd's seed-batched program, as the sweep runs it
-    state = [trainer.init(jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)]))]
+    state = [trainer.initial_state(list(range(seeds)))]
 
     def run():
         state[0] = block(state[0])
