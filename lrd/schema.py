@@ -85,6 +85,8 @@ SOLVED_COLUMNS = ("solve_threshold", "solved", "solved_step")  # derived when re
 # validation set of other sequences (final_valid_<metric>, what chooses among learning rates)
 FINAL_METRIC, VALID_METRIC = "final_metric", "final_valid_metric"
 STEPS_TRAINED = "steps_trained"  # optimiser steps that changed the parameters (fewer with stop_when_solved)
+TREND_COLUMN = "still_improving"  # the loss still falling at the end (lrd.results.still_improving)
+DERIVED_COLUMNS = (*SOLVED_COLUMNS, TREND_COLUMN)  # added when a folder is read, never stored
 RUN_KEY = ("run", "task", "gap", "model", "seed", "status")  # what every consumer of the runs table needs
 RUN_ORDER = ("task", "gap", "model", "hidden", "seed")  # the order of the rows
 

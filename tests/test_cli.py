@@ -50,4 +50,28 @@ def test_summary_table_renders_the_aggregate():
     assert "failed" in text  # the column appears only with failures
     line = next(line for line in text.splitlines() if "adding" in line)
     cells = [c.strip() for c in line.strip("│ ").split("│")]
-    assert cells == ["adding", "10", "lstm", "8", "3", "0", "1", "0.950 ± 0.071", "0.100", "1/3", "40", "2.0 → ∞"]
+    assert cells == [
+        *("adding", "10", "lstm", "8", "—", "3", "0", "1"),
+        *("1/2 [0.09,0.91]", "0.950 ± 0.071", "0.100", "40", "0/2", "2.0 → ∞"),  # Wilson: 1 of 2 trained
+    ]
+    assert "grid's edge" not in text
+
+
+def test_summary_table_shows_the_chosen_learning_rate_and_flags_the_grids_edge():
+    rows = []
+    for lr, valid in ((1e-3, 0.2), (3e-3, 0.5), (1e-2, 0.9)):  # the largest wins: at the edge
+        for seed in (0, 1):
+            rows.append(
+                {
+                    **dict(task="copy", gap=5, model="gru", hidden=8, baseline_metric=0.1, seed=seed, lr=lr),
+                    **dict(status="done", final_metric=valid, final_valid_metric=valid, final_valid_loss=1.0),
+                    **dict(solved=False, solved_step=math.nan, still_improving=seed == 0),
+                    **dict(decay_length_init=1.0, decay_length_final=1.0),
+                }
+            )
+    console = Console(width=200, record=True)
+    console.print(summary_table(pd.DataFrame(rows), "t"))
+    text = console.export_text()
+    cells = [c.strip() for c in next(line for line in text.splitlines() if "copy" in line).strip("│ ").split("│")]
+    assert cells[4] == "0.01 of 3 !" and cells[5] == "2" and cells[-2] == "1/2"
+    assert "best lr at the grid's edge: widen it" in text
