@@ -135,6 +135,17 @@ def test_validation_set_is_a_stream_of_its_own(pair):
     assert np.all(pair.final_valid["loss"] != pair.final["loss"])  # other sequences, other numbers
 
 
+def test_the_validation_size_leaves_the_evaluation_alone():
+    """valid_size 4 (one lax.map with the evaluation chunks) or 300 (a loop of its own): the same final metrics."""
+    finals = []
+    for valid_size in (4, 300):
+        train = TrainConfig(steps=2, batch_size=4, log_every=1, eval_size=4, valid_size=valid_size, probe_size=4)
+        result = Trainer(Adding(gap=4), ModelConfig(cell="rnn", hidden=4), train).run([0, 1])
+        assert all(np.all(np.isfinite(v)) for v in result.final_valid.values())
+        finals.append(result.final)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), *finals)
+
+
 def test_stop_when_solved_freezes_each_run_at_its_own_solve():
     """A run stops at the first log point where its probe metric reaches the threshold; the others go on; each
     run's numbers are those it has alone; a group whose members all solved stops early."""
