@@ -226,21 +226,33 @@ class Trainer:
         return state, record
 
     def _evaluate(self, state: TrainState) -> Evaluation:
-        """Metrics on at least ``eval_size`` evaluation and ``valid_size`` validation sequences."""
+        """Metrics on at least ``eval_size`` evaluation and ``valid_size`` validation sequences.
 
-        def metrics(key, size):
-            n_chunks = math.ceil(size / EVAL_CHUNK)
-            chunk = math.ceil(size / n_chunks)
+        Both sets are drawn in chunks of equal size, in one ``lax.map`` when their chunk
+        sizes agree (the default), so the validation set adds no loop to compile.
+        """
+        sizes = [self._chunks(self.train_config.eval_size), self._chunks(self.train_config.valid_size)]
+        keys = [jax.random.split(state.eval_key, sizes[0][0]), jax.random.split(state.valid_key, sizes[1][0])]
 
+        def metrics(keys, chunk):
             def one(key):
                 batch = self.task.sample(key, chunk)
                 return self.task.metrics(self.model.apply(state.params, batch.inputs), batch)
 
-            values = jax.lax.map(one, jax.random.split(key, n_chunks))
-            return jax.tree.map(lambda m: jnp.mean(m, axis=0), values)  # equal chunks: mean of means
+            return jax.lax.map(one, keys)  # leading axis: chunks
 
-        train = self.train_config
-        return Evaluation(metrics(state.eval_key, train.eval_size), metrics(state.valid_key, train.valid_size))
+        mean = lambda values: jax.tree.map(lambda m: jnp.mean(m, axis=0), values)  # equal chunks: mean of means
+        if sizes[0][1] == sizes[1][1]:
+            both = metrics(jnp.concatenate(keys), sizes[0][1])  # (n_eval + n_valid chunks, ...)
+            n = sizes[0][0]
+            return Evaluation(mean(jax.tree.map(lambda m: m[:n], both)), mean(jax.tree.map(lambda m: m[n:], both)))
+        return Evaluation(mean(metrics(keys[0], sizes[0][1])), mean(metrics(keys[1], sizes[1][1])))
+
+    @staticmethod
+    def _chunks(size: int) -> tuple[int, int]:
+        """(number, size) of the equal chunks that cover at least ``size`` sequences, each at most EVAL_CHUNK."""
+        n_chunks = math.ceil(size / EVAL_CHUNK)
+        return n_chunks, math.ceil(size / n_chunks)
 
     # --- driver --------------------------------------------------------------------
     @property

@@ -97,15 +97,16 @@ def test_a_run_in_a_learning_rate_grid_equals_the_run_alone(trainer):
     finals = grid["final"]["loss"]
     assert len(set(finals[:3].tolist())) == 3, "the learning rates train differently"
     for i in (1, 5):  # (0, 3e-3) and (1, 1e-2); alone, each runs unvmapped (Program's single-member path)
-        alone = _outputs(get_trainer(TASK, MODEL, TRAIN.model_copy(update={"lr": lrs[i]})).run([seeds[i]]))
+        alone = _outputs(trainer.run([seeds[i]], lrs=[lrs[i]]))  # as a sweep trains a single-lr group
         jax.tree.map(lambda g, a, i=i: _assert_close(g[i], a[0], rtol=1e-5), grid, alone)
 
 
 def test_compilations_do_not_grow_with_the_learning_rate_grid():
     """One learning rate or three: the same three programs (init, advance, evaluate), each compiled once."""
     counts = {}
+    tiny = TrainConfig(steps=2, batch_size=4, log_every=1, eval_size=4, valid_size=4, probe_size=4)
     for lrs in ([3e-3], [1e-3, 3e-3, 1e-2]):
-        trainer = Trainer(TASK, MODEL, TRAIN)  # fresh: nothing compiled yet
+        trainer = Trainer(Adding(gap=4), ModelConfig(cell="rnn", hidden=4), tiny)  # fresh: nothing compiled yet
         seeds = [0, 1] * len(lrs)
         trainer.run(seeds, lrs=[lr for lr in lrs for _ in range(2)])
         counts[len(lrs)] = [p._cache_size() for p in (trainer.init, trainer.advance, trainer.evaluate)]
@@ -132,6 +133,17 @@ def test_validation_set_is_a_stream_of_its_own(pair):
         assert not split_words & set(np.asarray(jax.random.fold_in(key, VALID_FOLD)).tolist())
     assert set(pair.final_valid) == set(pair.final)
     assert np.all(pair.final_valid["loss"] != pair.final["loss"])  # other sequences, other numbers
+
+
+def test_the_validation_size_leaves_the_evaluation_alone():
+    """valid_size 4 (one lax.map with the evaluation chunks) or 300 (a loop of its own): the same final metrics."""
+    finals = []
+    for valid_size in (4, 300):
+        train = TrainConfig(steps=2, batch_size=4, log_every=1, eval_size=4, valid_size=valid_size, probe_size=4)
+        result = Trainer(Adding(gap=4), ModelConfig(cell="rnn", hidden=4), train).run([0, 1])
+        assert all(np.all(np.isfinite(v)) for v in result.final_valid.values())
+        finals.append(result.final)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), *finals)
 
 
 def test_stop_when_solved_freezes_each_run_at_its_own_solve():
