@@ -264,7 +264,7 @@ def draw_figures(out_dir: Path) -> None:
 def _stdout_console() -> Console:
     """Tables on stdout; wide enough to stay readable when piped to a file."""
     console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=160)
+    return console if console.is_terminal else Console(highlight=False, width=200)
 
 
 # --- lrd upgrade ----------------------------------------------------------------------------

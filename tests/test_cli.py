@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
+import pytest
 from rich.console import Console
 
 from lrd.cli import main, summary_table
@@ -75,3 +77,21 @@ def test_summary_table_shows_the_chosen_learning_rate_and_flags_the_grids_edge()
     cells = [c.strip() for c in next(line for line in text.splitlines() if "copy" in line).strip("│ ").split("│")]
     assert cells[4] == "0.01 of 3 !" and cells[5] == "2" and cells[-2] == "1/2"
     assert "best lr at the grid's edge: widen it" in text
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.mark.parametrize("study", ["copy", "adding", "delayed_recall"])
+def test_show_prints_success_interval_learning_rate_and_still_improving_for_each_reference_study(study, capsys):
+    from lrd import store
+    from lrd.results import summary
+
+    assert main(["show", str(REFERENCE / study)]) == 0
+    out = capsys.readouterr().out
+    for header in ("lr", "solved (95% CI)", "still improving"):
+        assert header in out
+    rows = summary(store.load(REFERENCE / study).runs)
+    assert len(rows) == 12  # 4 gaps x 3 models
+    for row in rows.itertuples():
+        assert f"{row.solved}/{row.trained} [{row.success_lo:.2f},{row.success_hi:.2f}]" in out
