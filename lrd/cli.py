@@ -297,7 +297,7 @@ def _damage_list(damaged: dict[str, str]) -> str:
 def _stdout_console() -> Console:
     """Tables on stdout; wide enough to stay readable when piped to a file."""
     console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=160)
+    return console if console.is_terminal else Console(highlight=False, width=200)
 
 
 # --- lrd upgrade ----------------------------------------------------------------------------
@@ -368,42 +368,57 @@ def cmd_show(args, console: Console) -> int:
     return 0
 
 
+EDGE_NOTE = "best lr at the grid's edge: widen it"
+
+
 def summary_table(runs: pd.DataFrame, title: str) -> Table:
-    """``lrd.results.summary`` of ``runs`` as a table to print."""
+    """``lrd.results.summary`` of ``runs`` (at each configuration's chosen learning rate) as a table to print.
+
+    solved: k/n seeds with the Wilson 95% interval of the success rate; lr: the chosen
+    learning rate (of how many), marked where it lies at the grid's edge; still improving:
+    runs whose loss was still falling at the end (``lrd.results.still_improving``).
+    """
     from lrd.results import summary
 
-    table = Table(title=title)
+    rows = summary(runs)
+    edge = bool(rows["lr_at_edge"].any()) if len(rows) else False
+    table = Table(title=title, caption=f"{EDGE_NOTE} (marked !)" if edge else None)
     failures = (runs["status"] == "failed").any()
     columns = [
         "task",
         "gap",
         "model",
         "h",
+        "lr",
         "seeds",
         "diverged",
         *(["failed"] if failures else []),
+        "solved (95% CI)",
         "final metric",
         "baseline",
-        "solved",
         "solved at step",
+        "still improving",
         "decay len init→final",
     ]
     for column in columns:
         table.add_column(column, justify="right" if column not in ("task", "model") else "left")
-    for row in summary(runs).itertuples(index=False):
+    for row in rows.itertuples(index=False):
         spread = "" if math.isnan(row.final_metric_std) else f" ± {row.final_metric_std:.3f}"
+        lr = "—" if math.isnan(row.lr) else f"{row.lr:g}" + (f" of {row.lrs}" if row.lrs > 1 else "")
         table.add_row(
             row.task,
             str(row.gap),
             row.model,
             str(row.hidden),
+            lr + (" !" if row.lr_at_edge else ""),
             str(row.seeds),
             str(row.diverged),
             *([str(row.failed)] if failures else []),
+            f"{row.solved}/{row.trained} [{row.success_lo:.2f},{row.success_hi:.2f}]",
             "—" if math.isnan(row.final_metric) else f"{row.final_metric:.3f}{spread}",
             f"{row.baseline_metric:.3f}",
-            f"{row.solved}/{row.seeds}",
             "—" if math.isnan(row.solved_step) else f"{row.solved_step:.0f}",
+            f"{row.still_improving}/{row.trained}",
             f"{_fmt(row.decay_length_init)} → {_fmt(row.decay_length_final)}",
         )
     return table

@@ -15,13 +15,14 @@ all lists (task x model x training x seed)::
 
     [model]
     cell = ["rnn", "lstm", "gru"]
-    hidden = 32
+    hidden = 32                       # or: params = 5000 (each cell the hidden size nearest 5000 parameters)
 
     [train]
     steps = 600
+    lr = [1e-3, 3e-3, 1e-2]           # learning rates train in one program with the seeds
 
     [report]                          # optional: how results are reported, not part of any run
-    solve_threshold = 0.9             # default 0.95
+    solve_threshold = 0.9             # default 0.95; also where stop_when_solved = true stops a run
 
 Every problem is reported as one ``ExperimentError`` line naming the file,
 the key and what is allowed, before anything is written.
@@ -42,7 +43,7 @@ from typing import Any, NamedTuple
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from lrd.models.network import ModelConfig
+from lrd.models.network import MAX_HIDDEN, ModelConfig, hidden_for_params, param_count
 from lrd.names import did_you_mean, unknown_name_message
 from lrd.schema import SCHEMA_VERSION, SOLVE_THRESHOLD
 from lrd.tasks import TASKS, Task
@@ -57,7 +58,11 @@ class ExperimentError(ValueError):
 
 
 class ReportConfig(BaseModel):
-    """How a results folder is reported: settings that change no run, so changing them retrains nothing."""
+    """How a results folder is reported: settings that change no run, so changing them retrains nothing.
+
+    Except one: a run with ``stop_when_solved`` stops at ``solve_threshold``, so for such
+    runs the threshold is a training setting too (and part of their identity).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -66,24 +71,49 @@ class ReportConfig(BaseModel):
     )
 
 
+# Settings added after results were first stored, with the value that reproduces the earlier runs: at that
+# value they stay out of a run's identity, so the stored runs keep their ids (and are found done).
+LATER_TRAIN_SETTINGS = {"valid_size": 1024, "stop_when_solved": False}
+
+
 class RunSpec(NamedTuple):
-    """One training run: a fully resolved configuration and a seed."""
+    """One training run: a fully resolved configuration and a seed.
+
+    ``params_target``: the ``[model] params`` the hidden size was chosen for, if any.
+    ``stop_threshold``: with ``stop_when_solved``, the metric at which the run stops
+    (the experiment's ``[report] solve_threshold``); None otherwise.
+    """
 
     task: Task
     model: ModelConfig
     train: TrainConfig
     seed: int
+    params_target: int | None = None
+    stop_threshold: float | None = None
 
     def config(self) -> dict[str, Any]:
-        """Everything that decides the run's numbers (and so its id), as plain data.
+        """The run's identity: everything that decides its numbers (and so its id), as plain data.
 
-        Reporting settings (``ReportConfig``) are not part of it. A training option that
-        reads one (an early stop once the run is solved) must add it here while it is on.
+        Reporting settings (``ReportConfig``) are not part of it, with one exception: with
+        ``stop_when_solved`` the solve threshold decides when training stops, so it is
+        recorded (under ``train.stop_threshold``). The training settings added later
+        (``LATER_TRAIN_SETTINGS``) enter it only away from the value that reproduces the
+        earlier runs, as the cell options a cell lacks stay out of ``model`` (``ModelConfig``),
+        so the stored runs keep their ids.
         """
+        train = self.train.model_dump()
+        for key, value in LATER_TRAIN_SETTINGS.items():
+            if train[key] == value:
+                del train[key]
+        if self.train.stop_when_solved:
+            train["stop_threshold"] = self.stop_threshold
+        model = self.model.model_dump()
+        if self.params_target is not None:
+            model["params_target"] = self.params_target
         return {
             "task": {"name": self.task.name, **self.task.params()},
-            "model": self.model.model_dump(),
-            "train": self.train.model_dump(),
+            "model": model,
+            "train": train,
             "seed": self.seed,
         }
 
@@ -93,9 +123,12 @@ class RunSpec(NamedTuple):
         return run_id_of(self.config())
 
     @property
-    def group_key(self) -> tuple[Task, ModelConfig, TrainConfig]:
-        """Runs with the same key share a compiled program and train together (vmap over seeds)."""
-        return (self.task, self.model, self.train)
+    def group_key(self) -> tuple[Task, ModelConfig, TrainConfig, float | None]:
+        """Runs with the same key share a compiled program and train together (vmap over seeds and learning rates).
+
+        The key is the arguments of ``lrd.train.get_trainer``.
+        """
+        return (self.task, self.model, self.train.program(), self.stop_threshold)
 
 
 def run_id_of(config: dict[str, Any], schema: int = SCHEMA_VERSION) -> str:
@@ -145,14 +178,16 @@ def load_experiment(path: str | Path) -> Experiment:
         if not isinstance(raw.get(section, {}), dict):
             raise ExperimentError(f"{where}: {section}: must be a table ([{section}])")
     tasks = _expand_task(where, raw.get("task"))
-    models = _expand(where, "model", raw.get("model", {}), ModelConfig, required=("cell",))
+    models = _expand_models(where, raw.get("model", {}), tasks)
     trains = _expand(where, "train", raw.get("train", {}), TrainConfig)
     report = _validate(where, "report", ReportConfig, raw.get("report", {}), "report")
 
     runs: dict[str, RunSpec] = {}
-    for task, model, train, seed in itertools.product(tasks, models, trains, seeds):
-        spec = RunSpec(task, model, train, seed)
-        runs.setdefault(spec.run_id, spec)  # identical resolved configs are one run
+    for task, train, seed in itertools.product(tasks, trains, seeds):
+        stop = report.solve_threshold if train.stop_when_solved else None
+        for model, target in models[task]:
+            spec = RunSpec(task, model, train, seed, target, stop)
+            runs.setdefault(spec.run_id, spec)  # identical resolved configs are one run
     return Experiment(name, description, path, source, list(runs.values()), plugins, report)
 
 
@@ -258,6 +293,49 @@ def _expand_task(where: str, table) -> list[Task]:
         cls = TASKS[name]
         tasks.append(_validate(where, "task", cls, combo, f"task {name!r}"))
     return tasks
+
+
+def _expand_models(where: str, table: dict, tasks: list[Task]) -> dict[Task, list[tuple[ModelConfig, int | None]]]:
+    """Per task, its models and the ``params`` target each was sized for (None when ``hidden`` was given).
+
+    ``[model]`` gives exactly one of ``hidden`` and ``params``; with ``params = N`` each
+    model gets the hidden size whose parameter count, for the task's input and output
+    sizes, is closest to N.
+    """
+    allowed = ["params", *ModelConfig.model_fields]
+    _check_keys(where, "model", table, allowed)
+    if "cell" not in table:
+        raise ExperimentError(f"{where}: model.cell: missing")
+    if ("hidden" in table) == ("params" in table):
+        given = "both" if "hidden" in table else "neither"
+        raise ExperimentError(
+            f"{where}: model.params: give exactly one of hidden (a width) and params (a parameter count); {given} given"
+        )
+    combos = _grid(where, "model", table)
+    for combo in combos:
+        target = combo.get("params")
+        if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target <= 0):
+            raise ExperimentError(f"{where}: model.params: must be a positive integer (got {target!r})")
+    models: dict[Task, list[tuple[ModelConfig, int | None]]] = {}
+    for task in tasks:
+        models[task] = []
+        for combo in combos:
+            fields = {k: v for k, v in combo.items() if k != "params"}
+            target = combo.get("params")
+            if target is not None:
+                smallest = _validate(where, "model", ModelConfig, {**fields, "hidden": 1}, "model")
+                fields["hidden"] = hidden_for_params(smallest, task.input_dim, task.output_dim, target)
+                if fields["hidden"] is None:
+                    low = param_count(smallest, task.input_dim, task.output_dim)
+                    high = param_count(
+                        smallest.model_copy(update={"hidden": MAX_HIDDEN}), task.input_dim, task.output_dim
+                    )
+                    raise ExperimentError(
+                        f"{where}: model.params: no {smallest.label} on task {task.name!r} has about {target} "
+                        f"parameters; allowed: {low} (hidden 1) to {high} (hidden {MAX_HIDDEN})"
+                    )
+            models[task].append((_validate(where, "model", ModelConfig, fields, "model"), target))
+    return models
 
 
 def _expand(where: str, section: str, table: dict, cls, required=()) -> list:

@@ -47,17 +47,47 @@ class Results(NamedTuple):
 TASK_PREFIX = "task_"
 DERIVED_TASK_COLUMNS = ("task_length", "task_convention", "task_source")  # follow from the parameters
 # the model (ModelConfig's fields) and the training settings (TrainConfig's fields), in field order
+# (the cell options a cell lacks are absent from its rows, see lrd.models.network.LATER_OPTIONS)
 MODEL_COLUMNS = (
-    *("cell", "hidden", "layers", "bidirectional", "merge", "recurrent_init", "forget_bias"),
-    *("r_min", "r_max", "max_phase", "log_space", "time_loop"),  # present only where set (lrd.models.network)
+    "cell",
+    "hidden",
+    "layers",
+    "bidirectional",
+    "merge",
+    "recurrent_init",
+    "forget_bias",
+    "r_min",
+    "r_max",
+    "max_phase",
+    "log_space",
+    "time_loop",
 )
-TRAIN_COLUMNS = ("steps", "batch_size", "optimizer", "lr", "clip", "log_every", "eval_size", "probe_size")
+TRAIN_COLUMNS = (
+    "steps",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "clip",
+    "log_every",
+    "eval_size",
+    "probe_size",
+    "valid_size",
+    "stop_when_solved",
+)
+# the model's size: its parameter count, and the [model] params it was sized for (NaN when hidden was given)
+SIZE_COLUMNS = ("param_count", "params_target")
 # what defines a configuration besides the task and the seed
 CONFIG_COLUMNS = MODEL_COLUMNS + TRAIN_COLUMNS
 
 # --- runs: outcome columns --------------------------------------------------------------------
 STATUS_DONE, STATUS_DIVERGED, STATUS_FAILED = "done", "diverged", "failed"
 SOLVED_COLUMNS = ("solve_threshold", "solved", "solved_step")  # derived when read, never stored (lrd.results)
+# the trained parameters are scored on the evaluation set (final_<metric>, what is reported) and on a
+# validation set of other sequences (final_valid_<metric>, what chooses among learning rates)
+FINAL_METRIC, VALID_METRIC = "final_metric", "final_valid_metric"
+STEPS_TRAINED = "steps_trained"  # optimiser steps that changed the parameters (fewer with stop_when_solved)
+TREND_COLUMN = "still_improving"  # the loss still falling at the end (lrd.results.still_improving)
+DERIVED_COLUMNS = (*SOLVED_COLUMNS, TREND_COLUMN)  # added when a folder is read, never stored
 RUN_KEY = ("run", "task", "gap", "model", "seed", "status")  # what every consumer of the runs table needs
 RUN_ORDER = ("task", "gap", "model", "hidden", "seed")  # the order of the rows
 

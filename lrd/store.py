@@ -26,7 +26,7 @@ parse. A run that does not check is *damaged*: ``load`` skips
 it and names it, and the next sweep computes it again and replaces it.
 
 The tables hold what was measured; what it means (``solved``, at the folder's
-``[report] solve_threshold``) is added when they are read (``lrd.results``). A folder
+``[report] solve_threshold``, and ``still_improving``) is added when they are read (``lrd.results``). A folder
 written under an older results schema is refused with one line that says how to
 upgrade it (``lrd upgrade DIR``, see ``lrd.upgrade``).
 
@@ -59,7 +59,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lrd.experiment import Experiment
-from lrd.results import with_solved
+from lrd.results import with_solved, with_trend
 from lrd.runtime import versions
 from lrd.schema import (
     CURVES,
@@ -519,7 +519,7 @@ def _read_checked(run_dir: Path) -> dict[str, pd.DataFrame]:
 
 
 def load(out_dir: str | Path, all_runs: bool = False, on_damaged: Callable[[str, str], None] | None = None) -> Results:
-    """The tables of a results folder as DataFrames, with ``solved`` (``lrd.results.with_solved``) added.
+    """The tables of a results folder as DataFrames, with ``solved`` and ``still_improving`` (``lrd.results``) added.
 
     By default only the runs of the experiment last run into the folder; ``all_runs``
     also returns runs of earlier versions of the experiment kept in the same folder.
@@ -559,7 +559,7 @@ def load(out_dir: str | Path, all_runs: bool = False, on_damaged: Callable[[str,
     runs, curves, grad_norms = (
         pd.concat(frames[name], ignore_index=True) if frames[name] else pd.DataFrame() for name in TABLES
     )
-    runs = with_solved(runs, curves, solve_threshold(out_dir))
+    runs = with_trend(with_solved(runs, curves, solve_threshold(out_dir)), curves)
     runs["error"] = runs.get("error", None)
     runs = runs[[c for c in runs if c != "error"] + ["error"]]  # the same column order with and without failures
     runs = runs.sort_values(list(RUN_ORDER), kind="stable").reset_index(drop=True)

@@ -19,6 +19,7 @@ from conftest import TINY, comparable, lrd
 from lrd import backends, cli, interrupt, store
 from lrd.cli import main
 from lrd.experiment import load_experiment
+from lrd.schema import DERIVED_COLUMNS
 from lrd.sweep import group_memory, plan
 
 WORKTREE = str(Path(__file__).resolve().parents[1])
@@ -53,8 +54,8 @@ def assert_runs_match_reference(out: Path, reference: Path) -> None:
         for name, table in zip(store.TABLES, comparable(ref)):
             got = pd.read_parquet(out / store.RUNS / run_id / f"{name}.parquet")
             want = table[table["run"] == run_id].reset_index(drop=True)
-            if name == "run":  # store.load adds the error to every run and derives solved at read time
-                want = want.drop(columns=["error", "solve_threshold", "solved", "solved_step"])
+            if name == "run":  # store.load adds the error to every run and derives solved (and more) at read time
+                want = want.drop(columns=["error", *DERIVED_COLUMNS])
             pd.testing.assert_frame_equal(got.drop(columns=["wall_time_s"], errors="ignore"), want, check_exact=True)
 
 

@@ -134,6 +134,44 @@ probe_size = 16
     assert "1 diverged" in capsys.readouterr().out
 
 
+def test_learning_rate_grid_stopping_and_validation_in_the_runs_table(write_experiment, tmp_path, cache_dir, capsys):
+    """lr = [...] trains as one group; each run has its lr, steps_trained, final_valid_* and its parameter count."""
+    text = """\
+seeds = [0]
+[task]
+name = "delayed_recall"
+gap = 2
+[model]
+cell = "lstm"
+params = 900
+[train]
+lr = [1e-5, 3e-2]
+stop_when_solved = true
+steps = 40
+log_every = 10
+batch_size = 16
+eval_size = 64
+valid_size = 64
+probe_size = 16
+[report]
+solve_threshold = 0.5
+"""
+    out = tmp_path / "out"
+    assert main(["run", str(write_experiment(text)), "--out", str(out), "--no-plot"]) == 0
+    assert "2 runs computed" in capsys.readouterr().out
+    runs, curves, _ = store.load(out)
+    by_lr = runs.set_index("lr")
+    assert (runs["group_size"] == 2).all()
+    assert by_lr.loc[3e-2, "steps_trained"] < 40 and by_lr.loc[3e-2, "solved_step"] == by_lr.loc[3e-2, "steps_trained"]
+    assert by_lr.loc[1e-5, "steps_trained"] == 40 and np.isnan(by_lr.loc[1e-5, "solved_step"])
+    assert curves.groupby("run")["step"].max().tolist() == [40, 40]  # the slow run kept the group going
+    for column in ("final_valid_loss", "final_valid_metric"):
+        assert np.all(np.isfinite(runs[column])) and np.all(runs[column] != runs[column.replace("valid_", "")])
+    # lstm on delayed recall (18 inputs, 8 classes): 4h(18 + h + 1) + 8h + 8 parameters, nearest 900 at h = 8
+    assert (runs["hidden"] == 8).all() and (runs["param_count"] == 4 * 8 * 27 + 72).all()
+    assert (runs["params_target"] == 900).all()
+
+
 BRITTLE = '''\
 """delayed_recall that raises at gap 6 while a marker file exists."""
 

@@ -15,6 +15,7 @@ from lrd.plots.decay_length import decay_length_curves
 from lrd.plots.gradient_heatmap import gradient_heatmap
 from lrd.plots.learning_curves import learning_curves
 from lrd.plots.memory_vs_gap import memory_vs_gap
+from lrd.plots.steps_to_solve import steps_to_solve
 from lrd.plots.style import SeriesStyle, series_styles, with_series
 from lrd.plots.vanishing_gradients import vanishing_gradients
 from lrd.schema import CURVE_KEY, GRAD_COLUMNS, RUN_KEY, Results
@@ -57,6 +58,7 @@ FIGURES: dict[str, Callable[[Results, dict[str, SeriesStyle]], Figure]] = {
     "vanishing_gradients": lambda t, st: vanishing_gradients(t.runs, t.grad_norms, styles=st),
     "gradient_heatmap": lambda t, st: gradient_heatmap(t.runs, t.grad_norms, styles=st),
     "memory_vs_gap": lambda t, st: memory_vs_gap(t.runs, styles=st),
+    "steps_to_solve": lambda t, st: steps_to_solve(t.runs, styles=st),
     "learning_curves": lambda t, st: learning_curves(t.runs, t.curves, styles=st),
     "decay_length": lambda t, st: decay_length_curves(t.runs, t.curves, styles=st),
 }
