@@ -11,6 +11,7 @@ Defined here once, used by the store, the sweep, the command line and the figure
   reporting setting (``[report] solve_threshold``), not part of a run, so both are
   derived when a folder is read (``with_solved``) and never stored: changing the
   threshold re-reports without retraining;
+- the ``eval_gaps`` table of ``[train] eval_gaps``: one row per (run, test gap);
 - the summary of ``lrd show`` (``summary``): seeds aggregated per task, gap and model.
 """
 
@@ -23,6 +24,7 @@ from lrd.experiment import RunSpec
 from lrd.probes import decay_length, distance_from_loss
 from lrd.schema import (
     CURVES,
+    EVAL_GAPS,
     GRAD_NORMS,
     RUN,
     RUN_ORDER,
@@ -99,7 +101,19 @@ def run_tables(
     }
     curves.insert(0, "run", spec.run_id)
     grad_norms.insert(0, "run", spec.run_id)
-    return {RUN: _run_table(row), CURVES: curves, GRAD_NORMS: grad_norms}
+    tables = {RUN: _run_table(row), CURVES: curves, GRAD_NORMS: grad_norms}
+    if result.eval_gaps:  # a diverged run has no final model: NaN, as its final metrics
+        tables[EVAL_GAPS] = pd.DataFrame(
+            [
+                {
+                    "run": spec.run_id,
+                    "test_gap": gap,
+                    **{k: np.nan if diverged else float(v[index]) for k, v in m.items()},
+                }
+                for gap, m in sorted(result.eval_gaps.items())
+            ]
+        )
+    return tables
 
 
 def failed_run_table(spec: RunSpec, experiment: str, group_size: int, error: str) -> dict[str, pd.DataFrame]:
@@ -130,7 +144,7 @@ def _configuration(spec: RunSpec, experiment: str) -> dict:
         "model": model.label,
         **model.model_dump(),
         "seed": spec.seed,
-        **spec.train.model_dump(),
+        **spec.train.model_dump(exclude={"eval_gaps"}),  # its results are a table of their own (eval_gaps)
     }
 
 

@@ -7,6 +7,10 @@ programs, each compiled once per shape:
   advance(state, n)   -> (state, record)   n <= log_every optimiser steps (a lax.scan), then a probe
   evaluate(state)     -> final metrics on at least ``eval_size`` fresh sequences
 
+and, for each gap of ``train.eval_gaps``, ``evaluate_at[gap]``: the same evaluation
+(the same keys) on the task with that gap, which the trained parameters serve
+unchanged because no cell's parameters depend on the sequence length.
+
 ``Trainer.run(seeds)`` chains them: ``advance(state, 0)`` logs step 0, then
 steps/log_every calls of ``advance(state, log_every)``, so
 a sweep can show progress between log points without any callback inside the
@@ -23,14 +27,15 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lrd.models.network import ModelConfig, Perturbation, SequenceModel
 from lrd.probes import global_norm, probe
@@ -54,6 +59,26 @@ class TrainConfig(BaseModel):
     log_every: int = Field(50, gt=0)
     eval_size: int = Field(1024, gt=0)
     probe_size: int = Field(128, gt=0)
+    eval_gaps: tuple[int, ...] = Field(
+        (),
+        description="after training, also evaluate every model on its task at these gaps (no retraining); "
+        "stored in the eval_gaps table",
+    )
+
+    @field_validator("eval_gaps", mode="before")
+    @classmethod
+    def _gaps_as_tuple(cls, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = (value,)
+        if isinstance(value, list):  # TOML arrays; a tuple keeps the frozen config hashable
+            value = tuple(value)
+        if isinstance(value, tuple) and all(isinstance(g, int) and not isinstance(g, bool) for g in value):
+            if any(g <= 0 for g in value):
+                raise ValueError(f"every gap must be > 0 (got {list(value)})")
+            if len(set(value)) != len(value):
+                raise ValueError(f"repeated gap in {list(value)}")
+            return tuple(sorted(value))
+        raise ValueError(f"must be a list of positive integers (got {value!r})")
 
     @model_validator(mode="after")
     def _whole_blocks(self):
@@ -94,6 +119,9 @@ class RunResult(NamedTuple):
     records: list[LogRecord]  # one per log point, steps 0, log_every, ..., steps
     final: dict[str, np.ndarray]  # evaluation metrics, (S,)
     diverged_step: np.ndarray  # (S,), -1 if finite
+    eval_gaps: Mapping[int, dict[str, np.ndarray]] = MappingProxyType(
+        {}
+    )  # test gap -> evaluation metrics (S,), for train.eval_gaps
 
 
 class Trainer:
@@ -106,7 +134,8 @@ class Trainer:
         self.init = Program(self._init)
         # n_steps is shared by all seeds (not vmapped), so the per-step lax.cond stays a real branch
         self.advance = Program(self._advance, donate=True)
-        self.evaluate = Program(self._evaluate)
+        self.evaluate = Program(functools.partial(self._evaluate, task))
+        self.evaluate_at = {g: Program(functools.partial(self._evaluate, task.at_gap(g))) for g in train.eval_gaps}
 
     # --- pure, per-seed functions --------------------------------------------------
     def _init(self, key: jax.Array) -> TrainState:
@@ -157,13 +186,14 @@ class Trainer:
         state, _ = jax.lax.scan(body, state, jnp.arange(self.train_config.log_every))
         return state, self._record(state)
 
-    def _evaluate(self, state: TrainState) -> dict[str, jax.Array]:
+    def _evaluate(self, task: Task, state: TrainState) -> dict[str, jax.Array]:
+        """Mean metrics of ``task`` (the trained task, or the same task at another gap) on fresh sequences."""
         n_chunks = math.ceil(self.train_config.eval_size / EVAL_CHUNK)
         chunk = math.ceil(self.train_config.eval_size / n_chunks)
 
         def one(key):
-            batch = self.task.sample(key, chunk)
-            return self.task.metrics(self.model.apply(state.params, batch.inputs), batch)
+            batch = task.sample(key, chunk)
+            return task.metrics(self.model.apply(state.params, batch.inputs), batch)
 
         metrics = jax.lax.map(one, jax.random.split(state.eval_key, n_chunks))
         return jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)  # equal chunks: mean of means
@@ -186,7 +216,8 @@ class Trainer:
             if bool(np.all(np.asarray(state.diverged_step) >= 0)):
                 break  # every seed has diverged; nothing left to train
         final = jax.device_get(self.evaluate(state))
-        return RunResult(list(seeds), records, final, np.asarray(jax.device_get(state.diverged_step)))
+        at_gaps = {g: jax.device_get(evaluate(state)) for g, evaluate in self.evaluate_at.items()}
+        return RunResult(list(seeds), records, final, np.asarray(jax.device_get(state.diverged_step)), at_gaps)
 
 
 class Program:
