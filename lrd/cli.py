@@ -422,7 +422,7 @@ def cmd_verify(args, console: Console) -> int:
     from lrd.progress import PlainReporter
     from lrd.runtime import enable_compilation_cache
     from lrd.store import StoreError
-    from lrd.verify import TOLERANCE, VerifyError, verify
+    from lrd.verify import TOLERANCE, VerifyError, machines, verify
 
     tolerance = TOLERANCE if args.tolerance is None else args.tolerance
     if not tolerance >= 0:
@@ -433,6 +433,8 @@ def cmd_verify(args, console: Console) -> int:
             checked = verify(Path(args.dir), args.sample, reporter)
     except (VerifyError, StoreError) as err:
         raise UserError(str(err)) from None
+    stored, here = machines(Path(args.dir))
+    print(f"{args.dir}: written on {stored}; retrained here on {here}")
     print(f"{args.dir}: retrained {len(checked.groups)} groups ({checked.runs} runs): {'; '.join(checked.groups)}")
     for t in checked.tables:
         line = f"  {t.table:<10} {t.bitwise}/{t.values} values bitwise equal; largest relative difference"

@@ -22,6 +22,7 @@ training amplifies last-bit differences step by step.
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 from collections.abc import Callable
@@ -35,6 +36,7 @@ import pydantic
 from lrd import store
 from lrd.experiment import Experiment, ReportConfig, RunSpec, run_id_of
 from lrd.models.network import ModelConfig
+from lrd.runtime import versions
 from lrd.schema import OPTIONAL_TABLES, TABLES
 from lrd.sweep import Group, Reporter, plan, run_sweep
 from lrd.tasks import TASKS
@@ -67,6 +69,18 @@ class Verification(NamedTuple):
     @property
     def max_difference(self) -> float:
         return max((t.max_difference for t in self.tables), default=0.0)
+
+
+def machines(out_dir: Path) -> tuple[str, str]:
+    """(the CPU and jaxlib that wrote the folder, as versions.json records them; this machine's)."""
+    try:
+        stored = json.loads((out_dir / "versions.json").read_text())
+    except (OSError, ValueError):
+        stored = {}
+    stored = stored if isinstance(stored, dict) else {}
+    here = versions()
+    describe = lambda v: f"{v.get('cpu', 'CPU not recorded')}, jaxlib {v.get('jaxlib', '?')}"
+    return describe(stored), describe(here)
 
 
 def specs_of(out_dir: Path) -> tuple[dict[str, Any], list[RunSpec]]:
@@ -158,7 +172,8 @@ def compare(name: str, old: pd.DataFrame | None, new: pd.DataFrame | None) -> Ta
         if column not in old or column not in new:
             return TableCheck(name, values, bitwise, 1.0, f"column {column} only in one of them")
         a, b = old[column], new[column]
-        if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b) and not pd.api.types.is_bool_dtype(a):
+        numeric = all(pd.api.types.is_numeric_dtype(c) and not pd.api.types.is_bool_dtype(c) for c in (a, b))
+        if numeric:
             x, y = a.to_numpy(np.float64), b.to_numpy(np.float64)
             same = (x == y) | (np.isnan(x) & np.isnan(y))
             bits = _same_bits(a.to_numpy(), b.to_numpy())
@@ -174,7 +189,8 @@ def compare(name: str, old: pd.DataFrame | None, new: pd.DataFrame | None) -> Ta
             i = int(diff.argmax())
             worst = float(diff[i])
             run = old["run"].iloc[i] if "run" in old else "?"
-            where = f"{column}, run {run}: {a.iloc[i]!r} stored, {b.iloc[i]!r} recomputed"
+            shown = (float(x[i]), float(y[i])) if numeric else (a.iloc[i], b.iloc[i])
+            where = f"{column}, run {run}: {shown[0]!r} stored, {shown[1]!r} recomputed"
     return TableCheck(name, values, bitwise, worst, where)
 
 
