@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("dir", help="results folder")
     verify.add_argument("--sample", type=int, default=1, help="how many groups to retrain (default 1)")
     verify.add_argument(
-        "--tolerance", type=float, default=None, help="largest relative difference allowed (default: see README)"
+        "--tolerance",
+        type=float,
+        default=None,
+        help="largest relative difference allowed (default 0 on the machine and versions that wrote DIR, else 1e-3)",
     )
     upgrade = commands.add_parser("upgrade", help="rewrite a results folder of an older lrd in place (no retraining)")
     upgrade.add_argument("dir", help="results folder")
@@ -422,10 +425,9 @@ def cmd_verify(args, console: Console) -> int:
     from lrd.progress import PlainReporter
     from lrd.runtime import enable_compilation_cache
     from lrd.store import StoreError
-    from lrd.verify import TOLERANCE, VerifyError, machines, verify
+    from lrd.verify import VerifyError, machines, verify
 
-    tolerance = TOLERANCE if args.tolerance is None else args.tolerance
-    if not tolerance >= 0:
+    if args.tolerance is not None and not args.tolerance >= 0:
         raise UserError(f"--tolerance {args.tolerance}: must be >= 0")
     enable_compilation_cache()
     try:
@@ -433,8 +435,9 @@ def cmd_verify(args, console: Console) -> int:
             checked = verify(Path(args.dir), args.sample, reporter)
     except (VerifyError, StoreError) as err:
         raise UserError(str(err)) from None
-    stored, here = machines(Path(args.dir))
-    print(f"{args.dir}: written on {stored}; retrained here on {here}")
+    where = machines(Path(args.dir))
+    tolerance = where.tolerance if args.tolerance is None else args.tolerance
+    print(f"{args.dir}: written on {where.written}; retrained on {where.here}")
     print(f"{args.dir}: retrained {len(checked.groups)} groups ({checked.runs} runs): {'; '.join(checked.groups)}")
     for t in checked.tables:
         line = f"  {t.table:<10} {t.bitwise}/{t.values} values bitwise equal; largest relative difference"
@@ -443,9 +446,11 @@ def cmd_verify(args, console: Console) -> int:
         print(
             f"{args.dir}: NOT verified: largest relative difference {checked.max_difference:.3g} "
             f"> tolerance {tolerance:g}"
+            + ("" if where.same else " (another machine: README, 'Checking a results folder')")
         )
         return RUNS_FAILED
-    print(f"{args.dir}: verified: every difference within tolerance {tolerance:g}")
+    why = "same CPU and versions: bitwise" if where.same else "another or unrecorded CPU or versions"
+    print(f"{args.dir}: verified: every difference within tolerance {tolerance:g} ({why})")
     return 0
 
 

@@ -42,8 +42,10 @@ from lrd.sweep import Group, Reporter, plan, run_sweep
 from lrd.tasks import TASKS
 from lrd.train import TrainConfig
 
-# the default bound on the largest relative difference (README, "Checking a results folder")
-TOLERANCE = 0.05
+# the default bound on the largest relative difference (README, "Checking a results folder"): none on the
+# machine and versions that wrote the folder; elsewhere what last-bit differences grow to in stable runs
+SAME_MACHINE_TOLERANCE = 0.0
+OTHER_MACHINE_TOLERANCE = 1e-3
 NOT_COMPARED = ("wall_time_s",)
 
 
@@ -71,16 +73,28 @@ class Verification(NamedTuple):
         return max((t.max_difference for t in self.tables), default=0.0)
 
 
-def machines(out_dir: Path) -> tuple[str, str]:
-    """(the CPU and jaxlib that wrote the folder, as versions.json records them; this machine's)."""
+class Machines(NamedTuple):
+    written: str  # the CPU and jaxlib that wrote the folder, as its versions.json records them
+    here: str  # this machine's
+    same: bool  # the same CPU (and vector instructions) and every recorded version: bitwise equality expected
+
+    @property
+    def tolerance(self) -> float:
+        """The default tolerance: 0 (bitwise) where ``same``, else ``OTHER_MACHINE_TOLERANCE``."""
+        return SAME_MACHINE_TOLERANCE if self.same else OTHER_MACHINE_TOLERANCE
+
+
+def machines(out_dir: Path) -> Machines:
+    """Where the folder was written (its versions.json) and where it is verified, and whether they are the same."""
     try:
         stored = json.loads((out_dir / "versions.json").read_text())
     except (OSError, ValueError):
         stored = {}
     stored = stored if isinstance(stored, dict) else {}
     here = versions()
+    same = "cpu" in stored and all(stored.get(k) == v for k, v in here.items() if k != "platform")
     describe = lambda v: f"{v.get('cpu', 'CPU not recorded')}, jaxlib {v.get('jaxlib', '?')}"
-    return describe(stored), describe(here)
+    return Machines(describe(stored), describe(here), same)
 
 
 def specs_of(out_dir: Path) -> tuple[dict[str, Any], list[RunSpec]]:

@@ -14,7 +14,7 @@ from conftest import lrd
 
 from lrd import cli
 from lrd.sweep import plan
-from lrd.verify import _experiment, choose_groups, compare, specs_of
+from lrd.verify import _experiment, choose_groups, compare, machines, specs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA1 = Path(__file__).parent / "data" / "schema1"
@@ -35,7 +35,9 @@ def test_a_folder_verified_on_the_machine_that_wrote_it_is_bitwise_equal(at_gaps
     for name, (same, total, diff) in found.items():
         assert total > 0 and same == total and diff == 0, name
     assert "retrained 1 groups (2 runs)" in proc.stdout  # a group trains whole: both its seeds
-    assert proc.stdout.strip().endswith("verified: every difference within tolerance 0.05")
+    assert proc.stdout.strip().endswith(
+        "verified: every difference within tolerance 0 (same CPU and versions: bitwise)"
+    )
 
 
 def test_a_changed_number_is_found_and_fails_the_check(at_gaps_run, tmp_path):
@@ -53,6 +55,18 @@ def test_a_changed_number_is_found_and_fails_the_check(at_gaps_run, tmp_path):
     assert diff == pytest.approx(1 / 3, rel=1e-3) and same == total - 2  # one changed value per seed (3 digits shown)
     assert all(found[t][0] == found[t][1] for t in ("run", "grad_norms", "eval_gaps"))
     assert "(loss, run " in proc.stdout and "NOT verified" in proc.stdout
+
+
+def test_the_default_tolerance_is_bitwise_only_where_the_folder_was_written(at_gaps_run, tmp_path):
+    out, _ = at_gaps_run
+    assert machines(out).same and machines(out).tolerance == 0.0  # written here, by these versions
+    written = json.loads((out / "versions.json").read_text())
+    for name, change in [("no_cpu", {"cpu": None}), ("other_cpu", {"cpu": "Other (avx2, fma)"}), ("jax", {"jax": "0"})]:
+        (tmp_path / name).mkdir()
+        versions = {k: v for k, v in {**written, **change}.items() if v is not None}
+        (tmp_path / name / "versions.json").write_text(json.dumps(versions))
+        assert not machines(tmp_path / name).same and machines(tmp_path / name).tolerance == 1e-3, name
+    assert not machines(ROOT / "results" / "parity").same  # written before versions.json recorded the CPU
 
 
 def test_the_groups_are_chosen_reproducibly_from_the_folder_name():
