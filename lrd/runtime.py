@@ -57,6 +57,7 @@ def reexec_with_malloc_settings() -> None:
 def versions() -> dict[str, str]:
     """Python, the platform and the installed version of each of PACKAGES ("not installed" if absent)."""
     found = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu()}
+    found["xla_flags"] = os.environ.get("XLA_FLAGS", "")  # --xla_cpu_max_isa=AVX2 changes the numbers as a CPU does
     for name in PACKAGES:
         try:
             found[name] = metadata.version(name)
