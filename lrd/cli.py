@@ -173,7 +173,8 @@ def cmd_run(args, console: Console) -> int:
     if not args.no_plot:
         try:
             draw_figures(out_dir)
-            make_report(out_dir)
+            if (out_dir / "figures").is_dir() and any((out_dir / "figures").glob("*.png")):  # none if all failed
+                make_report(out_dir)
         except UserError as err:  # figures are a by-product: the runs are saved, the exit code says whether they failed
             print(f"lrd: error: {err}", file=sys.stderr)
             if not summary.failed:

@@ -66,6 +66,8 @@ def write_report(out_dir: str | Path, results: Results) -> Path:
         raise ReportError(f"{out_dir}: no figures in {out_dir / FIGURES} to report; run `lrd plot {out_dir}` first")
     page = render(out_dir, results, figures)
     path = out_dir / REPORT
+    if path.is_file() and path.read_text(encoding="utf-8") == page:
+        return path  # unchanged: a finished folder is checked without writing (it may be read-only)
     tmp = path.with_name(f".tmp-{REPORT}-{uuid.uuid4().hex[:8]}")
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
