@@ -5,6 +5,8 @@
     lrd tasks                          registered tasks and models, conventions, baselines
     lrd show DIR                       the summary table of a results folder
     lrd plot [DIR]                     (re)draw every figure of a results folder into DIR/figures
+    lrd report DIR                     one self-contained page, DIR/report.html (made by `lrd run` too)
+    lrd verify DIR [--sample N]        retrain N groups of a results folder and compare every number
     lrd upgrade DIR                    rewrite a results folder of an older lrd to this one (same numbers)
 
 User errors (a bad experiment file, a missing folder) print one line and exit 2;
@@ -100,12 +102,24 @@ def main(argv: list[str] | None = None) -> int:
     plot = commands.add_parser("plot", help="redraw every figure of a results folder from its stored tables")
     plot.add_argument("dir", nargs="?", default="results/quick", help="results folder (default: results/quick)")
     run.add_argument("--no-plot", action="store_true", help="do not draw the figures at the end")
+    report = commands.add_parser("report", help="write DIR/report.html: summary, figures, experiment, versions")
+    report.add_argument("dir", help="results folder (with figures: `lrd plot DIR` draws them)")
+    verify = commands.add_parser("verify", help="retrain a sample of a results folder's groups and compare")
+    verify.add_argument("dir", help="results folder")
+    verify.add_argument("--sample", type=int, default=1, help="how many groups to retrain (default 1)")
+    verify.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="largest relative difference allowed (default 0 on the machine and versions that wrote DIR, else 1e-3)",
+    )
     upgrade = commands.add_parser("upgrade", help="rewrite a results folder of an older lrd in place (no retraining)")
     upgrade.add_argument("dir", help="results folder")
     args = parser.parse_args(argv)
     console = Console(stderr=True, highlight=False)
     try:
         handlers = {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot, "upgrade": cmd_upgrade}
+        handlers |= {"report": cmd_report, "verify": cmd_verify}
         return handlers[args.command](args, console)
     except UserError as err:
         print(f"lrd: error: {err}", file=sys.stderr)
@@ -169,6 +183,8 @@ def cmd_run(args, console: Console) -> int:
     if not args.no_plot:
         try:
             draw_figures(out_dir)
+            if (out_dir / "figures").is_dir() and any((out_dir / "figures").glob("*.png")):  # none if all failed
+                make_report(out_dir)
         except UserError as err:  # figures are a by-product: the runs are saved, the exit code says whether they failed
             print(f"lrd: error: {err}", file=sys.stderr)
             if not summary.failed:
@@ -428,6 +444,60 @@ def _fmt(value: float) -> str:
     if math.isnan(value):
         return "—"
     return "∞" if math.isinf(value) else f"{value:.1f}"
+
+
+# --- lrd report -----------------------------------------------------------------------------
+def cmd_report(args, console: Console) -> int:
+    make_report(Path(args.dir))
+    return 0
+
+
+def make_report(out_dir: Path) -> None:
+    """Write out_dir/report.html from the folder's tables and figures, and name it."""
+    from lrd.report import ReportError, write_report
+    from lrd.store import StoreError, load
+
+    try:
+        path = write_report(out_dir, load(out_dir))
+    except (StoreError, ReportError) as err:
+        raise UserError(str(err)) from None
+    except OSError as err:
+        raise UserError(f"{out_dir}: cannot write the report ({err.strerror})") from None
+    print(f"report: {path}")
+
+
+# --- lrd verify -----------------------------------------------------------------------------
+def cmd_verify(args, console: Console) -> int:
+    from lrd.progress import PlainReporter
+    from lrd.runtime import enable_compilation_cache
+    from lrd.store import StoreError
+    from lrd.verify import VerifyError, machines, verify
+
+    if args.tolerance is not None and not args.tolerance >= 0:
+        raise UserError(f"--tolerance {args.tolerance}: must be >= 0")
+    enable_compilation_cache()
+    try:
+        with PlainReporter() as reporter:
+            checked = verify(Path(args.dir), args.sample, reporter)
+    except (VerifyError, StoreError) as err:
+        raise UserError(str(err)) from None
+    where = machines(Path(args.dir))
+    tolerance = where.tolerance if args.tolerance is None else args.tolerance
+    print(f"{args.dir}: written on {where.written}; retrained on {where.here}")
+    print(f"{args.dir}: retrained {len(checked.groups)} groups ({checked.runs} runs): {'; '.join(checked.groups)}")
+    for t in checked.tables:
+        line = f"  {t.table:<10} {t.bitwise}/{t.values} values bitwise equal; largest relative difference"
+        print(f"{line} {t.max_difference:.3g}" + (f" ({t.where})" if t.max_difference > 0 else ""))
+    if checked.max_difference > tolerance:
+        print(
+            f"{args.dir}: NOT verified: largest relative difference {checked.max_difference:.3g} "
+            f"> tolerance {tolerance:g}"
+            + ("" if where.same else " (another machine: README, 'Checking a results folder')")
+        )
+        return RUNS_FAILED
+    why = "same CPU and versions: bitwise" if where.same else "another or unrecorded CPU or versions"
+    print(f"{args.dir}: verified: every difference within tolerance {tolerance:g} ({why})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from lrd.models.cells import CELLS
 from lrd.models.network import MAX_HIDDEN, ModelConfig, hidden_for_params, param_count
 from lrd.names import did_you_mean, unknown_name_message
 from lrd.schema import SCHEMA_VERSION, SOLVE_THRESHOLD
@@ -73,7 +74,9 @@ class ReportConfig(BaseModel):
 
 # Settings added after results were first stored, with the value that reproduces the earlier runs: at that
 # value they stay out of a run's identity, so the stored runs keep their ids (and are found done).
-LATER_TRAIN_SETTINGS = {"valid_size": 1024, "stop_when_solved": False}
+LATER_TRAIN_SETTINGS = {"valid_size": 1024, "stop_when_solved": False, "eval_gaps": ()}
+# Settings whose value is itself a list: a list of lists makes a grid axis over them.
+LIST_SETTINGS = {"train": ("eval_gaps",)}
 
 
 class RunSpec(NamedTuple):
@@ -180,6 +183,7 @@ def load_experiment(path: str | Path) -> Experiment:
     tasks = _expand_task(where, raw.get("task"))
     models = _expand_models(where, raw.get("model", {}), tasks)
     trains = _expand(where, "train", raw.get("train", {}), TrainConfig)
+    _check_eval_gaps(where, tasks, models, trains)
     report = _validate(where, "report", ReportConfig, raw.get("report", {}), "report")
 
     runs: dict[str, RunSpec] = {}
@@ -189,6 +193,45 @@ def load_experiment(path: str | Path) -> Experiment:
             spec = RunSpec(task, model, train, seed, target, stop)
             runs.setdefault(spec.run_id, spec)  # identical resolved configs are one run
     return Experiment(name, description, path, source, list(runs.values()), plugins, report)
+
+
+def _check_eval_gaps(
+    where: str, tasks: list[Task], models: dict[Task, list[tuple[ModelConfig, int | None]]], trains: list[TrainConfig]
+) -> None:
+    """``train.eval_gaps`` needs models whose parameters do not depend on the sequence length.
+
+    Every recurrent cell qualifies (its parameters act per timestep). A cell or task class
+    that sets ``length_dependent = True`` (say, attention with learned absolute positions, or a
+    readout over the whole sequence) is refused, as is a task whose input or output width
+    changes with the gap, or a gap the task does not allow.
+    """
+    if not any(train.eval_gaps for train in trains):
+        return
+    for model in (model for per_task in models.values() for model, _ in per_task):
+        if getattr(CELLS[model.cell], "length_dependent", False):
+            raise ExperimentError(
+                f"{where}: train.eval_gaps: cell {model.cell!r} has parameters that depend on the sequence length; "
+                "evaluation at other gaps needs a length-independent model (any recurrent cell)"
+            )
+    gaps = sorted({g for train in trains for g in train.eval_gaps})
+    for task in tasks:
+        if getattr(type(task), "length_dependent", False):
+            raise ExperimentError(
+                f"{where}: train.eval_gaps: task {task.name!r} has a model shape that depends on the sequence length"
+            )
+        for gap in gaps:
+            try:
+                other = task.at_gap(gap)
+            except pydantic.ValidationError as err:
+                reason = _describe("task", err, type(task))
+                raise ExperimentError(
+                    f"{where}: train.eval_gaps: gap {gap} not allowed for {task.name!r}: {reason}"
+                ) from None
+            if (other.input_dim, other.output_dim) != (task.input_dim, task.output_dim):
+                raise ExperimentError(
+                    f"{where}: train.eval_gaps: task {task.name!r} changes its input or output width with the gap "
+                    f"(gap {task.gap} vs {gap}); a trained model cannot be evaluated at another gap"
+                )
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -269,7 +312,9 @@ def _grid(where: str, section: str, table: dict) -> list[dict]:
     """All combinations of a table whose values may be lists."""
     keys, choices = [], []
     for key, value in table.items():
-        values = value if isinstance(value, list) else [value]
+        listed = key in LIST_SETTINGS.get(section, ())  # a list is one value; a list of lists, an axis
+        is_axis = isinstance(value, list) and (not listed or (value and all(isinstance(v, list) for v in value)))
+        values = value if is_axis else [value]
         if not values:
             raise ExperimentError(f"{where}: {section}.{key}: empty list; the grid would have no runs")
         keys.append(key)

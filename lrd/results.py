@@ -19,6 +19,7 @@ Defined here once, used by the store, the sweep, the command line and the figure
   95% interval, the interval a handful of seeds supports (no bootstrap over 3 values);
 - the *selection rule* for learning rates (``choose_lr``, ``best_lr_runs``): chosen on the
   validation metric, reported with the evaluation metric, flagged at the grid's edge;
+- the ``eval_gaps`` table of ``[train] eval_gaps``: one row per (run, test gap);
 - the summary of ``lrd show`` (``summary``): seeds aggregated per task, gap and model, at
   the chosen learning rate.
 """
@@ -35,6 +36,7 @@ from lrd.schema import (
     CONFIG_COLUMNS,
     CURVES,
     DERIVED_TASK_COLUMNS,
+    EVAL_GAPS,
     GRAD_NORMS,
     RUN,
     RUN_ORDER,
@@ -122,7 +124,19 @@ def run_tables(
     }
     curves.insert(0, "run", spec.run_id)
     grad_norms.insert(0, "run", spec.run_id)
-    return {RUN: _run_table(row), CURVES: curves, GRAD_NORMS: grad_norms}
+    tables = {RUN: _run_table(row), CURVES: curves, GRAD_NORMS: grad_norms}
+    if result.eval_gaps:  # a diverged run has no final model: NaN, as its final metrics
+        tables[EVAL_GAPS] = pd.DataFrame(
+            [
+                {
+                    "run": spec.run_id,
+                    "test_gap": gap,
+                    **{k: np.nan if diverged else float(v[index]) for k, v in m.items()},
+                }
+                for gap, m in sorted(result.eval_gaps.items())
+            ]
+        )
+    return tables
 
 
 def failed_run_table(spec: RunSpec, experiment: str, group_size: int, error: str) -> dict[str, pd.DataFrame]:
@@ -157,7 +171,7 @@ def _configuration(spec: RunSpec, experiment: str) -> dict:
         "param_count": param_count(model, task.input_dim, task.output_dim),
         "params_target": np.nan if spec.params_target is None else float(spec.params_target),
         "seed": spec.seed,
-        **spec.train.model_dump(),
+        **spec.train.model_dump(exclude={"eval_gaps"}),  # its results are a table of their own (eval_gaps)
     }
 
 

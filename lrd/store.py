@@ -10,6 +10,7 @@ Layout of a results folder::
         run.parquet         one row (the ``runs`` table)
         curves.parquet      the ``curves`` rows
         grad_norms.parquet  the ``grad_norms`` rows
+        eval_gaps.parquet   the ``eval_gaps`` rows (only with ``[train] eval_gaps``)
         manifest.json       written last: each file's size, row count and SHA-256, the results schema
     DIR/.lock               held (``flock``) by the process writing the folder (``lock``); holds its pid
 
@@ -64,6 +65,7 @@ from lrd.runtime import versions
 from lrd.schema import (
     CURVES,
     GRAD_NORMS,
+    OPTIONAL_TABLES,
     RUN,
     RUN_ORDER,
     SCHEMA_VERSION,
@@ -180,7 +182,7 @@ def prepare(out_dir: Path, experiment: Experiment) -> None:
 def write_run(out_dir: Path, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
     """Write one run's tables atomically: a temporary folder, fsynced, renamed into place.
 
-    ``tables`` has all three tables, or only "run" for a failed run. A finished run
+    ``tables`` has all three tables (and eval_gaps where asked for), or only "run" for a failed run. A finished run
     replaces a failed record of the same run, any run replaces a damaged one; a run
     that checks is kept. The manifest is written last.
     """
@@ -509,7 +511,7 @@ def _read_checked(run_dir: Path) -> dict[str, pd.DataFrame]:
     """The tables of a run that checks (``check_run``), each file read once; ``_Damaged`` otherwise."""
     tables = {}
     for name, data in _checked_files(run_dir).items():
-        if name not in TABLES:
+        if name not in TABLES + OPTIONAL_TABLES:
             continue  # a table of a newer lrd: not read
         try:
             tables[name] = pd.read_parquet(io.BytesIO(data) if data is not None else run_dir / f"{name}.parquet")
@@ -535,7 +537,8 @@ def load(out_dir: str | Path, all_runs: bool = False, on_damaged: Callable[[str,
     stored = stored_runs(out_dir)
     wanted = current_run_ids(out_dir)
     ids = sorted(stored if all_runs or wanted is None else stored & set(wanted))
-    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
+    names = TABLES + OPTIONAL_TABLES
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in names}
     damaged: dict[str, str] = {}
     for run_id in ids:
         try:
@@ -556,11 +559,11 @@ def load(out_dir: str | Path, all_runs: bool = False, on_damaged: Callable[[str,
                 f"{out_dir}: no readable runs here, {len(damaged)} damaged (`lrd run` computes them again)"
             )
         raise StoreError(f"{out_dir}: no finished runs here yet (run `lrd run` first)")
-    runs, curves, grad_norms = (
-        pd.concat(frames[name], ignore_index=True) if frames[name] else pd.DataFrame() for name in TABLES
+    runs, curves, grad_norms, eval_gaps = (
+        pd.concat(frames[name], ignore_index=True) if frames[name] else pd.DataFrame() for name in names
     )
     runs = with_trend(with_solved(runs, curves, solve_threshold(out_dir)), curves)
     runs["error"] = runs.get("error", None)
     runs = runs[[c for c in runs if c != "error"] + ["error"]]  # the same column order with and without failures
     runs = runs.sort_values(list(RUN_ORDER), kind="stable").reset_index(drop=True)
-    return Results(runs, curves, grad_norms)
+    return Results(runs, curves, grad_norms, eval_gaps)

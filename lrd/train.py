@@ -13,6 +13,10 @@ the member's optimiser state (``optax.inject_hyperparams``), not a constant of t
 program, so runs that differ only in seed and learning rate train in one program:
 a grid of learning rates costs no extra compilation.
 
+For each gap of ``train.eval_gaps``, ``evaluate_at[gap]`` is the same evaluation
+(the same keys) on the task with that gap, which the trained parameters serve
+unchanged because no cell's parameters depend on the sequence length.
+
 ``Trainer.run(seeds, lrs=...)`` chains them: ``advance(state, 0)`` logs step 0, then
 steps/log_every calls of ``advance(state, log_every)``, so
 a sweep can show progress between log points without any callback inside the
@@ -40,14 +44,15 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lrd.models.network import ModelConfig, Perturbation, SequenceModel
 from lrd.probes import global_norm, probe
@@ -77,6 +82,26 @@ class TrainConfig(BaseModel):
     probe_size: int = Field(128, gt=0)
     valid_size: int = Field(1024, gt=0, description="validation sequences, for choosing among learning rates")
     stop_when_solved: bool = Field(False, description="stop a run once its probe metric reaches the solve threshold")
+    eval_gaps: tuple[int, ...] = Field(
+        (),
+        description="after training, also evaluate every model on its task at these gaps (no retraining); "
+        "stored in the eval_gaps table",
+    )
+
+    @field_validator("eval_gaps", mode="before")
+    @classmethod
+    def _gaps_as_tuple(cls, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = (value,)
+        if isinstance(value, list):  # TOML arrays; a tuple keeps the frozen config hashable
+            value = tuple(value)
+        if isinstance(value, tuple) and all(isinstance(g, int) and not isinstance(g, bool) for g in value):
+            if any(g <= 0 for g in value):
+                raise ValueError(f"every gap must be > 0 (got {list(value)})")
+            if len(set(value)) != len(value):
+                raise ValueError(f"repeated gap in {list(value)}")
+            return tuple(sorted(value))
+        raise ValueError(f"must be a list of positive integers (got {value!r})")
 
     @model_validator(mode="after")
     def _whole_blocks(self):
@@ -148,6 +173,9 @@ class RunResult(NamedTuple):
     final_valid: dict[str, np.ndarray]  # validation metrics, (S,)
     steps_trained: np.ndarray  # (S,) optimiser steps that changed the parameters
     time_loop: str = "scan"  # the time loop the layers ran: "scan", "kernel" or "interpret"
+    eval_gaps: Mapping[int, dict[str, np.ndarray]] = MappingProxyType(
+        {}
+    )  # test gap -> evaluation metrics (S,), for train.eval_gaps
 
 
 class Trainer:
@@ -168,6 +196,7 @@ class Trainer:
         # n_steps is shared by all members (not vmapped), so the per-step lax.cond stays a real branch
         self.advance = Program(self._advance, donate=True)
         self.evaluate = Program(self._evaluate)
+        self.evaluate_at = {g: Program(functools.partial(self._evaluate_at, task.at_gap(g))) for g in train.eval_gaps}
 
     # --- pure, per-member functions ------------------------------------------------
     def _init(self, member: tuple[jax.Array, jax.Array]) -> TrainState:
@@ -249,6 +278,17 @@ class Trainer:
             return Evaluation(mean(jax.tree.map(lambda m: m[:n], both)), mean(jax.tree.map(lambda m: m[n:], both)))
         return Evaluation(mean(metrics(keys[0], sizes[0][1])), mean(metrics(keys[1], sizes[1][1])))
 
+    def _evaluate_at(self, task: Task, state: TrainState) -> dict[str, jax.Array]:
+        """Mean metrics of ``task`` (the trained task at another gap) on the evaluation keys' sequences."""
+        n_chunks, chunk = self._chunks(self.train_config.eval_size)
+
+        def one(key):
+            batch = task.sample(key, chunk)
+            return task.metrics(self.model.apply(state.params, batch.inputs), batch)
+
+        metrics = jax.lax.map(one, jax.random.split(state.eval_key, n_chunks))
+        return jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)  # equal chunks: mean of means
+
     @staticmethod
     def _chunks(size: int) -> tuple[int, int]:
         """(number, size) of the equal chunks that cover at least ``size`` sequences, each at most EVAL_CHUNK."""
@@ -293,8 +333,17 @@ class Trainer:
         diverged, stopped = (np.asarray(jax.device_get(x)) for x in (state.diverged_step, state.stopped_step))
         last = np.asarray(jax.device_get(state.step))
         steps_trained = np.where(diverged >= 0, diverged, np.where(stopped >= 0, stopped, last))
+        at_gaps = {g: jax.device_get(evaluate(state)) for g, evaluate in self.evaluate_at.items()}
         return RunResult(
-            list(seeds), records, final, diverged, lrs, final_valid, steps_trained, self.model_config.time_loop_path()
+            list(seeds),
+            records,
+            final,
+            diverged,
+            lrs,
+            final_valid,
+            steps_trained,
+            self.model_config.time_loop_path(),
+            at_gaps,
         )
 
 

@@ -47,6 +47,15 @@ def gap_axis(ax, gaps) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
+# what the figure shows, for a reader who sees it alone (the report prints it under the figure)
+CAPTION = (
+    "Memory vs gap, the headline. Upper panel: the final metric of every seed (dots) and their mean over finished "
+    "seeds (line, no interval: a handful of seeds supports none), diverged runs as 'x' at the baseline, runs still "
+    "improving at the end ringed. Lower panel: the fraction of seeds that solved, with its Wilson 95% interval. "
+    "Dashed: the memoryless baseline (the best predictor that ignores the past); dotted: the solve threshold."
+)
+
+
 def memory_vs_gap(runs: pd.DataFrame, *, styles: dict[str, SeriesStyle] | None = None) -> Figure:
     """Final metric and fraction solved against gap, one series per model (the headline figure).
 

@@ -140,6 +140,10 @@ class Task(BaseModel):
         """The task's parameters, including ``gap``, as plain Python values."""
         return self.model_dump()
 
+    def at_gap(self, gap: int) -> Task:
+        """The same task with another gap, validated like a file's value (pydantic.ValidationError if not allowed)."""
+        return type(self)(**{**self.params(), "gap": gap})
+
     @property
     def scored_span(self) -> tuple[int, int]:
         """(first, last) scored position, the same for every sequence of the task."""
