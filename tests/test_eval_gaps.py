@@ -12,7 +12,8 @@ from conftest import TINY
 from lrd import store
 from lrd.experiment import ExperimentError, load_experiment
 from lrd.models import CELLS
-from lrd.plots import FigureSkipped, eval_gaps_curves, write_figures
+from lrd.plots import eval_gaps_curves, write_figures
+from lrd.plots.base import NotAskedFor
 from lrd.schema import EVAL_GAP_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,14 +51,17 @@ def test_the_figure_draws_one_line_per_training_gap(at_gaps_run):
     np.testing.assert_array_equal(lines["mean:rnn:5"].get_xdata(), [2, 3, 5, 9])
 
 
-def test_a_folder_without_eval_gaps_loads_and_skips_the_figure_with_a_reason(tmp_path):
+def test_a_folder_without_eval_gaps_loads_and_leaves_the_figure_out_silently(tmp_path):
     results = store.load(ROOT / "results" / "parity")
     assert results.eval_gaps.empty
-    with pytest.raises(FigureSkipped, match="no eval_gaps data"):
+    with pytest.raises(NotAskedFor, match="no eval_gaps data"):
         eval_gaps_curves(results.runs, results.eval_gaps)
     skipped = {}
-    write_figures(results, tmp_path, formats=("png",), on_skip=lambda stem, reason: skipped.setdefault(stem, reason))
-    assert skipped["parity_eval_gaps"].startswith("no eval_gaps data")
+    paths = write_figures(
+        results, tmp_path, formats=("png",), on_skip=lambda stem, reason: skipped.setdefault(stem, reason)
+    )
+    assert "parity_eval_gaps" not in skipped  # not asked for: nothing to report
+    assert paths and not any(p.stem.endswith("_eval_gaps") for p in paths)
 
 
 @pytest.mark.parametrize("folder", ["parity", "quick"])

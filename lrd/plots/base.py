@@ -29,6 +29,10 @@ class FigureSkipped(PlotError):
     """Valid tables that do not hold what this figure needs (e.g. a single gap)."""
 
 
+class NotAskedFor(FigureSkipped):
+    """A measurement the experiment did not ask for (e.g. no ``[train] eval_gaps``): not drawn, not reported."""
+
+
 # --- input checks ------------------------------------------------------------------------------
 def check_table(table, name: str, required: Iterable[str]) -> pd.DataFrame:
     """``table`` itself if it is a non-empty DataFrame with the ``required`` columns; PlotError otherwise."""

@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from lrd.plots.base import FigureSkipped, check_table, count_text, diverged_note, legend, new_figure, title
+from lrd.plots.base import FigureSkipped, NotAskedFor, check_table, count_text, diverged_note, legend, new_figure, title
 from lrd.plots.memory_vs_gap import gap_axis
 from lrd.plots.style import SeriesStyle, prepare
 from lrd.schema import EVAL_GAP_KEY
@@ -36,7 +36,7 @@ def eval_gaps_curves(
     """
     runs, order, styles = prepare(runs, ("baseline_metric",), styles)
     if eval_gaps is None or eval_gaps.empty:
-        raise FigureSkipped("no eval_gaps data: the experiment has no [train] eval_gaps")
+        raise NotAskedFor("no eval_gaps data: the experiment has no [train] eval_gaps")
     check_table(eval_gaps, "eval_gaps", (*EVAL_GAP_KEY, "metric"))
     done = runs[runs["status"] == "done"]
     rows = eval_gaps.merge(done[["run", "series", "gap", "seed"]], on="run")  # finished runs only

@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
-from lrd.plots.base import FigureSkipped, PlotError, check_table, split_runs
+from lrd.plots.base import FigureSkipped, NotAskedFor, PlotError, check_table, split_runs
 from lrd.plots.decay_length import CAPTION as DECAY_LENGTH_CAPTION
 from lrd.plots.decay_length import decay_length_curves
 from lrd.plots.eval_gaps import CAPTION as EVAL_GAPS_CAPTION
@@ -137,6 +137,8 @@ def write_figures(
             stem = f"{slug}_{name}"
             try:
                 fig = draw(t, styles)
+            except NotAskedFor:
+                continue
             except FigureSkipped as skipped:
                 report(stem, str(skipped))
                 continue
