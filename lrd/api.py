@@ -93,7 +93,7 @@ class _Quiet:
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def start(self, *args: Any) -> None:
+    def start(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def group_started(self, *args: Any) -> None:
