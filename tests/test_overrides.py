@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,17 @@ def test_lrd_plot_without_a_folder_names_what_to_do(monkeypatch, tmp_path, capsy
     assert main(["plot"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "results/quick" in err and "lrd run" in err
+
+
+def test_the_default_results_are_written_by_lrd_run_not_committed():
+    # on a fresh clone `lrd run` must train: nothing of results/quick may be in the repository
+    tracked = subprocess.run(["git", "ls-files", "results/quick"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert tracked.stdout == ""
+    ignored = subprocess.run(["git", "check-ignore", "-q", "results/quick/summary.csv"], cwd=REPO)
+    assert ignored.returncode == 0
+    # the README's figures come from committed results that `lrd run` does not touch
+    readme = (REPO / "README.md").read_text()
+    figures = [line for line in readme.splitlines() if line.startswith("![")]
+    assert figures and not any("results/quick" in line for line in figures)
+    for line in figures:
+        assert (REPO / line[line.index("(") + 1 : -1]).is_file(), line
