@@ -96,6 +96,7 @@ def run_tables(
         "decay_length_final": float(curves["decay_length"].iloc[-1]),
         "wall_time_s": wall_time_s,
         "group_size": len(result.seeds),
+        "time_loop_used": result.time_loop,
     }
     curves.insert(0, "run", spec.run_id)
     grad_norms.insert(0, "run", spec.run_id)
