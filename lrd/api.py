@@ -62,6 +62,12 @@ def run(
     from lrd.sweep import TooLarge, run_sweep
 
     spec = experiment_from(experiment, overrides)
+    label = spec.path if spec.path.is_file() else f"experiment {spec.name!r}"  # text and dicts have no file
+    for run_spec in spec.runs:
+        try:
+            run_spec.model.time_loop_path()
+        except ValueError as err:  # a forced time-loop kernel that cannot run on this machine
+            raise ExperimentError(f"{label}: model.{err}") from None
     out_dir = Path(out) if out is not None else Path("results") / spec.name
     store.check_schema(out_dir)
     enable_compilation_cache()
@@ -70,7 +76,7 @@ def run(
         with reporter:
             run_sweep(spec, out_dir, reporter)
     except TooLarge as err:
-        raise ExperimentError(f"{spec.path}: {err}") from None
+        raise ExperimentError(f"{label}: {err}") from None
     results = load(out_dir)
     failed = int((results.runs["status"] == STATUS_FAILED).sum())
     if failed:

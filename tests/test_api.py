@@ -76,6 +76,17 @@ def test_what_is_not_an_experiment(experiment, match):
         api.run(experiment)
 
 
+def test_a_time_loop_kernel_forced_on_a_machine_without_a_gpu_is_refused(tmp_path):
+    import jax
+
+    if jax.default_backend() == "gpu":
+        return  # the kernels can run here: nothing to refuse
+    with pytest.raises(api.ExperimentError, match=r"^experiment 'tiny': model\.time_loop") as err:
+        api.run(TINY, out=tmp_path / "out", **{"model.time_loop": "kernel", "model.hidden": 16})
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_run_returns_what_load_returns_and_matches_the_command(write_experiment, tmp_path, cache_dir, capsys):
     path = write_experiment(TINY)
     # the API: a section dict and a dotted key; a list is a grid axis
