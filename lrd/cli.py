@@ -1,7 +1,8 @@
 """The ``lrd`` command: a thin layer over experiment, sweep, store and plots.
 
-    lrd run [EXPERIMENT] [--out DIR] [--backend local|ray] [--address ADDR]
-                                       run (or resume) a sweep; default experiments/quick.toml
+    lrd run [EXPERIMENT] [KEY=VALUE ...] [--out DIR] [--backend local|ray] [--address ADDR]
+                                       run (or resume) a sweep; default experiments/quick.toml;
+                                       KEY=VALUE overrides a value of the experiment (model.cell=[lstm,gru])
     lrd tasks                          registered tasks and models, conventions, baselines
     lrd show DIR                       the summary table of a results folder
     lrd plot [DIR]                     (re)draw every figure of a results folder into DIR/figures
@@ -29,6 +30,7 @@ from rich.table import Table
 from lrd.schema import SCHEMA_VERSION
 
 DEFAULT_EXPERIMENT = Path("experiments") / "quick.toml"
+DEFAULT_RESULTS = Path("results") / "quick"  # where `lrd run` writes the default experiment (not committed)
 USER_ERROR = 2
 RUNS_FAILED = 1
 LARGE_GRID = 2000  # runs; a larger grid is announced, with a time estimate after its first group
@@ -82,8 +84,17 @@ class _BrokenPipeSafe:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lrd", description="Long-range-dependency experiments in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run or resume an experiment (a sweep)")
-    run.add_argument("experiment", nargs="?", default=str(DEFAULT_EXPERIMENT), help="experiment file (TOML)")
+    run = commands.add_parser(
+        "run",
+        help="run or resume an experiment (a sweep)",
+        usage="lrd run [EXPERIMENT] [KEY=VALUE ...] [--out DIR] [--no-plot] [--backend local|ray] [--address ADDR]",
+    )
+    run.add_argument(
+        "items",
+        nargs="*",
+        metavar="EXPERIMENT KEY=VALUE",
+        help=f"experiment file (TOML; default {DEFAULT_EXPERIMENT}), then overrides such as train.lr=3e-3",
+    )
     run.add_argument("--out", help="results folder (default: results/<experiment name>)")
     run.add_argument(
         "--backend",
@@ -100,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("dir", help="results folder")
     show.add_argument("--all", action="store_true", help="include runs of earlier versions of the experiment")
     plot = commands.add_parser("plot", help="redraw every figure of a results folder from its stored tables")
-    plot.add_argument("dir", nargs="?", default="results/quick", help="results folder (default: results/quick)")
+    plot.add_argument("dir", nargs="?", help=f"results folder (default: {DEFAULT_RESULTS}, once `lrd run` made it)")
     run.add_argument("--no-plot", action="store_true", help="do not draw the figures at the end")
     report = commands.add_parser("report", help="write DIR/report.html: summary, figures, experiment, versions")
     report.add_argument("dir", help="results folder (with figures: `lrd plot DIR` draws them)")
@@ -115,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     upgrade = commands.add_parser("upgrade", help="rewrite a results folder of an older lrd in place (no retraining)")
     upgrade.add_argument("dir", help="results folder")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "run" and not any(item.startswith("-") for item in extra):
+        args.items += extra  # overrides after an option: lrd run EXP --out DIR train.lr=1e-3
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     console = Console(stderr=True, highlight=False)
     try:
         handlers = {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot, "upgrade": cmd_upgrade}
@@ -131,11 +146,12 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- lrd run -----------------------------------------------------------------------------
 def cmd_run(args, console: Console) -> int:
-    from lrd.experiment import ExperimentError, load_experiment
+    from lrd.experiment import ExperimentError, load_experiment, parse_overrides
 
     backend = make_backend(args)
+    args.experiment, items = experiment_and_overrides(args.items)
     try:
-        experiment = load_experiment(args.experiment)
+        experiment = load_experiment(args.experiment, parse_overrides(items, args.experiment))
     except ExperimentError as err:
         raise UserError(str(err)) from None
     if args.backend == "local":  # a cluster's workers may have the GPU this process lacks: they check there
@@ -200,6 +216,21 @@ def cmd_run(args, console: Console) -> int:
     return 0
 
 
+def experiment_and_overrides(items: list[str]) -> tuple[str, list[str]]:
+    """The experiment file and the KEY=VALUE overrides of ``lrd run``'s arguments.
+
+    The experiment is the first argument when it has no ``=`` (default: the default
+    experiment); every other argument must be KEY=VALUE.
+    """
+    experiment = str(DEFAULT_EXPERIMENT)
+    if items and "=" not in items[0]:
+        experiment, items = items[0], items[1:]
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"{item}: not KEY=VALUE; the experiment file, if any, comes first (lrd run EXP KEY=VALUE)")
+    return experiment, items
+
+
 def check_out_dir(name: str, given: bool) -> None:
     """A results folder lrd can use, else a UserError; nothing is written where nothing needs writing.
 
@@ -255,7 +286,12 @@ def make_backend(args):
 
 # --- lrd plot -----------------------------------------------------------------------------
 def cmd_plot(args, console: Console) -> int:
-    draw_figures(Path(args.dir))
+    if args.dir is None and not DEFAULT_RESULTS.is_dir():
+        raise UserError(
+            f"{DEFAULT_RESULTS}: no such folder yet; `lrd run` makes it, or name a results folder "
+            "(lrd plot results/delayed_recall)"
+        )
+    draw_figures(Path(args.dir) if args.dir is not None else DEFAULT_RESULTS)
     return 0
 
 

@@ -26,6 +26,15 @@ all lists (task x model x training x seed)::
 
 Every problem is reported as one ``ExperimentError`` line naming the file,
 the key and what is allowed, before anything is written.
+
+Overrides change single values of an experiment without editing its file
+(``lrd run EXP model.cell=[lstm,gru] train.lr=3e-3``, or ``lrd.run(EXP, **{"train.lr": 3e-3})``):
+a dotted key (``section.key``, or a top-level key such as ``seeds``) and a value
+that replaces the file's. A list is a grid axis, as in the file, and every value
+is validated exactly as the file's would be. ``parse_overrides`` reads them from
+the command line (TOML values; a bare word is a string), ``load_experiment`` and
+``experiment_from`` apply them; the experiment then records the resolved file
+(``Experiment.source``, saved as ``DIR/experiment.toml``).
 """
 
 from __future__ import annotations
@@ -35,8 +44,11 @@ import importlib
 import importlib.util
 import itertools
 import json
+import math
+import re
 import sys
 import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -158,19 +170,64 @@ class Experiment(NamedTuple):
     report: ReportConfig = ReportConfig()
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read, validate and expand an experiment file; raises ExperimentError."""
+def load_experiment(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Experiment:
+    """Read, validate and expand an experiment file, with ``overrides`` applied; raises ExperimentError.
+
+    ``overrides`` maps dotted keys to values (see ``apply_overrides``); with overrides
+    the experiment's ``source`` is the resolved file, not the file's own text.
+    """
     path = Path(path)
     where = str(path)
     try:
         source = path.read_text()
     except OSError as err:
         raise ExperimentError(f"{where}: cannot read the experiment file ({err.strerror})") from None
+    raw = _parse_toml(where, source)
+    return _build(where, raw, source, path, overrides)
+
+
+def experiment_from(
+    experiment: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> Experiment:
+    """An experiment given as a file path, a TOML string or a dict (a parsed TOML file), with ``overrides``.
+
+    A string with a newline or an ``=`` is TOML text, any other string a path. A
+    string or dict has no file name to default to, so it must set ``name``; its
+    ``imports`` are relative to the current folder. Raises ExperimentError.
+    """
+    if isinstance(experiment, Path) or (isinstance(experiment, str) and not re.search(r"[\n=]", experiment)):
+        return load_experiment(experiment, overrides)
+    if isinstance(experiment, str):
+        where = "<experiment string>"
+        raw, source = _parse_toml(where, experiment), experiment
+    elif isinstance(experiment, Mapping):
+        where = "<experiment dict>"
+        raw, source = _plain(dict(experiment)), None
+    else:
+        raise ExperimentError(
+            f"experiment: must be a file path, a TOML string or a dict (got {type(experiment).__name__})"
+        )
+    if "name" not in raw and not (overrides and "name" in overrides):
+        raise ExperimentError(f"{where}: name: missing; an experiment given as text or a dict must name itself")
+    return _build(where, raw, source, Path.cwd() / "<experiment>", overrides)
+
+
+def _parse_toml(where: str, source: str) -> dict:
     try:
-        raw = tomllib.loads(source)
+        return tomllib.loads(source)
     except tomllib.TOMLDecodeError as err:
         raise ExperimentError(f"{where}: not valid TOML: {err}") from None
 
+
+def _plain(raw: dict) -> dict:
+    """A copy of a dict experiment, its tables copied too, so overrides never change the caller's dict."""
+    return {key: dict(value) if isinstance(value, Mapping) else value for key, value in raw.items()}
+
+
+def _build(where: str, raw: dict, source: str | None, path: Path, overrides: Mapping[str, Any] | None) -> Experiment:
+    """Validate and expand a parsed experiment (``path``: where relative imports and the default name come from)."""
+    if overrides:
+        raw, where = apply_overrides(where, raw, overrides)
     _check_keys(where, "", raw, TOP_LEVEL_KEYS)
     name = _scalar(where, "name", raw.get("name", path.stem), str)
     description = _scalar(where, "description", raw.get("description", ""), str)
@@ -192,6 +249,8 @@ def load_experiment(path: str | Path) -> Experiment:
         for model, target in models[task]:
             spec = RunSpec(task, model, train, seed, target, stop)
             runs.setdefault(spec.run_id, spec)  # identical resolved configs are one run
+    if source is None or overrides:  # record what was run: the resolved file
+        source = f"# {where}\n" + to_toml({**raw, "name": name})
     return Experiment(name, description, path, source, list(runs.values()), plugins, report)
 
 
@@ -232,6 +291,113 @@ def _check_eval_gaps(
                     f"{where}: train.eval_gaps: task {task.name!r} changes its input or output width with the gap "
                     f"(gap {task.gap} vs {gap}); a trained model cannot be evaluated at another gap"
                 )
+
+
+# --- overrides -----------------------------------------------------------------------
+_KEYWORDS = ("true", "false", "inf", "nan")
+# a quoted string (kept as it is), or a bare word that TOML would refuse: not part of a number like 3e-3
+_BARE_WORD = re.compile(r"""("(?:[^"\\]|\\.)*"|'[^']*')|(?<![\w.+\-])([A-Za-z_][\w.\-/]*)""")
+
+
+def parse_overrides(items: Sequence[str], where: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings from the command line as {dotted key: value}; raises ExperimentError.
+
+    VALUE is a TOML value (``3e-3``, ``[10, 200]``, ``"lstm"``, ``true``), except
+    that a bare word, alone or in a list, is a string: ``lstm``, ``[lstm,gru]``.
+    A missing ``=``, an empty key, a value that does not parse and a key given
+    twice are errors; the keys themselves are checked by ``apply_overrides``.
+    """
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise ExperimentError(f"{where}: override {item!r}: not KEY=VALUE (for example train.lr=3e-3)")
+        if key in overrides:
+            raise ExperimentError(f"{where}: override {key}: given twice; give each key once")
+        overrides[key] = parse_value(text, f"{where}: override {key}")
+    return overrides
+
+
+def parse_value(text: str, where: str) -> Any:
+    """A TOML value, where a bare word (``lstm``, or in a list ``[lstm, gru]``) is read as a string."""
+    if "\n" not in text:
+        for attempt in (text, _BARE_WORD.sub(_quote_bare_word, text)):
+            try:
+                return tomllib.loads(f"value = {attempt}")["value"]
+            except tomllib.TOMLDecodeError:
+                continue
+    raise ExperimentError(
+        f'{where}: {text!r} is not a TOML value (a number, true/false, a word or "string", or a [list] of them)'
+    )
+
+
+def _quote_bare_word(match: re.Match) -> str:
+    quoted, word = match.groups()
+    return quoted if quoted or word in _KEYWORDS else json.dumps(word)
+
+
+def apply_overrides(where: str, raw: dict, overrides: Mapping[str, Any]) -> tuple[dict, str]:
+    """``raw`` with each override's value in place of the file's, and the label errors now name.
+
+    A key is ``section.key`` (``model.cell``) or a top-level key (``seeds``); in the
+    Python API a section may also be given as a dict (``model={"cell": "gru"}``),
+    merged key by key. An unknown section or top-level key is refused here, with a
+    "did you mean"; the values, and the keys inside a section, are checked by the
+    same validation as a file's.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            items = [(f"{key}.{inner}", inner_value) for inner, inner_value in value.items()]
+        else:
+            items = [(key, value)]
+        for dotted, inner_value in items:
+            if dotted in flat:
+                raise ExperimentError(f"{where}: override {dotted}: given twice; give each key once")
+            flat[dotted] = inner_value
+    merged = _plain(raw)
+    allowed = [key for key in TOP_LEVEL_KEYS if key not in SECTIONS] + [f"{s}.<key>" for s in SECTIONS]
+    for dotted, value in flat.items():
+        head, dot, rest = dotted.partition(".")
+        if head in SECTIONS and rest and "." not in rest:
+            section = merged.setdefault(head, {})
+            if not isinstance(section, dict):
+                raise ExperimentError(f"{where}: {head}: must be a table ([{head}])")
+            section[rest] = value
+        elif head in TOP_LEVEL_KEYS and head not in SECTIONS and not dot:
+            merged[head] = value
+        else:
+            hint = did_you_mean(head, TOP_LEVEL_KEYS) if head not in SECTIONS else f" (give {head}.<key>=VALUE)"
+            raise ExperimentError(f"{where}: override {dotted}: unknown key; allowed: {', '.join(allowed)}{hint}")
+    shown = " ".join(f"{key}={_toml_value(value)}" for key, value in flat.items())
+    return merged, f"{where} with {shown}"
+
+
+def to_toml(raw: dict) -> str:
+    """An experiment (a dict of the shape ``tomllib`` returns) as TOML text: top-level keys, then the tables."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in raw.items() if not isinstance(value, Mapping)]
+    for key, table in raw.items():
+        if isinstance(table, Mapping):
+            lines += ["", f"[{key}]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    """One value in TOML syntax (what an experiment holds: strings, numbers, booleans, lists of them)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return ("-inf" if value < 0 else "inf") if math.isinf(value) else "nan" if math.isnan(value) else repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(str(value))  # not a TOML type: validation refuses it; this only labels it
 
 
 # --- helpers -----------------------------------------------------------------------
