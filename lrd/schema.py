@@ -5,13 +5,15 @@ command line and tests can name the columns without loading the training code.
 A test (``tests/test_schema.py``) keeps the configuration columns in step with
 the classes they come from (``ModelConfig``, ``TrainConfig``, ``Task``).
 
-Three tables, tidy (one row per observation):
+Three tables, tidy (one row per observation), and a fourth where the experiment asks for it:
 
   runs        one row per run: its configuration, status, final metrics, baselines,
               the decay-length summary, and (added when read, see ``lrd.results``)
               whether it solved the task
   curves      one row per (run, logged step): metrics, gradient norm, decay length
   grad_norms  one row per (run, step, layer, direction, state, timestep): ||dL/d state_t||
+  eval_gaps   one row per (run, test gap) of ``[train] eval_gaps``: the trained model's final
+              metrics on the same task at that gap, no retraining (empty for folders without it)
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ SCHEMA_VERSION = 2  # part of every run's hash and of experiment.json: bump when
 # file stems of a run's tables (DIR/runs/<id>/<stem>.parquet); the runs table is stored one row per file
 RUN, CURVES, GRAD_NORMS = "run", "curves", "grad_norms"
 TABLES = (RUN, CURVES, GRAD_NORMS)
+EVAL_GAPS = "eval_gaps"  # only in runs with [train] eval_gaps; folders without it still load
+OPTIONAL_TABLES = (EVAL_GAPS,)
 
 # float32's smallest normal number: gradient norms below it were not measured (lrd.probes)
 FLOOR = float(np.finfo(np.float32).tiny)
@@ -35,11 +39,15 @@ SOLVE_THRESHOLD = 0.95
 
 
 class Results(NamedTuple):
-    """The three tables of a results folder (see README, "Results tables"); ``lrd.store.load`` returns it."""
+    """The tables of a results folder (see README, "Results tables"); ``lrd.store.load`` returns it.
+
+    ``eval_gaps`` is empty (no columns) for a folder whose experiment has no ``[train] eval_gaps``.
+    """
 
     runs: pd.DataFrame
     curves: pd.DataFrame
     grad_norms: pd.DataFrame
+    eval_gaps: pd.DataFrame = pd.DataFrame()
 
 
 # --- runs: configuration columns ---------------------------------------------------------
@@ -47,17 +55,51 @@ class Results(NamedTuple):
 TASK_PREFIX = "task_"
 DERIVED_TASK_COLUMNS = ("task_length", "task_convention", "task_source")  # follow from the parameters
 # the model (ModelConfig's fields) and the training settings (TrainConfig's fields), in field order
-MODEL_COLUMNS = ("cell", "hidden", "layers", "bidirectional", "merge", "recurrent_init", "forget_bias")
-TRAIN_COLUMNS = ("steps", "batch_size", "optimizer", "lr", "clip", "log_every", "eval_size", "probe_size")
+# (the cell options a cell lacks are absent from its rows, see lrd.models.network.LATER_OPTIONS)
+MODEL_COLUMNS = (
+    "cell",
+    "hidden",
+    "layers",
+    "bidirectional",
+    "merge",
+    "recurrent_init",
+    "forget_bias",
+    "r_min",
+    "r_max",
+    "max_phase",
+    "log_space",
+    "time_loop",
+)
+TRAIN_COLUMNS = (
+    "steps",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "clip",
+    "log_every",
+    "eval_size",
+    "probe_size",
+    "valid_size",
+    "stop_when_solved",
+)
+# the model's size: its parameter count, and the [model] params it was sized for (NaN when hidden was given)
+SIZE_COLUMNS = ("param_count", "params_target")
 # what defines a configuration besides the task and the seed
 CONFIG_COLUMNS = MODEL_COLUMNS + TRAIN_COLUMNS
 
 # --- runs: outcome columns --------------------------------------------------------------------
 STATUS_DONE, STATUS_DIVERGED, STATUS_FAILED = "done", "diverged", "failed"
 SOLVED_COLUMNS = ("solve_threshold", "solved", "solved_step")  # derived when read, never stored (lrd.results)
+# the trained parameters are scored on the evaluation set (final_<metric>, what is reported) and on a
+# validation set of other sequences (final_valid_<metric>, what chooses among learning rates)
+FINAL_METRIC, VALID_METRIC = "final_metric", "final_valid_metric"
+STEPS_TRAINED = "steps_trained"  # optimiser steps that changed the parameters (fewer with stop_when_solved)
+TREND_COLUMN = "still_improving"  # the loss still falling at the end (lrd.results.still_improving)
+DERIVED_COLUMNS = (*SOLVED_COLUMNS, TREND_COLUMN)  # added when a folder is read, never stored
 RUN_KEY = ("run", "task", "gap", "model", "seed", "status")  # what every consumer of the runs table needs
 RUN_ORDER = ("task", "gap", "model", "hidden", "seed")  # the order of the rows
 
 # --- curves and grad_norms ---------------------------------------------------------------------
 CURVE_KEY = ("run", "step")
+EVAL_GAP_KEY = ("run", "test_gap")  # then the task's metrics: loss, metric and any extras
 GRAD_COLUMNS = ("run", "step", "layer", "direction", "state", "timestep", "distance", "norm", "below_floor")

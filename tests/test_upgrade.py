@@ -75,7 +75,7 @@ def test_upgrade_keeps_the_numbers_and_the_runs_are_found_again(old, capsys, wri
     assert "upgraded from results schema 1 to 2: 2 runs rewritten, solve threshold 0.1" in capsys.readouterr().out
     resolved = json.loads((old / "experiment.json").read_text())
     assert resolved["schema"] == SCHEMA_VERSION and resolved["report"] == {"solve_threshold": 0.1}
-    runs, curves, grad_norms = store.load(old)
+    runs, curves, grad_norms, _ = store.load(old)
     for model, tables in was.items():
         run = runs[runs["model"] == model].reset_index(drop=True)
         old_run = tables["run"]

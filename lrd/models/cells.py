@@ -98,8 +98,9 @@ class Cell(nn.Module):
         recurrence_lr_factor`` trains at a reduced rate, as their sources do; () for none.
       recurrent: False for a layer with no step ``(carry, x) -> (carry, y)`` (attention),
         which only has ``sequence``.
-      length_dependent: True when the parameters' shapes depend on the sequence length
-        (learned absolute positions), so a trained model cannot run at another length.
+      length_dependent: True for a model whose parameters depend on the sequence length
+        (attention with learned absolute positions, say); such a model cannot be evaluated
+        at other gaps (``train.eval_gaps``). False for every recurrent cell.
 
     Dataclass fields besides ``hidden`` are the cell's options, set from the
     ModelConfig fields of the same name.

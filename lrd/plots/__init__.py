@@ -7,9 +7,14 @@ without pyplot, so no global figure state):
 
   vanishing_gradients   ||dL/dh_t|| against distance from the loss, at init and after training
   gradient_heatmap      log10 ||dL/dh_t|| over (timestep, training step), one panel per model
-  memory_vs_gap         final metric against gap: the headline figure
+  memory_vs_gap         final metric and fraction solved (Wilson 95%) against gap: the headline figure
+  steps_to_solve        first step at the solve threshold against gap, unsolved runs censored at their budget
   learning_curves       loss against training step, one panel per model, one line per gap
   decay_length_curves   fitted e-folding length of ||dL/dh_t|| against training step
+  eval_gaps_curves      metric at the test gaps of [train] eval_gaps, one line per training gap
+
+Each figure's module also holds its ``CAPTION`` (what it shows, for a reader who sees it
+alone); ``CAPTIONS`` maps each figure name to it (the report prints them).
 
 Shared by all: ``base`` (errors, table checks, choosing runs, titles), ``style``
 (series and their colours, see there) and ``writing`` (``write_figures`` splits a
@@ -30,23 +35,26 @@ Conventions shared by all figures:
 
 from lrd.plots.base import FigureSkipped, PlotError, default_gap
 from lrd.plots.decay_length import decay_length_curves
+from lrd.plots.eval_gaps import eval_gaps_curves
 from lrd.plots.gradient_heatmap import gradient_heatmap
 from lrd.plots.learning_curves import learning_curves
-from lrd.plots.memory_vs_gap import bootstrap_interval, memory_vs_gap
+from lrd.plots.memory_vs_gap import memory_vs_gap
+from lrd.plots.steps_to_solve import steps_to_solve
 from lrd.plots.style import OKABE_ITO, SeriesStyle, model_styles, series_styles, with_series
 from lrd.plots.vanishing_gradients import vanishing_gradients
-from lrd.plots.writing import FIGURE_NAMES, FIGURES, save_figure, split_by_task, write_figures
+from lrd.plots.writing import CAPTIONS, FIGURE_NAMES, FIGURES, save_figure, split_by_task, write_figures
 
 __all__ = [
+    "CAPTIONS",
     "FIGURES",
     "FIGURE_NAMES",
     "OKABE_ITO",
     "FigureSkipped",
     "PlotError",
     "SeriesStyle",
-    "bootstrap_interval",
     "decay_length_curves",
     "default_gap",
+    "eval_gaps_curves",
     "gradient_heatmap",
     "learning_curves",
     "memory_vs_gap",
@@ -54,6 +62,7 @@ __all__ = [
     "save_figure",
     "series_styles",
     "split_by_task",
+    "steps_to_solve",
     "vanishing_gradients",
     "with_series",
     "write_figures",

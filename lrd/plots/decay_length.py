@@ -25,6 +25,13 @@ from lrd.plots.style import (
 )
 from lrd.schema import CURVE_KEY
 
+# what the figure shows, for a reader who sees it alone (the report prints it under the figure)
+CAPTION = (
+    "Decay length: the e-folding length (timesteps per factor e) of ||dL/dh_t|| fitted against the distance from "
+    "the loss, layer 0, forward direction, against training step (mean over finished seeds). Dotted: the gap; a "
+    "decay length well below the gap means the learning signal across the gap has all but vanished."
+)
+
 
 def decay_length_curves(
     runs: pd.DataFrame,

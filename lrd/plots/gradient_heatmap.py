@@ -39,6 +39,14 @@ def _edges(centres: np.ndarray) -> np.ndarray:
     return np.concatenate([[2 * centres[0] - mid[0]], mid, [2 * centres[-1] - mid[-1]]])
 
 
+# what the figure shows, for a reader who sees it alone (the report prints it under the figure)
+CAPTION = (
+    "Gradient norms during training: log10 ||dL/dh_t|| for every timestep (x) and logged training step (y), mean "
+    "over finished seeds, one panel per model; grey where a seed's norm was below float32's range; the dashed line "
+    "marks the first scored position. It shows whether training opens a path for the gradient across the gap."
+)
+
+
 def gradient_heatmap(
     runs: pd.DataFrame,
     grad_norms: pd.DataFrame,
@@ -99,6 +107,7 @@ def gradient_heatmap(
         ax.xaxis.set_tick_params(labelbottom=True)
     for ax in axes[len(present) :]:
         ax.set_visible(False)
+    assert mesh is not None  # at least one panel is drawn
     fig.colorbar(mesh, ax=axes[: len(present)].tolist(), label=rf"$\log_{{10}}\|\partial L/\partial {state}_t\|$")
     n_seeds = done.groupby("series")["seed"].nunique()
     title(

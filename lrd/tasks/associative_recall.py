@@ -1,7 +1,7 @@
 """Associative recall, single- or multi-query.
 
 Sources: Ba, Hinton, Mnih, Leibo & Ionescu 2016, "Using fast weights to attend
-to the recent past", sec. 4.1 (associative retrieval: "c9k8j3f1??c" -> 8), and
+to the recent past", sec. 4.1 (associative retrieval: "c9k8j3f1??c" -> 9, the value stored with key c), and
 its multi-query form MQAR of Arora et al. 2023, "Zoology" (HazyResearch/zoology,
 ``zoology/data/multiquery_ar.py``): key-value pairs, then queries, each answered
 by the value stored with its key.
@@ -38,7 +38,7 @@ cross-entropy ln(n_values), accuracy 1/n_values.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,7 @@ from lrd.tasks.base import Baseline, Batch, Task, one_hot, register, uniform_log
 @register
 class AssociativeRecall(Task):
     name: ClassVar[str] = "associative_recall"
-    kind: ClassVar[str] = "classification"
+    kind: ClassVar[Literal["classification", "regression"]] = "classification"
     source: ClassVar[str] = "Ba et al. 2016 (fast weights) associative retrieval; Arora et al. 2023 (Zoology) MQAR"
     convention: ClassVar[str] = (
         "n_pairs key-value pairs (distinct keys), gap blanks, n_queries distinct stored keys; "
