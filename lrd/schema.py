@@ -68,6 +68,7 @@ MODEL_COLUMNS = (
     "r_max",
     "max_phase",
     "log_space",
+    "heads",
     "time_loop",
 )
 TRAIN_COLUMNS = (
@@ -81,6 +82,7 @@ TRAIN_COLUMNS = (
     "probe_size",
     "valid_size",
     "stop_when_solved",
+    "recurrence_lr_factor",
 )
 # the model's size: its parameter count, and the [model] params it was sized for (NaN when hidden was given)
 SIZE_COLUMNS = ("param_count", "params_target")

@@ -45,6 +45,10 @@ BAD_OVERRIDES = {
     "threshold as a grid": (["report.solve_threshold=[0.9,0.95]"], BAD["threshold as a grid"][1]),
     "misspelled report key": (["report.solve_treshold=0.9"], BAD["misspelled report key"][1]),
     "threshold in the task": (["task.solve_threshold=0.9"], BAD["threshold in the task"][1]),
+    "heads not dividing the width": (["model.cell=attention", "model.heads=3"], BAD["heads not dividing the width"][1]),
+    "an option the cell lacks": (["model.heads=2"], BAD["an option the cell lacks"][1]),
+    "r_min above r_max": (["model.cell=lru", "model.r_min=0.99", "model.r_max=0.9"], BAD["r_min above r_max"][1]),
+    "zero recurrence lr factor": (["train.recurrence_lr_factor=0"], BAD["zero recurrence lr factor"][1]),
     # what only overrides can get wrong
     "misspelled section": (["trian.lr=1e-3"], ["override trian.lr", "unknown key", "did you mean 'train'"]),
     "misspelled top-level key": (["seed=[0]"], ["override seed", "unknown key", "did you mean 'seeds'"]),
