@@ -39,6 +39,7 @@ the command line (TOML values; a bare word is a string), ``load_experiment`` and
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -542,19 +543,33 @@ def _expand_models(where: str, table: dict, tasks: list[Task]) -> dict[Task, lis
             fields = {k: v for k, v in combo.items() if k != "params"}
             target = combo.get("params")
             if target is not None:
-                smallest = _validate(where, "model", ModelConfig, {**fields, "hidden": 1}, "model")
+                unit = _hidden_unit(fields)
+                smallest = _validate(where, "model", ModelConfig, {**fields, "hidden": unit}, "model")
                 fields["hidden"] = hidden_for_params(smallest, task.input_dim, task.output_dim, target)
                 if fields["hidden"] is None:
+                    widest = MAX_HIDDEN // unit * unit
                     low = param_count(smallest, task.input_dim, task.output_dim)
-                    high = param_count(
-                        smallest.model_copy(update={"hidden": MAX_HIDDEN}), task.input_dim, task.output_dim
-                    )
+                    high = param_count(smallest.model_copy(update={"hidden": widest}), task.input_dim, task.output_dim)
                     raise ExperimentError(
                         f"{where}: model.params: no {smallest.label} on task {task.name!r} has about {target} "
-                        f"parameters; allowed: {low} (hidden 1) to {high} (hidden {MAX_HIDDEN})"
+                        f"parameters; allowed: {low} (hidden {unit}) to {high} (hidden {widest})"
                     )
             models[task].append((_validate(where, "model", ModelConfig, fields, "model"), target))
     return models
+
+
+def _hidden_unit(fields: dict) -> int:
+    """The smallest hidden size a model may have: its heads (given, or the cell's default) where it has heads, else 1.
+
+    Attention's ``heads`` must divide ``hidden``; a heads value that is not a positive
+    integer is left for the model's validation to refuse.
+    """
+    name = fields.get("cell")
+    cell = CELLS.get(name) if isinstance(name, str) else None
+    heads = fields.get("heads")
+    if heads is None and cell is not None:
+        heads = {f.name: f.default for f in dataclasses.fields(cell)}.get("heads")
+    return heads if isinstance(heads, int) and not isinstance(heads, bool) and heads > 0 else 1
 
 
 def _expand(where: str, section: str, table: dict, cls, required=()) -> list:

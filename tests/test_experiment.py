@@ -284,3 +284,24 @@ def test_params_gives_each_cell_the_hidden_size_nearest_the_target(write_experim
     # delayed recall: 18 inputs, 8 classes; rnn count h^2 + 27 h + 8, 1896 at h = 32 exactly
     assert spec.model.hidden == 32
     np.testing.assert_equal(param_count(spec.model, 18, 8), 1896)
+
+
+@pytest.mark.parametrize("heads", [None, 3])
+def test_params_gives_attention_a_hidden_size_its_heads_divide(write_experiment, heads):
+    """attention's hidden must be a multiple of its heads (2 by default): params = N searches only those."""
+    extra = "" if heads is None else f"\nheads = {heads}"
+    experiment = load_experiment(
+        write_experiment(
+            TINY.replace("hidden = 8", f'params = 3000\ncell = "attention"{extra}').replace(
+                'cell = ["rnn", "lstm"]\n', ""
+            )
+        )
+    )
+    model = experiment.runs[0].model
+    unit = heads or 2
+    assert model.hidden % unit == 0
+
+    def off(hidden: int) -> int:  # delayed recall at gap 4: 18 inputs, 8 classes
+        return abs(param_count(model.model_copy(update={"hidden": hidden}), 18, 8) - 3000)
+
+    assert off(model.hidden) <= min(off(model.hidden - unit), off(model.hidden + unit))

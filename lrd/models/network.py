@@ -259,19 +259,23 @@ def param_count(config: ModelConfig, input_dim: int, output_dim: int) -> int:
 def hidden_for_params(config: ModelConfig, input_dim: int, output_dim: int, target: int) -> int | None:
     """The hidden size whose ``param_count`` is closest to ``target`` (the smaller on a tie).
 
-    ``None`` when ``target`` is below the count at hidden size 1 or above the count at
-    ``MAX_HIDDEN``. The count grows with the hidden size, so a bisection finds it.
+    Only multiples of ``config.heads`` are allowed where the cell has heads (attention), so
+    the sizes searched are k x unit, k = 1, 2, ... ``None`` when ``target`` is below the count
+    at the smallest size or above the count at the largest up to ``MAX_HIDDEN``. The count
+    grows with the hidden size, so a bisection finds it.
     """
+    unit = config.heads or 1
 
-    def count(hidden: int) -> int:
-        return param_count(config.model_copy(update={"hidden": hidden}), input_dim, output_dim)
+    def count(k: int) -> int:
+        return param_count(config.model_copy(update={"hidden": k * unit}), input_dim, output_dim)
 
-    if target < count(1) or target > count(MAX_HIDDEN):
+    top = MAX_HIDDEN // unit
+    if target < count(1) or target > count(top):
         return None
     low, high = 1, 2  # grow to a bracket count(low) <= target <= count(high)
     while count(high) < target:
-        low, high = high, min(2 * high, MAX_HIDDEN)
+        low, high = high, min(2 * high, top)
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (middle, high) if count(middle) <= target else (low, middle)
-    return low if target - count(low) <= count(high) - target else high
+    return unit * (low if target - count(low) <= count(high) - target else high)
