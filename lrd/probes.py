@@ -11,7 +11,11 @@ separate backward passes.
 
 The norm reported for a batch is the Frobenius norm over the batch and hidden
 units of dL/d state_t, where L is the batch-mean training loss
-(Pascanu, Mikolov & Bengio 2013, fig. 2 plot the same quantity).
+(Pascanu, Mikolov & Bengio 2013, fig. 2 plot the same quantity). The probe
+also returns, per timestep, the log of the geometric mean over the batch of the
+per-sequence norms ||dL/d state_t[b]||_2 (over hidden units): the quantity the
+signed growth rate of ``lrd.dynamics`` is fitted to, which one large sequence
+cannot dominate.
 
 Underflow: for a tanh RNN the norm falls roughly geometrically with the
 distance from the loss (about 0.97 per step at initialisation on copy,
@@ -45,6 +49,8 @@ class ProbeResult(NamedTuple):
     grad_norm:    global norm of ``param_grads`` (before any clipping).
     state_norms:  {layer: {direction: {state: (T,)}}} ||dL/d state_t||, floored at FLOOR.
     below_floor:  same tree, bool (T,): True where the norm was not measurable in float32.
+    log_gmean_norms:   same tree, (T,) mean over the batch of ln ||dL/d state_t[b]|| (floored at FLOOR).
+    gmean_below_floor: same tree, bool (T,): True where any sequence's norm was not measurable.
     """
 
     loss: jax.Array
@@ -53,6 +59,8 @@ class ProbeResult(NamedTuple):
     grad_norm: jax.Array
     state_norms: Perturbation
     below_floor: Perturbation
+    log_gmean_norms: Perturbation
+    gmean_below_floor: Perturbation
 
 
 def safe_norm(g: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
@@ -78,6 +86,7 @@ def probe(task: Task, model: SequenceModel, params, batch: Batch) -> ProbeResult
         params, zeros
     )
     norms = jax.tree.map(lambda g: safe_norm(g, (0, 2)), state_grads)  # leaves (T,), (T,)
+    per_sequence = jax.tree.map(lambda g: safe_norm(g, (2,)), state_grads)  # leaves (B, T), (B, T)
     is_pair = lambda x: isinstance(x, tuple)
     return ProbeResult(
         loss=loss,
@@ -86,6 +95,8 @@ def probe(task: Task, model: SequenceModel, params, batch: Batch) -> ProbeResult
         grad_norm=global_norm(param_grads),
         state_norms=jax.tree.map(lambda p: p[0], norms, is_leaf=is_pair),
         below_floor=jax.tree.map(lambda p: p[1], norms, is_leaf=is_pair),
+        log_gmean_norms=jax.tree.map(lambda p: jnp.mean(jnp.log(p[0]), axis=0), per_sequence, is_leaf=is_pair),
+        gmean_below_floor=jax.tree.map(lambda p: jnp.any(p[1], axis=0), per_sequence, is_leaf=is_pair),
     )
 
 

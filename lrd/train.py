@@ -14,6 +14,13 @@ compiled code. Every batch is sampled inside the compiled code from
 ``fold_in(data_key, step)``; the probe batch is fixed per seed, so the logged
 per-timestep gradient norms of different steps are comparable.
 
+Diagnostics (``lrd.dynamics``): every log record carries the block's pre-clip
+gradient-norm, clipping and loss-spike statistics (reductions of values every
+step computes anyway, gathered inside the scan) and the per-sequence
+gradient-norm geometric means of the probe; with ``diagnostics = true`` (the
+default) also the Jacobian spectra and gate statistics of layer 0 on the probe
+batch.
+
 Divergence: a step whose loss or gradient is not finite marks that seed
 diverged at that step and freezes its parameters; other seeds are untouched.
 """
@@ -32,6 +39,7 @@ import numpy as np
 import optax
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lrd.dynamics import BlockStats, Dynamics, block_statistics, model_dynamics
 from lrd.models.network import ModelConfig, Perturbation, SequenceModel
 from lrd.probes import global_norm, probe
 from lrd.tasks.base import Task
@@ -52,6 +60,14 @@ class TrainConfig(BaseModel):
     log_every: int = Field(50, gt=0)
     eval_size: int = Field(1024, gt=0)
     probe_size: int = Field(128, gt=0)
+    # diagnostics (lrd.dynamics); they do not change training, but a run with them switched off
+    # has a different id, so it never counts as a stored run that has them
+    diagnostics: bool = Field(True, description="Jacobian spectra and gate statistics at every log point")
+    lyapunov_k: int = Field(4, gt=0, description="Lyapunov exponents computed (at most the state size)")
+    power_iterations: int = Field(10, gt=0, description="power iterations per timestep for sigma_max(J_t)")
+    spectrum_size: int = Field(16, gt=0, description="probe sequences the Jacobian spectra are averaged over")
+    saturation: float = Field(0.1, gt=0, lt=1, description="saturated: activation derivative below this x its max")
+    spike_factor: float = Field(2.0, gt=1, description="loss spike: a step's loss above this x the block median")
 
     @model_validator(mode="after")
     def _whole_blocks(self):
@@ -83,6 +99,10 @@ class LogRecord(NamedTuple):
     grad_norm: jax.Array  # global norm of dL/dparams, before clipping
     state_norms: Perturbation  # (T,) per layer/direction/state
     below_floor: Perturbation
+    log_gmean_norms: Perturbation  # (T,) ln of the geometric mean over the batch of per-sequence norms
+    gmean_below_floor: Perturbation
+    block: BlockStats  # the training steps since the previous record (nan at step 0)
+    dynamics: Dynamics | None  # None when diagnostics are off
 
 
 class RunResult(NamedTuple):
@@ -121,12 +141,36 @@ class Trainer:
             eval_key=eval_key,
         )
 
-    def _record(self, state: TrainState) -> LogRecord:
-        batch = self.task.sample(state.probe_key, self.train_config.probe_size)
+    def _record(self, state: TrainState, block: BlockStats) -> LogRecord:
+        config = self.train_config
+        batch = self.task.sample(state.probe_key, config.probe_size)
         result = probe(self.task, self.model, state.params, batch)
-        return LogRecord(state.step, result.metrics, result.grad_norm, result.state_norms, result.below_floor)
+        dynamics = None
+        if config.diagnostics:
+            dynamics = model_dynamics(
+                self.model_config,
+                state.params,
+                batch.inputs,
+                lyapunov_k=config.lyapunov_k,
+                iterations=config.power_iterations,
+                spectrum_size=config.spectrum_size,
+                saturation=config.saturation,
+                key=jax.random.fold_in(state.probe_key, 1),
+            )
+        return LogRecord(
+            state.step,
+            result.metrics,
+            result.grad_norm,
+            result.state_norms,
+            result.below_floor,
+            result.log_gmean_norms,
+            result.gmean_below_floor,
+            block,
+            dynamics,
+        )
 
-    def _train_step(self, state: TrainState) -> TrainState:
+    def _train_step(self, state: TrainState) -> tuple[TrainState, tuple[jax.Array, jax.Array, jax.Array]]:
+        """One optimiser step; also (loss, pre-clip gradient norm, whether the step counted) for the block stats."""
         batch = self.task.sample(jax.random.fold_in(state.data_key, state.step), self.train_config.batch_size)
 
         def loss_fn(params):
@@ -136,7 +180,8 @@ class Trainer:
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         alive = state.diverged_step < 0
-        finite = jnp.isfinite(loss) & jnp.isfinite(global_norm(grads))
+        grad_norm = global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         keep = alive & finite
         select = lambda new, old: jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
         return state._replace(
@@ -144,16 +189,21 @@ class Trainer:
             opt_state=select(opt_state, state.opt_state),
             step=state.step + 1,
             diverged_step=jnp.where(alive & ~finite, state.step, state.diverged_step),
-        )
+        ), (loss, grad_norm, keep)
 
     def _advance(self, state: TrainState, n_steps: jax.Array) -> tuple[TrainState, LogRecord]:
         """Take ``n_steps`` (0..log_every) optimiser steps, then probe. One program for any n."""
 
-        def body(state, i):
-            return jax.lax.cond(i < n_steps, self._train_step, lambda s: s, state), None
+        def skip(state):
+            return state, (jnp.float32(jnp.nan), jnp.float32(jnp.nan), jnp.bool_(False))
 
-        state, _ = jax.lax.scan(body, state, jnp.arange(self.train_config.log_every))
-        return state, self._record(state)
+        def body(state, i):
+            return jax.lax.cond(i < n_steps, self._train_step, skip, state)
+
+        config = self.train_config
+        state, (losses, norms, taken) = jax.lax.scan(body, state, jnp.arange(config.log_every))  # each (log_every,)
+        block = block_statistics(losses, norms, taken, config.clip, config.spike_factor)
+        return state, self._record(state, block)
 
     def _evaluate(self, state: TrainState) -> dict[str, jax.Array]:
         n_chunks = math.ceil(self.train_config.eval_size / EVAL_CHUNK)
