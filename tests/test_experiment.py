@@ -39,6 +39,22 @@ BAD = {
     "steps not a multiple": (TINY.replace("steps = 20", "steps = 25"), ["train", "multiple of log_every"]),
     "not toml": ("[task\nname = 1", ["not valid TOML"]),
     "missing import": ('imports = ["nowhere.py"]\n' + TINY, ["imports", "nowhere.py"]),
+    "zero lyapunov_k": (
+        TINY.replace("steps = 20", "steps = 20\nlyapunov_k = 0"),
+        ["train.lyapunov_k", "greater than 0"],
+    ),
+    "negative saturation": (
+        TINY.replace("steps = 20", "steps = 20\nsaturation = -0.1"),
+        ["train.saturation", "greater than 0", "-0.1"],
+    ),
+    "diagnostics not a bool": (
+        TINY.replace("steps = 20", 'steps = 20\ndiagnostics = "yes"'),
+        ["train.diagnostics", "valid boolean"],
+    ),
+    "spike factor at most 1": (
+        TINY.replace("steps = 20", "steps = 20\nspike_factor = 1.0"),
+        ["train.spike_factor", "greater than 1"],
+    ),
 }
 
 
@@ -94,6 +110,13 @@ def test_run_id_is_stable_and_changes_with_the_configuration(write_experiment):
     c = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 30"), "c.toml"))
     assert [s.run_id for s in a.runs] == [s.run_id for s in b.runs]
     assert not {s.run_id for s in a.runs} & {s.run_id for s in c.runs}
+
+
+def test_runs_without_diagnostics_have_their_own_ids(write_experiment):
+    """Diagnostics do not change training, but a run stored without them must not count as having them."""
+    on = load_experiment(write_experiment(TINY, "on.toml"))
+    off = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\ndiagnostics = false"), "off.toml"))
+    assert not {s.run_id for s in on.runs} & {s.run_id for s in off.runs}
 
 
 def test_plugin_task_file_is_imported(write_experiment, tmp_path):

@@ -129,7 +129,9 @@ def unrolled_outputs(config: ModelConfig, params, inputs, replace=-1, value=None
 
 
 def reference(task, config, params, batch):
-    """Loss and {position: ||dL/dstate||_F over (B, H)}: one gradient per replaced state.
+    """Loss, {position: ||dL/dstate||_F over (B, H)} and {position: per-sequence norms (B,)}.
+
+    One gradient per replaced state.
 
     Replacing the state at one position by an argument and differentiating with respect
     to it gives the total derivative dL/dstate_t. The positions are batched with vmap
@@ -149,8 +151,9 @@ def reference(task, config, params, batch):
         return task.training_loss(outputs, batch), grads
 
     loss, grads = run_once(loss_and_grads, params, batch)
-    norms = np.linalg.norm(np.asarray(grads, np.float64).reshape(len(order), -1), axis=1)  # (N,)
-    return float(loss), dict(zip(order, norms))
+    grads = np.asarray(grads, np.float64)  # (N, B, H)
+    norms = np.linalg.norm(grads.reshape(len(order), -1), axis=1)  # (N,)
+    return float(loss), dict(zip(order, norms)), dict(zip(order, np.linalg.norm(grads, axis=2)))
 
 
 @functools.cache
@@ -173,7 +176,7 @@ def test_cases_cover_every_cell():
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_state_grad_norms_match_unrolled_reference(case):
     task, config, _model, params, batch, result = _setup(case)
-    loss, expected = reference(task, config, params, batch)
+    loss, expected, per_sequence = reference(task, config, params, batch)
     np.testing.assert_allclose(result.loss, loss, rtol=1e-5)  # the same model
 
     assert {pos for pos, norm in expected.items() if norm == 0.0} == CASES[case][2]
@@ -186,6 +189,13 @@ def test_state_grad_norms_match_unrolled_reference(case):
         else:
             assert not below, where
             np.testing.assert_allclose(got, want, rtol=1e-4, err_msg=where)
+        log_gmean = float(result.log_gmean_norms[f"layer{layer}"][direction][state][t])
+        if np.all(per_sequence[(layer, direction, t, state)] > 0):
+            assert not bool(result.gmean_below_floor[f"layer{layer}"][direction][state][t]), where
+            want_log = np.mean(np.log(per_sequence[(layer, direction, t, state)]))  # geometric mean over the batch
+            np.testing.assert_allclose(log_gmean, want_log, rtol=1e-4, atol=1e-4, err_msg=where)
+        else:
+            assert bool(result.gmean_below_floor[f"layer{layer}"][direction][state][t]), where
     n_probed = sum(np.size(norms) for norms in jax.tree.leaves(result.state_norms))
     assert n_probed == len(expected)  # the probe measures exactly these positions
 
