@@ -35,7 +35,13 @@ Gate statistics (layer 0, forward direction)
     Quantiles (QUANTILES) over the probe batch, timesteps and units of each gate
     the cell sows (``lrd.models.cells``): LSTM input, forget, output and
     candidate tanh(g); GRU reset, update and candidate n; the RNN's candidate
-    tanh(a), which is its state. The effective time constant of the gate that
+    tanh(a), which is its state. XLA sorts slowly on CPU (1.2 s for the
+    1.6 million activations of one gate at batch 128, T = 100, H = 128), so the
+    quantiles come from a histogram of HIST_BINS bins over [-HIST_RANGE,
+    HIST_RANGE] of the activation's pre-image (logit for a sigmoid, artanh for a
+    tanh), linearly interpolated within a bin: within one bin width (0.012) of the
+    exact quantile there, which keeps tau = 1/(1 - f) within about 1.2%; pre-images
+    beyond the range (f above 1 - 6e-6) count at its edge. The effective time constant of the gate that
     keeps the state (LSTM forget f, GRU update z: h' = z h + (1 - z) n, so z
     keeps the old state) is tau = 1 / (1 - gate), the steps over which the kept
     part decays by e; its quantiles are those of the gate mapped through tau
@@ -63,6 +69,7 @@ import numpy as np
 FLOOR = float(np.finfo(np.float32).tiny)
 SKIP = 5  # distances and scan steps left out of the growth-rate fit, at most (see module docstring)
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+HIST_BINS, HIST_RANGE = 2048, 12.0  # gate quantiles: histogram of the activation's pre-image (see above)
 SIGMOID_GATES = ("input", "forget", "output", "reset", "update")  # sigmoid activations; the others are tanh
 KEEP_GATE = {"lstm": "forget", "gru": "update"}  # the gate that keeps the old state, per cell
 
@@ -210,10 +217,31 @@ def cell_step(cell, cell_params) -> Step:
     return step
 
 
+def preimage(values: jax.Array, sigmoid: bool) -> jax.Array:
+    """The pre-activation of ``values``: logit for a sigmoid's output, artanh for a tanh's (+-inf at 0/1, +-1)."""
+    if sigmoid:
+        return jnp.log(values) - jnp.log1p(-values)
+    return 0.5 * (jnp.log1p(values) - jnp.log1p(-values))
+
+
+def histogram_quantiles(values: jax.Array, sigmoid: bool) -> jax.Array:
+    """(len(QUANTILES),) quantiles of all of ``values`` (activations of a sigmoid or a tanh), by histogram."""
+    width = 2 * HIST_RANGE / HIST_BINS
+    z = jnp.clip(preimage(values.ravel(), sigmoid), -HIST_RANGE, HIST_RANGE)
+    index = jnp.clip(jnp.floor((z + HIST_RANGE) / width), 0, HIST_BINS - 1).astype(jnp.int32)
+    counts = jnp.zeros((HIST_BINS,), jnp.float32).at[index].add(1.0)
+    cdf = jnp.cumsum(counts) / z.size  # (bins,) fraction at or below each bin's upper edge
+    qs = jnp.asarray(QUANTILES, jnp.float32)
+    bins = jnp.searchsorted(cdf, qs)  # the first bin whose cdf reaches q
+    below = jnp.where(bins > 0, cdf[jnp.maximum(bins - 1, 0)], 0.0)
+    within = jnp.clip((qs - below) / jnp.maximum(counts[bins], 1.0) * z.size, 0.0, 1.0)
+    z_q = -HIST_RANGE + (bins + within) * width
+    return jax.nn.sigmoid(z_q) if sigmoid else jnp.tanh(z_q)
+
+
 def gate_statistics(gates: dict[str, jax.Array], saturation: float, keep_gate: str | None):
     """Quantiles, saturated fractions and the keep gate's time constants of sown gate activations."""
-    qs = jnp.asarray(QUANTILES, jnp.float32)
-    quantiles = {name: jnp.quantile(g.ravel(), qs) for name, g in gates.items()}
+    quantiles = {name: histogram_quantiles(g, name in SIGMOID_GATES) for name, g in gates.items()}
     saturated = {}
     for name, g in gates.items():
         derivative = g * (1.0 - g) * 4.0 if name in SIGMOID_GATES else 1.0 - g**2  # scaled to a maximum of 1

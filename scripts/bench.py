@@ -24,8 +24,10 @@ script re-executes itself with lrd's tuned malloc settings (``lrd.runtime``,
 keeps glibc's defaults.
 
 Further sections: seeds (8 seeds in one vmapped program against 8 runs one
-after another), the probe (cost of the per-timestep gradient norms), and the
-compile time at growing T. PyTorch is optional (``pip install -e '.[bench]'``);
+after another), the probe (cost of the per-timestep gradient norms), the
+diagnostics (cost of each of ``lrd.dynamics``'s against a training block of
+``log_every = 50`` steps; ``--diagnostics-only`` runs this section alone), and
+the compile time at growing T. PyTorch is optional (``pip install -e '.[bench]'``);
 without it the torch columns are left out.
 """
 
@@ -104,7 +106,7 @@ def lrd_runner(cell: str, T: int, batch: int, hidden: int, n_steps: int, seeds: 
     trainer = Trainer(Copy(gap=T - 20), ModelConfig(cell=cell, hidden=hidden), _train_config(batch, n_steps))
 
     def steps(state):
-        return jax.lax.scan(lambda s, _: (trainer._train_step(s), None), state, None, length=n_steps)[0]
+        return jax.lax.scan(lambda s, _: trainer._train_step(s), state, None, length=n_steps)[0]
 
     block = Program(steps, donate=True)  # lrd's seed-batched program, as the sweep runs it
     state = [trainer.init(jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)]))]
@@ -284,6 +286,74 @@ def bench_probe(cells, T, batch, hidden, rounds, step_times, log_every=50) -> No
         )
 
 
+def bench_diagnostics(cells, T, batch, hidden, probe_size, rounds, log_every=50) -> None:
+    """Each diagnostic of lrd.dynamics against a training block of ``log_every`` steps, as a sweep runs them.
+
+    One seed, the default diagnostic settings. Costs by difference of compiled programs:
+    block statistics (a block returning them vs one that does not), the per-sequence geometric
+    means (a probe returning them vs one that does not), gate statistics (the layer-0 trajectory
+    and its quantiles), Lyapunov exponents (the spectra with no power iteration, less the gates)
+    and sigma_max (the full diagnostics, less the former two).
+    """
+    from lrd.dynamics import block_statistics, cell_trajectory, gate_statistics, model_dynamics
+    from lrd.probes import probe
+
+    for cell in cells:
+        config = TrainConfig(
+            steps=log_every, log_every=log_every, batch_size=batch, probe_size=probe_size, eval_size=batch
+        )
+        trainer = Trainer(Copy(gap=T - 20), ModelConfig(cell=cell, hidden=hidden), config)
+        state = jax.tree.map(lambda x: x[0], trainer.init(jnp.stack([jax.random.PRNGKey(0)])))
+        data = trainer.task.sample(state.probe_key, probe_size)
+
+        def block(state, stats: bool):
+            state, (losses, norms, taken) = jax.lax.scan(lambda s, _: trainer._train_step(s), state, None, log_every)
+            return (state, block_statistics(losses, norms, taken, config.clip, config.spike_factor)) if stats else state
+
+        def probed(params, gmean: bool):
+            r = probe(trainer.task, trainer.model, params, data)
+            return (r.loss, r.grad_norm, r.state_norms, r.below_floor) + ((r.log_gmean_norms,) if gmean else ())
+
+        def dyn(params, iterations: int):
+            kwargs = dict(lyapunov_k=config.lyapunov_k, spectrum_size=config.spectrum_size, saturation=0.1)
+            return model_dynamics(
+                trainer.model_config, params, data.inputs, iterations=iterations, key=state.probe_key, **kwargs
+            )
+
+        def gates(params):
+            cell_params = params["params"]["layer0_fwd"]["scan"]["cell"]
+            _, sown = cell_trajectory(trainer.model_config.cell_module(), cell_params, data.inputs)
+            return gate_statistics(sown, 0.1, None)
+
+        programs = {
+            "block": (lambda s: block(s, False), state),
+            "block+stats": (lambda s: block(s, True), state),
+            "probe": (lambda p: probed(p, False), state.params),
+            "probe+gmean": (lambda p: probed(p, True), state.params),
+            "gates": (gates, state.params),
+            "no power": (lambda p: dyn(p, 0), state.params),
+            "dynamics": (lambda p: dyn(p, config.power_iterations), state.params),
+        }
+        jitted = {name: (classic_prng(jax.jit(f)), a) for name, (f, a) in programs.items()}
+        fns = {name: (lambda f=f, a=a: jax.block_until_ready(f(a))) for name, (f, a) in jitted.items()}
+        t = interleaved(fns, rounds)
+        costs = {
+            "block stats": t["block+stats"] - t["block"],
+            "geometric means": t["probe+gmean"] - t["probe"],
+            "gate stats": t["gates"],
+            "Lyapunov (QR)": t["no power"] - t["gates"],
+            "sigma_max (power)": t["dynamics"] - t["no power"],
+        }
+        total = sum(costs.values())
+        print(
+            f"{cell:5} T={T:<4} B={batch:<4} H={hidden:<4} probe {probe_size:<4} block of {log_every} steps"
+            f" {t['block']:6.3f} s, probe {t['probe'] * 1e3:6.1f} ms; diagnostics "
+            + ", ".join(f"{k} {v * 1e3:+.1f} ms ({v / t['block']:+.1%})" for k, v in costs.items())
+            + f"; total {total * 1e3:.1f} ms = {total / t['block']:.1%} of the block",
+            flush=True,
+        )
+
+
 def bench_compile(cells, lengths, batch, hidden) -> None:
     """Seconds to compile lrd's training block (10 steps) at growing T."""
     for cell in cells:
@@ -308,9 +378,16 @@ def _print_step_row(row: dict) -> None:
     )
 
 
+def run_bench_diagnostics(batch: int, hidden: int, rounds: int) -> None:
+    print("\n== diagnostics (lrd.dynamics): cost of each against a training block of log_every = 50 steps")
+    for T, B, H, probe_size in ((100, batch, hidden, batch), (100, 32, 32, 64)):  # reference shape; a study's
+        bench_diagnostics(CELLS, T, B, H, probe_size, rounds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="T=100 only, fewer repeats (under 2 minutes)")
+    parser.add_argument("--diagnostics-only", action="store_true", help="only the cost of the diagnostics")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument(
@@ -334,6 +411,8 @@ def main() -> None:
     print(
         f"allocator: {'tuned (' + os.environ.get('GLIBC_TUNABLES', '') + ')' if args.malloc == 'tuned' else 'glibc defaults'}"
     )
+    if args.diagnostics_only:
+        return run_bench_diagnostics(args.batch, args.hidden, rounds)
     peaks = matmul_peak()
     peak = max(peaks.values())
     print(
@@ -360,6 +439,8 @@ def main() -> None:
     print("\n== per-timestep gradient norms: a probe pass against a plain forward+backward pass")
     for T in lengths:
         bench_probe(some, T, args.batch, args.hidden, rounds, steps)
+
+    run_bench_diagnostics(args.batch, args.hidden, rounds)
 
     print("\n== compile time of a training block")
     bench_compile(
