@@ -5,6 +5,7 @@
     lrd tasks                          registered tasks and models, conventions, baselines
     lrd show DIR                       the summary table of a results folder
     lrd plot [DIR]                     (re)draw every figure of a results folder into DIR/figures
+    lrd upgrade DIR                    rewrite a results folder of an older lrd to this one (same numbers)
 
 User errors (a bad experiment file, a missing folder) print one line and exit 2;
 a sweep with failed runs exits 1 (rerun it to retry them).
@@ -14,18 +15,21 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from lrd.schema import SCHEMA_VERSION
 
 DEFAULT_EXPERIMENT = Path("experiments") / "quick.toml"
 USER_ERROR = 2
 RUNS_FAILED = 1
+LARGE_GRID = 2000  # runs; a larger grid is announced, with a time estimate after its first group
 
 
 class UserError(Exception):
@@ -37,7 +41,40 @@ def entry() -> None:
     from lrd import runtime
 
     runtime.reexec_with_malloc_settings()
+    sys.stdout = _BrokenPipeSafe(sys.stdout)
     sys.exit(main())
+
+
+class _BrokenPipeSafe:
+    """stdout that, once its reader has gone (``lrd run ... | head -1``), sends the rest nowhere.
+
+    Without it the next print raises BrokenPipeError and aborts the sweep; with it
+    training goes on and every result is written.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # the buffered text and all later output go nowhere
+        os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,10 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     plot = commands.add_parser("plot", help="redraw every figure of a results folder from its stored tables")
     plot.add_argument("dir", nargs="?", default="results/quick", help="results folder (default: results/quick)")
     run.add_argument("--no-plot", action="store_true", help="do not draw the figures at the end")
+    upgrade = commands.add_parser("upgrade", help="rewrite a results folder of an older lrd in place (no retraining)")
+    upgrade.add_argument("dir", help="results folder")
     args = parser.parse_args(argv)
     console = Console(stderr=True, highlight=False)
     try:
-        return {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot}[args.command](args, console)
+        commands = {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot, "upgrade": cmd_upgrade}
+        return commands[args.command](args, console)
     except UserError as err:
         print(f"lrd: error: {err}", file=sys.stderr)
         return USER_ERROR
@@ -85,20 +125,42 @@ def cmd_run(args, console: Console) -> int:
     except ExperimentError as err:
         raise UserError(str(err)) from None
     out_dir = Path(args.out) if args.out else Path("results") / experiment.name
+    check_out_dir(args.out or str(out_dir), given=args.out is not None)
+    if len(experiment.runs) > LARGE_GRID:
+        print(
+            f"{experiment.name}: a large grid of {len(experiment.runs)} runs; a time estimate follows the first group"
+        )
 
-    from lrd.backends import enable_compilation_cache
-    from lrd.sweep import run_sweep
+    from lrd import interrupt
+    from lrd.progress import PlainReporter, RichReporter, TimeEstimate
+    from lrd.runtime import enable_compilation_cache
+    from lrd.store import StoreError, check_schema
+    from lrd.sweep import TooLarge, run_sweep
 
+    try:
+        check_schema(out_dir)
+    except StoreError as err:
+        raise UserError(str(err)) from None
     enable_compilation_cache()
     reporter = RichReporter(console) if console.is_terminal else PlainReporter()
-    with reporter:
-        summary = run_sweep(experiment, out_dir, reporter, backend)
+    try:
+        with interrupt.stop_on_sigint(), reporter:
+            summary = run_sweep(experiment, out_dir, TimeEstimate(reporter, len(experiment.runs), LARGE_GRID), backend)
+    except TooLarge as err:
+        raise UserError(f"{args.experiment}: {err}") from None
+    except OSError as err:  # the results folder went read-only or full mid-sweep: finished runs are kept
+        raise UserError(f"{out_dir}: cannot write the results ({err.strerror}: {err.filename})") from None
     print(
         f"{experiment.name}: {summary.computed} runs computed, {summary.already_done} already done, "
         f"{summary.diverged} diverged, {summary.failed} failed, {summary.wall_time_s:.1f} s; results in {out_dir}"
     )
     if not args.no_plot:
-        draw_figures(out_dir)
+        try:
+            draw_figures(out_dir)
+        except UserError as err:  # figures are a by-product: the runs are saved, the exit code says whether they failed
+            print(f"lrd: error: {err}", file=sys.stderr)
+            if not summary.failed:
+                return USER_ERROR
     if summary.failed:
         runs = "run" if summary.failed == 1 else "runs"
         print(
@@ -108,6 +170,44 @@ def cmd_run(args, console: Console) -> int:
         )
         return RUNS_FAILED
     return 0
+
+
+def check_out_dir(name: str, given: bool) -> None:
+    """A results folder lrd can use, else a UserError; nothing is written where nothing needs writing.
+
+    Refused: URL-like names (pandas would read ``s3:x`` or ``file:x`` as a URL), an
+    existing file, and a folder this process cannot write into. A folder whose
+    runs are all done needs no writing, so a read-only finished folder passes:
+    ``lrd run`` then only checks it (see store.prepare, which skips unchanged files).
+    """
+    option = "--out" if given else "results folder"
+    if "://" in name or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", name):
+        raise UserError(f"{option} {name}: looks like a URL; give a local folder path")
+    out_dir = Path(name)  # only now: Path("s3://x") is "s3:/x"
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the sweep creates the rest
+    if not existing.is_dir():
+        raise UserError(f"{option} {name}: {existing} is a file, not a folder")
+    probe = existing / f".tmp-write-check-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as err:
+        if _finished_here(out_dir):
+            return  # nothing to write: checking it is all `lrd run` will do
+        raise UserError(f"{option} {name}: cannot write there ({err.strerror})") from None
+
+
+def _finished_here(out_dir: Path) -> bool:
+    """Every run of the experiment last run into ``out_dir`` is stored with its results."""
+    from lrd.store import completed_runs, current_run_ids
+
+    try:
+        wanted = current_run_ids(out_dir)
+    except (OSError, ValueError):
+        return False
+    return wanted is not None and set(wanted) <= completed_runs(out_dir)
 
 
 def make_backend(args):
@@ -125,101 +225,6 @@ def make_backend(args):
     return RayBackend(args.address)
 
 
-def _result_line(rows: list[dict]) -> str:
-    parts = []
-    for row in rows:
-        if row["status"] == "failed":
-            seeds = ",".join(str(r["seed"]) for r in rows)
-            return f"seeds {seeds} failed: {row['error']}"
-        if row["status"] == "diverged":
-            parts.append(f"seed {row['seed']}: diverged at step {int(row['diverged_step'])}")
-        else:
-            parts.append(f"seed {row['seed']}: metric {row['final_metric']:.3f}{' solved' if row['solved'] else ''}")
-    return "; ".join(parts)
-
-
-def _attempt(attempt: int) -> str:
-    return f" (attempt {attempt}: its worker died)" if attempt > 1 else ""
-
-
-class PlainReporter:
-    """One line per event, for logs and pipes."""
-
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def start(self, experiment, total, already_done):
-        self.total, self.done = total, already_done
-        print(
-            f"{experiment.name}: {total} runs, {already_done} already done, {total - already_done} to compute",
-            flush=True,
-        )
-
-    def group_started(self, label, n_runs, n_blocks, steps, attempt):
-        print(f"[{self.done}/{self.total}] training {label} ({steps} steps){_attempt(attempt)}", flush=True)
-
-    def block_done(self, label, done, total):
-        pass
-
-    def group_done(self, label, rows):
-        self.done += len(rows)
-        elapsed = time.perf_counter() - self.t0
-        print(f"[{self.done}/{self.total}] {elapsed:.0f}s {label}: {_result_line(rows)}", flush=True)
-
-
-class RichReporter:
-    """A live progress display: runs done / total, a bar per group in training, elapsed and remaining."""
-
-    def __init__(self, console: Console):
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
-            console=console,
-        )
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.stop()
-        return False
-
-    def start(self, experiment, total, already_done):
-        self.runs = self.progress.add_task(experiment.name, total=total, completed=already_done, unit="runs")
-        self.groups = {}  # label -> (progress task, steps per block) of each group in training
-        if already_done:
-            self.progress.console.print(f"{already_done} of {total} runs already done; computing the rest")
-
-    def group_started(self, label, n_runs, n_blocks, steps, attempt):
-        if label in self.groups:  # a retry: its bar starts again
-            self.progress.remove_task(self.groups[label][0])
-        self.groups[label] = (
-            self.progress.add_task(label + _attempt(attempt), total=steps, unit="steps"),
-            steps // n_blocks,
-        )
-
-    def block_done(self, label, done, total):
-        if label in self.groups:
-            task, step_size = self.groups[label]
-            self.progress.update(task, completed=done * step_size)
-
-    def group_done(self, label, rows):
-        if label in self.groups:
-            self.progress.remove_task(self.groups.pop(label)[0])
-        self.progress.advance(self.runs, len(rows))
-        self.progress.console.print(f"{label}: {_result_line(rows)}", markup=False)
-
-
 # --- lrd plot -----------------------------------------------------------------------------
 def cmd_plot(args, console: Console) -> int:
     draw_figures(Path(args.dir))
@@ -233,14 +238,22 @@ def draw_figures(out_dir: Path) -> None:
 
     try:
         results = load(out_dir)
+    except StoreError as err:
+        raise UserError(str(err)) from None
+    failed = int((results.runs["status"] == "failed").sum())
+    if failed == len(results.runs):
+        print(f"no figures: all {failed} runs failed")
+        return
+    try:
         paths = write_figures(
             results,
             out_dir / "figures",
             on_skip=lambda stem, reason: print(f"skipped {stem}: {reason}"),
         )
-    except (StoreError, PlotError) as err:
+    except PlotError as err:
         raise UserError(str(err)) from None
-    failed = int((results.runs["status"] == "failed").sum())
+    except OSError as err:
+        raise UserError(f"{out_dir / 'figures'}: cannot write the figures ({err.strerror})") from None
     print(
         f"{len(paths)} figure files in {out_dir / 'figures'}" + (f"; {failed} failed runs not drawn" if failed else "")
     )
@@ -252,9 +265,28 @@ def _stdout_console() -> Console:
     return console if console.is_terminal else Console(highlight=False, width=160)
 
 
+# --- lrd upgrade ----------------------------------------------------------------------------
+def cmd_upgrade(args, console: Console) -> int:
+    from lrd.store import StoreError
+    from lrd.upgrade import upgrade
+
+    try:
+        done = upgrade(Path(args.dir))
+    except StoreError as err:
+        raise UserError(str(err)) from None
+    if done.runs == 0 and done.from_schema == SCHEMA_VERSION:
+        print(f"{args.dir}: already results schema {SCHEMA_VERSION}; nothing to do")
+    else:
+        print(
+            f"{args.dir}: upgraded from results schema {done.from_schema} to {SCHEMA_VERSION}: {done.runs} runs "
+            f"rewritten, solve threshold {done.solve_threshold:g} ([report] of the folder); no run retrained"
+        )
+    return 0
+
+
 # --- lrd tasks -----------------------------------------------------------------------------
 def cmd_tasks(args, console: Console) -> int:
-    from lrd.models import CELLS
+    from lrd.models import CELLS, ModelConfig, parameter_count
     from lrd.tasks import TASKS
 
     out = _stdout_console()
@@ -269,11 +301,17 @@ def cmd_tasks(args, console: Console) -> int:
             name, cls.source, cls.convention, f"loss {base.loss:.4g}, {cls.metric_name} {base.metric:.4g}{extra}"
         )
     out.print(table)
-    models = Table(title="Models (cells; any of them bidirectional and stacked)")
-    for column in ("cell", "states", "equations", "source"):
+    width, input_dim = 32, TASKS["delayed_recall"](gap=100).input_dim
+    models = Table(
+        title=f"Models (cells; any of them bidirectional and stacked). Parameters: one layer, hidden {width}, "
+        f"input width {input_dim} (delayed_recall's default), readout not counted"
+    )
+    for column in ("cell", "states", "equations", "source", "options", "parameters"):
         models.add_column(column, overflow="fold")
     for name, cell in sorted(CELLS.items()):
-        models.add_row(name, ", ".join(cell.state_names), cell.equations, cell.source)
+        n_params = parameter_count(ModelConfig(cell=name, hidden=width), input_dim)
+        options = ", ".join(cell.options()) or "-"
+        models.add_row(name, ", ".join(cell.state_names), cell.equations, cell.source, options, str(n_params))
     out.print(models)
     return 0
 
@@ -298,8 +336,10 @@ def cmd_show(args, console: Console) -> int:
     return 0
 
 
-def summary_table(runs, title: str) -> Table:
-    """Seeds aggregated: one row per task, gap and model."""
+def summary_table(runs: pd.DataFrame, title: str) -> Table:
+    """``lrd.results.summary`` of ``runs`` as a table to print."""
+    from lrd.results import summary
+
     table = Table(title=title)
     failures = (runs["status"] == "failed").any()
     columns = [
@@ -318,24 +358,21 @@ def summary_table(runs, title: str) -> Table:
     ]
     for column in columns:
         table.add_column(column, justify="right" if column not in ("task", "model") else "left")
-    for (task, gap, model, hidden), g in runs.groupby(["task", "gap", "model", "hidden"], sort=True):
-        metric = g["final_metric"].dropna()
-        spread = f" ± {metric.std(ddof=1):.3f}" if len(metric) > 1 else ""
-        solved_steps = g["solved_step"].dropna()
-        failed = [str(int((g["status"] == "failed").sum()))] if failures else []
+    for row in summary(runs).itertuples(index=False):
+        spread = "" if math.isnan(row.final_metric_std) else f" ± {row.final_metric_std:.3f}"
         table.add_row(
-            task,
-            str(gap),
-            model,
-            str(hidden),
-            str(len(g)),
-            str(int((g["status"] == "diverged").sum())),
-            *failed,
-            f"{metric.mean():.3f}{spread}" if len(metric) else "—",
-            f"{g['baseline_metric'].iloc[0]:.3f}",
-            f"{int(g['solved'].sum())}/{len(g)}",
-            f"{np.median(solved_steps):.0f}" if len(solved_steps) else "—",
-            f"{_fmt(g['decay_length_init'].median())} → {_fmt(g['decay_length_final'].median())}",
+            row.task,
+            str(row.gap),
+            row.model,
+            str(row.hidden),
+            str(row.seeds),
+            str(row.diverged),
+            *([str(row.failed)] if failures else []),
+            "—" if math.isnan(row.final_metric) else f"{row.final_metric:.3f}{spread}",
+            f"{row.baseline_metric:.3f}",
+            f"{row.solved}/{row.seeds}",
+            "—" if math.isnan(row.solved_step) else f"{row.solved_step:.0f}",
+            f"{_fmt(row.decay_length_init)} → {_fmt(row.decay_length_final)}",
         )
     return table
 

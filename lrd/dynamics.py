@@ -17,8 +17,9 @@ Signed gradient growth rate
 
 Jacobian spectra (layer 0, forward direction)
     J_t = d s_t / d s_{t-1} for one sequence, where s is the cell's whole state
-    (the LSTM's (c, h) concatenated, 2H; H for the RNN and the GRU), evaluated
-    along the probe batch's own trajectory. Its largest singular value per
+    (the LSTM's (c, h) concatenated, 2H; the LRU's (Re h, Im h), 2N; H for the
+    others), evaluated along the probe batch's own trajectory, through the cell's
+    step ``__call__`` (a parallel cell's step computes the same recurrence). Its largest singular value per
     timestep comes from power iteration on J^T J with jvp and vjp (the H x H
     Jacobian is never formed), warm-started from the previous timestep's vector.
     The top-k Lyapunov exponents of the product J_T ... J_1 come from QR
@@ -35,19 +36,22 @@ Gate statistics (layer 0, forward direction)
     Quantiles (QUANTILES) over the probe batch, timesteps and units of each gate
     the cell sows (``lrd.models.cells``): LSTM input, forget, output and
     candidate tanh(g); GRU reset, update and candidate n; the RNN's candidate
-    tanh(a), which is its state. XLA sorts slowly on CPU (1.2 s for the
+    tanh(a), which is its state; minGRU's z (the paper's: the weight of the new
+    candidate) and minLSTM's f and i. XLA sorts slowly on CPU (1.2 s for the
     1.6 million activations of one gate at batch 128, T = 100, H = 128), so the
     quantiles come from a histogram of HIST_BINS bins over [-HIST_RANGE,
     HIST_RANGE] of the activation's pre-image (logit for a sigmoid, artanh for a
     tanh), linearly interpolated within a bin: within one bin width (0.012) of the
     exact quantile there, which keeps tau = 1/(1 - f) within about 1.2%; pre-images
-    beyond the range (f above 1 - 6e-6) count at its edge. The effective time constant of the gate that
-    keeps the state (LSTM forget f, GRU update z: h' = z h + (1 - z) n, so z
-    keeps the old state) is tau = 1 / (1 - gate), the steps over which the kept
-    part decays by e; its quantiles are those of the gate mapped through tau
-    (monotone). A unit is saturated when its activation's derivative is below
-    ``saturation`` times the largest the derivative can be: sigmoid' = g (1 - g)
-    < saturation / 4, tanh' = 1 - g^2 < saturation.
+    beyond the range (f above 1 - 6e-6) count at its edge.
+    The effective time constant is tau = 1 / (1 - k), where k is the weight of the
+    old state (LSTM: the forget gate f; GRU: the update gate z, as lrd's GRU keeps
+    the old state with z: h' = z h + (1 - z) n; minGRU: 1 - z; minLSTM:
+    f / (f + i)), the steps over which the kept part decays by e; its quantiles
+    are those of k (by the same histogram) mapped through tau (monotone). A unit
+    is saturated when its activation's derivative is below ``saturation`` times
+    the largest the derivative can be: sigmoid' = g (1 - g) < saturation / 4,
+    tanh' = 1 - g^2 < saturation.
 
 Exploding-gradient instrumentation (per log block, inside the training scan)
     The maximum and the mean over the block's steps of the pre-clip global
@@ -71,7 +75,13 @@ SKIP = 5  # distances and scan steps left out of the growth-rate fit, at most (s
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 HIST_BINS, HIST_RANGE = 2048, 12.0  # gate quantiles: histogram of the activation's pre-image (see above)
 SIGMOID_GATES = ("input", "forget", "output", "reset", "update")  # sigmoid activations; the others are tanh
-KEEP_GATE = {"lstm": "forget", "gru": "update"}  # the gate that keeps the old state, per cell
+# the weight of the old state, per cell, from its sown gates (see the module docstring)
+KEEP_WEIGHT: dict[str, Callable[[dict[str, jax.Array]], jax.Array]] = {
+    "lstm": lambda g: g["forget"],
+    "gru": lambda g: g["update"],
+    "mingru": lambda g: 1.0 - g["update"],
+    "minlstm": lambda g: g["forget"] / (g["forget"] + g["input"]),
+}
 
 
 # --- growth rate (NumPy: analysis of stored norms) -----------------------------------------
@@ -176,7 +186,7 @@ class Dynamics(NamedTuple):
     lyapunov:   (k,) top-k Lyapunov exponents, mean over the spectrum sequences.
     quantiles:  {gate: (len(QUANTILES),)} activation quantiles over batch, timesteps and units.
     saturated:  {gate: ()} fraction of saturated activations.
-    time_constant: (len(QUANTILES),) 1/(1 - keep gate) at the keep gate's quantiles (nan without one).
+    time_constant: (len(QUANTILES),) 1/(1 - k) at the quantiles of k, the old state's weight (nan without one).
     """
 
     sigma_max: jax.Array
@@ -239,17 +249,19 @@ def histogram_quantiles(values: jax.Array, sigmoid: bool) -> jax.Array:
     return jax.nn.sigmoid(z_q) if sigmoid else jnp.tanh(z_q)
 
 
-def gate_statistics(gates: dict[str, jax.Array], saturation: float, keep_gate: str | None):
-    """Quantiles, saturated fractions and the keep gate's time constants of sown gate activations."""
+def gate_statistics(
+    gates: dict[str, jax.Array], saturation: float, keep: Callable[[dict[str, jax.Array]], jax.Array] | None
+) -> tuple[dict[str, jax.Array], dict[str, jax.Array], jax.Array]:
+    """Quantiles, saturated fractions and time constants (from ``keep``, the weight of the old state) of gates."""
     quantiles = {name: histogram_quantiles(g, name in SIGMOID_GATES) for name, g in gates.items()}
     saturated = {}
     for name, g in gates.items():
         derivative = g * (1.0 - g) * 4.0 if name in SIGMOID_GATES else 1.0 - g**2  # scaled to a maximum of 1
         saturated[name] = jnp.mean(derivative < saturation)
-    if keep_gate is None:
+    if keep is None:
         tau = jnp.full((len(QUANTILES),), jnp.nan, jnp.float32)
     else:
-        tau = 1.0 / jnp.maximum(1.0 - quantiles[keep_gate], FLOOR)
+        tau = 1.0 / jnp.maximum(1.0 - histogram_quantiles(keep(gates), sigmoid=True), FLOOR)
     return quantiles, saturated, tau
 
 
@@ -266,9 +278,10 @@ def model_dynamics(
 ) -> Dynamics:
     """All Jacobian and gate diagnostics of layer 0 (forward) of a ``SequenceModel`` on ``inputs`` (B, T, D)."""
     cell = model_config.cell_module()
-    cell_params = params["params"]["layer0_fwd"]["scan"]["cell"]
+    layer = params["params"]["layer0_fwd"]
+    cell_params = layer["scan"]["cell"] if "scan" in layer else layer["cell"]  # scanned step by step, or parallel
     prev_states, gates = cell_trajectory(cell, cell_params, inputs)  # (T, B, n)
-    quantiles, saturated, tau = gate_statistics(gates, saturation, KEEP_GATE.get(model_config.cell))
+    quantiles, saturated, tau = gate_statistics(gates, saturation, KEEP_WEIGHT.get(model_config.cell))
 
     m = min(spectrum_size, inputs.shape[0])
     n = prev_states.shape[-1]

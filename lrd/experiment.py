@@ -20,13 +20,15 @@ all lists (task x model x training x seed)::
     [train]
     steps = 600
 
+    [report]                          # optional: how results are reported, not part of any run
+    solve_threshold = 0.9             # default 0.95
+
 Every problem is reported as one ``ExperimentError`` line naming the file,
 the key and what is allowed, before anything is written.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -38,18 +40,30 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pydantic
+from pydantic import BaseModel, ConfigDict, Field
 
 from lrd.models.network import ModelConfig
+from lrd.names import did_you_mean, unknown_name_message
+from lrd.schema import SCHEMA_VERSION, SOLVE_THRESHOLD
 from lrd.tasks import TASKS, Task
-from lrd.tasks.base import unknown_name_message
 from lrd.train import TrainConfig
 
-SCHEMA_VERSION = 1  # part of every run's hash: bump when stored results change meaning
-TOP_LEVEL_KEYS = ("name", "description", "seeds", "imports", "task", "model", "train")
+TOP_LEVEL_KEYS = ("name", "description", "seeds", "imports", "task", "model", "train", "report")
+SECTIONS = ("task", "model", "train", "report")
 
 
 class ExperimentError(ValueError):
     """A user error in an experiment file; its message is one line, ready to print."""
+
+
+class ReportConfig(BaseModel):
+    """How a results folder is reported: settings that change no run, so changing them retrains nothing."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    solve_threshold: float = Field(
+        SOLVE_THRESHOLD, gt=0.0, le=1.0, description="a finished run is 'solved' when its final metric reaches this"
+    )
 
 
 class RunSpec(NamedTuple):
@@ -61,6 +75,11 @@ class RunSpec(NamedTuple):
     seed: int
 
     def config(self) -> dict[str, Any]:
+        """Everything that decides the run's numbers (and so its id), as plain data.
+
+        Reporting settings (``ReportConfig``) are not part of it. A training option that
+        reads one (an early stop once the run is solved) must add it here while it is on.
+        """
         return {
             "task": {"name": self.task.name, **self.task.params()},
             "model": self.model.model_dump(),
@@ -71,13 +90,18 @@ class RunSpec(NamedTuple):
     @property
     def run_id(self) -> str:
         """Hash of the resolved configuration: the run's key in the results store."""
-        payload = json.dumps({**self.config(), "schema": SCHEMA_VERSION}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return run_id_of(self.config())
 
     @property
     def group_key(self) -> tuple[Task, ModelConfig, TrainConfig]:
         """Runs with the same key share a compiled program and train together (vmap over seeds)."""
         return (self.task, self.model, self.train)
+
+
+def run_id_of(config: dict[str, Any], schema: int = SCHEMA_VERSION) -> str:
+    """The id of a run with this resolved configuration (``RunSpec.config()``) under results schema ``schema``."""
+    payload = json.dumps({**config, "schema": schema}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 class Plugin(NamedTuple):
@@ -95,6 +119,7 @@ class Experiment(NamedTuple):
     source: str  # the file's text, saved beside the results
     runs: list[RunSpec]
     plugins: tuple[Plugin, ...] = ()  # what a worker process imports before it trains a run
+    report: ReportConfig = ReportConfig()
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -116,18 +141,19 @@ def load_experiment(path: str | Path) -> Experiment:
     plugins = _import_plugins(where, path.parent, raw.get("imports", []))
     seeds = _seeds(where, raw.get("seeds", [0]))
 
-    for section in ("task", "model", "train"):
+    for section in SECTIONS:
         if not isinstance(raw.get(section, {}), dict):
             raise ExperimentError(f"{where}: {section}: must be a table ([{section}])")
     tasks = _expand_task(where, raw.get("task"))
     models = _expand(where, "model", raw.get("model", {}), ModelConfig, required=("cell",))
     trains = _expand(where, "train", raw.get("train", {}), TrainConfig)
+    report = _validate(where, "report", ReportConfig, raw.get("report", {}), "report")
 
     runs: dict[str, RunSpec] = {}
     for task, model, train, seed in itertools.product(tasks, models, trains, seeds):
         spec = RunSpec(task, model, train, seed)
         runs.setdefault(spec.run_id, spec)  # identical resolved configs are one run
-    return Experiment(name, description, path, source, list(runs.values()), plugins)
+    return Experiment(name, description, path, source, list(runs.values()), plugins, report)
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -135,9 +161,9 @@ def _check_keys(where: str, section: str, table: dict, allowed) -> None:
     for key in table:
         if key not in allowed:
             label = f"{section}.{key}" if section else key
-            message = f"{where}: {label}: unknown key; allowed: {', '.join(allowed)}"
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            raise ExperimentError(message + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ExperimentError(
+                f"{where}: {label}: unknown key; allowed: {', '.join(allowed)}{did_you_mean(key, allowed)}"
+            )
 
 
 def _scalar(where: str, key: str, value, kind: type):
@@ -151,8 +177,9 @@ def _seeds(where: str, value) -> list[int]:
     if not seeds:
         raise ExperimentError(f"{where}: seeds: empty list; give at least one seed")
     for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ExperimentError(f"{where}: seeds: must be non-negative integers (got {seed!r})")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            # jax.random.PRNGKey keeps the low 32 bits: 2**32 would silently be seed 0 again
+            raise ExperimentError(f"{where}: seeds: must be integers in [0, 2**32) (got {seed!r})")
     if len(set(seeds)) != len(seeds):
         raise ExperimentError(f"{where}: seeds: repeated seed in {seeds}")
     return seeds
@@ -215,6 +242,10 @@ def _grid(where: str, section: str, table: dict) -> list[dict]:
 
 
 def _expand_task(where: str, table) -> list[Task]:
+    if table and "solve_threshold" in table:  # a task field before results schema 2
+        raise ExperimentError(
+            f"{where}: task.solve_threshold: moved to [report] solve_threshold (reporting only: it retrains nothing)"
+        )
     if not table or "name" not in table:
         raise ExperimentError(f"{where}: task.name: missing; allowed: {', '.join(sorted(TASKS))}")
     tasks = []

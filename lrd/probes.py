@@ -35,9 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrd.models.network import Perturbation, SequenceModel
+from lrd.schema import FLOOR
 from lrd.tasks.base import Batch, Task
-
-FLOOR = float(np.finfo(np.float32).tiny)
 
 
 class ProbeResult(NamedTuple):

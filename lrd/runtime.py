@@ -1,15 +1,19 @@
-"""Process settings that make long training steps faster on CPU: glibc's allocator.
+"""Process settings: the versions a result depends on, JAX's compilation cache, glibc's allocator.
 
-XLA allocates fresh buffers for every training step (about 1 GB per step at
-T = 1000, batch 128, hidden 128). With glibc's defaults every large buffer is a
-new ``mmap`` that the kernel zero-fills page by page on first touch and
-``munmap``s when freed, so a step pays for its memory again each time. Keeping
-freed memory in the heap instead (no mmap, no trimming, one arena) made a
-T = 1000 LSTM step 1.46x faster (2.28 s -> 1.56 s, one core). It also made the
-default experiment, whose time is mostly compilation, slower (2 min 18 s ->
-3 min 12 s, fresh compilation cache), so it is opt-in: ``LRD_MALLOC=tuned lrd
-run ...`` for long sequences. The price is that the process keeps its peak
-memory until it exits.
+``versions()`` names the Python and package versions of this process (saved beside
+every results folder; a Ray worker must match the driver's). ``enable_compilation_cache()``
+turns on JAX's persistent compilation cache.
+
+The allocator settings make long training steps faster on CPU. XLA allocates
+fresh buffers for every training step (about 1 GB per step at T = 1000, batch
+128, hidden 128). With glibc's defaults every large buffer is a new ``mmap``
+that the kernel zero-fills page by page on first touch and ``munmap``s when
+freed, so a step pays for its memory again each time. Keeping freed memory in
+the heap instead (no mmap, no trimming, one arena) made a T = 1000 LSTM step
+1.46x faster (2.28 s -> 1.56 s, one core). It also made the default experiment,
+whose time is mostly compilation, slower (2 min 18 s -> 3 min 12 s, fresh
+compilation cache), so it is opt-in: ``LRD_MALLOC=tuned lrd run ...`` for long
+sequences. The price is that the process keeps its peak memory until it exits.
 
 glibc reads ``GLIBC_TUNABLES`` only at process start, so the ``lrd`` command
 re-executes itself once with them set. On other platforms or C libraries
@@ -21,7 +25,11 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from importlib import metadata
+from pathlib import Path
 
+# what a result may depend on, recorded in versions.json
+PACKAGES = ("lrd", "jax", "jaxlib", "flax", "optax", "numpy", "pandas", "pyarrow", "matplotlib", "pydantic")
 MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736:glibc.malloc.arena_max=1"
 _MARK = "LRD_MALLOC"
 
@@ -44,3 +52,24 @@ def reexec_with_malloc_settings() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, env)
+
+
+def versions() -> dict[str, str]:
+    """Python, the platform and the installed version of each of PACKAGES ("not installed" if absent)."""
+    found = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def enable_compilation_cache() -> None:
+    """JAX's persistent compilation cache ($LRD_CACHE_DIR, default ~/.cache/lrd/jax) in this process."""
+    import jax
+
+    cache = Path(os.environ.get("LRD_CACHE_DIR", Path.home() / ".cache" / "lrd" / "jax"))
+    cache.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -3,7 +3,7 @@
 Layout of a results folder::
 
     DIR/experiment.toml     the experiment file as it was run
-    DIR/experiment.json     the resolved runs of that file (id -> configuration)
+    DIR/experiment.json     the results schema, the report settings and the resolved runs (id -> configuration)
     DIR/versions.json       Python and package versions of the last run
     DIR/summary.csv         the runs table of the current experiment, for people
     DIR/runs/<id>/          one folder per run, keyed by the hash of its configuration:
@@ -16,6 +16,11 @@ process killed at any moment leaves either a complete run or none (stale
 temporary folders are removed by the next sweep). A changed configuration has
 a new id, so it never overwrites another run.
 
+The tables hold what was measured; what it means (``solved``, at the folder's
+``[report] solve_threshold``) is added when they are read (``lrd.results``). A folder
+written under an older results schema is refused with one line that says how to
+upgrade it (``lrd upgrade DIR``, see ``lrd.upgrade``).
+
 A run whose training failed (its worker died, or it raised) is a folder with
 ``run.parquet`` alone: status "failed" and the ``error``. It does not count as
 done: the next sweep computes it again and its result replaces the record.
@@ -25,166 +30,46 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import uuid
-from importlib import metadata
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from lrd.experiment import Experiment, RunSpec
-from lrd.probes import decay_length, distance_from_loss
-from lrd.train import RunResult
+from lrd.experiment import Experiment
+from lrd.results import with_solved
+from lrd.runtime import versions
+from lrd.schema import RUN, RUN_ORDER, SCHEMA_VERSION, SOLVE_THRESHOLD, TABLES, Results
 
 RUNS = "runs"
+EXPERIMENT_JSON = "experiment.json"
 TMP_PREFIX = ".tmp-"
-TABLES = ("run", "curves", "grad_norms")
-
-
-class Results(NamedTuple):
-    """The three tables of a results folder (see README, "Results tables")."""
-
-    runs: pd.DataFrame
-    curves: pd.DataFrame
-    grad_norms: pd.DataFrame
 
 
 class StoreError(ValueError):
     """A results folder that cannot be read; the message is one line."""
 
 
-# --- building a run's tables -----------------------------------------------------------
-def run_tables(
-    spec: RunSpec, result: RunResult, index: int, experiment: str, wall_time_s: float
-) -> dict[str, pd.DataFrame]:
-    """The run, curves and grad_norms tables of seed ``index`` of a (vmapped) RunResult."""
-    task, model = spec.task, spec.model
-    diverged_step = int(result.diverged_step[index])
-    diverged = diverged_step >= 0
-    records = [r for r in result.records if not diverged or int(r.step[index]) <= diverged_step]
-
-    norm_rows, curve_rows = [], []
-    for record in records:
-        step = int(record.step[index])
-        decay = np.nan
-        for layer_name, directions in record.state_norms.items():
-            layer = int(layer_name.removeprefix("layer"))
-            for direction, states in directions.items():
-                distance = distance_from_loss(task, direction)
-                for state, norms in states.items():
-                    norm = np.asarray(norms[index], np.float64)
-                    below = np.asarray(record.below_floor[layer_name][direction][state][index], bool)
-                    norm_rows.append(
-                        pd.DataFrame(
-                            {
-                                "step": step,
-                                "layer": layer,
-                                "direction": direction,
-                                "state": state,
-                                "timestep": np.arange(task.length),
-                                "distance": distance,
-                                "norm": norm,
-                                "below_floor": below,
-                            }
-                        )
-                    )
-                    if layer == 0 and direction == "fwd" and state == model.state_names[-1]:
-                        decay = decay_length(norm, distance, below)
-        curve_rows.append(
-            {
-                "step": step,
-                **{k: float(v[index]) for k, v in record.metrics.items()},
-                "grad_norm": float(record.grad_norm[index]),
-                "decay_length": decay,
-            }
-        )
-    curves = pd.DataFrame(curve_rows)
-    grad_norms = pd.concat(norm_rows, ignore_index=True)
-
-    baseline = task.baseline()
-    final = {f"final_{k}": (np.nan if diverged else float(v[index])) for k, v in result.final.items()}
-    reached = curves.loc[curves["metric"] >= task.solve_threshold, "step"]
-    row = {
-        **_configuration(spec, experiment),
-        "status": "diverged" if diverged else "done",
-        "diverged_step": float(diverged_step) if diverged else np.nan,
-        **final,
-        "baseline_loss": baseline.loss,
-        "baseline_metric": baseline.metric,
-        **{f"baseline_{k}": v for k, v in task.extra_baselines().items()},
-        "solve_threshold": task.solve_threshold,
-        "solved": bool(not diverged and final["final_metric"] >= task.solve_threshold),
-        "solved_step": float(reached.iloc[0]) if len(reached) else np.nan,
-        "decay_length_init": float(curves["decay_length"].iloc[0]),
-        "decay_length_final": float(curves["decay_length"].iloc[-1]),
-        "wall_time_s": wall_time_s,
-        "group_size": len(result.seeds),
-    }
-    curves.insert(0, "run", spec.run_id)
-    grad_norms.insert(0, "run", spec.run_id)
-    return {"run": _run_table(row), "curves": curves, "grad_norms": grad_norms}
-
-
-def failed_run_table(spec: RunSpec, experiment: str, group_size: int, error: str) -> dict[str, pd.DataFrame]:
-    """The record of a run that could not be trained: its configuration, baselines, status "failed", the error."""
-    task = spec.task
-    baseline = task.baseline()
-    row = {
-        **_configuration(spec, experiment),
-        "status": "failed",
-        "baseline_loss": baseline.loss,
-        "baseline_metric": baseline.metric,
-        **{f"baseline_{k}": v for k, v in task.extra_baselines().items()},
-        "solve_threshold": task.solve_threshold,
-        "solved": False,
-        "group_size": group_size,
-        "error": error,
-    }
-    return {"run": _run_table(row)}
-
-
-def _configuration(spec: RunSpec, experiment: str) -> dict:
-    """The runs-table columns that describe what was run (everything before ``status``)."""
-    task, model = spec.task, spec.model
-    return {
-        "run": spec.run_id,
-        "experiment": experiment,
-        "task": task.name,
-        "gap": task.gap,
-        "task_length": task.length,
-        "metric_name": task.metric_name,
-        "task_source": task.source,
-        "task_convention": task.convention,
-        **{f"task_{k}": v for k, v in task.params().items() if k != "gap"},
-        "model": model.label,
-        **model.model_dump(),
-        "seed": spec.seed,
-        **spec.train.model_dump(),
-    }
-
-
-def _run_table(row: dict) -> pd.DataFrame:
-    run = pd.DataFrame([row])
-    run["forget_bias"] = run["forget_bias"].astype(float)
-    return run
-
-
 # --- writing -----------------------------------------------------------------------------
 def prepare(out_dir: Path, experiment: Experiment) -> None:
-    """Create the folder, clear stale temporary files, save the experiment and versions."""
+    """Create the folder, clear stale temporary files, save the experiment and versions.
+
+    A folder of an older results schema is refused (StoreError) before anything is written.
+    """
+    check_schema(out_dir)
     (out_dir / RUNS).mkdir(parents=True, exist_ok=True)
     for stale in list(out_dir.glob(f"{TMP_PREFIX}*")) + list((out_dir / RUNS).glob(f"{TMP_PREFIX}*")):
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     _write_text(out_dir / "experiment.toml", experiment.source)
     resolved = {
+        "schema": SCHEMA_VERSION,
         "name": experiment.name,
         "description": experiment.description,
+        "report": experiment.report.model_dump(),
         "runs": {spec.run_id: spec.config() for spec in experiment.runs},
     }
-    _write_text(out_dir / "experiment.json", json.dumps(resolved, indent=1, sort_keys=True))
+    write_experiment_json(out_dir, resolved)
     _write_text(out_dir / "versions.json", json.dumps(versions(), indent=1, sort_keys=True))
 
 
@@ -198,9 +83,7 @@ def write_run(out_dir: Path, run_id: str, tables: dict[str, pd.DataFrame]) -> No
     tmp = _tmp_name(final)
     tmp.mkdir(parents=True)
     for name, table in tables.items():
-        path = tmp / f"{name}.parquet"
-        table.to_parquet(path, index=False, compression="zstd")
-        _fsync(path)
+        _write_table(tmp / f"{name}.parquet", table)
     _fsync(tmp)
     replaced = None
     if len(tables) == len(TABLES) and _is_failed(final):
@@ -215,6 +98,35 @@ def write_run(out_dir: Path, run_id: str, tables: dict[str, pd.DataFrame]) -> No
         shutil.rmtree(replaced, ignore_errors=True)
 
 
+def rewrite_run(out_dir: Path, old_id: str, new_id: str, tables: dict[str, pd.DataFrame]) -> None:
+    """Store run ``old_id`` as ``new_id`` with ``tables`` (a results upgrade); safe to repeat after a crash.
+
+    A new id is written whole (``write_run``) before the old folder goes; under the same
+    id each file is replaced atomically, so a crash leaves every file old or new.
+    """
+    if new_id != old_id:
+        write_run(out_dir, new_id, tables)
+        shutil.rmtree(out_dir / RUNS / old_id)
+        _fsync(out_dir / RUNS)
+        return
+    for name, table in tables.items():
+        path = out_dir / RUNS / old_id / f"{name}.parquet"
+        tmp = _tmp_name(path)
+        _write_table(tmp, table)
+        os.replace(tmp, path)
+    _fsync(out_dir / RUNS / old_id)
+
+
+def _write_table(path: Path, table: pd.DataFrame) -> None:
+    table.to_parquet(path, index=False, compression="zstd")
+    _fsync(path)
+
+
+def write_experiment_json(out_dir: Path, resolved: dict[str, Any]) -> None:
+    """Write DIR/experiment.json (atomically)."""
+    _write_text(out_dir / EXPERIMENT_JSON, json.dumps(resolved, indent=1, sort_keys=True))
+
+
 def _tmp_name(final: Path) -> Path:
     return final.with_name(f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}")
 
@@ -225,10 +137,13 @@ def _is_failed(run_dir: Path) -> bool:
 
 
 def write_summary(out_dir: Path, runs: pd.DataFrame) -> None:
+    """Write DIR/summary.csv: the runs table, for people."""
     _write_text(out_dir / "summary.csv", runs.to_csv(index=False))
 
 
 def _write_text(path: Path, text: str) -> None:
+    if path.is_file() and path.read_text() == text:
+        return  # unchanged: a finished folder is checked without writing (it may be read-only)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
     with open(tmp, "w") as f:
         f.write(text)
@@ -245,17 +160,6 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def versions() -> dict[str, str]:
-    packages = ("lrd", "jax", "jaxlib", "flax", "optax", "numpy", "pandas", "pyarrow", "matplotlib", "pydantic")
-    found = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in packages:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
 # --- reading -------------------------------------------------------------------------------
 def stored_runs(out_dir: Path) -> set[str]:
     """Ids of every run recorded in ``out_dir``: finished (done or diverged) or failed."""
@@ -270,15 +174,58 @@ def completed_runs(out_dir: Path) -> set[str]:
     return {run_id for run_id in stored_runs(out_dir) if not _is_failed(out_dir / RUNS / run_id)}
 
 
-def current_run_ids(out_dir: Path) -> list[str] | None:
-    path = out_dir / "experiment.json"
+def read_experiment_json(out_dir: Path) -> dict[str, Any] | None:
+    """DIR/experiment.json as written by ``prepare`` (None if the folder has none); StoreError if unreadable."""
+    path = out_dir / EXPERIMENT_JSON
     if not path.is_file():
         return None
-    return list(json.loads(path.read_text())["runs"])
+    try:
+        resolved = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise StoreError(f"{path}: cannot read the resolved experiment ({err})") from None
+    if not isinstance(resolved, dict) or not isinstance(resolved.get("runs"), dict):
+        raise StoreError(f"{path}: not a resolved experiment (no 'runs' table)")
+    return resolved
+
+
+def schema_of(resolved: dict[str, Any]) -> int:
+    """The results schema a folder was written under (1: before the schema was recorded)."""
+    return int(resolved.get("schema", 1))
+
+
+def check_schema(out_dir: Path) -> None:
+    """StoreError (one line, saying how to upgrade) unless the folder is new or of this results schema."""
+    resolved = read_experiment_json(out_dir)
+    if resolved is None or schema_of(resolved) == SCHEMA_VERSION:
+        return
+    found = schema_of(resolved)
+    if found < SCHEMA_VERSION:
+        raise StoreError(
+            f"{out_dir}: results of schema {found}, this lrd reads schema {SCHEMA_VERSION}; "
+            f"run `lrd upgrade {out_dir}` once (same numbers, no retraining)"
+        )
+    raise StoreError(f"{out_dir}: results of schema {found}, newer than this lrd (schema {SCHEMA_VERSION}); update lrd")
+
+
+def current_run_ids(out_dir: Path) -> list[str] | None:
+    """Ids of the runs of the experiment last run into the folder (None if it has no experiment.json)."""
+    resolved = read_experiment_json(out_dir)
+    return None if resolved is None else list(resolved["runs"])
+
+
+def solve_threshold(out_dir: Path) -> float:
+    """The folder's reporting threshold for 'solved' ([report] solve_threshold of its experiment)."""
+    resolved = read_experiment_json(out_dir) or {}
+    return float(resolved.get("report", {}).get("solve_threshold", SOLVE_THRESHOLD))
+
+
+def read_run(run_dir: Path) -> dict[str, pd.DataFrame]:
+    """The stored tables of one run folder (only "run" for a failed run)."""
+    return {name: pd.read_parquet(path) for name in TABLES if (path := run_dir / f"{name}.parquet").exists()}
 
 
 def load(out_dir: str | Path, all_runs: bool = False) -> Results:
-    """The tables of a results folder as DataFrames.
+    """The tables of a results folder as DataFrames, with ``solved`` (``lrd.results.with_solved``) added.
 
     By default only the runs of the experiment last run into the folder; ``all_runs``
     also returns runs of earlier versions of the experiment kept in the same folder.
@@ -288,6 +235,7 @@ def load(out_dir: str | Path, all_runs: bool = False) -> Results:
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise StoreError(f"{out_dir}: no such results folder")
+    check_schema(out_dir)
     stored = stored_runs(out_dir)
     wanted = current_run_ids(out_dir)
     ids = sorted(stored if all_runs or wanted is None else stored & set(wanted))
@@ -297,13 +245,13 @@ def load(out_dir: str | Path, all_runs: bool = False) -> Results:
     for run_id in ids:
         for name in TABLES:
             path = out_dir / RUNS / run_id / f"{name}.parquet"
-            if name == "run" or path.exists():
+            if name == RUN or path.exists():
                 frames[name].append(pd.read_parquet(path))
     runs, curves, grad_norms = (
         pd.concat(frames[name], ignore_index=True) if frames[name] else pd.DataFrame() for name in TABLES
     )
+    runs = with_solved(runs, curves, solve_threshold(out_dir))
     runs["error"] = runs.get("error", None)
     runs = runs[[c for c in runs if c != "error"] + ["error"]]  # the same column order with and without failures
-    order = ["task", "gap", "model", "hidden", "seed"]
-    runs = runs.sort_values(order, kind="stable").reset_index(drop=True)
+    runs = runs.sort_values(list(RUN_ORDER), kind="stable").reset_index(drop=True)
     return Results(runs, curves, grad_norms)

@@ -16,14 +16,19 @@ depend on where a sweep was interrupted, nor on which backend ran it.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from lrd import store
+import pandas as pd
+
+from lrd import interrupt, results, store
 from lrd.backends import Backend, Block, LocalBackend, Started, make_job
 from lrd.experiment import Experiment, RunSpec
+from lrd.models import CELLS
+from lrd.schema import CURVES, RUN
 
 
 class Reporter(Protocol):
@@ -32,7 +37,7 @@ class Reporter(Protocol):
     Several groups may train at once (a cluster): the events of a group carry its
     label. ``group_started`` comes again, with ``attempt`` 2, 3, ..., when a group is
     retried after its worker died. ``group_done`` gets the rows written: status
-    "done", "diverged", or "failed" with an ``error``.
+    "done", "diverged", or "failed" with an ``error``; with ``solved`` (``lrd.results``).
     """
 
     def start(self, experiment: Experiment, total: int, already_done: int) -> None: ...
@@ -77,10 +82,11 @@ def run_sweep(
 ) -> SweepSummary:
     """Compute every missing (or failed) run of ``experiment`` into ``out_dir``."""
     start = time.perf_counter()
-    store.prepare(out_dir, experiment)
     done = store.completed_runs(out_dir) & {spec.run_id for spec in experiment.runs}
-    reporter.start(experiment, total=len(experiment.runs), already_done=len(done))
     groups = plan(experiment, done)
+    check_memory(groups)
+    store.prepare(out_dir, experiment)
+    reporter.start(experiment, total=len(experiment.runs), already_done=len(done))
     jobs = [
         make_job(i, g.specs[0].group_key, [s.seed for s in g.specs], experiment.plugins) for i, g in enumerate(groups)
     ]
@@ -88,6 +94,7 @@ def run_sweep(
     finished: set[int] = set()
 
     def emit(event: Started | Block) -> None:
+        interrupt.check()  # between training blocks: a Ctrl-C swallowed inside JAX stops the sweep here
         if event.index in finished:
             return  # a progress event that arrived after its group's result
         group = groups[event.index]
@@ -100,6 +107,7 @@ def run_sweep(
         else:
             reporter.block_done(group.label, event.done, event.total)
 
+    threshold = experiment.report.solve_threshold
     computed = diverged = failed = 0
     for outcome in (backend or LocalBackend()).run(jobs, emit):
         finished.add(outcome.index)
@@ -109,14 +117,69 @@ def run_sweep(
             if member.run_id in done:
                 continue  # finished before an interruption: its files stay as they are
             if outcome.result is None:
-                tables = store.failed_run_table(member, experiment.name, len(group.specs), outcome.error)
+                tables = results.failed_run_table(member, experiment.name, len(group.specs), outcome.error)
             else:
-                tables = store.run_tables(member, outcome.result, index, experiment.name, outcome.wall_time_s)
+                tables = results.run_tables(member, outcome.result, index, experiment.name, outcome.wall_time_s)
             store.write_run(out_dir, member.run_id, tables)
-            rows.append(tables["run"].iloc[0].to_dict())
+            reported = results.with_solved(tables[RUN], tables.get(CURVES, pd.DataFrame()), threshold)
+            rows.append(reported.iloc[0].to_dict())
         computed += sum(row["status"] != "failed" for row in rows)
         diverged += sum(row["status"] == "diverged" for row in rows)
         failed += sum(row["status"] == "failed" for row in rows)
         reporter.group_done(group.label, rows)
+        interrupt.check()
     store.write_summary(out_dir, store.load(out_dir).runs)
     return SweepSummary(len(experiment.runs), len(done), computed, diverged, failed, time.perf_counter() - start)
+
+
+# --- memory ----------------------------------------------------------------------------------
+class TooLarge(ValueError):
+    """A group that cannot fit in this machine's memory; the message is one line."""
+
+
+BASE_BYTES = 550 * 10**6  # Python, JAX, pandas and the compiled programs (fitted, see group_memory)
+BYTES_PER_UNIT = 4  # one float32 per (seed, timestep, example, layer, direction, hidden unit, kept value)
+
+
+def group_memory(group: Group) -> int:
+    """An estimate of a group's peak memory in bytes.
+
+    Backpropagation through time keeps every timestep's activations (states and
+    gates) of every layer, direction, example and seed, so the peak grows as
+    seeds x T x (batch + probe batch) x layers x directions x hidden x (states +
+    gates + 2) float32 values. Calibrated on the peak RSS of ``lrd run`` (CPU,
+    delayed recall, 2 seeds, batch 16, probe 16, steps 2): LSTM h=64 at T=1002 and
+    T=8002 (685, 1639 MB) and RNN h=64 at T=8002 (1084 MB) fit a base of 550 MB
+    and one float32 per kept value (LSTM 6 + 2, RNN 2 + 2 values per unit);
+    LSTM h=128 at T=8002 checks it: 2681 MB measured, 2648 MB estimated. All four
+    are estimated within 3%, a little under; GPU memory is not modelled.
+    """
+    spec = group.specs[0]
+    model, train = spec.model, spec.train
+    cell = CELLS[model.cell]
+    per_step = len(cell.state_names) + cell.n_gates + 2
+    directions = 2 if model.bidirectional else 1
+    units = len(group.specs) * spec.task.length * (train.batch_size + train.probe_size) * model.layers
+    return BASE_BYTES + units * directions * model.hidden * per_step * BYTES_PER_UNIT
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(groups: list[Group]) -> None:
+    """Raise TooLarge, naming the estimate and the machine's memory, for the first group that cannot fit."""
+    available = machine_memory()
+    if available is None:
+        return
+    for group in groups:
+        need = group_memory(group)
+        if need > available:
+            raise TooLarge(
+                f"{group.label}: needs about {need / 2**30:.1f} GiB (estimate), this machine has "
+                f"{available / 2**30:.1f} GiB; lower batch_size, probe_size, hidden or the number of seeds"
+            )

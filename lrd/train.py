@@ -55,8 +55,10 @@ class TrainConfig(BaseModel):
     steps: int = Field(1000, gt=0)
     batch_size: int = Field(64, gt=0)
     optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    clip: float = Field(1.0, ge=0, description="global-norm clipping threshold; 0 disables clipping")
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    clip: float = Field(
+        1.0, ge=0, allow_inf_nan=False, description="global-norm clipping threshold; 0 disables clipping"
+    )
     log_every: int = Field(50, gt=0)
     eval_size: int = Field(1024, gt=0)
     probe_size: int = Field(128, gt=0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lrd import store
+from lrd.schema import Results
 
 TINY = """\
 name = "tiny"
@@ -42,7 +42,7 @@ def lrd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lrd.cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
-def comparable(results: store.Results) -> list[pd.DataFrame]:
+def comparable(results: Results) -> list[pd.DataFrame]:
     """The three tables without what may differ between two computations of the same runs."""
     return [results.runs.drop(columns=["wall_time_s"]), results.curves, results.grad_norms]
 

@@ -1,16 +1,25 @@
-"""Every registered cell against its textbook equations, written again in NumPy (float64)."""
+"""Every registered cell against its source's equations, written again in NumPy (float64).
+
+Also: the parallel-in-time form of the linear recurrences against a sequential
+``lax.scan`` of the same step, the cells' initialisations, and the options ModelConfig
+passes to (or refuses for) each cell.
+"""
 
 from __future__ import annotations
 
 import itertools
+import math
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pydantic
 import pytest
+from conftest import TINY
 
-from lrd.models import CELLS, ModelConfig
+from lrd.models import CELLS, MatrixCell, ModelConfig
+from lrd.models.scan import linear_recurrence, log_linear_recurrence, sequential_linear_recurrence
 
 B, D, H = 3, 5, 4
 
@@ -19,48 +28,126 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def _softplus(z):
+    return np.logaddexp(0.0, z)
+
+
 def _add(eps, name, state):
     """The state plus its perturbation, added the moment the state is computed."""
     return state if eps is None else state + eps[name]
 
 
-def rnn_reference(carry, x, W, U, b, eps=None):
+def rnn_reference(carry, x, p, eps=None, **_):
     """Elman: h' = tanh(x W + h U + b)."""
     (h,) = carry
-    return (_add(eps, "h", np.tanh(x @ W + h @ U + b)),)
+    h = _add(eps, "h", np.tanh(x @ p["W"] + h @ p["U"] + p["b"]))
+    return (h,), h
 
 
-def lstm_reference(carry, x, W, U, b, eps=None):
+def irnn_reference(carry, x, p, eps=None, **_):
+    """Le et al. 2015: h' = relu(x W + h U + b)."""
+    (h,) = carry
+    h = _add(eps, "h", np.maximum(x @ p["W"] + h @ p["U"] + p["b"], 0.0))
+    return (h,), h
+
+
+def lstm_reference(carry, x, p, eps=None, **_):
     """LSTM with forget gate, gate blocks i, f, g, o; h' is computed from the (perturbed) c'."""
     c, h = carry
-    Wi, Wf, Wg, Wo = np.split(W, 4, axis=1)
-    Ui, Uf, Ug, Uo = np.split(U, 4, axis=1)
-    bi, bf, bg, bo = np.split(b, 4)
+    Wi, Wf, Wg, Wo = np.split(p["W"], 4, axis=1)
+    Ui, Uf, Ug, Uo = np.split(p["U"], 4, axis=1)
+    bi, bf, bg, bo = np.split(p["b"], 4)
     i = _sigmoid(x @ Wi + h @ Ui + bi)
     f = _sigmoid(x @ Wf + h @ Uf + bf)
     g = np.tanh(x @ Wg + h @ Ug + bg)
     o = _sigmoid(x @ Wo + h @ Uo + bo)
     c_new = _add(eps, "c", f * c + i * g)
-    return c_new, _add(eps, "h", o * np.tanh(c_new))
+    h_new = _add(eps, "h", o * np.tanh(c_new))
+    return (c_new, h_new), h_new
 
 
-def gru_reference(carry, x, W, U, b, eps=None):
+def gru_reference(carry, x, p, eps=None, **_):
     """Cho et al. 2014 eqs. 5-8, blocks r, z, n: reset before the recurrent matmul, h' = z h + (1 - z) n."""
     (h,) = carry
-    Wr, Wz, Wn = np.split(W, 3, axis=1)
-    Ur, Uz, Un = np.split(U, 3, axis=1)
-    br, bz, bn = np.split(b, 3)
+    Wr, Wz, Wn = np.split(p["W"], 3, axis=1)
+    Ur, Uz, Un = np.split(p["U"], 3, axis=1)
+    br, bz, bn = np.split(p["b"], 3)
     r = _sigmoid(x @ Wr + h @ Ur + br)
     z = _sigmoid(x @ Wz + h @ Uz + bz)
     n = np.tanh(x @ Wn + (r * h) @ Un + bn)
-    return (_add(eps, "h", z * h + (1.0 - z) * n),)
+    h = _add(eps, "h", z * h + (1.0 - z) * n)
+    return (h,), h
 
 
-REFERENCES = {"rnn": rnn_reference, "lstm": lstm_reference, "gru": gru_reference}
+def _g(v):
+    """Feng et al. 2024: g(v) = v + 1/2 for v >= 0, sigmoid(v) below."""
+    return np.where(v >= 0, v + 0.5, _sigmoid(v))
+
+
+def mingru_reference(carry, x, p, eps=None, log_space=True):
+    """Feng et al. 2024: z = sigmoid(x W_z + b_z); c = g(x W_h + b_h) (or without g); h' = (1 - z) h + z c."""
+    (h,) = carry
+    Wz, Wh = np.split(p["W"], 2, axis=1)
+    bz, bh = np.split(p["b"], 2)
+    z = _sigmoid(x @ Wz + bz)
+    c = _g(x @ Wh + bh) if log_space else x @ Wh + bh
+    h = _add(eps, "h", (1.0 - z) * h + z * c)
+    return (h,), h
+
+
+def minlstm_reference(carry, x, p, eps=None, log_space=True):
+    """Feng et al. 2024: f, i sigmoid gates normalised to f/(f+i), i/(f+i); h' = f' h + i' c."""
+    (h,) = carry
+    Wf, Wi, Wh = np.split(p["W"], 3, axis=1)
+    bf, bi, bh = np.split(p["b"], 3)
+    f, i = _sigmoid(x @ Wf + bf), _sigmoid(x @ Wi + bi)
+    c = _g(x @ Wh + bh) if log_space else x @ Wh + bh
+    h = _add(eps, "h", f / (f + i) * h + i / (f + i) * c)
+    return (h,), h
+
+
+def lru_reference(carry, x, p, eps=None, **_):
+    """Orvieto et al. 2023: h' = lambda h + gamma (x B), y = Re(h' C) + x D, h complex stored as (Re h, Im h)."""
+    (state,) = carry
+    n = state.shape[-1] // 2
+    lam = np.exp(-np.exp(p["nu_log"])) * (np.cos(np.exp(p["theta_log"])) + 1j * np.sin(np.exp(p["theta_log"])))
+    h = lam * (state[:, :n] + 1j * state[:, n:]) + np.exp(p["gamma_log"]) * (x @ (p["B_re"] + 1j * p["B_im"]))
+    if eps is not None:
+        h = h + eps["h"][:, :n] + 1j * eps["h"][:, n:]
+    y = np.real(h @ (p["C_re"] + 1j * p["C_im"])) + x @ p["D"]
+    return (np.concatenate([h.real, h.imag], axis=-1),), y
+
+
+REFERENCES = {
+    "rnn": rnn_reference,
+    "irnn": irnn_reference,
+    "lstm": lstm_reference,
+    "gru": gru_reference,
+    "mingru": mingru_reference,
+    "minlstm": minlstm_reference,
+    "lru": lru_reference,
+}
+# every cell with its default options, and the other code paths of some
+STEP_CASES = [(name, {}) for name in sorted(CELLS)] + [
+    ("mingru", {"log_space": False}),
+    ("minlstm", {"log_space": False}),
+    ("irnn", {"recurrent_init": "orthogonal"}),
+]
+PARALLEL = sorted(name for name, cls in CELLS.items() if hasattr(cls, "sequence"))
+PARALLEL_CASES = [(name, {}) for name in PARALLEL] + [
+    ("mingru", {"log_space": False}),
+    ("minlstm", {"log_space": False}),
+]
 
 # gated cells: which gate block's bias ``forget_bias`` sets (the gate that keeps the state)
 KEEP_GATE = {"lstm": 1, "gru": 1}  # LSTM f of (i, f, g, o); GRU z of (r, z, n)
-GATED = sorted(name for name, cls in CELLS.items() if "forget_bias" in cls.__dataclass_fields__)
+GATED = sorted(name for name, cls in CELLS.items() if "forget_bias" in cls.options())
+MATRIX = sorted(name for name, cls in CELLS.items() if issubclass(cls, MatrixCell))
+
+
+def _case_id(case) -> str:
+    name, options = case
+    return "-".join([name, *(f"{k}={v}" for k, v in options.items())])
 
 
 def _reference(name: str):
@@ -69,55 +156,66 @@ def _reference(name: str):
     return REFERENCES[name]
 
 
-def _cell_and_params(name: str):
-    """The cell, random non-zero parameters, a random carry and input."""
-    cell = ModelConfig(cell=name, hidden=H).cell_module()
-    k_carry, k_x, k_init, k_perturb = jax.random.split(jax.random.PRNGKey(0), 4)
-    carry = tuple(0.8 * jax.random.normal(k, (B, H)) for k in jax.random.split(k_carry, len(cell.state_names)))
-    x = jax.random.normal(k_x, (B, D))  # (B, D)
-    params = cell.init(k_init, carry, x)
+def _random_params(cell, *args, method=None):
+    """The cell's parameters, each moved by N(0, 0.5^2) so that none is zero (biases take part)."""
+    params = cell.init(jax.random.PRNGKey(0), *args, method=method)
     leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(k_perturb, len(leaves))
-    leaves = [p + 0.5 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
-    return cell, jax.tree.unflatten(treedef, leaves), carry, x
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    return jax.tree.unflatten(treedef, [p + 0.5 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
 
 
-def _check_step(name, perturb: bool):
+def _cell_and_params(name: str, options: dict):
+    """The cell, random non-zero parameters, a random carry and input."""
+    config = ModelConfig(cell=name, hidden=H, **options)
+    cell = config.cell_module()
+    k_carry, k_x = jax.random.split(jax.random.PRNGKey(0))
+    keys = jax.random.split(k_carry, len(cell.state_names))
+    carry = tuple(0.8 * jax.random.normal(k, (B, config.state_size)) for k in keys)
+    x = jax.random.normal(k_x, (B, D))  # (B, D)
+    return config, cell, _random_params(cell, carry, x), carry, x
+
+
+def _float64(tree):
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
+def _check_step(name, options, perturb: bool):
     reference = _reference(name)
-    cell, params, carry, x = _cell_and_params(name)
-    p = {k: np.asarray(v, np.float64) for k, v in params["params"].items()}
-    assert p["W"].shape == (D, cell.n_gates * H) and p["U"].shape == (H, cell.n_gates * H)
-    assert np.all(p["b"] != 0.0)  # the biases really take part in the comparison
+    config, cell, params, carry, x = _cell_and_params(name, options)
+    p = _float64(params["params"])
+    assert all(np.all(v != 0.0) for v in p.values())  # every parameter really takes part
     keys = jax.random.split(jax.random.PRNGKey(7), len(cell.state_names))
-    eps = {s: 0.3 * jax.random.normal(k, (B, H)) for s, k in zip(cell.state_names, keys)} if perturb else None
+    eps = {s: 0.3 * jax.random.normal(k, (B, config.state_size)) for s, k in zip(cell.state_names, keys)}
+    eps = eps if perturb else None
 
     new_carry, y = cell.apply(params, carry, x, eps)
-    expected = reference(
-        tuple(np.asarray(s, np.float64) for s in carry),
-        np.asarray(x, np.float64),
-        p["W"],
-        p["U"],
-        p["b"],
-        None if eps is None else {s: np.asarray(e, np.float64) for s, e in eps.items()},
-    )
+    expected_carry, expected_y = reference(_float64(carry), _float64(x), p, _float64(eps), **options)
 
-    assert len(new_carry) == len(cell.state_names) == len(expected)
-    for state_name, got, want in zip(cell.state_names, new_carry, expected):
-        assert got.shape == (B, H) and got.dtype == jnp.float32, state_name
+    assert len(new_carry) == len(cell.state_names) == len(expected_carry)
+    for state_name, got, want in zip(cell.state_names, new_carry, expected_carry):
+        assert got.shape == (B, config.state_size) and got.dtype == jnp.float32, state_name
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6, err_msg=f"{name}: state {state_name}")
-    np.testing.assert_array_equal(np.asarray(y), np.asarray(new_carry[-1]))  # the output is h, the last state
-    assert cell.state_names[-1] == "h"
+    assert y.shape == (B, H) and y.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(y), expected_y, rtol=1e-5, atol=1e-5, err_msg=f"{name}: output")
 
 
-@pytest.mark.parametrize("name", sorted(CELLS))
-def test_cell_step_matches_numpy_reference(name):
-    _check_step(name, perturb=False)
+@pytest.mark.parametrize("case", STEP_CASES, ids=_case_id)
+def test_cell_step_matches_numpy_reference(case):
+    _check_step(*case, perturb=False)
 
 
-@pytest.mark.parametrize("name", sorted(CELLS))
-def test_perturbation_is_added_where_each_state_is_computed(name):
+@pytest.mark.parametrize("case", STEP_CASES, ids=_case_id)
+def test_perturbation_is_added_where_each_state_is_computed(case):
     """eps (used by the gradient probe) enters every state before anything else uses it."""
-    _check_step(name, perturb=True)
+    _check_step(*case, perturb=True)
+
+
+@pytest.mark.parametrize("name", ["rnn", "irnn", "lstm", "gru", "mingru", "minlstm"])
+def test_output_is_the_last_state(name):
+    _config, cell, params, carry, x = _cell_and_params(name, {})
+    new_carry, y = cell.apply(params, carry, x)
+    assert cell.state_names[-1] == "h"
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(new_carry[-1]))
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))
@@ -125,10 +223,67 @@ def test_initial_state_is_zeros_per_state(name):
     carry = CELLS[name].initial_state(B, H)
     assert len(carry) == len(CELLS[name].state_names)
     for state in carry:
-        assert state.shape == (B, H) and state.dtype == jnp.float32
+        assert state.shape == (B, CELLS[name].state_size(H)) and state.dtype == jnp.float32
         assert not np.any(np.asarray(state))
 
 
+# --- parallel in time ---------------------------------------------------------------------
+def _sequential(cell, params, inputs, eps, reverse):
+    """The cell's step scanned over time by ``lax.scan``: outputs (B, T, H)."""
+    carry = cell.initial_state(inputs.shape[0], cell.hidden)
+    xs = (jnp.swapaxes(inputs, 0, 1), jax.tree.map(lambda e: jnp.swapaxes(e, 0, 1), eps))  # time first
+
+    def step(carry, x_eps):
+        return cell.apply(params, carry, *x_eps)
+
+    _, ys = jax.lax.scan(step, carry, xs, reverse=reverse)
+    return jnp.swapaxes(ys, 0, 1)  # (T, B, H) -> (B, T, H)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "bwd"])
+@pytest.mark.parametrize("case", PARALLEL_CASES, ids=_case_id)
+def test_parallel_form_equals_sequential_scan(case, reverse):
+    name, options = case
+    config = ModelConfig(cell=name, hidden=H, **options)
+    cell = config.cell_module()
+    T = 200
+    k_x, k_eps = jax.random.split(jax.random.PRNGKey(3))
+    inputs = jax.random.normal(k_x, (B, T, D))  # (B, T, D)
+    eps = {"h": 0.3 * jax.random.normal(k_eps, (B, T, config.state_size))}
+    params = _random_params(cell, inputs, method="sequence")
+    for perturbation in (None, eps):
+        parallel = cell.apply(params, inputs, perturbation, reverse, method="sequence")
+        zeros = jax.tree.map(jnp.zeros_like, eps)
+        sequential = _sequential(cell, params, inputs, zeros if perturbation is None else perturbation, reverse)
+        assert parallel.shape == (B, T, H)
+        np.testing.assert_allclose(np.asarray(parallel), np.asarray(sequential), rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scans_match_numpy_loop(reverse):
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0.2, 1.0, (2, 7, 3)), rng.uniform(0.1, 2.0, (2, 7, 3))  # (B, T, N), positive for logs
+    want, h = np.zeros_like(b), np.zeros((2, 3))
+    for t in reversed(range(7)) if reverse else range(7):
+        h = a[:, t] * h + b[:, t]
+        want[:, t] = h
+    for got in (
+        linear_recurrence(jnp.asarray(a), jnp.asarray(b), reverse),
+        sequential_linear_recurrence(jnp.asarray(a), jnp.asarray(b), reverse),
+        log_linear_recurrence(jnp.log(jnp.asarray(a)), jnp.log(jnp.asarray(b)), reverse),
+    ):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
+    lam = jnp.asarray(a * np.exp(1j * b), jnp.complex64)  # complex coefficients (the LRU)
+    want_c, h = np.zeros(a.shape, complex), np.zeros((2, 3), complex)
+    for t in reversed(range(7)) if reverse else range(7):
+        h = np.asarray(lam)[:, t] * h + b[:, t]
+        want_c[:, t] = h
+    np.testing.assert_allclose(
+        np.asarray(linear_recurrence(lam, jnp.asarray(b, jnp.complex64), reverse)), want_c, rtol=1e-5
+    )
+
+
+# --- initialisation -----------------------------------------------------------------------
 @pytest.mark.parametrize("name", GATED)
 @pytest.mark.parametrize("forget_bias", [None, 2.5, -0.5])
 def test_forget_bias_init(name, forget_bias):
@@ -142,12 +297,13 @@ def test_forget_bias_init(name, forget_bias):
 
 
 def test_gated_cells_are_detected():
-    assert {"lstm", "gru"} <= set(GATED) and "rnn" not in GATED
+    assert set(GATED) == {"lstm", "gru"}
+    assert set(MATRIX) == {"rnn", "irnn", "lstm", "gru"}
 
 
-@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("name", MATRIX)
 def test_recurrent_init_orthogonal_blocks(name):
-    cell = ModelConfig(cell=name, hidden=H).cell_module()
+    cell = ModelConfig(cell=name, hidden=H, recurrent_init="orthogonal").cell_module()
     U = np.asarray(cell.init(jax.random.PRNGKey(3), cell.initial_state(B, H), jnp.zeros((B, D)))["params"]["U"])
     blocks = np.split(U, cell.n_gates, axis=1)  # n_gates x (H, H)
     for block in blocks:
@@ -157,7 +313,7 @@ def test_recurrent_init_orthogonal_blocks(name):
         assert not np.allclose(a, b)  # one independent draw per gate
 
 
-@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("name", MATRIX)
 def test_recurrent_init_identity(name):
     cell = ModelConfig(cell=name, hidden=H, recurrent_init="identity").cell_module()
     params = cell.init(jax.random.PRNGKey(3), cell.initial_state(B, H), jnp.zeros((B, D)))["params"]
@@ -165,10 +321,46 @@ def test_recurrent_init_identity(name):
     assert np.any(np.asarray(params["W"]))  # input weights stay random
 
 
+def test_recurrent_init_defaults():
+    assert ModelConfig(cell="irnn").recurrent_init == "identity"  # Le et al. 2015
+    assert {ModelConfig(cell=c).recurrent_init for c in ("rnn", "lstm", "gru")} == {"orthogonal"}
+    cell = ModelConfig(cell="irnn", hidden=H).cell_module()
+    params = cell.init(jax.random.PRNGKey(3), cell.initial_state(B, H), jnp.zeros((B, D)))["params"]
+    np.testing.assert_array_equal(np.asarray(params["U"]), np.eye(H))
+    np.testing.assert_array_equal(np.asarray(params["b"]), np.zeros(H))
+
+
+@pytest.mark.parametrize("r_min, r_max, max_phase", [(0.9, 0.999, 2 * math.pi), (0.0, 0.5, 0.3)])
+def test_lru_ring_initialisation(r_min, r_max, max_phase):
+    hidden = 512
+    cell = ModelConfig(cell="lru", hidden=hidden, r_min=r_min, r_max=r_max, max_phase=max_phase).cell_module()
+    p = _float64(cell.init(jax.random.PRNGKey(0), jnp.zeros((1, 7, D)), method="sequence")["params"])
+    modulus, phase = np.exp(-np.exp(p["nu_log"])), np.exp(p["theta_log"])
+    assert np.all((modulus >= r_min - 1e-6) & (modulus <= r_max + 1e-6))
+    assert np.all((phase >= 0) & (phase <= max_phase))
+    # uniform on the ring: |lambda|^2 uniform on [r_min^2, r_max^2], so its mean is the midpoint
+    np.testing.assert_allclose(np.mean(modulus**2), (r_min**2 + r_max**2) / 2, atol=0.03 * (r_max**2 - r_min**2) + 1e-3)
+    np.testing.assert_allclose(np.mean(phase), max_phase / 2, rtol=0.1)
+    np.testing.assert_allclose(np.exp(p["gamma_log"]), np.sqrt(1 - modulus**2), rtol=1e-4)
+    assert p["B_re"].shape == p["B_im"].shape == (D, hidden) and p["D"].shape == (D, hidden)
+    np.testing.assert_allclose(np.std(p["B_re"]), 1 / np.sqrt(2 * D), rtol=0.1)
+    np.testing.assert_allclose(np.std(p["C_im"]), 1 / np.sqrt(hidden), rtol=0.1)
+
+
+@pytest.mark.parametrize("name", ["mingru", "minlstm"])
+def test_min_cells_start_with_zero_biases(name):
+    cell = ModelConfig(cell=name, hidden=H).cell_module()
+    p = cell.init(jax.random.PRNGKey(0), jnp.zeros((1, 3, D)), method="sequence")["params"]
+    assert not np.any(np.asarray(p["b"])) and np.all(np.asarray(p["W"]) != 0)
+
+
+# --- configuration ------------------------------------------------------------------------
 def test_unknown_cell_suggests_a_name():
     with pytest.raises(pydantic.ValidationError, match="did you mean 'lstm'"):
         ModelConfig(cell="lstn")
-    with pytest.raises(pydantic.ValidationError, match="allowed: gru, lstm, rnn"):
+    with pytest.raises(pydantic.ValidationError, match="did you mean 'mingru'"):
+        ModelConfig(cell="minigru")
+    with pytest.raises(pydantic.ValidationError, match="allowed: gru, irnn, lru, lstm, mingru, minlstm, rnn"):
         ModelConfig(cell="transformer")
 
 
@@ -181,7 +373,37 @@ def test_config_refuses_typos_and_bad_values():
         ModelConfig(cell="rnn", recurrent_init="zeros")
 
 
-@pytest.mark.parametrize("name", sorted(set(CELLS) - set(GATED)))
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(cell="lru", forget_bias=1.0), "forget_bias: cell 'lru' has no such option .its options: r_min"),
+        (dict(cell="mingru", recurrent_init="identity"), "recurrent_init: cell 'mingru' has no such option"),
+        (dict(cell="lstm", r_min=0.5), "r_min: cell 'lstm' has no such option"),
+        (dict(cell="gru", log_space=True), "log_space: cell 'gru' has no such option"),
+        (dict(cell="lru", r_min=0.9, r_max=0.5), r"r_min, r_max: need 0 <= r_min < r_max <= 1"),
+        (dict(cell="lru", r_max=1.5), r"r_min, r_max: need 0 <= r_min < r_max <= 1"),
+        (dict(cell="lru", r_min=-0.1), r"r_min, r_max: need"),
+        (dict(cell="lru", max_phase=0.0), "max_phase: must be > 0"),
+    ],
+)
+def test_options_a_cell_does_not_have_are_refused(options, message):
+    with pytest.raises(pydantic.ValidationError, match=message):
+        ModelConfig(**options)
+
+
+def test_refused_option_is_one_line_naming_the_key(write_experiment):
+    from lrd.experiment import ExperimentError, load_experiment
+
+    text = TINY.replace('cell = ["rnn", "lstm"]', 'cell = ["lstm", "lru"]\nforget_bias = 2.0')
+    with pytest.raises(ExperimentError) as err:
+        load_experiment(write_experiment(text))
+    assert str(err.value).endswith(
+        "exp.toml: model: forget_bias: cell 'lru' has no such option (its options: r_min, r_max, max_phase)"
+    )
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, cls in CELLS.items() if "forget_bias" in cls.dropped_options))
 def test_forget_bias_dropped_for_ungated_cells(name):
     config = ModelConfig(cell=name, hidden=H, forget_bias=3.0)
     assert config.forget_bias is None
@@ -189,8 +411,138 @@ def test_forget_bias_dropped_for_ungated_cells(name):
     assert not hasattr(config.cell_module(), "forget_bias")
 
 
+def test_forget_bias_is_dropped_only_for_the_plain_recurrent_cells():
+    assert {n for n, cls in CELLS.items() if "forget_bias" in cls.dropped_options} == {"rnn", "irnn"}
+
+
 @pytest.mark.parametrize("name", GATED)
 def test_forget_bias_defaults_for_gated_cells(name):
     assert ModelConfig(cell=name).forget_bias == 1.0
     assert ModelConfig(cell=name, forget_bias=0.0).forget_bias == 0.0
     assert ModelConfig(cell=name, forget_bias=2.0).cell_module().forget_bias == 2.0
+
+
+def test_cell_options_resolve_to_the_cell_defaults_and_reach_the_cell():
+    lru = ModelConfig(cell="lru", r_min=0.5)
+    assert (lru.r_min, lru.r_max, lru.max_phase) == (0.5, 0.999, 2 * math.pi)
+    assert lru.cell_module().r_min == 0.5 and lru.forget_bias is None and lru.recurrent_init is None
+    assert ModelConfig(cell="mingru").log_space is True
+    assert ModelConfig(cell="minlstm", log_space=False).cell_module().log_space is False
+
+
+def test_classic_cells_dump_as_before():
+    """Options added for the new cells stay out of the classic cells' dump (and so their run ids)."""
+    assert ModelConfig(cell="lstm", hidden=8).model_dump() == {
+        "cell": "lstm",
+        "hidden": 8,
+        "layers": 1,
+        "bidirectional": False,
+        "merge": "concat",
+        "recurrent_init": "orthogonal",
+        "forget_bias": 1.0,
+    }
+    dump = ModelConfig(cell="lru", hidden=8).model_dump()
+    assert dump["r_min"] == 0.9 and "log_space" not in dump
+    assert ModelConfig(**dump) == ModelConfig(cell="lru", hidden=8)
+
+
+# --- the registry: cells added from outside the package ------------------------------
+OUTSIDE_CELL = """
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lrd.models import Cell, perturbed, register
+
+
+@register
+class HalfLeaky(Cell):
+    cell_name = "half_leaky_test"
+    equations = "h' = h/2 + tanh(x W)/2"
+    source = "tests/test_cells.py"
+
+    @nn.compact
+    def __call__(self, carry, x, eps=None):
+        (h,) = carry
+        W = self.param("W", nn.initializers.lecun_normal(), (x.shape[-1], self.hidden))
+        h = perturbed(0.5 * h + 0.5 * jnp.tanh(x @ W), eps, "h")
+        return (h,), h
+"""
+
+
+@pytest.fixture
+def outside_cell(tmp_path):
+    """The outside cell's file; its registration is undone afterwards so other tests see the built-ins only."""
+    (tmp_path / "outside_cell.py").write_text(OUTSIDE_CELL)
+    yield
+    CELLS.pop("half_leaky_test", None)
+    for module in [m for m in sys.modules if m.startswith("lrd_user_outside_cell")]:
+        del sys.modules[module]
+
+
+def test_cell_from_an_experiment_imports_trains(write_experiment, outside_cell):
+    from lrd.experiment import load_experiment
+    from lrd.train import Trainer
+
+    text = 'imports = ["outside_cell.py"]\n' + TINY.replace('cell = ["rnn", "lstm"]', 'cell = "half_leaky_test"')
+    text = text.replace("steps = 20", "steps = 4").replace("log_every = 10", "log_every = 2")
+    experiment = load_experiment(write_experiment(text))
+    assert "half_leaky_test" in CELLS and CELLS["half_leaky_test"].__module__.startswith("lrd_user_outside_cell")
+    (spec,) = {(s.task, s.model, s.train): s for s in experiment.runs}.values()
+    result = Trainer(spec.task, spec.model, spec.train).run([0, 1])
+    losses = np.array([np.asarray(r.metrics["loss"]) for r in result.records])  # (log points, seeds)
+    assert losses.shape == (3, 2) and np.all(np.isfinite(losses))
+    assert not np.array_equal(losses[0], losses[-1])  # it trained
+    assert np.all(np.asarray(result.diverged_step) == -1)
+
+
+def test_registering_a_cell_name_twice_is_an_error():
+    from lrd.models import register
+
+    class Other(CELLS["rnn"]):
+        cell_name = "rnn"
+
+    with pytest.raises(ValueError, match="cell name 'rnn' is already registered by RNNCell"):
+        register(Other)
+    assert CELLS["rnn"].__name__ == "RNNCell"
+    register(CELLS["rnn"])  # the same class again (a module imported twice) is fine
+
+
+def test_a_cell_file_that_registers_a_taken_name_is_one_line(write_experiment, tmp_path):
+    from lrd.experiment import ExperimentError, load_experiment
+
+    (tmp_path / "dup_cell.py").write_text(OUTSIDE_CELL.replace('"half_leaky_test"', '"lstm"'))
+    with pytest.raises(ExperimentError, match=r"dup_cell.py.*cell name 'lstm' is already registered by LSTMCell"):
+        load_experiment(write_experiment('imports = ["dup_cell.py"]\n' + TINY))
+
+
+# --- the listing --------------------------------------------------------------------------
+def test_parameter_counts_follow_the_equations():
+    from lrd.models import parameter_count
+
+    d, h = 18, 32
+    expected = {
+        "rnn": d * h + h * h + h,
+        "irnn": d * h + h * h + h,
+        "gru": 3 * (d * h + h * h + h),
+        "lstm": 4 * (d * h + h * h + h),
+        "mingru": 2 * (d * h + h),
+        "minlstm": 3 * (d * h + h),
+        "lru": 3 * h + 2 * d * h + 2 * h * h + d * h,  # nu, theta, gamma; B re/im; C re/im; D
+    }
+    assert set(expected) == set(CELLS)
+    for name, count in expected.items():
+        assert parameter_count(ModelConfig(cell=name, hidden=h), d) == count, name
+    two = ModelConfig(cell="lstm", hidden=h, layers=2, bidirectional=True)  # layer 2 reads 2h (concat)
+    assert parameter_count(two, d) == 2 * expected["lstm"] + 2 * 4 * (2 * h * h + h * h + h)
+
+
+def test_lrd_tasks_lists_every_cell_with_its_parameter_count(capsys):
+    from lrd.cli import main
+
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    for name, cls in CELLS.items():
+        assert f"│ {name} " in out, name
+        assert cls.source.split()[0] in out
+    assert "hidden 32" in out and "input width 18" in out
+    assert "│ 3872 " in out  # the lru

@@ -198,7 +198,7 @@ def test_gate_statistics_match_numpy(cell):
     out = dynamics.model_dynamics(
         config, params, inputs, lyapunov_k=2, iterations=5, spectrum_size=B, saturation=0.3, key=jax.random.PRNGKey(0)
     )
-    keep = dynamics.KEEP_GATE[cell]
+    keep = {"lstm": "forget", "gru": "update"}[cell]  # the gate that weighs the old state
     for name, values in stored.items():
         values = np.asarray(values, np.float64)
         sigmoid = name in dynamics.SIGMOID_GATES
@@ -212,7 +212,7 @@ def test_gate_statistics_match_numpy(cell):
     assert 0 < max(float(v) for v in out.saturated.values()) < 1  # the threshold separates something
     tau = 1 / (1 - np.quantile(np.asarray(stored[keep], np.float64), dynamics.QUANTILES, method="inverted_cdf"))
     np.testing.assert_allclose(out.time_constant, tau, rtol=0.015)
-    np.testing.assert_allclose(out.time_constant, 1 / (1 - np.asarray(out.quantiles[keep], np.float64)), rtol=1e-5)
+    np.testing.assert_allclose(out.time_constant, 1 / (1 - np.asarray(out.quantiles[keep], np.float64)), rtol=1e-4)
 
 
 # --- block statistics inside the training scan --------------------------------------------------

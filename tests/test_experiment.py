@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,10 @@ BAD = {
     "empty grid": (TINY.replace('["rnn", "lstm"]', "[]"), ["model.cell", "empty"]),
     "empty seeds": (TINY.replace("[0, 1]", "[]"), ["seeds", "empty"]),
     "negative seed": (TINY.replace("[0, 1]", "[0, -1]"), ["seeds", "-1"]),
+    "seed of 2**32": (TINY.replace("[0, 1]", "[0, 4294967296]"), ["seeds", "[0, 2**32)", "4294967296"]),
+    "infinite lr": (TINY.replace("steps = 20", "steps = 20\nlr = inf"), ["train.lr", "finite", "inf"]),
+    "nan clip": (TINY.replace("steps = 20", "steps = 20\nclip = nan"), ["train.clip", "finite", "nan"]),
+    "nan forget_bias": (TINY.replace("hidden = 8", "hidden = 8\nforget_bias = nan"), ["model.forget_bias", "finite"]),
     "missing task name": (TINY.replace('name = "delayed_recall"\n', ""), ["task.name", "missing"]),
     "missing cell": (TINY.replace('cell = ["rnn", "lstm"]\n', ""), ["model.cell", "missing"]),
     "steps not a multiple": (TINY.replace("steps = 20", "steps = 25"), ["train", "multiple of log_every"]),
@@ -54,6 +59,13 @@ BAD = {
     "spike factor at most 1": (
         TINY.replace("steps = 20", "steps = 20\nspike_factor = 1.0"),
         ["train.spike_factor", "greater than 1"],
+    ),
+    "threshold above 1": (TINY + "[report]\nsolve_threshold = 1.5\n", ["report.solve_threshold", "less than or equal"]),
+    "threshold as a grid": (TINY + "[report]\nsolve_threshold = [0.9, 0.95]\n", ["report.solve_threshold"]),
+    "misspelled report key": (TINY + "[report]\nsolve_treshold = 0.9\n", ["report.solve_treshold", "did you mean"]),
+    "threshold in the task": (
+        TINY.replace("gap = 4", "gap = 4\nsolve_threshold = 0.9"),
+        ["task.solve_threshold", "moved to [report] solve_threshold"],
     ),
 }
 
@@ -117,6 +129,14 @@ def test_runs_without_diagnostics_have_their_own_ids(write_experiment):
     on = load_experiment(write_experiment(TINY, "on.toml"))
     off = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\ndiagnostics = false"), "off.toml"))
     assert not {s.run_id for s in on.runs} & {s.run_id for s in off.runs}
+
+
+def test_the_report_threshold_is_no_part_of_a_run(write_experiment):
+    default = load_experiment(write_experiment(TINY, "a.toml"))
+    lenient = load_experiment(write_experiment(TINY + "[report]\nsolve_threshold = 0.5\n", "b.toml"))
+    assert (default.report.solve_threshold, lenient.report.solve_threshold) == (0.95, 0.5)
+    assert [s.run_id for s in default.runs] == [s.run_id for s in lenient.runs]
+    assert all("solve_threshold" not in json.dumps(s.config()) for s in lenient.runs)
 
 
 def test_plugin_task_file_is_imported(write_experiment, tmp_path):

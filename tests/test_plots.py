@@ -12,14 +12,15 @@ below float32's floor at step 20.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from lrd import plots
-from lrd.plots import FLOOR, PlotError
+from lrd.plots import PlotError, writing
+from lrd.plots.style import CELL_COLOURS
+from lrd.schema import FLOOR, Results
 
 GAPS = (3, 6)
 SEEDS = (0, 1)
@@ -31,12 +32,6 @@ BASELINE_LOSS, BASELINE_METRIC = math.log(8), 0.125
 DIVERGED = ("rnn", 6, 1, 10)  # model, gap, seed, step
 BELOW = ("rnn", 6, 0, 20, 0)  # model, gap, seed, step, timestep
 DECAY_INF = ("lstm", 6, 1, 10)  # model, gap, seed, step with decay_length inf
-
-
-class Results(NamedTuple):
-    runs: pd.DataFrame
-    curves: pd.DataFrame
-    grad_norms: pd.DataFrame
 
 
 def run_id(model, gap, seed) -> str:
@@ -85,7 +80,6 @@ def make_results(gaps=GAPS, models=("rnn", "lstm"), task="delayed_recall") -> Re
                         "task_convention": "one symbol, gap distractors, a cue",
                         "task_n_symbols": 8,
                         "task_distractor": "random",
-                        "task_solve_threshold": 0.95,
                         "model": model,
                         "cell": cell,
                         "hidden": 16,
@@ -235,7 +229,7 @@ def test_memory_vs_gap_means_seeds_diverged_baseline_threshold(results):
     assert lo_hi[3] == pytest.approx(plots.bootstrap_interval([1.0, 0.98]))
     assert 0.98 <= lo_hi[3][0] <= 0.99 <= lo_hi[3][1] <= 1.0
     assert {round(s[0, 0]) for s in one(fig, "interval:rnn").get_segments()} == {3, 6}
-    assert one(fig, "mean:lstm").get_color() == plots.CELL_COLOURS["lstm"]
+    assert one(fig, "mean:lstm").get_color() == CELL_COLOURS["lstm"]
 
 
 def test_bootstrap_interval_is_deterministic_and_bounded():
@@ -287,10 +281,18 @@ def test_styles_colour_per_cell_shared_by_bidirectional_and_split_variants():
     assert colours[order[0]].colour != colours[order[1]].colour
 
 
-def test_floor_matches_the_probe():
-    from lrd.probes import FLOOR as probe_floor
-
-    assert probe_floor == FLOOR
+def test_cells_without_a_colour_of_their_own_draw_deterministically():
+    runs = make_results(gaps=(3,), models=("lstm", "rnn")).runs
+    new = [runs[runs.model == "lstm"].assign(model=m, cell=m, run=runs.run + m) for m in ("minlstm", "lru", "bi-lru")]
+    runs = pd.concat([*new, runs])  # first seen: the new cells
+    _, order = plots.with_series(runs)
+    assert order == ["rnn", "lstm", "lru", "bi-lru", "minlstm"]  # own colour first, then by name
+    styles = plots.model_styles(runs)
+    assert styles == plots.model_styles(runs.sample(frac=1, random_state=0))  # whatever the row order
+    # the first palette colour no series has yet (gru's green is free: no gru here), shared by the bi- variant
+    assert styles["lru"].colour == styles["bi-lru"].colour == plots.OKABE_ITO["bluish green"]
+    assert styles["minlstm"].colour == plots.OKABE_ITO["orange"]
+    assert styles["rnn"].colour == CELL_COLOURS["rnn"]
 
 
 # --- writing ---------------------------------------------------------------------------------------------
@@ -307,7 +309,7 @@ def test_write_figures_png_pdf_byte_identical(results, tmp_path):
 
 
 def test_write_figures_skips_what_the_data_cannot_show(tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "FIGURES", {k: plots.FIGURES[k] for k in ("memory_vs_gap", "decay_length")})  # speed
+    monkeypatch.setattr(writing, "FIGURES", {k: writing.FIGURES[k] for k in ("memory_vs_gap", "decay_length")})  # speed
     skipped = []
     written = plots.write_figures(
         make_results(gaps=(3,)),
@@ -322,7 +324,7 @@ def test_write_figures_skips_what_the_data_cannot_show(tmp_path, monkeypatch):
 
 
 def test_write_figures_splits_task_configurations(tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "FIGURES", {"decay_length": plots.FIGURES["decay_length"]})  # speed
+    monkeypatch.setattr(writing, "FIGURES", {"decay_length": writing.FIGURES["decay_length"]})  # speed
     a, b = make_results(gaps=(3,)), make_results(gaps=(3,), task="copy")
     mixed = Results(*(pd.concat([x, y.assign(run=y.run + "c")]) for x, y in zip(a, b)))
     with pytest.raises(PlotError, match="holds 2 task configurations"):

@@ -1,4 +1,4 @@
-"""The gradient probe against jax.grad through a Python-unrolled model, and its numerics.
+"""The gradient probe against jax.grad through a Python-unrolled model, every cell, and its numerics.
 
 The reference steps the model with a Python loop over textbook cell equations (the
 same equations test_cells.py checks the cells against), replaces one state by an
@@ -47,11 +47,32 @@ CASES = {
         ModelConfig(cell="gru", hidden=HIDDEN, layers=2, bidirectional=True, merge="sum"),
         {(1, "bwd", t, "h") for t in range(3)},
     ),
+    "irnn": (DelayedRecall(gap=4), ModelConfig(cell="irnn", hidden=HIDDEN), set()),
+    # the parallel (associative_scan) cells: the perturbation joins the input term of h_t
+    "lru": (DelayedRecall(gap=4), ModelConfig(cell="lru", hidden=HIDDEN), set()),
+    "mingru": (DelayedRecall(gap=4), ModelConfig(cell="mingru", hidden=HIDDEN), set()),
+    "minlstm": (DelayedRecall(gap=4), ModelConfig(cell="minlstm", hidden=HIDDEN), set()),
+    "minlstm-linear-space": (
+        DelayedRecall(gap=4),
+        ModelConfig(cell="minlstm", hidden=HIDDEN, log_space=False),
+        set(),
+    ),
+    # stacked and both directions: the backward scan of the parallel form, and its perturbation
+    "bi-lru-2layer": (
+        Copy(gap=2, n_symbols=2, loss_positions="all"),
+        ModelConfig(cell="lru", hidden=HIDDEN, layers=2, bidirectional=True),
+        set(),
+    ),
+    "bi-mingru-2layer-sum": (
+        Copy(gap=2, n_symbols=2, loss_positions="all"),
+        ModelConfig(cell="mingru", hidden=HIDDEN, layers=2, bidirectional=True, merge="sum"),
+        set(),
+    ),
 }
 
 
 def positions(config: ModelConfig, length: int) -> list[tuple[int, str, int, str]]:
-    """Every (layer, direction, t, state_name) whose dL/dstate is probed."""
+    """Every (layer, direction, t, state_name) whose dL/dstate is probed (the lru: over (Re h, Im h))."""
     return [
         (layer, direction, t, state)
         for layer in range(config.layers)
@@ -61,19 +82,27 @@ def positions(config: ModelConfig, length: int) -> list[tuple[int, str, int, str
     ]
 
 
-def rnn_step(p, carry, x, fix):
+def rnn_step(p, carry, x, fix, **_):
     (h,) = carry
-    return (fix("h", jnp.tanh(x @ p["W"] + h @ p["U"] + p["b"])),)
+    h = fix("h", jnp.tanh(x @ p["W"] + h @ p["U"] + p["b"]))
+    return (h,), h
 
 
-def lstm_step(p, carry, x, fix):
+def irnn_step(p, carry, x, fix, **_):
+    (h,) = carry
+    h = fix("h", jnp.maximum(x @ p["W"] + h @ p["U"] + p["b"], 0.0))
+    return (h,), h
+
+
+def lstm_step(p, carry, x, fix, **_):
     c, h = carry
     i, f, g, o = jnp.split(x @ p["W"] + h @ p["U"] + p["b"], 4, axis=-1)  # 4 x (B, H)
     c = fix("c", jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g))
-    return c, fix("h", jax.nn.sigmoid(o) * jnp.tanh(c))  # h_t is computed from c_t as replaced
+    h = fix("h", jax.nn.sigmoid(o) * jnp.tanh(c))  # h_t is computed from c_t as replaced
+    return (c, h), h
 
 
-def gru_step(p, carry, x, fix):
+def gru_step(p, carry, x, fix, **_):
     (h,) = carry
     Wr, Wz, Wn = jnp.split(p["W"], 3, axis=1)
     Ur, Uz, Un = jnp.split(p["U"], 3, axis=1)
@@ -81,12 +110,53 @@ def gru_step(p, carry, x, fix):
     r = jax.nn.sigmoid(x @ Wr + h @ Ur + br)
     z = jax.nn.sigmoid(x @ Wz + h @ Uz + bz)
     n = jnp.tanh(x @ Wn + (r * h) @ Un + bn)
-    return (fix("h", z * h + (1.0 - z) * n),)
+    h = fix("h", z * h + (1.0 - z) * n)
+    return (h,), h
 
 
-# textbook steps (checked against the cells in test_cells.py); ``fix(name, state)`` sees
-# each new state the moment it is computed and returns what the rest of the model uses
-STEPS = {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step}
+def _g(v):
+    return jnp.where(v >= 0, v + 0.5, jax.nn.sigmoid(v))
+
+
+def mingru_step(p, carry, x, fix, log_space):
+    (h,) = carry
+    k, v = jnp.split(x @ p["W"] + p["b"], 2, axis=-1)
+    z = jax.nn.sigmoid(k)
+    h = fix("h", (1.0 - z) * h + z * (_g(v) if log_space else v))
+    return (h,), h
+
+
+def minlstm_step(p, carry, x, fix, log_space):
+    (h,) = carry
+    k_f, k_i, v = jnp.split(x @ p["W"] + p["b"], 3, axis=-1)
+    f, i = jax.nn.sigmoid(k_f), jax.nn.sigmoid(k_i)
+    h = fix("h", f / (f + i) * h + i / (f + i) * (_g(v) if log_space else v))
+    return (h,), h
+
+
+def lru_step(p, carry, x, fix, **_):
+    """h complex, stored (and replaced) as the real vector (Re h, Im h)."""
+    (state,) = carry
+    n = state.shape[-1] // 2
+    lam = jnp.exp(-jnp.exp(p["nu_log"])) * jnp.exp(1j * jnp.exp(p["theta_log"]))
+    h = lam * (state[:, :n] + 1j * state[:, n:]) + jnp.exp(p["gamma_log"]) * (x @ p["B_re"] + 1j * (x @ p["B_im"]))
+    state = fix("h", jnp.concatenate([h.real, h.imag], axis=-1))
+    y = state[:, :n] @ p["C_re"] - state[:, n:] @ p["C_im"] + x @ p["D"]  # Re(h C) + x D
+    return (state,), y
+
+
+# textbook steps (checked against the cells in test_cells.py), returning (carry, output);
+# ``fix(name, state)`` sees each new state the moment it is computed and returns what the
+# rest of the model uses
+STEPS = {
+    "rnn": rnn_step,
+    "irnn": irnn_step,
+    "lstm": lstm_step,
+    "gru": gru_step,
+    "mingru": mingru_step,
+    "minlstm": minlstm_step,
+    "lru": lru_step,
+}
 
 
 def unrolled_outputs(config: ModelConfig, params, inputs, replace=-1, value=None):
@@ -103,8 +173,10 @@ def unrolled_outputs(config: ModelConfig, params, inputs, replace=-1, value=None
     for layer in range(config.layers):
         outs = []
         for direction in config.directions:
-            cell_params = params["params"][f"layer{layer}_{direction}"]["scan"]["cell"]
-            carry = tuple(jnp.zeros((B, config.hidden)) for _ in config.state_names)
+            layer_params = params["params"][f"layer{layer}_{direction}"]
+            # scanned step by step (nn.scan) or whole-sequence (the parallel cells)
+            cell_params = layer_params["scan"]["cell"] if "scan" in layer_params else layer_params["cell"]
+            carry = tuple(jnp.zeros((B, config.state_size)) for _ in config.state_names)
             hs = [None] * T
             for t in range(T) if direction == "fwd" else reversed(range(T)):
 
@@ -115,8 +187,7 @@ def unrolled_outputs(config: ModelConfig, params, inputs, replace=-1, value=None
                     states[pos] = state
                     return state
 
-                carry = STEPS[config.cell](cell_params, carry, x[:, t], fix)
-                hs[t] = carry[-1]
+                carry, hs[t] = STEPS[config.cell](cell_params, carry, x[:, t], fix, log_space=config.log_space)
             outs.append(jnp.stack(hs, axis=1))  # (B, T, H)
         if len(outs) == 1:
             x = outs[0]
@@ -141,13 +212,13 @@ def reference(task, config, params, batch):
 
     def loss_and_grads(params, batch):
         outputs, clean = unrolled_outputs(config, params, batch.inputs)
-        values = jnp.stack([clean[pos] for pos in order])  # (N, B, H), the states themselves
+        values = jnp.stack([clean[pos] for pos in order])  # (N, B, S), the states themselves
 
         def loss(value, replace):
             outputs, _ = unrolled_outputs(config, params, batch.inputs, replace, value)
             return task.training_loss(outputs, batch)
 
-        grads = jax.vmap(jax.grad(loss))(values, jnp.arange(len(order)))  # (N, B, H)
+        grads = jax.vmap(jax.grad(loss))(values, jnp.arange(len(order)))  # (N, B, S)
         return task.training_loss(outputs, batch), grads
 
     loss, grads = run_once(loss_and_grads, params, batch)

@@ -26,6 +26,7 @@ from conftest import THREE_GROUPS, comparable, lrd
 
 from lrd import store
 from lrd.cli import main
+from lrd.schema import Results
 
 RAY = Path(sys.executable).with_name("ray")  # the `ray` command of this environment: its workers import this lrd
 TASK_TITLE = b"ray::_train_on_ray"  # the process title of a Ray worker while it runs a group
@@ -147,7 +148,7 @@ while sum(node["Alive"] for node in ray.nodes()) < {n}:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache_dir) -> store.Results:
+def reference(tmp_path_factory, cache_dir) -> Results:
     """The three-group experiment on the local backend."""
     work = tmp_path_factory.mktemp("local")
     (work / "exp.toml").write_text(THREE_GROUPS)
@@ -156,7 +157,7 @@ def reference(tmp_path_factory, cache_dir) -> store.Results:
     return store.load(work / "out")
 
 
-def assert_same_tables(results: store.Results, reference: store.Results) -> None:
+def assert_same_tables(results: Results, reference: Results) -> None:
     for got, expected in zip(comparable(results), comparable(reference)):
         pd.testing.assert_frame_equal(got, expected, check_exact=True)
 

@@ -36,3 +36,19 @@ def test_add_a_task_example_end_to_end(tmp_path, cache_dir):
     lstm_short = runs[(runs["model"] == "lstm") & (runs["gap"] == runs["gap"].min())]
     assert (lstm_short["final_metric"] > 0.9).all(), lstm_short["final_metric"]
     assert any((tmp_path / "results" / "first_bit" / "figures").glob("*memory_vs_gap.png"))
+
+
+def test_add_a_cell_example_end_to_end(tmp_path, cache_dir):
+    blocks = readme_blocks()
+    files = {name: body for (kind, name), body in blocks.items() if kind == "file"}
+    assert {"leaky.py", "leaky.toml"} <= set(files)
+    assert len(files["leaky.py"].splitlines()) <= 30
+    for name in ("leaky.py", "leaky.toml"):
+        (tmp_path / name).write_text(files[name])
+    for line in blocks[("run", "add-cell")].splitlines():
+        proc = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
+    runs = pd.read_csv(tmp_path / "results" / "leaky" / "summary.csv")
+    assert set(runs["model"]) == {"leaky"} and set(runs["status"]) == {"done"}
+    # the outside cell trains: well above the memoryless 1/8 on delayed recall at gap 5
+    assert (runs["final_metric"] > 0.5).all(), runs["final_metric"]

@@ -11,7 +11,10 @@ without one is skipped by that test (add it to ``REFERENCES`` to test it).
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -327,3 +330,38 @@ def test_adding_hochreiter1997_markers():
     surely_first = (pos[:, 0] == 0) & (pos[:, 1] >= 10)
     assert surely_first.any() and np.all(values[surely_first, 0] == 0), "X1 = 0 when t=0 carries the first marker"
     assert np.all((values >= -1) & (values <= 1))
+
+
+# --- the samples themselves, bitwise -------------------------------------------------
+# Digests of sample(PRNGKey(11), 5) and memoryless_outputs of these configurations, recorded
+# from the code before the task helpers (scored_mask, scored_targets, ...) replaced the
+# hand-built masks and targets: a refactoring must not change a single sample.
+DIGEST_CONFIGS = {
+    "adding": [dict(gap=30), dict(gap=30, variant="hochreiter1997")],
+    "associative_recall": [dict(gap=5), dict(gap=3, n_pairs=3, n_queries=2)],
+    "copy": [dict(gap=7), dict(gap=3, n_symbols=4, alphabet=5)],
+    "delayed_recall": [dict(gap=6), dict(gap=6, distractor="blank")],
+    "lookahead": [dict(gap=4)],
+    "parity": [dict(gap=9)],
+    "selective_copy": [dict(gap=12, n_symbols=4, alphabet=6)],
+    "temporal_order": [dict(gap=40), dict(gap=40, n_relevant=3)],
+}
+
+
+def _digest(array) -> str:
+    array = np.ascontiguousarray(np.asarray(array))
+    return f"{array.dtype}{list(array.shape)}:{hashlib.sha256(array.tobytes()).hexdigest()[:16]}"
+
+
+def test_samples_are_bitwise_unchanged():
+    recorded = json.loads((Path(__file__).parent / "data" / "task_samples.json").read_text())
+    got = {}
+    for name, configs in DIGEST_CONFIGS.items():
+        for i, kwargs in enumerate(configs):
+            task = TASKS[name](**kwargs)
+            batch = task.sample(jax.random.PRNGKey(11), 5)
+            for field, value in zip(
+                ("inputs", "targets", "mask", "memoryless"), (*batch, task.memoryless_outputs(batch))
+            ):
+                got[f"{name}/{i}/{field}"] = _digest(value)
+    assert got == recorded

@@ -1,16 +1,21 @@
-"""Recurrent cells (``CELLS``) and the layers that scan them."""
+"""Recurrent cells (registry ``CELLS``, decorator ``register``) and the layers that run them."""
 
-from lrd.models.cells import CELLS, Cell, GRUCell, LSTMCell, RNNCell
-from lrd.models.network import ModelConfig, Perturbation, RecurrentLayer, SequenceModel
+from lrd.models import irnn, lru, mingru, minlstm  # noqa: F401  (register the built-in cells)
+from lrd.models.cells import CELLS, Cell, GRUCell, LSTMCell, MatrixCell, RNNCell, perturbed, register
+from lrd.models.network import ModelConfig, Perturbation, RecurrentLayer, SequenceModel, parameter_count
 
 __all__ = [
     "CELLS",
     "Cell",
     "GRUCell",
     "LSTMCell",
+    "MatrixCell",
     "ModelConfig",
     "Perturbation",
     "RNNCell",
     "RecurrentLayer",
     "SequenceModel",
+    "parameter_count",
+    "perturbed",
+    "register",
 ]

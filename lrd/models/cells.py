@@ -1,8 +1,8 @@
-"""Recurrent cells with one interface: ``(carry, x) -> (carry, h)``.
+"""Recurrent cells with one interface: ``(carry, x) -> (carry, y)``, and their registry ``CELLS``.
 
 Every cell is a flax module whose carry is a tuple of states named by
-``state_names`` (the output state ``h`` always last), created by
-``initial_state``. A cell also takes an optional ``eps`` ({state name: (B, H)})
+``state_names`` (for the classic cells the output ``y`` is the last state
+``h``), created by ``initial_state``. A cell also takes an optional ``eps`` ({state name: (B, H)})
 that it adds to each new state *as soon as that state is computed*, before
 anything else uses it (the LSTM's h_t is computed from the perturbed c_t), so
 that dL/d eps is exactly dL/d state_t (see ``lrd.probes``); zero by default.
@@ -14,22 +14,38 @@ Shapes: x (B, D), each state (B, H). Weights follow the textbook layout
 the last axis (one matmul per input, all gates at once).
 
 Recurrent matrices U are initialised block by block (one H x H block per gate):
-orthogonal by default (Saxe et al. 2014), or the identity (IRNN, Le, Jaitly &
-Hinton 2015). Input matrices use LeCun normal, biases zero unless stated.
+orthogonal by default (Saxe et al. 2014), or the identity (as the IRNN of Le,
+Jaitly & Hinton 2015, ``lrd.models.irnn``). Input matrices use LeCun normal,
+biases zero unless stated.
+
+Registry: a cell class is made available to experiment files by the ``@register``
+decorator, keyed by its class attribute ``cell_name`` (flax reserves ``name``
+for a module instance's name, so cells cannot use the attribute tasks use). A
+cell may live outside the package: a file named in an experiment's ``imports``
+that defines and registers one is all it takes (see the README, "Add a cell").
+
+A cell whose recurrence is linear in the state may also define
+``sequence(inputs, eps, reverse)``: the whole sequence at once, inputs (B, T, D)
+and eps {state: (B, T, S)} -> outputs (B, T, H), for example with
+``jax.lax.associative_scan``; ``RecurrentLayer`` then uses it instead of
+scanning ``__call__`` step by step.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-RECURRENT_INITS = ("orthogonal", "identity")
+Carry = tuple[jax.Array, ...]
+Eps = dict[str, jax.Array] | None  # {state name: (B, S)} per step, or (B, T, S) for a whole sequence
 
 
-def recurrent_init(kind: str, hidden: int, n_gates: int):
+def recurrent_init(kind: str, hidden: int, n_gates: int) -> Callable:
     """Initializer for a (H, n_gates*H) recurrent matrix, one H x H block per gate."""
 
     def init(key, shape, dtype=jnp.float32):
@@ -44,28 +60,79 @@ def recurrent_init(kind: str, hidden: int, n_gates: int):
     return init
 
 
-def perturbed(state: jax.Array, eps: dict[str, jax.Array] | None, name: str) -> jax.Array:
+def perturbed(state: jax.Array, eps: Eps, name: str) -> jax.Array:
     """``state + eps[name]`` when probing, ``state`` otherwise."""
     return state if eps is None else state + eps[name]
 
 
+# --- registry ------------------------------------------------------------------
+CELLS: dict[str, type[Cell]] = {}
+
+
+def register(cls: type[Cell]) -> type[Cell]:
+    """Class decorator: make a cell available by its ``cell_name`` in experiment files.
+
+    Registering a second class under a name already taken is an error (re-registering
+    the same class, as a module imported twice does, is not).
+    """
+    name = cls.__dict__.get("cell_name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"cell class {cls.__qualname__} must set a class attribute cell_name (a non-empty string)")
+    if name in CELLS and CELLS[name] is not cls:
+        raise ValueError(f"cell name {name!r} is already registered by {CELLS[name].__qualname__}")
+    CELLS[name] = cls
+    return cls
+
+
 class Cell(nn.Module):
-    """Base class. Subclasses set ``name``, ``n_gates``, ``state_names``, ``equations``."""
+    """Base class of every cell.
+
+    Class attributes a subclass sets:
+      cell_name: registry key used in experiment files (``cell = "lstm"``).
+      state_names: the recurrent states, in carry order; each is probed.
+      equations / source: one line each, shown by ``lrd cells``.
+      dropped_options: ModelConfig options the cell accepts and ignores, so a grid
+        over them does not duplicate its runs (the rnn drops ``forget_bias``); any
+        other option the cell does not have as a field is refused.
+
+    Dataclass fields besides ``hidden`` are the cell's options, set from the
+    ModelConfig fields of the same name.
+    """
 
     hidden: int
-    recurrent_init: str = "orthogonal"
 
-    name_: ClassVar[str]
-    n_gates: ClassVar[int]
+    cell_name: ClassVar[str]
     state_names: ClassVar[tuple[str, ...]] = ("h",)
     equations: ClassVar[str]
     source: ClassVar[str]
+    dropped_options: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def initial_state(cls, batch_size: int, hidden: int) -> tuple[jax.Array, ...]:
-        return tuple(jnp.zeros((batch_size, hidden), jnp.float32) for _ in cls.state_names)
+    def state_size(cls, hidden: int) -> int:
+        """Width S of each state (and of its perturbation) for ``hidden`` units."""
+        return hidden
 
-    def gate_params(self, input_dim: int, bias_init=nn.initializers.zeros):
+    @classmethod
+    def initial_state(cls, batch_size: int, hidden: int) -> Carry:
+        """Zeros, one (B, S) array per state."""
+        return tuple(jnp.zeros((batch_size, cls.state_size(hidden)), jnp.float32) for _ in cls.state_names)
+
+    @classmethod
+    def options(cls) -> tuple[str, ...]:
+        """The cell's option names (its dataclass fields besides ``hidden``)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("hidden", "parent", "name"))
+
+
+class MatrixCell(Cell):
+    """A cell with the textbook layout ``x W + h U + b`` (gate blocks concatenated) and ``n_gates`` gates."""
+
+    recurrent_init: str = "orthogonal"
+
+    n_gates: ClassVar[int]
+
+    def gate_params(
+        self, input_dim: int, bias_init: Callable = nn.initializers.zeros
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """W (D, G*H), U (H, G*H), b (G*H)."""
         G, H = self.n_gates, self.hidden
         W = self.param("W", nn.initializers.lecun_normal(), (input_dim, G * H))
@@ -74,14 +141,16 @@ class Cell(nn.Module):
         return W, U, b
 
 
-class RNNCell(Cell):
-    name_: ClassVar[str] = "rnn"
+@register
+class RNNCell(MatrixCell):
+    cell_name: ClassVar[str] = "rnn"
     n_gates: ClassVar[int] = 1
     equations: ClassVar[str] = "h' = tanh(x W + h U + b)"
     source: ClassVar[str] = "Elman 1990 (tanh)"
+    dropped_options: ClassVar[tuple[str, ...]] = ("forget_bias",)
 
     @nn.compact
-    def __call__(self, carry, x, eps=None):
+    def __call__(self, carry: Carry, x: jax.Array, eps: Eps = None) -> tuple[Carry, jax.Array]:
         (h,) = carry
         W, U, b = self.gate_params(x.shape[-1])
         candidate = jnp.tanh(x @ W + h @ U + b)  # (B, H)
@@ -90,7 +159,8 @@ class RNNCell(Cell):
         return (h,), h
 
 
-class LSTMCell(Cell):
+@register
+class LSTMCell(MatrixCell):
     """LSTM with a forget gate (Hochreiter & Schmidhuber 1997; Gers, Schmidhuber & Cummins 2000).
 
     Gate blocks in order i, f, g, o; no peepholes. The forget-gate bias starts at
@@ -99,7 +169,7 @@ class LSTMCell(Cell):
 
     forget_bias: float = 1.0
 
-    name_: ClassVar[str] = "lstm"
+    cell_name: ClassVar[str] = "lstm"
     n_gates: ClassVar[int] = 4
     state_names: ClassVar[tuple[str, ...]] = ("c", "h")
     equations: ClassVar[str] = (
@@ -108,7 +178,7 @@ class LSTMCell(Cell):
     source: ClassVar[str] = "Hochreiter & Schmidhuber 1997 with forget gate (Gers et al. 2000)"
 
     @nn.compact
-    def __call__(self, carry, x, eps=None):
+    def __call__(self, carry: Carry, x: jax.Array, eps: Eps = None) -> tuple[Carry, jax.Array]:
         c, h = carry
         H = self.hidden
 
@@ -126,7 +196,8 @@ class LSTMCell(Cell):
         return (c, h), h
 
 
-class GRUCell(Cell):
+@register
+class GRUCell(MatrixCell):
     """GRU exactly as Cho et al. 2014 (eqs. 5-8), the textbook form.
 
     Gate blocks in order r, z, n. The reset gate r multiplies the state *before*
@@ -143,7 +214,7 @@ class GRUCell(Cell):
 
     forget_bias: float = 1.0
 
-    name_: ClassVar[str] = "gru"
+    cell_name: ClassVar[str] = "gru"
     n_gates: ClassVar[int] = 3
     equations: ClassVar[str] = (
         "r = sigmoid(x W_r + h U_r + b_r); z = sigmoid(x W_z + h U_z + b_z); "
@@ -152,7 +223,7 @@ class GRUCell(Cell):
     source: ClassVar[str] = "Cho et al. 2014"
 
     @nn.compact
-    def __call__(self, carry, x, eps=None):
+    def __call__(self, carry: Carry, x: jax.Array, eps: Eps = None) -> tuple[Carry, jax.Array]:
         (h,) = carry
         H = self.hidden
 
@@ -168,6 +239,3 @@ class GRUCell(Cell):
             self.sow("intermediates", name, gate)
         h = perturbed(z * h + (1.0 - z) * n, eps, "h")
         return (h,), h
-
-
-CELLS: dict[str, type[Cell]] = {cls.name_: cls for cls in (RNNCell, LSTMCell, GRUCell)}

@@ -1,7 +1,9 @@
 """Scanning cells over time, bidirectional and stacked layers, and the readout.
 
-``RecurrentLayer`` scans one cell over the time axis with ``jax.lax.scan``
-(through ``flax.linen.scan``) and returns the hidden state at every step.
+``RecurrentLayer`` runs one cell over the time axis and returns its output at
+every step: with the cell's whole-sequence ``sequence`` method where the cell
+has one (the linear recurrences, with ``jax.lax.associative_scan``), otherwise
+by scanning the step with ``jax.lax.scan`` (through ``flax.linen.scan``).
 It optionally passes the cell a *perturbation* to add to each new state:
 zeros whose gradient is dL/d(state_t), the per-timestep gradient that
 ``lrd.probes`` reads off the same backward pass as the parameter gradients.
@@ -15,22 +17,38 @@ selects the scored positions.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from lrd.models.cells import CELLS, Cell
-from lrd.tasks.base import unknown_name_message
+from lrd.names import unknown_name_message
 
-# perturbation / probe structure: {f"layer{l}": {"fwd"|"bwd": {state_name: (B, T, H)}}}
+# perturbation / probe structure: {f"layer{l}": {"fwd"|"bwd": {state_name: (B, T, S)}}}, S = config.state_size
 Perturbation = dict[str, dict[str, dict[str, jax.Array]]]
 
 
+# ModelConfig fields that are cell options: each is passed to the cells that have it as a field.
+CELL_OPTIONS = ("recurrent_init", "forget_bias", "r_min", "r_max", "max_phase", "log_space")
+# Options added after the first results were stored: left out of the dump (the run's hash and
+# the runs table) when the cell does not have them, so the classic cells' run ids stay the same.
+LATER_OPTIONS = ("r_min", "r_max", "max_phase", "log_space")
+
+
 class ModelConfig(BaseModel):
-    """A model: which cell, how wide, how deep, one or two directions, its initialisation."""
+    """A model: which cell, how wide, how deep, one or two directions, the cell's options.
+
+    Cell options (``CELL_OPTIONS``) default to None, meaning the cell's own default; after
+    validation each holds the value the cell uses, or None where the cell has no such
+    option. Setting an option the cell does not have is an error naming the key, except
+    the options a cell lists in ``dropped_options`` (``forget_bias`` on the rnn), which
+    are dropped so a grid over them does not create duplicate runs.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -39,11 +57,18 @@ class ModelConfig(BaseModel):
     layers: int = Field(1, gt=0)
     bidirectional: bool = False
     merge: Literal["concat", "sum"] = "concat"
-    recurrent_init: Literal["orthogonal", "identity"] = "orthogonal"
+    recurrent_init: Literal["orthogonal", "identity"] | None = Field(
+        None, description="initialisation of the recurrent matrices (rnn, irnn, lstm, gru)"
+    )
     forget_bias: float | None = Field(
         None,
+        allow_inf_nan=False,
         description="initial bias of the gate that keeps the state: LSTM forget gate, GRU update gate; default 1.0",
     )
+    r_min: float | None = Field(None, description="lru: smallest eigenvalue modulus of the ring initialisation")
+    r_max: float | None = Field(None, description="lru: largest eigenvalue modulus of the ring initialisation")
+    max_phase: float | None = Field(None, description="lru: largest eigenvalue phase of the ring initialisation")
+    log_space: bool | None = Field(None, description="mingru/minlstm: the log-space form (positive candidate g)")
 
     @field_validator("cell")
     @classmethod
@@ -53,13 +78,28 @@ class ModelConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _resolve_cell_options(self):
-        # forget_bias means something for gated cells only: default it there, drop it elsewhere,
-        # so a grid over it does not create duplicate runs of the other cells.
-        gated = "forget_bias" in CELLS[self.cell].__dataclass_fields__
-        wanted = (1.0 if self.forget_bias is None else self.forget_bias) if gated else None
-        object.__setattr__(self, "forget_bias", wanted)
+    def _resolve_cell_options(self) -> ModelConfig:
+        cell = CELLS[self.cell]
+        defaults = {f.name: f.default for f in dataclasses.fields(cell)}
+        for option in CELL_OPTIONS:
+            value = getattr(self, option)
+            if option in defaults:
+                object.__setattr__(self, option, defaults[option] if value is None else value)
+            elif value is not None and option not in cell.dropped_options:
+                allowed = ", ".join(cell.options()) or "none"
+                raise ValueError(f"{option}: cell {self.cell!r} has no such option (its options: {allowed})")
+            else:
+                object.__setattr__(self, option, None)
+        if self.r_min is not None and not 0.0 <= self.r_min < self.r_max <= 1.0:
+            raise ValueError(f"r_min, r_max: need 0 <= r_min < r_max <= 1 (got {self.r_min}, {self.r_max})")
+        if self.max_phase is not None and not self.max_phase > 0.0:
+            raise ValueError(f"max_phase: must be > 0 (got {self.max_phase})")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_later_options(self, handler) -> dict:
+        data = handler(self)
+        return {k: v for k, v in data.items() if not (k in LATER_OPTIONS and v is None)}
 
     @property
     def label(self) -> str:
@@ -74,12 +114,18 @@ class ModelConfig(BaseModel):
     def state_names(self) -> tuple[str, ...]:
         return CELLS[self.cell].state_names
 
+    @property
+    def state_size(self) -> int:
+        """Width of each state (and of its perturbation); 2 x hidden for a complex state stored as (Re, Im)."""
+        return CELLS[self.cell].state_size(self.hidden)
+
     def cell_module(self, **kwargs) -> Cell:
-        extra = {} if self.forget_bias is None else {"forget_bias": self.forget_bias}
-        return CELLS[self.cell](hidden=self.hidden, recurrent_init=self.recurrent_init, **extra, **kwargs)
+        cell = CELLS[self.cell]
+        options = {option: getattr(self, option) for option in cell.options() if option in CELL_OPTIONS}
+        return cell(hidden=self.hidden, **options, **kwargs)
 
     def zero_perturbation(self, batch_size: int, length: int) -> Perturbation:
-        zeros = jnp.zeros((batch_size, length, self.hidden), jnp.float32)
+        zeros = jnp.zeros((batch_size, length, self.state_size), jnp.float32)
         return {
             f"layer{layer}": {d: {s: zeros for s in self.state_names} for d in self.directions}
             for layer in range(self.layers)
@@ -98,13 +144,19 @@ class _PerturbedStep(nn.Module):
 
 
 class RecurrentLayer(nn.Module):
-    """Scan a cell over time. inputs (B, T, D) -> states h (B, T, H)."""
+    """Run a cell over time: inputs (B, T, D) -> outputs (B, T, H).
+
+    With the cell's ``sequence`` method when it has one (a whole-sequence, e.g. parallel,
+    form), otherwise by scanning its step ``__call__`` with ``lax.scan``.
+    """
 
     config: ModelConfig
     reverse: bool = False
 
     @nn.compact
     def __call__(self, inputs: jax.Array, perturbation: dict[str, jax.Array] | None = None) -> jax.Array:
+        if hasattr(CELLS[self.config.cell], "sequence"):  # the whole sequence at once (parallel in time)
+            return self.config.cell_module(name="cell").sequence(inputs, perturbation, self.reverse)  # (B, T, H)
         scan = nn.scan(
             _PerturbedStep,
             variable_broadcast="params",
@@ -140,3 +192,15 @@ class SequenceModel(nn.Module):
             else:
                 x = outs[0] + outs[1]  # (B, T, H)
         return nn.Dense(self.output_dim, name="readout")(x)  # (B, T, output_dim)
+
+
+def parameter_count(config: ModelConfig, input_dim: int) -> int:
+    """Trainable parameters of the recurrent layers of ``config`` for inputs of width ``input_dim``.
+
+    The readout is left out (it depends on the task's output, not on the cell). Counted from
+    the shapes alone (``jax.eval_shape``), so nothing is computed.
+    """
+    model = SequenceModel(config, output_dim=1)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 2, input_dim), jnp.float32))
+    layers = {k: v for k, v in shapes["params"].items() if k != "readout"}
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(layers))

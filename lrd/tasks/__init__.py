@@ -10,6 +10,6 @@ from lrd.tasks import (  # noqa: F401  (register the built-ins)
     selective_copy,
     temporal_order,
 )
-from lrd.tasks.base import TASKS, Baseline, Batch, Task, get_task_class, register
+from lrd.tasks.base import TASKS, Baseline, Batch, Task, register
 
-__all__ = ["TASKS", "Baseline", "Batch", "Task", "get_task_class", "register"]
+__all__ = ["TASKS", "Baseline", "Batch", "Task", "register"]

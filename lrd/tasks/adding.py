@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from pydantic import Field, model_validator
 
-from lrd.tasks.base import Baseline, Batch, Task, register
+from lrd.tasks.base import Baseline, Batch, Task, constant_outputs, register
 
 
 @register
@@ -103,9 +103,8 @@ class Adding(Task):
             markers = jnp.where(marked, 1.0, jnp.where(ends, -1.0, 0.0))
             target = 0.5 + jnp.sum(values * marked, axis=1) / 4.0
         inputs = jnp.stack([values, markers], axis=-1)  # (B, T, 2)
-        targets = jnp.zeros((batch_size, T)).at[:, -1].set(target)
-        mask = jnp.zeros((batch_size, T)).at[:, -1].set(1.0)
-        return Batch(inputs.astype(jnp.float32), targets.astype(jnp.float32), mask)
+        targets = self.scored_targets(target[:, None].astype(jnp.float32))  # (B, T)
+        return Batch(inputs.astype(jnp.float32), targets, self.scored_mask(batch_size))
 
     def baseline(self) -> Baseline:
         if self.variant == "le2015":
@@ -117,5 +116,4 @@ class Adding(Task):
         return Baseline(loss=(0.9 / 3 + 1 / 3) / 16, metric=0.9 * both + 0.1 * one)
 
     def memoryless_outputs(self, batch: Batch) -> jax.Array:
-        mean = 1.0 if self.variant == "le2015" else 0.5
-        return jnp.full((*batch.mask.shape, 1), mean, jnp.float32)
+        return constant_outputs(batch, 1.0 if self.variant == "le2015" else 0.5)

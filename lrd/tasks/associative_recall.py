@@ -93,7 +93,7 @@ class AssociativeRecall(Task):
         return self.length - self.n_queries, self.length - 1
 
     def sample(self, key: jax.Array, batch_size: int) -> Batch:
-        P, Q, T = self.n_pairs, self.n_queries, self.length
+        P, Q = self.n_pairs, self.n_queries
         k_keys, k_values, k_queries = jax.random.split(key, 3)
         keys = jnp.argsort(jax.random.uniform(k_keys, (batch_size, self.n_keys)), axis=1)[:, :P]  # (B, P) distinct
         values = jax.random.randint(k_values, (batch_size, P), 0, self.n_values)  # (B, P)
@@ -103,9 +103,8 @@ class AssociativeRecall(Task):
         pairs = jnp.stack([keys, self.n_keys + values], axis=2).reshape(batch_size, 2 * P)  # (B, 2P): k v k v ...
         filler = jnp.full((batch_size, self.gap), self.blank, jnp.int32)
         tokens = jnp.concatenate([pairs, filler, queries], axis=1)  # (B, T)
-        targets = jnp.concatenate([jnp.zeros((batch_size, T - Q), jnp.int32), answers], axis=1)
-        mask = jnp.broadcast_to((jnp.arange(T) >= T - Q).astype(jnp.float32), (batch_size, T))
-        return Batch(one_hot(tokens, self.input_dim), targets, mask)
+        targets = self.scored_targets(answers)  # (B, T)
+        return Batch(one_hot(tokens, self.input_dim), targets, self.scored_mask(batch_size))
 
     def baseline(self) -> Baseline:
         return Baseline.uniform(self.n_values)

@@ -13,7 +13,6 @@ the sequence. It is given analytically by ``baseline()`` and realised by
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import ClassVar, Literal, NamedTuple
 
@@ -67,7 +66,6 @@ class Task(BaseModel):
     convention: ClassVar[str]
 
     gap: int = Field(gt=0, description="distance of the dependency; see the task's docstring")
-    solve_threshold: float = Field(0.95, gt=0.0, le=1.0, description="a run is 'solved' when its metric reaches this")
 
     # --- shape of the problem -------------------------------------------------
     @property
@@ -133,6 +131,18 @@ class Task(BaseModel):
         """(first, last) scored position, the same for every sequence of the task."""
         raise NotImplementedError
 
+    def scored_mask(self, batch_size: int) -> jax.Array:
+        """The mask (B, T) float32 of ``scored_span``: 1.0 at the scored positions, 0.0 elsewhere."""
+        first, last = self.scored_span
+        t = jnp.arange(self.length)
+        return jnp.broadcast_to(((t >= first) & (t <= last)).astype(jnp.float32), (batch_size, self.length))
+
+    def scored_targets(self, values: jax.Array, fill: int | float = 0) -> jax.Array:
+        """Targets (B, T): ``values`` (B, n_scored) at the scored positions, ``fill`` elsewhere (same dtype)."""
+        first, last = self.scored_span
+        batch_size = values.shape[0]
+        return jnp.full((batch_size, self.length), fill, values.dtype).at[:, first : last + 1].set(values)
+
 
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean of ``values`` over the positions where ``mask`` is 1."""
@@ -142,6 +152,22 @@ def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
 def uniform_logits(batch: Batch, n_classes: int) -> jax.Array:
     """Outputs (B, T, n_classes) of a uniform guess at every position (all-zero logits)."""
     return jnp.zeros((*batch.mask.shape, n_classes), jnp.float32)
+
+
+def constant_outputs(batch: Batch, value: float) -> jax.Array:
+    """Outputs (B, T, 1) of a regression predictor that says ``value`` at every position."""
+    return jnp.full((*batch.mask.shape, 1), value, jnp.float32)
+
+
+def blank_then_uniform_logits(batch: Batch, n_classes: int, blank: int, symbols: range) -> jax.Array:
+    """Outputs (B, T, n_classes): ``blank`` for certain before the scored positions (``batch.mask``),
+    uniform over ``symbols`` at them; the memoryless predictor of the copy tasks."""
+    k = jnp.arange(n_classes)
+    recall = batch.mask[0] > 0  # (T,), the same for every sequence
+    blank_logits = jnp.where(k == blank, 0.0, -1e9)  # (K,)
+    symbol_logits = jnp.where((k >= symbols.start) & (k < symbols.stop), 0.0, -1e9)  # (K,)
+    logits = jnp.where(recall[:, None], symbol_logits, blank_logits)  # (T, K)
+    return jnp.broadcast_to(logits, (*batch.mask.shape, n_classes)).astype(jnp.float32)
 
 
 def one_hot(tokens: jax.Array, depth: int) -> jax.Array:
@@ -158,19 +184,3 @@ def register(cls: type[Task]) -> type[Task]:
         raise ValueError(f"task name {cls.name!r} is already registered by {TASKS[cls.name].__qualname__}")
     TASKS[cls.name] = cls
     return cls
-
-
-def get_task_class(name: str) -> type[Task]:
-    """The task class registered under ``name``; a KeyError with a suggestion otherwise."""
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise KeyError(unknown_name_message(name, TASKS)) from None
-
-
-def unknown_name_message(name: str, known) -> str:
-    message = f"unknown name {name!r}; allowed: {', '.join(sorted(known))}"
-    close = difflib.get_close_matches(name, list(known), n=1)
-    if close:
-        message += f" (did you mean {close[0]!r}?)"
-    return message

@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 from pydantic import Field
 
-from lrd.tasks.base import Baseline, Batch, Task, one_hot, register
+from lrd.tasks.base import Baseline, Batch, Task, blank_then_uniform_logits, one_hot, register
 
-BLANK, DELIMITER = 0, 9
+BLANK = 0
 
 
 @register
@@ -73,15 +73,14 @@ class Copy(Task):
         return self.length - self.n_symbols, self.length - 1
 
     def sample(self, key: jax.Array, batch_size: int) -> Batch:
-        n, T = self.n_symbols, self.length
+        n = self.n_symbols
         symbols = jax.random.randint(key, (batch_size, n), 1, self.alphabet + 1)  # (B, n)
         blanks = jnp.full((batch_size, self.gap - 1), BLANK, jnp.int32)
         delim = jnp.full((batch_size, 1), self.delimiter, jnp.int32)
         tail = jnp.full((batch_size, n), BLANK, jnp.int32)
         tokens = jnp.concatenate([symbols, blanks, delim, tail], axis=1)  # (B, T)
-        targets = jnp.concatenate([jnp.full((batch_size, T - n), BLANK, jnp.int32), symbols], axis=1)
-        mask = jnp.broadcast_to((jnp.arange(T) >= T - n).astype(jnp.float32), (batch_size, T))
-        return Batch(one_hot(tokens, self.input_dim), targets, mask)
+        targets = self.scored_targets(symbols, fill=BLANK)  # (B, T)
+        return Batch(one_hot(tokens, self.input_dim), targets, self.scored_mask(batch_size))
 
     def metrics(self, outputs, batch):
         out = super().metrics(outputs, batch)
@@ -99,12 +98,5 @@ class Copy(Task):
         return {"ce_all": self.n_symbols * math.log(self.alphabet) / self.length}
 
     def memoryless_outputs(self, batch: Batch) -> jax.Array:
-        B, T = batch.mask.shape
-        recall = jnp.arange(T) >= T - self.n_symbols  # (T,)
         # blank is certain before the recall; uniform over a_1..a_alphabet during it
-        blank_logits = jnp.where(jnp.arange(self.output_dim) == BLANK, 0.0, -1e9)
-        symbol_logits = jnp.where(
-            (jnp.arange(self.output_dim) >= 1) & (jnp.arange(self.output_dim) <= self.alphabet), 0.0, -1e9
-        )
-        logits = jnp.where(recall[:, None], symbol_logits, blank_logits)  # (T, K)
-        return jnp.broadcast_to(logits, (B, T, self.output_dim)).astype(jnp.float32)
+        return blank_then_uniform_logits(batch, self.output_dim, BLANK, range(1, self.alphabet + 1))

@@ -61,7 +61,7 @@ class DelayedRecall(Task):
         return self.length - 1, self.length - 1
 
     def sample(self, key: jax.Array, batch_size: int) -> Batch:
-        K, D, T = self.n_symbols, self.n_distractors, self.length
+        K, D = self.n_symbols, self.n_distractors
         k_symbol, k_noise = jax.random.split(key)
         symbol = jax.random.randint(k_symbol, (batch_size, 1), 0, K)  # (B, 1)
         if self.distractor == "random":
@@ -70,9 +70,8 @@ class DelayedRecall(Task):
             middle = jnp.full((batch_size, self.gap), K + D, jnp.int32)
         cue = jnp.full((batch_size, 1), K + D + 1, jnp.int32)
         tokens = jnp.concatenate([symbol, middle, cue], axis=1)  # (B, T)
-        targets = jnp.zeros((batch_size, T), jnp.int32).at[:, -1].set(symbol[:, 0])
-        mask = jnp.zeros((batch_size, T), jnp.float32).at[:, -1].set(1.0)
-        return Batch(one_hot(tokens, self.input_dim), targets, mask)
+        targets = self.scored_targets(symbol)  # (B, T)
+        return Batch(one_hot(tokens, self.input_dim), targets, self.scored_mask(batch_size))
 
     def baseline(self) -> Baseline:
         return Baseline.uniform(self.n_symbols)

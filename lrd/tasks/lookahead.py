@@ -29,7 +29,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import jax
-import jax.numpy as jnp
 from pydantic import Field
 
 from lrd.tasks.base import Baseline, Batch, Task, one_hot, register, uniform_logits
@@ -65,11 +64,9 @@ class Lookahead(Task):
         return 0, self.n_scored - 1
 
     def sample(self, key: jax.Array, batch_size: int) -> Batch:
-        T = self.length
-        tokens = jax.random.randint(key, (batch_size, T), 0, self.n_symbols)  # (B, T)
-        targets = jnp.concatenate([tokens[:, self.gap :], jnp.zeros((batch_size, self.gap), jnp.int32)], axis=1)
-        mask = jnp.broadcast_to((jnp.arange(T) < self.n_scored).astype(jnp.float32), (batch_size, T))
-        return Batch(one_hot(tokens, self.input_dim), targets, mask)
+        tokens = jax.random.randint(key, (batch_size, self.length), 0, self.n_symbols)  # (B, T)
+        targets = self.scored_targets(tokens[:, self.gap :])  # (B, T): input t + gap at scored t
+        return Batch(one_hot(tokens, self.input_dim), targets, self.scored_mask(batch_size))
 
     def baseline(self) -> Baseline:
         return Baseline.uniform(self.n_symbols)

@@ -62,9 +62,8 @@ class Parity(Task):
         bits = jax.random.randint(key, (batch_size, self.gap), 0, 2)  # (B, gap)
         tokens = jnp.concatenate([bits, jnp.full((batch_size, 1), CUE, jnp.int32)], axis=1)  # (B, T)
         parity = jnp.sum(bits, axis=1) % 2  # (B,)
-        targets = jnp.zeros((batch_size, self.length), jnp.int32).at[:, -1].set(parity)
-        mask = jnp.zeros((batch_size, self.length), jnp.float32).at[:, -1].set(1.0)
-        return Batch(one_hot(tokens, self.input_dim), targets, mask)
+        targets = self.scored_targets(parity[:, None])  # (B, T)
+        return Batch(one_hot(tokens, self.input_dim), targets, self.scored_mask(batch_size))
 
     def baseline(self) -> Baseline:
         return Baseline.uniform(2)

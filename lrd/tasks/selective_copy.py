@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 from pydantic import Field
 
-from lrd.tasks.base import Baseline, Batch, Task, one_hot, register
+from lrd.tasks.base import Baseline, Batch, Task, blank_then_uniform_logits, one_hot, register
 
 BLANK = 0
 
@@ -91,18 +91,11 @@ class SelectiveCopy(Task):
         shown = jnp.full((batch_size, memory), BLANK, jnp.int32).at[rows, positions].set(symbols)
         cues = jnp.full((batch_size, n), self.cue, jnp.int32)
         tokens = jnp.concatenate([shown, cues], axis=1)  # (B, T)
-        targets = jnp.concatenate([jnp.full((batch_size, memory), BLANK, jnp.int32), symbols], axis=1)
-        mask = jnp.broadcast_to((jnp.arange(self.length) >= memory).astype(jnp.float32), (batch_size, self.length))
-        return Batch(one_hot(tokens, self.input_dim), targets, mask)
+        targets = self.scored_targets(symbols, fill=BLANK)  # (B, T)
+        return Batch(one_hot(tokens, self.input_dim), targets, self.scored_mask(batch_size))
 
     def baseline(self) -> Baseline:
         return Baseline.uniform(self.alphabet)
 
     def memoryless_outputs(self, batch: Batch) -> jax.Array:
-        B, T = batch.mask.shape
-        k = jnp.arange(self.output_dim)
-        recall = jnp.arange(T) >= T - self.n_symbols  # (T,)
-        blank_logits = jnp.where(k == BLANK, 0.0, -1e9)  # (K,)
-        symbol_logits = jnp.where((k >= 1) & (k <= self.alphabet), 0.0, -1e9)  # (K,)
-        logits = jnp.where(recall[:, None], symbol_logits, blank_logits)  # (T, K)
-        return jnp.broadcast_to(logits, (B, T, self.output_dim)).astype(jnp.float32)
+        return blank_then_uniform_logits(batch, self.output_dim, BLANK, range(1, self.alphabet + 1))

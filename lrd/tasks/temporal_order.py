@@ -49,7 +49,6 @@ from pydantic import model_validator
 
 from lrd.tasks.base import Baseline, Batch, Task, one_hot, register, uniform_logits
 
-X, Y = 0, 1  # relevant symbols; distractors are 2..5
 N_DISTRACTORS = 4
 WINDOW_TENTHS = {2: (1, 5), 3: (1, 3, 6)}  # start of each window, in tenths of T
 
@@ -106,9 +105,8 @@ class TemporalOrder(Task):
         for i in range(n):
             tokens = jnp.where(t == positions[:, i : i + 1], bits[:, i : i + 1], tokens)
         label = jnp.sum(bits * (2 ** jnp.arange(n)), axis=1)  # (B,)
-        targets = jnp.zeros((batch_size, T), jnp.int32).at[:, -1].set(label)
-        mask = jnp.zeros((batch_size, T), jnp.float32).at[:, -1].set(1.0)
-        return Batch(one_hot(tokens, self.input_dim), targets, mask)
+        targets = self.scored_targets(label[:, None])  # (B, T)
+        return Batch(one_hot(tokens, self.input_dim), targets, self.scored_mask(batch_size))
 
     def baseline(self) -> Baseline:
         return Baseline.uniform(self.output_dim)

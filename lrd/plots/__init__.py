@@ -1,0 +1,60 @@
+"""Figures of a results store: DataFrames in, matplotlib Figures out, nothing else.
+
+One file per figure, like ``lrd/tasks/``. Every figure function takes the tables
+of ``lrd.store.load`` (``runs`` and, where needed, ``curves`` or ``grad_norms``)
+for ONE task configuration and returns a ``matplotlib.figure.Figure`` (created
+without pyplot, so no global figure state):
+
+  vanishing_gradients   ||dL/dh_t|| against distance from the loss, at init and after training
+  gradient_heatmap      log10 ||dL/dh_t|| over (timestep, training step), one panel per model
+  memory_vs_gap         final metric against gap: the headline figure
+  learning_curves       loss against training step, one panel per model, one line per gap
+  decay_length_curves   fitted e-folding length of ||dL/dh_t|| against training step
+
+Shared by all: ``base`` (errors, table checks, choosing runs, titles), ``style``
+(series and their colours, see there) and ``writing`` (``write_figures`` splits a
+store's tables by task configuration and writes every figure the data allows as
+PNG and PDF, byte-identical from one call to the next; ``FIGURES`` lists them).
+
+Conventions shared by all figures:
+
+- Aggregates over seeds use finished runs (status "done"); diverged runs are shown
+  as distinct markers or lines and counted in the title, never silently dropped.
+  Failed runs (never trained, see ``lrd.store``) have nothing to draw and are left
+  out by ``write_figures``; ``lrd plot`` says how many.
+- Gradient norms below float32's smallest normal number (``lrd.schema.FLOOR``) were
+  not measured (see ``lrd.probes``): a (series, timestep) point where any seed is
+  below that floor is not drawn as data but marked in a hatched "below float32
+  range" band (figure 1) or left grey (figure 2).
+"""
+
+from lrd.plots.base import FigureSkipped, PlotError, default_gap
+from lrd.plots.decay_length import decay_length_curves
+from lrd.plots.gradient_heatmap import gradient_heatmap
+from lrd.plots.learning_curves import learning_curves
+from lrd.plots.memory_vs_gap import bootstrap_interval, memory_vs_gap
+from lrd.plots.style import OKABE_ITO, SeriesStyle, model_styles, series_styles, with_series
+from lrd.plots.vanishing_gradients import vanishing_gradients
+from lrd.plots.writing import FIGURE_NAMES, FIGURES, save_figure, split_by_task, write_figures
+
+__all__ = [
+    "FIGURES",
+    "FIGURE_NAMES",
+    "OKABE_ITO",
+    "FigureSkipped",
+    "PlotError",
+    "SeriesStyle",
+    "bootstrap_interval",
+    "decay_length_curves",
+    "default_gap",
+    "gradient_heatmap",
+    "learning_curves",
+    "memory_vs_gap",
+    "model_styles",
+    "save_figure",
+    "series_styles",
+    "split_by_task",
+    "vanishing_gradients",
+    "with_series",
+    "write_figures",
+]

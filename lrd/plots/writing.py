@@ -1,0 +1,116 @@
+"""Writing figures: every figure of a store's tables, per task configuration, as byte-repeatable files."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+
+from lrd.plots.base import FigureSkipped, PlotError, check_table, split_runs
+from lrd.plots.decay_length import decay_length_curves
+from lrd.plots.gradient_heatmap import gradient_heatmap
+from lrd.plots.learning_curves import learning_curves
+from lrd.plots.memory_vs_gap import memory_vs_gap
+from lrd.plots.style import SeriesStyle, series_styles, with_series
+from lrd.plots.vanishing_gradients import vanishing_gradients
+from lrd.schema import CURVE_KEY, GRAD_COLUMNS, RUN_KEY, Results
+
+log = logging.getLogger(__name__)
+
+# what savefig would otherwise stamp into a file: versions and dates
+METADATA = {
+    "png": {"Software": None},
+    "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
+    "svg": {"Creator": None, "Date": None},
+}
+
+
+def split_by_task(results) -> dict[str, Results]:
+    """``results`` (anything with ``runs``, ``curves``, ``grad_norms``) split by task configuration.
+
+    Keys are file-name-safe: the task name, preceded by the experiment when the runs
+    come from several, followed by any task parameters that differ (``adding-variant=le2015``).
+    """
+    for name in Results._fields:
+        if not hasattr(results, name):
+            raise PlotError(
+                f"results must have runs, curves and grad_norms tables (lrd.schema.Results); missing {name}"
+            )
+    runs = check_table(results.runs, "runs", RUN_KEY)
+    runs = runs[runs["status"] != "failed"]  # never trained: nothing to draw
+    if runs.empty:
+        raise PlotError("no finished runs to draw: every run failed")
+    curves = check_table(results.curves, "curves", CURVE_KEY)
+    grads = check_table(results.grad_norms, "grad_norms", GRAD_COLUMNS)
+    return {
+        slug: Results(group, curves[curves["run"].isin(group["run"])], grads[grads["run"].isin(group["run"])])
+        for slug, group in split_runs(runs).items()
+    }
+
+
+# write_figures draws these, in this order: file stem -> figure of one task configuration
+FIGURES: dict[str, Callable[[Results, dict[str, SeriesStyle]], Figure]] = {
+    "vanishing_gradients": lambda t, st: vanishing_gradients(t.runs, t.grad_norms, styles=st),
+    "gradient_heatmap": lambda t, st: gradient_heatmap(t.runs, t.grad_norms, styles=st),
+    "memory_vs_gap": lambda t, st: memory_vs_gap(t.runs, styles=st),
+    "learning_curves": lambda t, st: learning_curves(t.runs, t.curves, styles=st),
+    "decay_length": lambda t, st: decay_length_curves(t.runs, t.curves, styles=st),
+}
+FIGURE_NAMES = tuple(FIGURES)
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 150) -> Path:
+    """Save ``fig`` to ``path`` (png, pdf or svg, from the suffix) with no dates or versions, so bytes repeat."""
+    path = Path(path)
+    fmt = path.suffix.removeprefix(".").lower()
+    if fmt not in METADATA:
+        raise PlotError(f"cannot write {path.name}: formats are {', '.join(METADATA)}")
+    buffer = io.BytesIO()
+    with rc_context({"svg.hashsalt": "lrd"}):  # svg ids are random otherwise
+        fig.savefig(buffer, format=fmt, dpi=dpi, metadata=dict(METADATA[fmt]))
+    data = buffer.getvalue()
+    if not (path.is_file() and path.read_bytes() == data):  # unchanged figures are not rewritten (read-only folders)
+        path.write_bytes(data)
+    return path
+
+
+def write_figures(
+    results,
+    out_dir: str | Path,
+    *,
+    formats: tuple[str, ...] = ("png", "pdf"),
+    dpi: int = 150,
+    on_skip: Callable[[str, str], None] | None = None,
+) -> list[Path]:
+    """Write every figure the data allows, per task configuration, as ``<slug>_<figure>.<fmt>``.
+
+    A figure the data cannot support (e.g. memory vs gap with a single gap) is skipped:
+    ``on_skip(stem, reason)`` is called (default: a logged warning). Tables that are
+    empty or lack columns raise PlotError. Returns the written paths, in order.
+    """
+    tables = split_by_task(results)
+    unknown = [f for f in formats if f not in METADATA]
+    if unknown:
+        raise PlotError(f"unknown figure format(s) {', '.join(unknown)}; formats are {', '.join(METADATA)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = []
+    for t in tables.values():
+        labels += [s for s in with_series(t.runs)[1] if s not in labels]
+    styles = series_styles(labels)
+    report = on_skip or (lambda stem, reason: log.warning("skipped %s: %s", stem, reason))
+    written = []
+    for slug, t in tables.items():
+        for name, draw in FIGURES.items():
+            stem = f"{slug}_{name}"
+            try:
+                fig = draw(t, styles)
+            except FigureSkipped as skipped:
+                report(stem, str(skipped))
+                continue
+            written += [save_figure(fig, out_dir / f"{stem}.{fmt}", dpi) for fmt in formats]
+    return written

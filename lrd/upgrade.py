@@ -1,0 +1,80 @@
+"""Upgrade a results folder written under an older results schema, in place, with the same numbers.
+
+``lrd upgrade DIR`` retrains nothing: it rewrites the run ids and the stored tables
+to the current schema (``lrd.schema.SCHEMA_VERSION``) and records what the old
+schema kept per run as a setting of the folder.
+
+Schema 1 -> 2: ``solve_threshold`` stopped being a task parameter (so part of a
+run's id) and became the folder's ``[report] solve_threshold``. Each run of the
+folder's experiment gets the id of its configuration without the threshold; its
+stored ``solve_threshold``, ``solved`` and ``solved_step`` columns are dropped (they
+are derived when the folder is read, ``lrd.results.with_solved``, from the same
+final metric and curve, so they come back equal). Runs of earlier versions of the
+experiment kept in the folder (not in its experiment.json) keep their ids: their
+configuration was not recorded, and they are never looked up by id.
+
+The runs are rewritten first, one by one, and experiment.json last: a crash at
+any point leaves a folder that the same command upgrades.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import NamedTuple
+
+from lrd import store
+from lrd.experiment import run_id_of
+from lrd.schema import RUN, SCHEMA_VERSION, SOLVE_THRESHOLD, SOLVED_COLUMNS, TASK_PREFIX
+from lrd.store import RUNS, StoreError
+
+# run-table columns that schema 1 stored and schema 2 derives or no longer has
+SCHEMA1_ONLY = (f"{TASK_PREFIX}solve_threshold", *SOLVED_COLUMNS)
+
+
+class Upgraded(NamedTuple):
+    from_schema: int
+    runs: int  # run folders rewritten
+    solve_threshold: float
+
+
+def upgrade(out_dir: str | Path) -> Upgraded:
+    """Rewrite ``out_dir`` to the current results schema; StoreError (one line) if it cannot."""
+    out_dir = Path(out_dir)
+    resolved = store.read_experiment_json(out_dir)
+    if resolved is None:
+        raise StoreError(f"{out_dir}: no experiment.json here: not a results folder of lrd")
+    found = store.schema_of(resolved)
+    if found > SCHEMA_VERSION:
+        store.check_schema(out_dir)  # says: newer than this lrd
+    if found == SCHEMA_VERSION:
+        return Upgraded(found, 0, store.solve_threshold(out_dir))
+
+    configs = resolved["runs"]
+    thresholds = {config["task"].get("solve_threshold", SOLVE_THRESHOLD) for config in configs.values()}
+    if len(thresholds) > 1:
+        raise StoreError(
+            f"{out_dir}: its runs use several solve thresholds ({', '.join(map(str, sorted(thresholds)))}) and a "
+            "folder has one now; upgrade a copy per threshold, deleting the other runs from each"
+        )
+    threshold = float(thresholds.pop()) if thresholds else SOLVE_THRESHOLD
+    new_ids, runs = {}, {}
+    for old_id, config in configs.items():
+        config = copy.deepcopy(config)
+        config["task"].pop("solve_threshold", None)
+        new_ids[old_id] = run_id_of(config)
+        runs[new_ids[old_id]] = config
+
+    rewritten = 0
+    for old_id in sorted(store.stored_runs(out_dir)):
+        new_id = new_ids.get(old_id, old_id)
+        tables = store.read_run(out_dir / RUNS / old_id)
+        tables = {name: table.assign(run=new_id) for name, table in tables.items()}
+        tables[RUN] = tables[RUN].drop(columns=list(SCHEMA1_ONLY), errors="ignore")
+        store.rewrite_run(out_dir, old_id, new_id, tables)
+        rewritten += 1
+    resolved = {**resolved, "schema": SCHEMA_VERSION, "report": {"solve_threshold": threshold}, "runs": runs}
+    store.write_experiment_json(out_dir, resolved)
+    if (out_dir / "summary.csv").exists():
+        store.write_summary(out_dir, store.load(out_dir).runs)
+    return Upgraded(found, rewritten, threshold)

@@ -1,0 +1,326 @@
+"""A careless user and a hostile environment (issue 16): Ctrl-C, closed pipes, bad --out, failed runs, big grids."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import TINY, comparable, lrd
+
+from lrd import backends, cli, interrupt, store
+from lrd.cli import main
+from lrd.experiment import load_experiment
+from lrd.sweep import group_memory, plan
+
+WORKTREE = str(Path(__file__).resolve().parents[1])
+INTERRUPTED = "lrd: interrupted; finished runs are saved, run the same command to resume"
+
+
+def env() -> dict[str, str]:
+    """The subprocesses run this worktree's lrd."""
+    return {**os.environ, "PYTHONPATH": WORKTREE}
+
+
+def start(*args: str, cwd: Path, stdout=subprocess.PIPE) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lrd.cli", *args],
+        cwd=cwd,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
+
+
+def assert_same_tables(out: Path, reference: Path) -> None:
+    for got, want in zip(comparable(store.load(out)), comparable(store.load(reference))):
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def assert_runs_match_reference(out: Path, reference: Path) -> None:
+    """Every run stored in ``out`` is complete and equals the undisturbed run's tables."""
+    ref = store.load(reference)
+    for run_id in store.stored_runs(out):
+        for name, table in zip(store.TABLES, comparable(ref)):
+            got = pd.read_parquet(out / store.RUNS / run_id / f"{name}.parquet")
+            want = table[table["run"] == run_id].reset_index(drop=True)
+            want = want.drop(columns=["error"]) if name == "run" else want  # store.load adds it to every run
+            pd.testing.assert_frame_equal(got.drop(columns=["wall_time_s"], errors="ignore"), want, check_exact=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache_dir) -> Path:
+    """TINY (two groups, four runs) run once, undisturbed, through the command."""
+    work = tmp_path_factory.mktemp("reference")
+    (work / "exp.toml").write_text(TINY)
+    proc = lrd("run", "exp.toml", "--out", "out", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    return work / "out"
+
+
+# --- Ctrl-C ----------------------------------------------------------------------------------
+def test_a_swallowed_keyboard_interrupt_is_raised_again_at_the_next_check(capsys):
+    class RaisesInDel:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # the handler's KeyboardInterrupt lands in __del__: swallowed
+
+    reached = False
+    with pytest.raises(KeyboardInterrupt), interrupt.stop_on_sigint():
+        RaisesInDel()  # deleted at once
+        reached = True
+    assert reached  # the exception was swallowed where it landed ...
+    assert "Exception ignored" not in capsys.readouterr().err  # ... silently, and raised on leaving the block
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+GC_SIGINT = '''\
+"""A Ctrl-C that lands in a garbage-collection callback (as JAX's does), once the file GO exists."""
+
+import gc
+import os
+import signal
+
+fired = []
+
+
+def _callback(phase, info):
+    if not fired and os.path.exists({go!r}):
+        fired.append(True)
+        signal.raise_signal(signal.SIGINT)
+
+
+gc.callbacks.append(_callback)
+'''
+
+
+def wait_for_line(proc: subprocess.Popen, words: str, timeout: float = 180) -> list[str]:
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if words in line:
+            return lines
+    raise AssertionError(f"no line with {words!r} in {lines}")
+
+
+@pytest.mark.parametrize("moment", ["first group training", "after the first group", "in a gc callback"])
+def test_ctrl_c_stops_the_sweep_with_exit_130_and_keeps_finished_runs(moment, reference, tmp_path, cache_dir):
+    text = TINY
+    if moment == "in a gc callback":
+        (tmp_path / "gc_sigint.py").write_text(GC_SIGINT.format(go=str(tmp_path / "GO")))
+        text = 'imports = ["gc_sigint.py"]\n' + TINY
+    (tmp_path / "exp.toml").write_text(text)
+    proc = start("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)
+    if moment == "first group training":
+        wait_for_line(proc, "training")
+        proc.send_signal(signal.SIGINT)
+    elif moment == "after the first group":
+        wait_for_line(proc, "seed 1: metric")
+        proc.send_signal(signal.SIGINT)
+    else:
+        wait_for_line(proc, "training")
+        (tmp_path / "GO").touch()
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 130, stdout + stderr
+    assert stderr.strip().splitlines() == [INTERRUPTED], stderr
+    assert "runs computed" not in stdout  # the sweep stopped: no summary line
+    assert len(store.completed_runs(tmp_path / "out")) < 4
+    assert_runs_match_reference(tmp_path / "out", reference)
+
+    if moment == "in a gc callback":
+        (tmp_path / "GO").unlink()
+    resumed = lrd("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_tables(tmp_path / "out", reference)
+
+
+# --- stdout closed early -------------------------------------------------------------------
+def test_stdout_closed_early_does_not_stop_the_sweep(reference, tmp_path, cache_dir):
+    (tmp_path / "exp.toml").write_text(TINY)
+    proc = start("run", "exp.toml", "--out", "out", cwd=tmp_path)  # as `lrd run exp.toml --out out | head -1`
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    _, stderr = proc.communicate(timeout=180)
+    assert "4 runs" in first
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert_same_tables(tmp_path / "out", reference)
+    assert any((tmp_path / "out" / "figures").glob("*.png"))
+
+
+# --- --out -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "out, words",
+    [
+        ("file:x", "looks like a URL"),
+        ("s3:x", "looks like a URL"),
+        ("s3://bucket/x", "looks like a URL"),
+        ("a_file", "is a file, not a folder"),
+        ("a_file/below", "is a file, not a folder"),
+    ],
+)
+def test_bad_out_is_one_line_exit_2_before_anything(out, words, write_experiment, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder")
+    experiment = write_experiment(TINY)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["run", str(experiment), "--out", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lrd: error: --out {out}: ") and words in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def _without_dac_override() -> None:
+    """In the child: drop root's permission to ignore file modes, so a read-only folder is read-only to it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: gone after exec
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def lrd_read_only(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`lrd` in a process that cannot write where file modes say so (even as root)."""
+    preexec = _without_dac_override if os.geteuid() == 0 else None
+    return subprocess.run(
+        [sys.executable, "-m", "lrd.cli", *args], cwd=cwd, capture_output=True, text=True, env=env(), preexec_fn=preexec
+    )
+
+
+def set_writable(folder: Path, writable: bool) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        mode = path.stat().st_mode
+        path.chmod(mode | 0o222 if writable else mode & ~0o222)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_read_only_unfinished_folder_is_one_line_exit_2(tmp_path, cache_dir):
+    (tmp_path / "exp.toml").write_text(TINY)
+    (tmp_path / "out").mkdir()
+    set_writable(tmp_path / "out", False)
+    try:
+        proc = lrd_read_only("run", "exp.toml", "--out", "out", cwd=tmp_path)
+    finally:
+        set_writable(tmp_path / "out", True)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == ["lrd: error: --out out: cannot write there (Permission denied)"]
+    assert proc.stdout == "" and not list((tmp_path / "out").iterdir())
+
+
+def test_read_only_finished_folder_is_shown_plotted_and_checked_without_writing(reference, tmp_path, cache_dir):
+    shutil.copytree(reference.parent, tmp_path, dirs_exist_ok=True)
+    out = tmp_path / "out"
+    set_writable(out, False)
+    before = snapshot(out)
+    try:
+        show = lrd_read_only("show", "out", cwd=tmp_path)
+        plot = lrd_read_only("plot", "out", cwd=tmp_path)
+        run = lrd_read_only("run", "exp.toml", "--out", "out", cwd=tmp_path)
+    finally:
+        set_writable(out, True)
+    assert show.returncode == 0 and "lstm" in show.stdout, show.stderr
+    assert plot.returncode == 0 and "figure files" in plot.stdout, plot.stderr
+    assert run.returncode == 0, run.stderr
+    assert "0 runs computed, 4 already done" in run.stdout
+    assert "Traceback" not in show.stderr + plot.stderr + run.stderr
+    assert snapshot(out) == before
+
+
+# --- failed runs -------------------------------------------------------------------------------
+ALWAYS_FAILS = """\
+from lrd.tasks import register
+from lrd.tasks.delayed_recall import DelayedRecall
+
+
+@register
+class Hopeless(DelayedRecall):
+    name = "hopeless"
+
+    def sample(self, key, batch_size):
+        raise ValueError("never any samples")
+"""
+
+
+def test_all_runs_failed_exit_1_with_the_hint_and_show_lists_them(tmp_path, cache_dir):
+    (tmp_path / "hopeless.py").write_text(ALWAYS_FAILS)
+    (tmp_path / "exp.toml").write_text(
+        'imports = ["hopeless.py"]\n'
+        + TINY.replace('"delayed_recall"', '"hopeless"').replace('["rnn", "lstm"]', '"rnn"')
+    )
+    run = lrd("run", "exp.toml", "--out", "out", cwd=tmp_path)  # figures on
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "0 runs computed, 0 already done, 0 diverged, 2 failed" in run.stdout
+    assert "no figures: all 2 runs failed" in run.stdout
+    assert run.stderr.strip().splitlines() == [
+        "lrd: 2 runs failed (see the error column of the runs table); run the same command to retry"
+    ]
+    show = lrd("show", "out", cwd=tmp_path)
+    assert show.returncode == 0, show.stderr
+    assert "failed: hopeless gaps 4 rnn seeds 0,1: ValueError: never any samples" in show.stdout
+    assert "Traceback" not in show.stderr
+    plot = lrd("plot", "out", cwd=tmp_path)
+    assert plot.returncode == 0 and "no figures: all 2 runs failed" in plot.stdout, plot.stderr
+
+
+# --- large grids, versions, memory ------------------------------------------------------------------
+def test_a_large_grid_prints_its_size_and_a_time_estimate(write_experiment, tmp_path, monkeypatch, capsys, cache_dir):
+    monkeypatch.setattr(cli, "LARGE_GRID", 3)  # TINY's 4 runs count as large
+    assert main(["run", str(write_experiment(TINY)), "--out", str(tmp_path / "out"), "--no-plot"]) == 0
+    captured = capsys.readouterr()
+    assert "tiny: a large grid of 4 runs; a time estimate follows the first group" in captured.out
+    estimates = [line for line in captured.err.splitlines() if line.startswith("estimate: about ")]
+    assert len(estimates) == 1 and "for the 4 runs to compute" in estimates[0], captured.err
+
+
+def test_versions_are_looked_up_once_per_sweep(write_experiment, tmp_path, monkeypatch, cache_dir):
+    calls = []
+
+    def counting():
+        calls.append(1)
+        return store.versions()
+
+    backends.pinned_versions.cache_clear()
+    monkeypatch.setattr(backends, "versions", counting)
+    try:
+        assert main(["run", str(write_experiment(TINY)), "--out", str(tmp_path / "out"), "--no-plot"]) == 0
+    finally:
+        backends.pinned_versions.cache_clear()
+    assert len(calls) == 1  # two groups, one lookup
+
+
+def test_a_group_that_cannot_fit_in_memory_is_refused_before_anything(write_experiment, tmp_path, capsys):
+    path = write_experiment(TINY.replace("gap = 4", "gap = 100000000"))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "GiB (estimate), this machine has" in err[0], err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "cell, gap, hidden, measured_kib",
+    # peak RSS of `lrd run` (2 seeds, batch 16, probe 16, steps 2, CPU) measured when the estimate was fitted
+    [("lstm", 1000, 64, 668556), ("lstm", 8000, 64, 1600856), ("rnn", 8000, 64, 1058816), ("lstm", 8000, 128, 2617860)],
+)
+def test_the_memory_estimate_is_near_the_measured_peaks(cell, gap, hidden, measured_kib, write_experiment):
+    text = TINY.replace("gap = 4", f"gap = {gap}").replace('["rnn", "lstm"]', f'"{cell}"')
+    text = text.replace("hidden = 8", f"hidden = {hidden}").replace(
+        "steps = 20\nlog_every = 10", "steps = 2\nlog_every = 1"
+    )
+    [group] = plan(load_experiment(write_experiment(text)), done=set())
+    assert group_memory(group) == pytest.approx(measured_kib * 1024, rel=0.05)
