@@ -354,7 +354,7 @@ def summary_table(runs: pd.DataFrame, title: str) -> Table:
         "baseline",
         "solved",
         "solved at step",
-        "decay len init→final",
+        "grad growth /step init→final",
     ]
     for column in columns:
         table.add_column(column, justify="right" if column not in ("task", "model") else "left")
@@ -372,15 +372,13 @@ def summary_table(runs: pd.DataFrame, title: str) -> Table:
             f"{row.baseline_metric:.3f}",
             f"{row.solved}/{row.seeds}",
             "—" if math.isnan(row.solved_step) else f"{row.solved_step:.0f}",
-            f"{_fmt(row.decay_length_init)} → {_fmt(row.decay_length_final)}",
+            f"{_rate(row.growth_rate_init)} → {_rate(row.growth_rate_final)}",
         )
     return table
 
 
-def _fmt(value: float) -> str:
-    if math.isnan(value):
-        return "—"
-    return "∞" if math.isinf(value) else f"{value:.1f}"
+def _rate(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:+.3f}"
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@ Defined here once, used by the store, the sweep, the command line and the figure
 
 - the tables of a run (``run_tables``; ``failed_run_table`` for a run that could not
   be trained), built from its ``RunSpec`` and ``RunResult``;
-- the *decay length* summary of a logged step: ``lrd.probes.decay_length`` of the
-  gradient norm of layer 0, forward direction, the model's last state (``h``);
+- the *growth rate* summary of a logged step: ``lrd.dynamics.growth_rate`` of the
+  per-sequence gradient norms' geometric mean of layer 0, forward direction, the
+  model's last state (``h``), with its e-folding length where it is negative;
+- the *dynamics* table of a run (``dynamics_table``): the Jacobian spectra and gate
+  statistics of ``lrd.dynamics`` at every logged step, in long form;
 - *solved*: a finished run whose final metric reaches the solve threshold, and
   *solved step*: the first logged step whose metric reaches it. The threshold is a
   reporting setting (``[report] solve_threshold``), not part of a run, so both are
@@ -19,10 +22,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lrd.dynamics import QUANTILES, Dynamics, e_folding_length, growth_rate, steps_from_start
 from lrd.experiment import RunSpec
-from lrd.probes import decay_length, distance_from_loss
+from lrd.probes import distance_from_loss
 from lrd.schema import (
     CURVES,
+    DYNAMICS,
+    DYNAMICS_COLUMNS,
     GRAD_NORMS,
     RUN,
     RUN_ORDER,
@@ -34,7 +40,7 @@ from lrd.schema import (
 )
 from lrd.train import RunResult
 
-# where the decay length summary is read: layer 0, forward direction, the model's last state
+# where the growth rate summary is read: layer 0, forward direction, the model's last state
 DECAY_LAYER, DECAY_DIRECTION = 0, "fwd"
 
 
@@ -42,16 +48,16 @@ DECAY_LAYER, DECAY_DIRECTION = 0, "fwd"
 def run_tables(
     spec: RunSpec, result: RunResult, index: int, experiment: str, wall_time_s: float
 ) -> dict[str, pd.DataFrame]:
-    """The run, curves and grad_norms tables of seed ``index`` of a (vmapped) RunResult."""
+    """The run, curves, grad_norms (and, with diagnostics, dynamics) tables of seed ``index`` of a RunResult."""
     task, model = spec.task, spec.model
     diverged_step = int(result.diverged_step[index])
     diverged = diverged_step >= 0
     records = [r for r in result.records if not diverged or int(r.step[index]) <= diverged_step]
 
-    norm_rows, curve_rows = [], []
+    norm_rows, curve_rows, dynamics_rows = [], [], []
     for record in records:
         step = int(record.step[index])
-        decay = np.nan
+        rate = np.nan
         for layer_name, directions in record.state_norms.items():
             layer = int(layer_name.removeprefix("layer"))
             for direction, states in directions.items():
@@ -59,6 +65,8 @@ def run_tables(
                 for state, norms in states.items():
                     norm = np.asarray(norms[index], np.float64)
                     below = np.asarray(record.below_floor[layer_name][direction][state][index], bool)
+                    log_gmean = np.asarray(record.log_gmean_norms[layer_name][direction][state][index], np.float64)
+                    gmean_below = np.asarray(record.gmean_below_floor[layer_name][direction][state][index], bool)
                     norm_rows.append(
                         pd.DataFrame(
                             {
@@ -70,19 +78,26 @@ def run_tables(
                                 "distance": distance,
                                 "norm": norm,
                                 "below_floor": below,
+                                "log_gmean_norm": log_gmean,
+                                "gmean_below_floor": gmean_below,
                             }
                         )
                     )
                     if (layer, direction, state) == (DECAY_LAYER, DECAY_DIRECTION, model.state_names[-1]):
-                        decay = decay_length(norm, distance, below)
+                        start = steps_from_start(task.length, direction)
+                        rate = growth_rate(log_gmean, distance, start, gmean_below)
         curve_rows.append(
             {
                 "step": step,
                 **{k: float(v[index]) for k, v in record.metrics.items()},
                 "grad_norm": float(record.grad_norm[index]),
-                "decay_length": decay,
+                "growth_rate": rate,
+                "e_folding_length": e_folding_length(rate),
+                **{k: float(v[index]) for k, v in record.block._asdict().items()},
             }
         )
+        if record.dynamics is not None:
+            dynamics_rows.append(dynamics_table(record.dynamics, index, step))
     curves = pd.DataFrame(curve_rows)
     grad_norms = pd.concat(norm_rows, ignore_index=True)
 
@@ -92,14 +107,48 @@ def run_tables(
         "diverged_step": float(diverged_step) if diverged else np.nan,
         **{f"final_{k}": (np.nan if diverged else float(v[index])) for k, v in result.final.items()},
         **_baselines(spec),
-        "decay_length_init": float(curves["decay_length"].iloc[0]),
-        "decay_length_final": float(curves["decay_length"].iloc[-1]),
+        "growth_rate_init": float(curves["growth_rate"].iloc[0]),
+        "growth_rate_final": float(curves["growth_rate"].iloc[-1]),
+        "e_folding_length_init": float(curves["e_folding_length"].iloc[0]),
+        "e_folding_length_final": float(curves["e_folding_length"].iloc[-1]),
         "wall_time_s": wall_time_s,
         "group_size": len(result.seeds),
     }
     curves.insert(0, "run", spec.run_id)
     grad_norms.insert(0, "run", spec.run_id)
-    return {RUN: _run_table(row), CURVES: curves, GRAD_NORMS: grad_norms}
+    tables = {RUN: _run_table(row), CURVES: curves, GRAD_NORMS: grad_norms}
+    if dynamics_rows:
+        dynamics = pd.concat(dynamics_rows, ignore_index=True)
+        dynamics.insert(0, "run", spec.run_id)
+        tables[DYNAMICS] = dynamics[list(DYNAMICS_COLUMNS)]
+    return tables
+
+
+def dynamics_table(dynamics: Dynamics, index: int, step: int) -> pd.DataFrame:
+    """The dynamics rows (schema.DYNAMICS_COLUMNS but ``run``) of seed ``index`` at one logged step."""
+    percent = [round(100 * q) for q in QUANTILES]
+    parts = []
+
+    def add(quantity: str, values, positions, gate: str = "") -> None:
+        values = np.asarray(values, np.float64).reshape(-1)
+        parts.append(pd.DataFrame({"quantity": quantity, "gate": gate, "index": positions, "value": values}))
+
+    sigma = np.asarray(dynamics.sigma_max[index])  # (T,)
+    add("sigma_max", sigma, np.arange(len(sigma)))
+    bound = np.asarray(dynamics.pmb_bound[index])
+    if np.isfinite(bound).any():  # the tanh RNN only
+        add("pmb_bound", bound, np.arange(len(bound)))
+    lyapunov = np.asarray(dynamics.lyapunov[index])  # (k,)
+    add("lyapunov", lyapunov, np.arange(1, len(lyapunov) + 1))
+    for gate, quantiles in dynamics.quantiles.items():
+        add("gate_quantile", quantiles[index], percent, gate)
+        add("saturated", dynamics.saturated[gate][index], [0], gate)
+    tau = np.asarray(dynamics.time_constant[index])
+    if np.isfinite(tau).any():  # cells with a weight on the old state
+        add("time_constant", tau, percent)
+    table = pd.concat(parts, ignore_index=True)
+    table.insert(0, "step", step)
+    return table.astype({"index": np.int64})
 
 
 def failed_run_table(spec: RunSpec, experiment: str, group_size: int, error: str) -> dict[str, pd.DataFrame]:
@@ -183,10 +232,11 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
     ``final_metric`` and ``final_metric_std`` (mean and sample standard deviation over
     the runs with a final metric; the std is NaN for one run), ``baseline_metric``,
     ``solved`` (count), ``solved_step`` (median over the runs that reached the threshold),
-    ``decay_length_init`` and ``decay_length_final`` (medians).
+    ``growth_rate_init`` and ``growth_rate_final`` (medians, 1/step; NaN for results
+    from before the signed growth rate).
     """
-    for column in ("final_metric", "solved_step", "decay_length_init", "decay_length_final"):
-        if column not in runs:  # every run failed: no results columns at all
+    for column in ("final_metric", "solved_step", "growth_rate_init", "growth_rate_final"):
+        if column not in runs:  # every run failed: no results columns at all; or results from before the column
             runs = runs.assign(**{column: np.nan})
     rows = []
     for key, g in runs.groupby(SUMMARY_KEYS, sort=True):
@@ -203,8 +253,8 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
                 "baseline_metric": g["baseline_metric"].iloc[0],
                 "solved": int(g["solved"].sum()),
                 "solved_step": float(np.median(solved_steps)) if len(solved_steps) else np.nan,
-                "decay_length_init": g["decay_length_init"].median(),
-                "decay_length_final": g["decay_length_final"].median(),
+                "growth_rate_init": g["growth_rate_init"].median(),
+                "growth_rate_final": g["growth_rate_final"].median(),
             }
         )
     return pd.DataFrame(rows)

@@ -5,13 +5,21 @@ command line and tests can name the columns without loading the training code.
 A test (``tests/test_schema.py``) keeps the configuration columns in step with
 the classes they come from (``ModelConfig``, ``TrainConfig``, ``Task``).
 
-Three tables, tidy (one row per observation):
+Four tables, tidy (one row per observation):
 
   runs        one row per run: its configuration, status, final metrics, baselines,
-              the decay-length summary, and (added when read, see ``lrd.results``)
+              the gradient growth-rate summary, and (added when read, see ``lrd.results``)
               whether it solved the task
-  curves      one row per (run, logged step): metrics, gradient norm, decay length
+  curves      one row per (run, logged step): metrics, gradient norm, growth rate,
+              the clipping statistics of the block of steps before it
   grad_norms  one row per (run, step, layer, direction, state, timestep): ||dL/d state_t||
+  dynamics    one row per (run, step, quantity, gate, index): Jacobian spectra and gate
+              statistics (``lrd.dynamics``); only runs trained with ``diagnostics = true``
+
+Results written before the signed growth rate (same schema 2) have ``decay_length``
+columns instead of ``growth_rate`` / ``e_folding_length``, no clipping statistics, no
+``log_gmean_norm`` and no dynamics table; they load, and the figures that need the new
+columns say so (``lrd.plots``).
 """
 
 from __future__ import annotations
@@ -24,8 +32,8 @@ import pandas as pd
 SCHEMA_VERSION = 2  # part of every run's hash and of experiment.json: bump when stored results change meaning
 
 # file stems of a run's tables (DIR/runs/<id>/<stem>.parquet); the runs table is stored one row per file
-RUN, CURVES, GRAD_NORMS = "run", "curves", "grad_norms"
-TABLES = (RUN, CURVES, GRAD_NORMS)
+RUN, CURVES, GRAD_NORMS, DYNAMICS = "run", "curves", "grad_norms", "dynamics"
+TABLES = (RUN, CURVES, GRAD_NORMS, DYNAMICS)
 
 # float32's smallest normal number: gradient norms below it were not measured (lrd.probes)
 FLOOR = float(np.finfo(np.float32).tiny)
@@ -34,12 +42,22 @@ FLOOR = float(np.finfo(np.float32).tiny)
 SOLVE_THRESHOLD = 0.95
 
 
+# one row per (run, step, quantity, gate, index); ``index`` is the timestep (sigma_max, pmb_bound), the
+# exponent's rank from 1 (lyapunov), the quantile in percent (gate_quantile, time_constant), 0 (saturated)
+DYNAMICS_COLUMNS = ("run", "step", "quantity", "gate", "index", "value")
+DYNAMICS_QUANTITIES = ("sigma_max", "pmb_bound", "lyapunov", "gate_quantile", "time_constant", "saturated")
+
+
 class Results(NamedTuple):
-    """The three tables of a results folder (see README, "Results tables"); ``lrd.store.load`` returns it."""
+    """The tables of a results folder (see README, "Results tables"); ``lrd.store.load`` returns it.
+
+    ``dynamics`` is empty (with its columns) when no run of the folder has one.
+    """
 
     runs: pd.DataFrame
     curves: pd.DataFrame
     grad_norms: pd.DataFrame
+    dynamics: pd.DataFrame = pd.DataFrame({c: [] for c in DYNAMICS_COLUMNS})
 
 
 # --- runs: configuration columns ---------------------------------------------------------
@@ -48,7 +66,10 @@ TASK_PREFIX = "task_"
 DERIVED_TASK_COLUMNS = ("task_length", "task_convention", "task_source")  # follow from the parameters
 # the model (ModelConfig's fields) and the training settings (TrainConfig's fields), in field order
 MODEL_COLUMNS = ("cell", "hidden", "layers", "bidirectional", "merge", "recurrent_init", "forget_bias")
-TRAIN_COLUMNS = ("steps", "batch_size", "optimizer", "lr", "clip", "log_every", "eval_size", "probe_size")
+TRAIN_COLUMNS = (
+    *("steps", "batch_size", "optimizer", "lr", "clip", "log_every", "eval_size", "probe_size"),
+    *("diagnostics", "lyapunov_k", "power_iterations", "spectrum_size", "saturation", "spike_factor"),
+)
 # what defines a configuration besides the task and the seed
 CONFIG_COLUMNS = MODEL_COLUMNS + TRAIN_COLUMNS
 
@@ -61,3 +82,6 @@ RUN_ORDER = ("task", "gap", "model", "hidden", "seed")  # the order of the rows
 # --- curves and grad_norms ---------------------------------------------------------------------
 CURVE_KEY = ("run", "step")
 GRAD_COLUMNS = ("run", "step", "layer", "direction", "state", "timestep", "distance", "norm", "below_floor")
+GMEAN_COLUMNS = ("log_gmean_norm", "gmean_below_floor")  # in grad_norms since the signed growth rate
+GROWTH_COLUMNS = ("growth_rate", "e_folding_length")  # in curves since the signed growth rate (was decay_length)
+BLOCK_COLUMNS = ("grad_norm_max", "grad_norm_mean", "clipped_fraction", "loss_spikes")  # in curves, likewise

@@ -10,6 +10,7 @@ Layout of a results folder::
         run.parquet         one row (the ``runs`` table)
         curves.parquet      the ``curves`` rows
         grad_norms.parquet  the ``grad_norms`` rows
+        dynamics.parquet    the ``dynamics`` rows (runs trained with diagnostics only)
 
 A run folder is written under a temporary name and renamed into place, so a
 process killed at any moment leaves either a complete run or none (stale
@@ -40,7 +41,17 @@ import pandas as pd
 from lrd.experiment import Experiment
 from lrd.results import with_solved
 from lrd.runtime import versions
-from lrd.schema import RUN, RUN_ORDER, SCHEMA_VERSION, SOLVE_THRESHOLD, TABLES, Results
+from lrd.schema import (
+    CURVES,
+    DYNAMICS,
+    DYNAMICS_COLUMNS,
+    RUN,
+    RUN_ORDER,
+    SCHEMA_VERSION,
+    SOLVE_THRESHOLD,
+    TABLES,
+    Results,
+)
 
 RUNS = "runs"
 EXPERIMENT_JSON = "experiment.json"
@@ -76,7 +87,8 @@ def prepare(out_dir: Path, experiment: Experiment) -> None:
 def write_run(out_dir: Path, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
     """Write one run's tables atomically: a temporary folder, fsynced, renamed into place.
 
-    ``tables`` has all three tables, or only "run" for a failed run. A finished run
+    ``tables`` has run, curves and grad_norms (and dynamics, with diagnostics), or only "run" for a
+    failed run. A finished run
     replaces a failed record of the same run; anything else already there is kept.
     """
     final = out_dir / RUNS / run_id
@@ -86,7 +98,7 @@ def write_run(out_dir: Path, run_id: str, tables: dict[str, pd.DataFrame]) -> No
         _write_table(tmp / f"{name}.parquet", table)
     _fsync(tmp)
     replaced = None
-    if len(tables) == len(TABLES) and _is_failed(final):
+    if CURVES in tables and _is_failed(final):
         replaced = _tmp_name(final)  # killed between the renames: the run is missing, so recomputed
         os.rename(final, replaced)
     try:
@@ -247,11 +259,13 @@ def load(out_dir: str | Path, all_runs: bool = False) -> Results:
             path = out_dir / RUNS / run_id / f"{name}.parquet"
             if name == RUN or path.exists():
                 frames[name].append(pd.read_parquet(path))
-    runs, curves, grad_norms = (
+    runs, curves, grad_norms, dynamics = (
         pd.concat(frames[name], ignore_index=True) if frames[name] else pd.DataFrame() for name in TABLES
     )
+    if not frames[DYNAMICS]:  # results from before the diagnostics, or all trained without them
+        dynamics = pd.DataFrame({c: [] for c in DYNAMICS_COLUMNS})
     runs = with_solved(runs, curves, solve_threshold(out_dir))
     runs["error"] = runs.get("error", None)
     runs = runs[[c for c in runs if c != "error"] + ["error"]]  # the same column order with and without failures
     runs = runs.sort_values(list(RUN_ORDER), kind="stable").reset_index(drop=True)
-    return Results(runs, curves, grad_norms)
+    return Results(runs, curves, grad_norms, dynamics)

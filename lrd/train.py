@@ -68,8 +68,12 @@ class TrainConfig(BaseModel):
     lyapunov_k: int = Field(4, gt=0, description="Lyapunov exponents computed (at most the state size)")
     power_iterations: int = Field(10, gt=0, description="power iterations per timestep for sigma_max(J_t)")
     spectrum_size: int = Field(16, gt=0, description="probe sequences the Jacobian spectra are averaged over")
-    saturation: float = Field(0.1, gt=0, lt=1, description="saturated: activation derivative below this x its max")
-    spike_factor: float = Field(2.0, gt=1, description="loss spike: a step's loss above this x the block median")
+    saturation: float = Field(
+        0.1, gt=0, lt=1, allow_inf_nan=False, description="saturated: activation derivative below this x its max"
+    )
+    spike_factor: float = Field(
+        2.0, gt=1, allow_inf_nan=False, description="loss spike: a step's loss above this x the block median"
+    )
 
     @model_validator(mode="after")
     def _whole_blocks(self):

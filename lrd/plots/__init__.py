@@ -9,7 +9,13 @@ without pyplot, so no global figure state):
   gradient_heatmap      log10 ||dL/dh_t|| over (timestep, training step), one panel per model
   memory_vs_gap         final metric against gap: the headline figure
   learning_curves       loss against training step, one panel per model, one line per gap
-  decay_length_curves   fitted e-folding length of ||dL/dh_t|| against training step
+  growth_rate_curves    signed growth rate of ||dL/dh_t|| with distance against training step
+  spectrum_curves       top Lyapunov exponent and ln sigma_max(J_t) against training step
+  gate_distributions    gate activation quantiles at initialisation and at the end
+  clipping_curves       pre-clip gradient norm and clipped fraction against training step
+
+The last four need tables that results from before the diagnostics lack; for those
+``write_figures`` skips them with a reason (``lrd plot`` prints it).
 
 Shared by all: ``base`` (errors, table checks, choosing runs, titles), ``style``
 (series and their colours, see there) and ``writing`` (``write_figures`` splits a
@@ -29,10 +35,13 @@ Conventions shared by all figures:
 """
 
 from lrd.plots.base import FigureSkipped, PlotError, default_gap
-from lrd.plots.decay_length import decay_length_curves
+from lrd.plots.clipping import clipping_curves
+from lrd.plots.gates import gate_distributions
 from lrd.plots.gradient_heatmap import gradient_heatmap
+from lrd.plots.growth_rate import growth_rate_curves
 from lrd.plots.learning_curves import learning_curves
 from lrd.plots.memory_vs_gap import bootstrap_interval, memory_vs_gap
+from lrd.plots.spectrum import spectrum_curves
 from lrd.plots.style import OKABE_ITO, SeriesStyle, model_styles, series_styles, with_series
 from lrd.plots.vanishing_gradients import vanishing_gradients
 from lrd.plots.writing import FIGURE_NAMES, FIGURES, save_figure, split_by_task, write_figures
@@ -45,14 +54,17 @@ __all__ = [
     "PlotError",
     "SeriesStyle",
     "bootstrap_interval",
-    "decay_length_curves",
+    "clipping_curves",
     "default_gap",
+    "gate_distributions",
     "gradient_heatmap",
+    "growth_rate_curves",
     "learning_curves",
     "memory_vs_gap",
     "model_styles",
     "save_figure",
     "series_styles",
+    "spectrum_curves",
     "split_by_task",
     "vanishing_gradients",
     "with_series",

@@ -7,17 +7,21 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from lrd.plots.base import FigureSkipped, PlotError, check_table, split_runs
-from lrd.plots.decay_length import decay_length_curves
+from lrd.plots.clipping import clipping_curves
+from lrd.plots.gates import gate_distributions
 from lrd.plots.gradient_heatmap import gradient_heatmap
+from lrd.plots.growth_rate import growth_rate_curves
 from lrd.plots.learning_curves import learning_curves
 from lrd.plots.memory_vs_gap import memory_vs_gap
+from lrd.plots.spectrum import spectrum_curves
 from lrd.plots.style import SeriesStyle, series_styles, with_series
 from lrd.plots.vanishing_gradients import vanishing_gradients
-from lrd.schema import CURVE_KEY, GRAD_COLUMNS, RUN_KEY, Results
+from lrd.schema import CURVE_KEY, DYNAMICS_COLUMNS, GRAD_COLUMNS, RUN_KEY, Results
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +34,12 @@ METADATA = {
 
 
 def split_by_task(results) -> dict[str, Results]:
-    """``results`` (anything with ``runs``, ``curves``, ``grad_norms``) split by task configuration.
+    """``results`` (anything with ``runs``, ``curves``, ``grad_norms``; ``dynamics`` if it has one) split by task.
 
     Keys are file-name-safe: the task name, preceded by the experiment when the runs
     come from several, followed by any task parameters that differ (``adding-variant=le2015``).
     """
-    for name in Results._fields:
+    for name in ("runs", "curves", "grad_norms"):
         if not hasattr(results, name):
             raise PlotError(
                 f"results must have runs, curves and grad_norms tables (lrd.schema.Results); missing {name}"
@@ -46,8 +50,18 @@ def split_by_task(results) -> dict[str, Results]:
         raise PlotError("no finished runs to draw: every run failed")
     curves = check_table(results.curves, "curves", CURVE_KEY)
     grads = check_table(results.grad_norms, "grad_norms", GRAD_COLUMNS)
+    dynamics = getattr(results, "dynamics", None)
+    if dynamics is None or (isinstance(dynamics, pd.DataFrame) and dynamics.empty):
+        dynamics = pd.DataFrame({c: [] for c in DYNAMICS_COLUMNS})  # results from before the diagnostics
+    else:
+        dynamics = check_table(dynamics, "dynamics", DYNAMICS_COLUMNS)
     return {
-        slug: Results(group, curves[curves["run"].isin(group["run"])], grads[grads["run"].isin(group["run"])])
+        slug: Results(
+            group,
+            curves[curves["run"].isin(group["run"])],
+            grads[grads["run"].isin(group["run"])],
+            dynamics[dynamics["run"].isin(group["run"])],
+        )
         for slug, group in split_runs(runs).items()
     }
 
@@ -58,7 +72,10 @@ FIGURES: dict[str, Callable[[Results, dict[str, SeriesStyle]], Figure]] = {
     "gradient_heatmap": lambda t, st: gradient_heatmap(t.runs, t.grad_norms, styles=st),
     "memory_vs_gap": lambda t, st: memory_vs_gap(t.runs, styles=st),
     "learning_curves": lambda t, st: learning_curves(t.runs, t.curves, styles=st),
-    "decay_length": lambda t, st: decay_length_curves(t.runs, t.curves, styles=st),
+    "growth_rate": lambda t, st: growth_rate_curves(t.runs, t.curves, styles=st),
+    "jacobian_spectrum": lambda t, st: spectrum_curves(t.runs, t.dynamics, styles=st),
+    "gates": lambda t, st: gate_distributions(t.runs, t.dynamics, styles=st),
+    "clipping": lambda t, st: clipping_curves(t.runs, t.curves, styles=st),
 }
 FIGURE_NAMES = tuple(FIGURES)
 
