@@ -1,4 +1,4 @@
-"""Per-timestep gradient norms ||dL/d state_t|| and their decay length.
+"""Per-timestep gradient norms ||dL/d state_t|| (their growth rate with distance: ``lrd.dynamics``).
 
 Method: each cell adds a zero *perturbation* eps_t to each recurrent state
 the moment it computes it (``lrd.models.cells``). Since state_t + eps_t is what
@@ -112,20 +112,3 @@ def distance_from_loss(task: Task, direction: str) -> np.ndarray:
     first, last = task.scored_span
     t = np.arange(task.length)
     return (first - t) if direction == "fwd" else (t - last)
-
-
-def decay_length(norms: np.ndarray, distance: np.ndarray, below_floor: np.ndarray | None = None) -> float:
-    """Steps over which ||dL/dh_t|| falls by a factor e, from a log-linear least-squares fit.
-
-    Fits ln(norm) = a - distance / lambda over the timesteps with distance >= 0 whose
-    norm was measurable, and returns lambda. Returns inf when the norm does not decay
-    (slope >= 0) and nan when fewer than two timesteps qualify.
-    """
-    norms = np.asarray(norms, np.float64)
-    ok = (np.asarray(distance) >= 0) & np.isfinite(norms) & (norms > FLOOR)
-    if below_floor is not None:
-        ok &= ~np.asarray(below_floor, bool)
-    if ok.sum() < 2 or np.ptp(np.asarray(distance)[ok]) == 0:
-        return float("nan")
-    slope = np.polyfit(np.asarray(distance, np.float64)[ok], np.log(norms[ok]), 1)[0]
-    return float("inf") if slope >= 0 else float(-1.0 / slope)

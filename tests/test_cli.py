@@ -34,8 +34,8 @@ def test_summary_table_renders_the_aggregate():
         "model": "lstm",
         "hidden": 8,
         "baseline_metric": 0.1,
-        "decay_length_init": 2.0,
-        "decay_length_final": math.inf,
+        "growth_rate_init": -0.5,
+        "growth_rate_final": 0.0125,
     }
     runs = pd.DataFrame(
         [
@@ -50,4 +50,17 @@ def test_summary_table_renders_the_aggregate():
     assert "failed" in text  # the column appears only with failures
     line = next(line for line in text.splitlines() if "adding" in line)
     cells = [c.strip() for c in line.strip("│ ").split("│")]
-    assert cells == ["adding", "10", "lstm", "8", "3", "0", "1", "0.950 ± 0.071", "0.100", "1/3", "40", "2.0 → ∞"]
+    assert cells == [
+        "adding",
+        "10",
+        "lstm",
+        "8",
+        "3",
+        "0",
+        "1",
+        "0.950 ± 0.071",
+        "0.100",
+        "1/3",
+        "40",
+        "-0.500 → +0.013",
+    ]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lrd.models import CELLS, ModelConfig, SequenceModel
-from lrd.probes import FLOOR, decay_length, distance_from_loss, probe, safe_norm
+from lrd.probes import FLOOR, distance_from_loss, probe, safe_norm
 from lrd.tasks.copy import Copy
 from lrd.tasks.delayed_recall import DelayedRecall
 
@@ -323,42 +323,6 @@ def test_safe_norm_smallest_normal_is_measured():
     norm, below = safe_norm(jnp.full((4,), FLOOR, jnp.float32), (0,))
     assert not bool(below)
     np.testing.assert_allclose(norm, 2 * FLOOR, rtol=1e-6)
-
-
-# --- decay_length -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("lam", [0.7, 5.0, 40.0])
-def test_decay_length_recovers_lambda(lam):
-    distance = np.arange(-4, 30)
-    norms = 3.0 * np.exp(-distance / lam)
-    norms[distance < 0] = 1e6  # inside/after the scored window: ignored
-    assert decay_length(norms, distance) == pytest.approx(lam, rel=1e-9)
-
-
-def test_decay_length_ignores_unmeasurable_points():
-    distance = np.arange(20)
-    norms = np.exp(-distance / 3.0)
-    below = distance >= 15
-    norms[below] = FLOOR
-    assert decay_length(norms, distance, below) == pytest.approx(3.0, rel=1e-9)
-    norms[[3, 4]] = [np.nan, np.inf]
-    flagged = below.copy()
-    flagged[5] = True
-    norms[5] = 1e3  # flagged: excluded even though it looks measurable
-    assert decay_length(norms, distance, flagged) == pytest.approx(3.0, rel=1e-9)
-
-
-def test_decay_length_growing_is_inf():
-    distance = np.arange(10)
-    assert decay_length(np.exp(distance / 4.0), distance) == float("inf")
-
-
-def test_decay_length_too_few_points_is_nan():
-    assert np.isnan(decay_length(np.array([1.0]), np.array([0])))
-    assert np.isnan(decay_length(np.array([5.0, 1.0, 0.5]), np.array([-2, -1, 0])))  # one point at distance >= 0
-    assert np.isnan(decay_length(np.array([1.0, FLOOR]), np.array([0, 1])))
-    assert np.isnan(decay_length(np.array([1.0, 0.5]), np.array([2, 2])))  # no spread in distance
 
 
 def test_distance_from_loss():

@@ -25,8 +25,9 @@ def test_config_columns_are_the_config_fields():
 
 
 def test_results_has_one_field_per_table():
-    assert schema.Results._fields == ("runs", "curves", "grad_norms")
-    assert schema.TABLES == (schema.RUN, schema.CURVES, schema.GRAD_NORMS)
+    assert schema.Results._fields == ("runs", "curves", "grad_norms", "dynamics")
+    assert schema.TABLES == (schema.RUN, schema.CURVES, schema.GRAD_NORMS, schema.DYNAMICS)
+    assert list(schema.Results(*[None] * 3).dynamics.columns) == list(schema.DYNAMICS_COLUMNS)  # empty by default
 
 
 def test_floor_is_float32s_smallest_normal_and_the_probe_uses_it():

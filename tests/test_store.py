@@ -10,7 +10,7 @@ from conftest import TINY
 
 from lrd import store
 from lrd.cli import main
-from lrd.schema import SCHEMA_VERSION, TABLES
+from lrd.schema import SCHEMA_VERSION
 from lrd.store import StoreError
 
 
@@ -30,7 +30,8 @@ def test_a_finished_run_replaces_a_failed_record_and_is_never_replaced(tmp_path)
     assert store.completed_runs(tmp_path) == {"a"}
     store.write_run(tmp_path, "a", tables("a", 0.9))  # the same configuration finished elsewhere: keep the first
     assert store.read_run(tmp_path / "runs" / "a")["run"]["final_metric"].tolist() == [0.5]
-    assert sorted(p.name for p in (tmp_path / "runs" / "a").iterdir()) == sorted(f"{t}.parquet" for t in TABLES)
+    written = sorted(f"{t}.parquet" for t in tables("a", 0.5))  # a run without diagnostics: no dynamics table
+    assert sorted(p.name for p in (tmp_path / "runs" / "a").iterdir()) == written
     assert not list((tmp_path / "runs").glob(".tmp*"))
 
 
