@@ -149,6 +149,8 @@ def cmd_run(args, console: Console) -> int:
     except TooLarge as err:
         raise UserError(f"{args.experiment}: {err}") from None
     except OSError as err:  # the results folder went read-only or full mid-sweep: finished runs are kept
+        if err.filename is None:  # not a file (a Ray connection, say): not the user's folder
+            raise
         raise UserError(f"{out_dir}: cannot write the results ({err.strerror}: {err.filename})") from None
     print(
         f"{experiment.name}: {summary.computed} runs computed, {summary.already_done} already done, "

@@ -118,6 +118,40 @@ def lru_reference(carry, x, p, eps=None, **_):
     return (np.concatenate([h.real, h.imag], axis=-1),), y
 
 
+def s6_reference(carry, x, p, eps=None, **_):
+    """Gu & Dao 2023 S6: Delta = softplus(u W_x[:R] W_dt + b_dt), h' = exp(Delta A) h + Delta B u, y = h' C + D u."""
+    (state,) = carry
+    n_states = p["A_log"].shape[1]
+    rank = p["W_dt"].shape[0]
+    u = x @ p["W_u"] + p["b_u"]  # (B, H)
+    proj = u @ p["W_x"]
+    delta = _softplus(proj[:, :rank] @ p["W_dt"] + p["b_dt"])  # (B, H)
+    Bt, Ct = proj[:, rank : rank + n_states], proj[:, rank + n_states :]  # (B, N)
+    A = -np.exp(p["A_log"])  # (H, N)
+    h = np.exp(delta[:, :, None] * A) * state.reshape(u.shape[0], -1, n_states)
+    h = h + delta[:, :, None] * Bt[:, None, :] * u[:, :, None]  # (B, H, N)
+    if eps is not None:
+        h = h + eps["h"].reshape(h.shape)
+    y = np.einsum("bhn,bn->bh", h, Ct) + p["D"] * u
+    return (h.reshape(state.shape),), y
+
+
+def s4d_reference(carry, x, p, eps=None, **_):
+    """Gu et al. 2022 S4D with ZOH: h' = exp(dt A) h + (exp(dt A) - 1)/A u, y = 2 Re(sum C h') + D u."""
+    (state,) = carry
+    u = x @ p["W_u"] + p["b_u"]  # (B, H)
+    A = -np.exp(p["log_A_real"]) + 1j * p["A_imag"]  # (H, M)
+    A_bar = np.exp(np.exp(p["log_dt"])[:, None] * A)
+    half = state.shape[-1] // 2
+    h = A_bar * (state[:, :half] + 1j * state[:, half:]).reshape(u.shape[0], *A.shape)
+    h = h + (A_bar - 1.0) / A * u[:, :, None]
+    if eps is not None:
+        h = h + (eps["h"][:, :half] + 1j * eps["h"][:, half:]).reshape(h.shape)
+    y = 2.0 * np.real(np.sum((p["C_re"] + 1j * p["C_im"]) * h, axis=-1)) + p["D"] * u
+    flat = h.reshape(h.shape[0], -1)
+    return (np.concatenate([flat.real, flat.imag], axis=-1),), y
+
+
 REFERENCES = {
     "rnn": rnn_reference,
     "irnn": irnn_reference,
@@ -126,6 +160,8 @@ REFERENCES = {
     "mingru": mingru_reference,
     "minlstm": minlstm_reference,
     "lru": lru_reference,
+    "s6": s6_reference,
+    "s4d": s4d_reference,
 }
 # every cell with its default options, and the other code paths of some
 STEP_CASES = [(name, {}) for name in sorted(CELLS)] + [
@@ -347,6 +383,30 @@ def test_lru_ring_initialisation(r_min, r_max, max_phase):
     np.testing.assert_allclose(np.std(p["C_im"]), 1 / np.sqrt(hidden), rtol=0.1)
 
 
+def test_s4d_lin_initialisation():
+    hidden = 256
+    cell = ModelConfig(cell="s4d", hidden=hidden).cell_module()
+    p = _float64(cell.init(jax.random.PRNGKey(0), jnp.zeros((1, 3, D)), method="sequence")["params"])
+    np.testing.assert_allclose(-np.exp(p["log_A_real"]), -0.5, rtol=1e-6)  # S4D-Lin: A = -1/2 + i pi m
+    np.testing.assert_allclose(p["A_imag"], np.tile(np.pi * np.arange(8), (hidden, 1)), rtol=1e-6)
+    dt = np.exp(p["log_dt"])
+    assert np.all((dt >= 0.001 * (1 - 1e-5)) & (dt <= 0.1 * (1 + 1e-5)))
+    np.testing.assert_allclose(np.var(p["C_re"]) + np.var(p["C_im"]), 1.0, rtol=0.1)  # C complex standard normal
+
+
+def test_s6_initialisation():
+    hidden = 256
+    cell = ModelConfig(cell="s6", hidden=hidden).cell_module()
+    p = _float64(cell.init(jax.random.PRNGKey(0), jnp.zeros((1, 3, D)), method="sequence")["params"])
+    np.testing.assert_allclose(-np.exp(p["A_log"]), -np.tile(np.arange(1, 17), (hidden, 1)), rtol=1e-6)  # S4D-real
+    dt = _softplus(p["b_dt"])  # the step size at zero input
+    assert np.all((dt >= 0.001 * (1 - 1e-5)) & (dt <= 0.1 * (1 + 1e-5)))
+    np.testing.assert_allclose(np.mean(np.log(dt)), (np.log(0.001) + np.log(0.1)) / 2, atol=0.3)  # log-uniform
+    np.testing.assert_array_equal(p["D"], np.ones(hidden))
+    assert p["W_dt"].shape == (16, hidden) and np.all(np.abs(p["W_dt"]) <= 16**-0.5)  # R = ceil(H / 16)
+    assert np.min(p["W_dt"]) < -0.2 and np.max(p["W_dt"]) > 0.2  # uniform on +-R^-1/2
+
+
 @pytest.mark.parametrize("name", ["mingru", "minlstm"])
 def test_min_cells_start_with_zero_biases(name):
     cell = ModelConfig(cell=name, hidden=H).cell_module()
@@ -360,7 +420,7 @@ def test_unknown_cell_suggests_a_name():
         ModelConfig(cell="lstn")
     with pytest.raises(pydantic.ValidationError, match="did you mean 'mingru'"):
         ModelConfig(cell="minigru")
-    with pytest.raises(pydantic.ValidationError, match="allowed: gru, irnn, lru, lstm, mingru, minlstm, rnn"):
+    with pytest.raises(pydantic.ValidationError, match="allowed: gru, irnn, lru, lstm, mingru, minlstm, rnn, s4d, s6"):
         ModelConfig(cell="transformer")
 
 
@@ -528,6 +588,8 @@ def test_parameter_counts_follow_the_equations():
         "mingru": 2 * (d * h + h),
         "minlstm": 3 * (d * h + h),
         "lru": 3 * h + 2 * d * h + 2 * h * h + d * h,  # nu, theta, gamma; B re/im; C re/im; D
+        "s6": d * h + h + h * (2 + 2 * 16) + 2 * h + h + h * 16 + h,  # W_u b_u; W_x (R=2); W_dt b_dt; A_log D
+        "s4d": d * h + h + h + 4 * h * 8 + h,  # W_u b_u; log_dt; log_A_real, A_imag, C re/im (H x 8); D
     }
     assert set(expected) == set(CELLS)
     for name, count in expected.items():

@@ -57,6 +57,8 @@ CASES = {
         ModelConfig(cell="minlstm", hidden=HIDDEN, log_space=False),
         set(),
     ),
+    "s6": (DelayedRecall(gap=4), ModelConfig(cell="s6", hidden=HIDDEN), set()),
+    "s4d": (DelayedRecall(gap=4), ModelConfig(cell="s4d", hidden=HIDDEN), set()),
     # stacked and both directions: the backward scan of the parallel form, and its perturbation
     "bi-lru-2layer": (
         Copy(gap=2, n_symbols=2, loss_positions="all"),
@@ -145,6 +147,35 @@ def lru_step(p, carry, x, fix, **_):
     return (state,), y
 
 
+def s6_step(p, carry, x, fix, **_):
+    """h (H, N) stored (and replaced) flattened."""
+    (state,) = carry
+    n_states, rank = p["A_log"].shape[1], p["W_dt"].shape[0]
+    u = x @ p["W_u"] + p["b_u"]
+    proj = u @ p["W_x"]
+    delta = jax.nn.softplus(proj[:, :rank] @ p["W_dt"] + p["b_dt"])
+    Bt, Ct = proj[:, rank : rank + n_states], proj[:, rank + n_states :]
+    h = jnp.exp(delta[:, :, None] * -jnp.exp(p["A_log"])) * state.reshape(u.shape[0], -1, n_states)
+    h = fix("h", (h + delta[:, :, None] * Bt[:, None, :] * u[:, :, None]).reshape(state.shape))
+    y = jnp.einsum("bhn,bn->bh", h.reshape(u.shape[0], -1, n_states), Ct) + p["D"] * u
+    return (h,), y
+
+
+def s4d_step(p, carry, x, fix, **_):
+    """h complex (H, M), stored (and replaced) as (Re h, Im h) flattened."""
+    (state,) = carry
+    u = x @ p["W_u"] + p["b_u"]
+    A = -jnp.exp(p["log_A_real"]) + 1j * p["A_imag"]
+    A_bar = jnp.exp(jnp.exp(p["log_dt"])[:, None] * A)
+    half = state.shape[-1] // 2
+    h = A_bar * (state[:, :half] + 1j * state[:, half:]).reshape(u.shape[0], *A.shape) + (A_bar - 1) / A * u[..., None]
+    flat = h.reshape(u.shape[0], -1)
+    state = fix("h", jnp.concatenate([flat.real, flat.imag], axis=-1))
+    h = (state[:, :half] + 1j * state[:, half:]).reshape(h.shape)
+    y = 2.0 * jnp.sum(h.real * p["C_re"] - h.imag * p["C_im"], axis=-1) + p["D"] * u
+    return (state,), y
+
+
 # textbook steps (checked against the cells in test_cells.py), returning (carry, output);
 # ``fix(name, state)`` sees each new state the moment it is computed and returns what the
 # rest of the model uses
@@ -156,6 +187,8 @@ STEPS = {
     "mingru": mingru_step,
     "minlstm": minlstm_step,
     "lru": lru_step,
+    "s6": s6_step,
+    "s4d": s4d_step,
 }
 
 

@@ -1,6 +1,6 @@
 """Recurrent cells (registry ``CELLS``, decorator ``register``) and the layers that run them."""
 
-from lrd.models import irnn, lru, mingru, minlstm  # noqa: F401  (register the built-in cells)
+from lrd.models import irnn, lru, mingru, minlstm, s4d, s6  # noqa: F401  (register the built-in cells)
 from lrd.models.cells import CELLS, Cell, GRUCell, LSTMCell, MatrixCell, RNNCell, perturbed, register
 from lrd.models.network import ModelConfig, Perturbation, RecurrentLayer, SequenceModel, parameter_count
 

@@ -2,14 +2,16 @@
 
 Every cell is a flax module whose carry is a tuple of states named by
 ``state_names`` (for the classic cells the output ``y`` is the last state
-``h``), created by ``initial_state``. A cell also takes an optional ``eps`` ({state name: (B, H)})
-that it adds to each new state *as soon as that state is computed*, before
-anything else uses it (the LSTM's h_t is computed from the perturbed c_t), so
-that dL/d eps is exactly dL/d state_t (see ``lrd.probes``); zero by default.
-Gated cells also ``sow`` their gate activations into the "intermediates"
-collection (a no-op unless the caller asks for it with ``mutable``), which
-``lrd.dynamics`` reads for its gate statistics.
-Shapes: x (B, D), each state (B, H). Weights follow the textbook layout
+``h``), created by ``initial_state``. A cell also takes an optional ``eps``
+({state name: (B, S)}) that it adds to each new state *as soon as that state is
+computed*, before anything else uses it (the LSTM's h_t is computed from the
+perturbed c_t), so that dL/d eps is exactly dL/d state_t (see ``lrd.probes``);
+zero by default. Gated cells also ``sow`` their gate activations into the
+"intermediates" collection (a no-op unless the caller asks for it with
+``mutable``), which ``lrd.dynamics`` reads for its gate statistics.
+Shapes: x (B, D), each state (B, S) with S = ``state_size(H)``
+(H for the classic cells), the output y (B, H). The classic cells in this file
+(rnn, lstm, gru) follow the textbook layout
 ``x @ W + h @ U + b`` with the gate blocks of W, U and b concatenated along
 the last axis (one matmul per input, all gates at once).
 

@@ -31,9 +31,9 @@ def _compose_log(left: tuple[jax.Array, jax.Array], right: tuple[jax.Array, jax.
 
 
 def linear_recurrence(a: jax.Array, b: jax.Array, reverse: bool = False) -> jax.Array:
-    """All states h (B, T, N) of h_t = a_t h_{t-1} + b_t from h_{-1} = 0; a, b (B, T, N), real or complex."""
+    """All states h (B, T, ...) of h_t = a_t h_{t-1} + b_t from h_{-1} = 0; a, b (B, T, ...), real or complex."""
     _, h = jax.lax.associative_scan(_compose, (a, b), reverse=reverse, axis=1)
-    return h  # (B, T, N)
+    return h  # (B, T, ...)
 
 
 def log_linear_recurrence(log_a: jax.Array, log_b: jax.Array, reverse: bool = False) -> jax.Array:
