@@ -75,7 +75,8 @@ def test_upgrade_keeps_the_numbers_and_the_runs_are_found_again(old, capsys, wri
     assert "upgraded from results schema 1 to 2: 2 runs rewritten, solve threshold 0.1" in capsys.readouterr().out
     resolved = json.loads((old / "experiment.json").read_text())
     assert resolved["schema"] == SCHEMA_VERSION and resolved["report"] == {"solve_threshold": 0.1}
-    runs, curves, grad_norms = store.load(old)
+    runs, curves, grad_norms, dynamics = store.load(old)
+    assert dynamics.empty  # stored before the diagnostics
     for model, tables in was.items():
         run = runs[runs["model"] == model].reset_index(drop=True)
         old_run = tables["run"]
@@ -86,9 +87,10 @@ def test_upgrade_keeps_the_numbers_and_the_runs_are_found_again(old, capsys, wri
             pd.testing.assert_frame_equal(mine, tables[name].drop(columns="run"), check_exact=True)
     assert "task_solve_threshold" not in runs.columns
     assert runs["solved"].tolist() == [False, True]  # lstm 0.094, rnn 0.203 against 0.1, as stored before
-    # the experiment, written as today's lrd reads it, finds every run done under its new id
+    # the experiment as today's lrd reads it has the diagnostic settings in every run's identity
+    # (lrd.train.TrainConfig): runs stored without the diagnostics are computed again, never taken as done
     assert main(["run", str(write_experiment(EXPERIMENT)), "--out", str(old), "--no-plot"]) == 0
-    assert "0 runs computed, 2 already done" in capsys.readouterr().out
+    assert "2 runs computed, 0 already done" in capsys.readouterr().out
     assert main(["upgrade", str(old)]) == 0
     assert "already results schema 2; nothing to do" in capsys.readouterr().out
 
