@@ -173,13 +173,10 @@ def jacobian_spectrum(
         jvp_cols = jax.vmap(jvp, in_axes=1, out_axes=1)  # J V, V (n, m)
         vjp_cols = jax.vmap(lambda w: vjp(w)[0], in_axes=1, out_axes=1)  # J^T W
 
-        def power(v, _):
-            return jnp.linalg.qr(vjp_cols(jvp_cols(v)))[0], None  # a zero Jacobian leaves an orthonormal V
-
-        v = jnp.linalg.qr(v + 0.1 * v0)[
-            0
-        ]  # warm start, with every direction present again (J_(t-1) may have zeroed some)
-        v, _ = jax.lax.scan(power, v, None, length=iterations)
+        # warm start, with every direction present again (J_(t-1) may have zeroed some)
+        v = jnp.linalg.qr(v + 0.1 * v0)[0]
+        for _ in range(iterations):  # unrolled: few iterations, no loop overhead per timestep
+            v = jnp.linalg.qr(vjp_cols(jvp_cols(v)))[0]  # a zero Jacobian leaves an orthonormal V
         sigma = jnp.linalg.svd(jvp_cols(v), compute_uv=False)[0]
         q, r = jnp.linalg.qr(jvp_cols(q))  # (n, k), (k, k)
         log_r = log_r + jnp.log(jnp.maximum(jnp.abs(jnp.diagonal(r)), FLOOR))

@@ -66,8 +66,8 @@ class TrainConfig(BaseModel):
     # has a different id, so it never counts as a stored run that has them
     diagnostics: bool = Field(True, description="Jacobian spectra and gate statistics at every log point")
     lyapunov_k: int = Field(4, gt=0, description="Lyapunov exponents computed (at most the state size)")
-    power_iterations: int = Field(10, gt=0, description="power iterations per timestep for sigma_max(J_t)")
-    spectrum_size: int = Field(16, gt=0, description="probe sequences the Jacobian spectra are averaged over")
+    power_iterations: int = Field(2, gt=0, description="block power iterations per timestep for sigma_max(J_t)")
+    spectrum_size: int = Field(8, gt=0, description="probe sequences the Jacobian spectra are averaged over")
     saturation: float = Field(
         0.1, gt=0, lt=1, allow_inf_nan=False, description="saturated: activation derivative below this x its max"
     )

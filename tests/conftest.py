@@ -43,8 +43,8 @@ def lrd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def comparable(results: Results) -> list[pd.DataFrame]:
-    """The three tables without what may differ between two computations of the same runs."""
-    return [results.runs.drop(columns=["wall_time_s"]), results.curves, results.grad_norms]
+    """The four tables without what may differ between two computations of the same runs."""
+    return [results.runs.drop(columns=["wall_time_s"]), results.curves, results.grad_norms, results.dynamics]
 
 
 @pytest.fixture(scope="session")
