@@ -42,7 +42,7 @@ RAY_POLL_S = 0.2  # how often the driver collects progress events while tasks ru
 class Job(NamedTuple):
     """One group's training, as data a worker process on any host can run."""
 
-    index: int  # the group's position in the sweep's plan
+    index: int  # type: ignore[assignment]  # the group's position in the sweep's plan (shadows tuple.index)
     config: bytes  # pickle of (task, model, train); loaded after the plugins, which may define the task
     seeds: tuple[int, ...]
     plugins: tuple[Plugin, ...]
@@ -50,11 +50,11 @@ class Job(NamedTuple):
 
 
 class Started(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index
 
 
 class Block(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index
     done: int
     total: int
 
@@ -65,7 +65,7 @@ Event = Started | Block
 class Outcome(NamedTuple):
     """What a worker hands back: the result, or the error that stopped the group."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index
     result: RunResult | None  # None when the group failed
     wall_time_s: float  # training with compilation, on the worker
     error: str | None = None  # one line: exception type, message, where

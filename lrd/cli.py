@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=True, highlight=False)
     try:
-        commands = {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot, "upgrade": cmd_upgrade}
-        return commands[args.command](args, console)
+        handlers = {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot, "upgrade": cmd_upgrade}
+        return handlers[args.command](args, console)
     except UserError as err:
         print(f"lrd: error: {err}", file=sys.stderr)
         return USER_ERROR
@@ -124,6 +124,12 @@ def cmd_run(args, console: Console) -> int:
         experiment = load_experiment(args.experiment)
     except ExperimentError as err:
         raise UserError(str(err)) from None
+    if args.backend == "local":  # a cluster's workers may have the GPU this process lacks: they check there
+        for spec in experiment.runs:
+            try:
+                spec.model.time_loop_path()
+            except ValueError as err:  # a forced kernel that cannot run here
+                raise UserError(f"{experiment.path}: model.{err}") from None
     out_dir = Path(args.out) if args.out else Path("results") / experiment.name
     check_out_dir(args.out or str(out_dir), given=args.out is not None)
     if len(experiment.runs) > LARGE_GRID:

@@ -219,11 +219,12 @@ def load_plugin(plugin: Plugin) -> None:
         importlib.import_module(plugin.module)
         return
     spec = importlib.util.spec_from_loader(plugin.module, loader=None, origin=plugin.path)
+    assert spec is not None  # a loader-less spec from a name always exists
     module = importlib.util.module_from_spec(spec)
     module.__file__ = plugin.path
     sys.modules[plugin.module] = module
     try:
-        exec(compile(plugin.source, plugin.path, "exec"), module.__dict__)
+        exec(compile(plugin.source, plugin.path or plugin.module, "exec"), module.__dict__)
     except BaseException:
         del sys.modules[plugin.module]
         raise

@@ -113,6 +113,7 @@ def run_tables(
         "e_folding_length_final": float(curves["e_folding_length"].iloc[-1]),
         "wall_time_s": wall_time_s,
         "group_size": len(result.seeds),
+        "time_loop_used": result.time_loop,
     }
     curves.insert(0, "run", spec.run_id)
     grad_norms.insert(0, "run", spec.run_id)

@@ -65,7 +65,10 @@ class Results(NamedTuple):
 TASK_PREFIX = "task_"
 DERIVED_TASK_COLUMNS = ("task_length", "task_convention", "task_source")  # follow from the parameters
 # the model (ModelConfig's fields) and the training settings (TrainConfig's fields), in field order
-MODEL_COLUMNS = ("cell", "hidden", "layers", "bidirectional", "merge", "recurrent_init", "forget_bias")
+MODEL_COLUMNS = (
+    *("cell", "hidden", "layers", "bidirectional", "merge", "recurrent_init", "forget_bias"),
+    *("r_min", "r_max", "max_phase", "log_space", "time_loop"),  # present only where set (lrd.models.network)
+)
 TRAIN_COLUMNS = (
     *("steps", "batch_size", "optimizer", "lr", "clip", "log_every", "eval_size", "probe_size"),
     *("diagnostics", "lyapunov_k", "power_iterations", "spectrum_size", "saturation", "spike_factor"),

@@ -253,7 +253,7 @@ def load(out_dir: str | Path, all_runs: bool = False) -> Results:
     ids = sorted(stored if all_runs or wanted is None else stored & set(wanted))
     if not ids:
         raise StoreError(f"{out_dir}: no finished runs here yet (run `lrd run` first)")
-    frames = {name: [] for name in TABLES}
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
     for run_id in ids:
         for name in TABLES:
             path = out_dir / RUNS / run_id / f"{name}.parquet"

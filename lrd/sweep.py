@@ -117,7 +117,9 @@ def run_sweep(
             if member.run_id in done:
                 continue  # finished before an interruption: its files stay as they are
             if outcome.result is None:
-                tables = results.failed_run_table(member, experiment.name, len(group.specs), outcome.error)
+                tables = results.failed_run_table(
+                    member, experiment.name, len(group.specs), outcome.error or "unknown error"
+                )
             else:
                 tables = results.run_tables(member, outcome.result, index, experiment.name, outcome.wall_time_s)
             store.write_run(out_dir, member.run_id, tables)
@@ -157,7 +159,7 @@ def group_memory(group: Group) -> int:
     spec = group.specs[0]
     model, train = spec.model, spec.train
     cell = CELLS[model.cell]
-    per_step = len(cell.state_names) + cell.n_gates + 2
+    per_step = len(cell.state_names) + getattr(cell, "n_gates", 1) + 2  # parallel cells declare no gates
     directions = 2 if model.bidirectional else 1
     units = len(group.specs) * spec.task.length * (train.batch_size + train.probe_size) * model.layers
     return BASE_BYTES + units * directions * model.hidden * per_step * BYTES_PER_UNIT

@@ -31,7 +31,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -88,7 +88,7 @@ class TrainConfig(BaseModel):
 
 
 class TrainState(NamedTuple):
-    params: dict
+    params: Any  # the flax parameter tree
     opt_state: optax.OptState
     step: jax.Array  # () int32, optimiser steps taken
     diverged_step: jax.Array  # () int32, -1 while finite
@@ -118,6 +118,7 @@ class RunResult(NamedTuple):
     records: list[LogRecord]  # one per log point, steps 0, log_every, ..., steps
     final: dict[str, np.ndarray]  # evaluation metrics, (S,)
     diverged_step: np.ndarray  # (S,), -1 if finite
+    time_loop: str = "scan"  # the time loop the layers ran: "scan", "kernel" or "interpret"
 
 
 class Trainer:
@@ -240,7 +241,8 @@ class Trainer:
             if bool(np.all(np.asarray(state.diverged_step) >= 0)):
                 break  # every seed has diverged; nothing left to train
         final = jax.device_get(self.evaluate(state))
-        return RunResult(list(seeds), records, final, np.asarray(jax.device_get(state.diverged_step)))
+        diverged_step = np.asarray(jax.device_get(state.diverged_step))
+        return RunResult(list(seeds), records, final, diverged_step, self.model_config.time_loop_path())
 
 
 class Program:
@@ -280,7 +282,7 @@ class Program:
             return self._pick(args[0]).lower(*args)
 
     def _cache_size(self) -> int:
-        return self.batched._cache_size() + self.single._cache_size()
+        return self.batched._cache_size() + self.single._cache_size()  # type: ignore[attr-defined]
 
 
 def _single_seed(fn: Callable) -> Callable:

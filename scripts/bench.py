@@ -24,18 +24,25 @@ script re-executes itself with lrd's tuned malloc settings (``lrd.runtime``,
 keeps glibc's defaults.
 
 Further sections: seeds (8 seeds in one vmapped program against 8 runs one
-after another), the probe (cost of the per-timestep gradient norms), the
-diagnostics (cost of each of ``lrd.dynamics``'s against a training block of
-``log_every = 50`` steps; ``--diagnostics-only`` runs this section alone), and
-the compile time at growing T. PyTorch is optional (``pip install -e '.[bench]'``);
+after another), the probe (cost of the per-timestep gradient norms), the time
+loop (lax.scan, the scan unrolled, the Pallas kernels of ``lrd.models.kernels``,
+cuDNN; 8 seeds on the kernels), XLA's command buffers for the scan's while loop
+(those two on a GPU only; "n/a" elsewhere), the diagnostics (cost of each of
+``lrd.dynamics``'s against a training block of ``log_every = 50`` steps;
+``--diagnostics-only`` runs this section alone), and the compile time at growing T.
+The ``lrd`` column is lrd's default time loop: the scan on a CPU, the kernels on
+a GPU when the model fits them. PyTorch is optional (``pip install -e '.[bench]'``);
 without it the torch columns are left out.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -114,9 +121,16 @@ def matmul_peak() -> dict[str, float]:
 
 
 # --- lrd ------------------------------------------------------------------------------------
-def lrd_runner(cell: str, T: int, batch: int, hidden: int, n_steps: int, seeds: int = 1) -> Callable[[], None]:
-    """n_steps of lrd's training step for ``seeds`` vmapped seeds, as one compiled call."""
-    trainer = Trainer(Copy(gap=T - 20), ModelConfig(cell=cell, hidden=hidden), _train_config(batch, n_steps))
+def lrd_runner(
+    cell: str, T: int, batch: int, hidden: int, n_steps: int, seeds: int = 1, time_loop: str = "auto", unroll: int = 1
+) -> Callable[[], None]:
+    """n_steps of lrd's training step for ``seeds`` vmapped seeds, as one compiled call.
+
+    ``time_loop`` as in the experiment file's ``[model] time_loop``; ``unroll`` > 1 unrolls
+    the scan path's ``lax.scan`` that many steps (a lever measured here, not a setting of lrd).
+    """
+    model = ModelConfig(cell=cell, hidden=hidden, time_loop=time_loop)
+    trainer = Trainer(Copy(gap=T - 20), model, _train_config(batch, n_steps))
 
     def steps(state):
         return jax.lax.scan(lambda s, _: trainer._train_step(s), state, None, length=n_steps)[0]
@@ -125,10 +139,27 @@ def lrd_runner(cell: str, T: int, batch: int, hidden: int, n_steps: int, seeds: 
     state = [trainer.init(jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)]))]
 
     def run():
-        state[0] = block(state[0])
+        with scan_unroll(unroll):  # traced on the first call
+            state[0] = block(state[0])
         jax.block_until_ready(state[0])
 
     return run
+
+
+@contextlib.contextmanager
+def scan_unroll(unroll: int):
+    """flax's ``nn.scan`` (which lrd's RecurrentLayer calls) with ``unroll`` steps per loop iteration."""
+    if unroll == 1:
+        yield
+        return
+    import flax.linen as nn
+
+    original = nn.scan
+    nn.scan = functools.partial(original, unroll=unroll)
+    try:
+        yield
+    finally:
+        nn.scan = original
 
 
 def _train_config(batch: int, n_steps: int) -> TrainConfig:
@@ -380,6 +411,97 @@ def bench_compile(cells, lengths, batch, hidden) -> None:
         print(f"{cell:5} " + "   ".join(parts), flush=True)
 
 
+# --- the time loop on a GPU (issue 17) ---------------------------------------------------------
+# XLA's command buffers (CUDA graphs) including while loops and conditionals, for graphs of any size:
+# the scan's per-timestep kernel launches replayed from one graph instead of issued by the host.
+COMMAND_BUFFERS = "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1"
+UNROLLS = (8,)
+
+
+def on_gpu() -> bool:
+    return jax.default_backend() == "gpu"
+
+
+def bench_time_loops(lengths, batch, hidden, rounds, unrolls=UNROLLS, n_seeds=8) -> None:
+    """Training step on each time loop: the scan, the scan unrolled, the Pallas kernels; cuDNN for scale.
+
+    Then ``n_seeds`` vmapped seeds on the kernels against ``n_seeds`` cuDNN runs one after another.
+    """
+    if not on_gpu():
+        print(f"n/a: the kernels compile for a GPU only; JAX runs on {jax.default_backend()} here")
+        return
+    cudnn = bool(torch_configs(quick=True)) and torch_configs(quick=True)[0][2] == "cuda"
+    names = ["scan", *(f"unroll {u}" for u in unrolls), "kernel"] + (["cudnn"] if cudnn else [])
+    print(f"{'cell':5} {'T':>5} " + " ".join(f"{n:>10}" for n in names) + "   kernel vs scan   kernel vs cudnn")
+    for T in lengths:
+        n = 2 if T >= 1000 else 10
+        for cell in CELLS:
+            contenders = {"scan": lrd_runner(cell, T, batch, hidden, n, time_loop="scan")}
+            for u in unrolls:
+                contenders[f"unroll {u}"] = lrd_runner(cell, T, batch, hidden, n, time_loop="scan", unroll=u)
+            contenders["kernel"] = lrd_runner(cell, T, batch, hidden, n, time_loop="kernel")
+            if cudnn:
+                contenders["cudnn"] = torch_runner(cell, T, batch, hidden, n, 1, True, "cuda")
+            ms = {k: v / n * 1e3 for k, v in interleaved(contenders, rounds).items()}
+            ratio = f"{ms['cudnn'] / ms['kernel']:14.2f}x" if cudnn else "   (no torch)"
+            print(
+                f"{cell:5} {T:>5} "
+                + " ".join(f"{ms[k]:8.2f}ms" for k in names)
+                + f" {ms['scan'] / ms['kernel']:14.2f}x {ratio}",
+                flush=True,
+            )
+    print(f"-- {n_seeds} seeds vmapped on the kernels against {n_seeds} single-seed cuDNN runs one after another")
+    for cell in CELLS:
+        T, n = lengths[0], 10
+        contenders = {"kernel": lrd_runner(cell, T, batch, hidden, n, seeds=n_seeds, time_loop="kernel")}
+        if cudnn:
+            contenders["cudnn"] = torch_runner(cell, T, batch, hidden, n, 1, True, "cuda")
+        ms = {k: v / n * 1e3 for k, v in interleaved(contenders, rounds).items()}
+        line = f"{cell:5} T={T:<5} {n_seeds} seeds on the kernels {ms['kernel']:8.2f} ms/step"
+        if cudnn:
+            sequential = n_seeds * ms["cudnn"]
+            line += f"   {n_seeds} cuDNN runs {sequential:8.2f} ms   throughput x{sequential / ms['kernel']:.2f}"
+        print(line, flush=True)
+
+
+def bench_command_buffers(lengths, batch, hidden, rounds) -> None:
+    """The scan's training step with XLA's default flags and with command buffers for while loops.
+
+    XLA reads its flags once per process, so each setting runs in a child process
+    (this script with ``--child-steps``).
+    """
+    if not on_gpu():
+        print(f"n/a: command buffers are a GPU feature; JAX runs on {jax.default_backend()} here")
+        return
+    found = {}
+    for name, flags in (("default", ""), ("command buffers", COMMAND_BUFFERS)):
+        env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()}
+        args = [sys.executable, __file__, "--child-steps", ",".join(map(str, lengths)), "--rounds", str(rounds)]
+        args += ["--batch", str(batch), "--hidden", str(hidden)]
+        proc = subprocess.run(args, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            print(f"{name}: failed ({proc.stderr.strip().splitlines()[-1:]})")
+            return
+        for line in proc.stdout.splitlines():
+            if line.startswith("STEP "):
+                _, cell, T, seconds = line.split()
+                found[name, cell, int(T)] = float(seconds)
+    print(f"{'cell':5} {'T':>5} {'default':>10} {'cmd buffers':>12}   speedup")
+    for T in lengths:
+        for cell in CELLS:
+            a, b = found["default", cell, T], found["command buffers", cell, T]
+            print(f"{cell:5} {T:>5} {a * 1e3:8.2f}ms {b * 1e3:10.2f}ms   {a / b:6.2f}x", flush=True)
+
+
+def child_steps(lengths, batch, hidden, rounds) -> None:
+    """The scan's training step only, one ``STEP cell T seconds`` line each (for bench_command_buffers)."""
+    for T in lengths:
+        n = 2 if T >= 1000 else 10
+        for cell in CELLS:
+            seconds = interleaved({"scan": lrd_runner(cell, T, batch, hidden, n, time_loop="scan")}, rounds)["scan"]
+            print(f"STEP {cell} {T} {seconds / n}", flush=True)
+
+
 def _print_step_row(row: dict) -> None:
     torch_part = (
         f"{row['torch']:8.4f} {row['vs_torch']:8.2f}x  ({row['torch_config']})" if "torch" in row else "   (no torch)"
@@ -409,7 +531,11 @@ def main() -> None:
         default="tuned",
         help="allocator settings of every contender (lrd.runtime)",
     )
+    parser.add_argument("--child-steps", help=argparse.SUPPRESS)  # T values: scan steps only (command buffers)
+    parser.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_steps:
+        return child_steps([int(t) for t in args.child_steps.split(",")], args.batch, args.hidden, args.rounds)
     if args.malloc == "tuned":
         if os.environ.get("LRD_MALLOC") != "applied":
             os.environ["LRD_MALLOC"] = "tuned"
@@ -452,6 +578,11 @@ def main() -> None:
     print("\n== per-timestep gradient norms: a probe pass against a plain forward+backward pass")
     for T in lengths:
         bench_probe(some, T, args.batch, args.hidden, rounds, steps)
+
+    print("\n== the time loop: lax.scan, the scan unrolled, the Pallas kernels (ms per training step)")
+    bench_time_loops(lengths, args.batch, args.hidden, rounds, unrolls=UNROLLS if args.quick else (*UNROLLS, 32))
+    print("\n== XLA command buffers (CUDA graphs) for the scan's while loop")
+    bench_command_buffers(lengths, args.batch, args.hidden, rounds)
 
     run_bench_diagnostics(args.batch, args.hidden, rounds)
 

@@ -43,6 +43,14 @@ BAD = {
     "missing cell": (TINY.replace('cell = ["rnn", "lstm"]\n', ""), ["model.cell", "missing"]),
     "steps not a multiple": (TINY.replace("steps = 20", "steps = 25"), ["train", "multiple of log_every"]),
     "not toml": ("[task\nname = 1", ["not valid TOML"]),
+    "unknown time loop": (
+        TINY.replace("hidden = 8", 'hidden = 8\ntime_loop = "fast"'),
+        ["model.time_loop", "'scan'", "'kernel'"],
+    ),
+    "kernel beyond its size limit": (
+        TINY.replace("hidden = 8", 'hidden = 8\ntime_loop = "kernel"'),
+        ["model.time_loop", "'kernel' cannot run", "power of two from 16", "got 8"],
+    ),
     "missing import": ('imports = ["nowhere.py"]\n' + TINY, ["imports", "nowhere.py"]),
     "zero lyapunov_k": (
         TINY.replace("steps = 20", "steps = 20\nlyapunov_k = 0"),

@@ -36,6 +36,7 @@ def test_end_to_end_through_the_command(uninterrupted):
     assert sorted(runs["model"]) == ["gru", "gru", "lstm", "lstm", "rnn", "rnn"]
     assert set(runs["status"]) == {"done"}
     assert runs["run"].is_unique
+    assert "time_loop" not in runs and set(runs["time_loop_used"]) == {"scan"}  # the default; the CPU runs the scan
     # the resolved experiment and versions are saved beside the results
     for name in ("experiment.toml", "experiment.json", "versions.json", "summary.csv"):
         assert (out / name).is_file(), name

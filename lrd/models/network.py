@@ -24,8 +24,9 @@ from typing import Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer, model_validator
 
+from lrd.models import kernels
 from lrd.models.cells import CELLS, Cell
 from lrd.names import unknown_name_message
 
@@ -69,12 +70,24 @@ class ModelConfig(BaseModel):
     r_max: float | None = Field(None, description="lru: largest eigenvalue modulus of the ring initialisation")
     max_phase: float | None = Field(None, description="lru: largest eigenvalue phase of the ring initialisation")
     log_space: bool | None = Field(None, description="mingru/minlstm: the log-space form (positive candidate g)")
+    time_loop: kernels.TimeLoop = Field(
+        "auto", description="the time loop: lax.scan or the Pallas kernels (lrd.models.kernels.choice)"
+    )
 
     @field_validator("cell")
     @classmethod
     def _known_cell(cls, value: str) -> str:
         if value not in CELLS:
             raise ValueError(unknown_name_message(value, CELLS))
+        return value
+
+    @field_validator("time_loop")
+    @classmethod
+    def _kernels_fit(cls, value: str, info: ValidationInfo) -> str:
+        if value in ("kernel", "interpret") and {"cell", "hidden"} <= info.data.keys():
+            reason = kernels.model_reason(info.data["cell"], info.data["hidden"])
+            if reason:
+                raise ValueError(f"{value!r} cannot run this model: {reason}; allowed here: 'auto' or 'scan'")
         return value
 
     @model_validator(mode="after")
@@ -90,7 +103,7 @@ class ModelConfig(BaseModel):
                 raise ValueError(f"{option}: cell {self.cell!r} has no such option (its options: {allowed})")
             else:
                 object.__setattr__(self, option, None)
-        if self.r_min is not None and not 0.0 <= self.r_min < self.r_max <= 1.0:
+        if self.r_min is not None and self.r_max is not None and not 0.0 <= self.r_min < self.r_max <= 1.0:
             raise ValueError(f"r_min, r_max: need 0 <= r_min < r_max <= 1 (got {self.r_min}, {self.r_max})")
         if self.max_phase is not None and not self.max_phase > 0.0:
             raise ValueError(f"max_phase: must be > 0 (got {self.max_phase})")
@@ -99,7 +112,10 @@ class ModelConfig(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_absent_later_options(self, handler) -> dict:
         data = handler(self)
-        return {k: v for k, v in data.items() if not (k in LATER_OPTIONS and v is None)}
+        data = {k: v for k, v in data.items() if not (k in LATER_OPTIONS and v is None)}
+        # the time loop changes how, not what, is computed: at its default ("auto") it stays out of the
+        # dump, so the run ids of runs stored before the setting existed still hold
+        return {k: v for k, v in data.items() if not (k == "time_loop" and v == "auto")}
 
     @property
     def label(self) -> str:
@@ -109,6 +125,10 @@ class ModelConfig(BaseModel):
     @property
     def directions(self) -> tuple[str, ...]:
         return ("fwd", "bwd") if self.bidirectional else ("fwd",)
+
+    def time_loop_path(self, backend: str | None = None) -> str:
+        """The time loop the layers run on ``backend`` (default: JAX's): "scan", "kernel" or "interpret"."""
+        return kernels.choose(self.time_loop, self.cell, self.hidden, backend or jax.default_backend())
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -147,7 +167,9 @@ class RecurrentLayer(nn.Module):
     """Run a cell over time: inputs (B, T, D) -> outputs (B, T, H).
 
     With the cell's ``sequence`` method when it has one (a whole-sequence, e.g. parallel,
-    form), otherwise by scanning its step ``__call__`` with ``lax.scan``.
+    form), otherwise by scanning its step ``__call__`` with ``lax.scan``, or, as
+    ``config.time_loop`` chooses, running the same step equations on the Pallas kernels
+    (``lrd.models.kernels``) with the parameters the scan made at init.
     """
 
     config: ModelConfig
@@ -157,6 +179,11 @@ class RecurrentLayer(nn.Module):
     def __call__(self, inputs: jax.Array, perturbation: dict[str, jax.Array] | None = None) -> jax.Array:
         if hasattr(CELLS[self.config.cell], "sequence"):  # the whole sequence at once (parallel in time)
             return self.config.cell_module(name="cell").sequence(inputs, perturbation, self.reverse)  # (B, T, H)
+        path = self.config.time_loop_path()
+        if path != "scan" and not self.is_initializing():  # the parameters the scan made at init
+            W, U, b = (self.variables["params"]["scan"]["cell"][k] for k in ("W", "U", "b"))
+            interpret = path == "interpret"
+            return kernels.kernel_layer(self.config.cell, inputs, W, U, b, perturbation, self.reverse, interpret)
         scan = nn.scan(
             _PerturbedStep,
             variable_broadcast="params",

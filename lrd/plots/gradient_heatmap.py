@@ -99,6 +99,7 @@ def gradient_heatmap(
         ax.xaxis.set_tick_params(labelbottom=True)
     for ax in axes[len(present) :]:
         ax.set_visible(False)
+    assert mesh is not None  # at least one panel is drawn
     fig.colorbar(mesh, ax=axes[: len(present)].tolist(), label=rf"$\log_{{10}}\|\partial L/\partial {state}_t\|$")
     n_seeds = done.groupby("series")["seed"].nunique()
     title(

@@ -83,13 +83,13 @@ def memory_vs_gap(
         # models with equal values at a gap (e.g. all solved) do not hide one another
         dodge = ax.transData + ScaledTranslation((i - (len(order) - 1) / 2) * 5 / 72, 0, fig.dpi_scale_trans)
         mine = done[done["series"] == series]
-        stats = []
+        stat_rows = []
         for g in gaps:
             values = mine.loc[mine["gap"] == g, "final_metric"].to_numpy(float)
             values = values[np.isfinite(values)]
             mean = values.mean() if values.size else math.nan
-            stats.append((g, mean, *bootstrap_interval(values, ci=ci, n_boot=n_boot, seed=seed)))
-        stats = np.array(stats, float)  # (gaps, 4): gap, mean, lo, hi
+            stat_rows.append((g, mean, *bootstrap_interval(values, ci=ci, n_boot=n_boot, seed=seed)))
+        stats = np.array(stat_rows, float)  # (gaps, 4): gap, mean, lo, hi
         ax.plot(
             stats[:, 0],
             stats[:, 1],

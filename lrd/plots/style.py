@@ -15,7 +15,7 @@ A cell's bidirectional variant shares its colour and is told apart by square mar
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import pandas as pd
 
@@ -36,7 +36,7 @@ OKABE_ITO = {
 CELL_COLOURS = {"rnn": OKABE_ITO["vermillion"], "lstm": OKABE_ITO["blue"], "gru": OKABE_ITO["bluish green"]}
 CELL_ORDER = tuple(CELL_COLOURS)  # drawn first, in this order; other cells follow by name
 
-STATE_LINESTYLES = {"h": "-", "c": "--"}
+STATE_LINESTYLES: dict[str, Literal["-", "--", ":"]] = {"h": "-", "c": "--"}
 GAP_CMAP = "viridis"  # sequential, colour-blind safe: gaps in learning curves
 HEATMAP_CMAP = "viridis"
 BELOW_FLOOR_GREY = "0.82"
@@ -86,7 +86,9 @@ def series_styles(labels: Iterable[str]) -> dict[str, SeriesStyle]:
     Labels that share a cell but differ in settings get the next unused palette colours,
     in the order given; past eight distinct colours the palette repeats.
     """
-    styles, used, by_key = {}, [], {}
+    styles: dict[str, SeriesStyle] = {}
+    used: list[str] = []
+    by_key: dict = {}
     palette = list(OKABE_ITO.values())
     for label in labels:
         model = label.split(",")[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -112,7 +113,9 @@ def vanishing_gradients(
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel(r"$\|\partial L/\partial\,\mathrm{state}_t\|$ (Frobenius over batch and units)")
 
-    handles = [Line2D([], [], label=s, **line_kwargs(styles[s], 16)) for s in order if s in set(rows["series"])]
+    handles: list[Artist] = [
+        Line2D([], [], label=s, **line_kwargs(styles[s], 16)) for s in order if s in set(rows["series"])
+    ]
     states = sorted(rows["state"].unique(), key=lambda s: s != "h")
     if len(states) > 1:
         handles += [

@@ -47,7 +47,7 @@ from lrd.tasks.base import Baseline, Batch, Task, constant_outputs, register
 @register
 class Adding(Task):
     name: ClassVar[str] = "adding"
-    kind: ClassVar[str] = "regression"
+    kind: ClassVar[Literal["classification", "regression"]] = "regression"
     metric_name: ClassVar[str] = "fraction with |error| < tolerance"
     source: ClassVar[str] = "Le et al. 2015 / Arjovsky et al. 2016 (default); Hochreiter & Schmidhuber 1997 exp. 4"
     convention: ClassVar[str] = (

@@ -38,7 +38,7 @@ cross-entropy ln(n_values), accuracy 1/n_values.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,7 @@ from lrd.tasks.base import Baseline, Batch, Task, one_hot, register, uniform_log
 @register
 class AssociativeRecall(Task):
     name: ClassVar[str] = "associative_recall"
-    kind: ClassVar[str] = "classification"
+    kind: ClassVar[Literal["classification", "regression"]] = "classification"
     source: ClassVar[str] = "Ba et al. 2016 (fast weights) associative retrieval; Arora et al. 2023 (Zoology) MQAR"
     convention: ClassVar[str] = (
         "n_pairs key-value pairs (distinct keys), gap blanks, n_queries distinct stored keys; "

@@ -100,9 +100,10 @@ class Task(BaseModel):
             correct = (jnp.argmax(outputs, axis=-1) == batch.targets).astype(jnp.float32)
             return {"loss": masked_mean(nll, batch.mask), "metric": masked_mean(correct, batch.mask)}
         err = outputs[..., 0] - batch.targets  # (B, T)
+        tolerance = self.tolerance  # type: ignore[attr-defined]  # a field of every regression task
         return {
             "loss": masked_mean(err**2, batch.mask),
-            "metric": masked_mean((jnp.abs(err) < self.tolerance).astype(jnp.float32), batch.mask),
+            "metric": masked_mean((jnp.abs(err) < tolerance).astype(jnp.float32), batch.mask),
         }
 
     def training_loss(self, outputs: jax.Array, batch: Batch) -> jax.Array:

@@ -41,7 +41,7 @@ BLANK = 0
 @register
 class Copy(Task):
     name: ClassVar[str] = "copy"
-    kind: ClassVar[str] = "classification"
+    kind: ClassVar[Literal["classification", "regression"]] = "classification"
     source: ClassVar[str] = "Arjovsky, Shah & Bengio 2016 (uRNN), copy memory problem"
     convention: ClassVar[str] = (
         "10 symbols of 8, gap-1 blanks, delimiter, recall the 10; length gap+20; "

@@ -34,7 +34,7 @@ from lrd.tasks.base import Baseline, Batch, Task, one_hot, register, uniform_log
 @register
 class DelayedRecall(Task):
     name: ClassVar[str] = "delayed_recall"
-    kind: ClassVar[str] = "classification"
+    kind: ClassVar[Literal["classification", "regression"]] = "classification"
     source: ClassVar[str] = "Hochreiter & Schmidhuber 1997 exp. 2; Bengio, Simard & Frasconi 1994"
     convention: ClassVar[str] = (
         "one of K symbols, gap distractors (random or blank), a cue; recall the symbol at the cue; length gap+2"

@@ -26,7 +26,7 @@ solve the task exactly by carrying x_{t+gap} back gap steps.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 from pydantic import Field
@@ -37,7 +37,7 @@ from lrd.tasks.base import Baseline, Batch, Task, one_hot, register, uniform_log
 @register
 class Lookahead(Task):
     name: ClassVar[str] = "lookahead"
-    kind: ClassVar[str] = "classification"
+    kind: ClassVar[Literal["classification", "regression"]] = "classification"
     source: ClassVar[str] = "anti-causal lag copy (cf. state-spaces/s4 copying lag; Schuster & Paliwal 1997)"
     convention: ClassVar[str] = (
         "K i.i.d. symbols; target at t = input at t+gap on the window t < n_scored; "

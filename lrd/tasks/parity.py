@@ -25,7 +25,7 @@ is (1/2, 1/2): cross-entropy ln 2 and accuracy 1/2.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,7 @@ CUE = 2
 @register
 class Parity(Task):
     name: ClassVar[str] = "parity"
-    kind: ClassVar[str] = "classification"
+    kind: ClassVar[Literal["classification", "regression"]] = "classification"
     source: ClassVar[str] = "Bengio, Simard & Frasconi 1994 parity; Deletang et al. 2023 parity check"
     convention: ClassVar[str] = "gap fair bits, then a cue where the target is their parity; length gap+1"
 

@@ -36,7 +36,7 @@ ln(alphabet) and accuracy 1/alphabet (ln 14 and 1/14 by default).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,7 @@ BLANK = 0
 @register
 class SelectiveCopy(Task):
     name: ClassVar[str] = "selective_copy"
-    kind: ClassVar[str] = "classification"
+    kind: ClassVar[Literal["classification", "regression"]] = "classification"
     source: ClassVar[str] = "Gu & Dao 2023 (Mamba), selective copying; generator of state-spaces/s4"
     convention: ClassVar[str] = (
         "n_symbols symbols at random ordered positions among the first gap+n_symbols steps "

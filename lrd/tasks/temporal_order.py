@@ -56,7 +56,7 @@ WINDOW_TENTHS = {2: (1, 5), 3: (1, 3, 6)}  # start of each window, in tenths of 
 @register
 class TemporalOrder(Task):
     name: ClassVar[str] = "temporal_order"
-    kind: ClassVar[str] = "classification"
+    kind: ClassVar[Literal["classification", "regression"]] = "classification"
     source: ClassVar[str] = "Hochreiter & Schmidhuber 1997 exp. 6a/6b; length-scaled as Pascanu et al. 2013"
     convention: ClassVar[str] = (
         "gap = length T; X/Y at random steps in [T/10, 2T/10) and [5T/10, 6T/10) "

@@ -78,7 +78,7 @@ def check_config(task: Task) -> None:
             continue
         raise AssertionError(f"{cls.__name__} accepted {what}; it must raise pydantic.ValidationError")
     try:
-        task.gap = params["gap"] + 1
+        task.gap = params["gap"] + 1  # type: ignore[misc]  # must raise: tasks are frozen
     except ValidationError:
         pass
     else:
