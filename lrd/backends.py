@@ -44,7 +44,8 @@ class Job(NamedTuple):
 
     index: int  # type: ignore[assignment]  # the group's position in the sweep's plan (shadows tuple.index)
     config: bytes  # pickle of (task, model, train); loaded after the plugins, which may define the task
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...]  # member i trains seeds[i] at learning rate lrs[i]
+    lrs: tuple[float, ...]
     plugins: tuple[Plugin, ...]
     versions: dict[str, str]  # the driver's versions of PINNED
 
@@ -77,8 +78,10 @@ class Backend(Protocol):
         ...
 
 
-def make_job(index: int, group_key: tuple, seeds: list[int], plugins: tuple[Plugin, ...]) -> Job:
-    return Job(index, pickle.dumps(group_key), tuple(seeds), plugins, dict(pinned_versions()))
+def make_job(index: int, group_key: tuple, members: list[tuple[int, float]], plugins: tuple[Plugin, ...]) -> Job:
+    """The job of a group: its shared configuration and its members (seed, learning rate)."""
+    seeds, lrs = (tuple(column) for column in zip(*members))
+    return Job(index, pickle.dumps(group_key), seeds, lrs, plugins, dict(pinned_versions()))
 
 
 @functools.cache
@@ -98,7 +101,8 @@ def train(job: Job, emit: Callable[[Event], None]) -> Outcome:
             load_plugin(plugin)
         trainer = get_trainer(*pickle.loads(job.config))
         t0 = time.perf_counter()
-        result = trainer.run(list(job.seeds), on_block=lambda done, total: emit(Block(job.index, done, total)))
+        on_block = lambda done, total: emit(Block(job.index, done, total))
+        result = trainer.run(list(job.seeds), on_block=on_block, lrs=list(job.lrs))
     except Exception as err:
         return Outcome(job.index, None, time.perf_counter() - t0, describe(err))
     return Outcome(job.index, result, time.perf_counter() - t0)

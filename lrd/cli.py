@@ -1,10 +1,13 @@
 """The ``lrd`` command: a thin layer over experiment, sweep, store and plots.
 
-    lrd run [EXPERIMENT] [--out DIR] [--backend local|ray] [--address ADDR]
-                                       run (or resume) a sweep; default experiments/quick.toml
+    lrd run [EXPERIMENT] [KEY=VALUE ...] [--out DIR] [--backend local|ray] [--address ADDR]
+                                       run (or resume) a sweep; default experiments/quick.toml;
+                                       KEY=VALUE overrides a value of the experiment (model.cell=[lstm,gru])
     lrd tasks                          registered tasks and models, conventions, baselines
     lrd show DIR                       the summary table of a results folder
     lrd plot [DIR]                     (re)draw every figure of a results folder into DIR/figures
+    lrd report DIR                     one self-contained page, DIR/report.html (made by `lrd run` too)
+    lrd verify DIR [--sample N]        retrain N groups of a results folder and compare every number
     lrd upgrade DIR                    rewrite a results folder of an older lrd to this one (same numbers)
 
 User errors (a bad experiment file, a missing folder) print one line and exit 2;
@@ -27,6 +30,7 @@ from rich.table import Table
 from lrd.schema import SCHEMA_VERSION
 
 DEFAULT_EXPERIMENT = Path("experiments") / "quick.toml"
+DEFAULT_RESULTS = Path("results") / "quick"  # where `lrd run` writes the default experiment (not committed)
 USER_ERROR = 2
 RUNS_FAILED = 1
 LARGE_GRID = 2000  # runs; a larger grid is announced, with a time estimate after its first group
@@ -80,8 +84,17 @@ class _BrokenPipeSafe:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lrd", description="Long-range-dependency experiments in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run or resume an experiment (a sweep)")
-    run.add_argument("experiment", nargs="?", default=str(DEFAULT_EXPERIMENT), help="experiment file (TOML)")
+    run = commands.add_parser(
+        "run",
+        help="run or resume an experiment (a sweep)",
+        usage="lrd run [EXPERIMENT] [KEY=VALUE ...] [--out DIR] [--no-plot] [--backend local|ray] [--address ADDR]",
+    )
+    run.add_argument(
+        "items",
+        nargs="*",
+        metavar="EXPERIMENT KEY=VALUE",
+        help=f"experiment file (TOML; default {DEFAULT_EXPERIMENT}), then overrides such as train.lr=3e-3",
+    )
     run.add_argument("--out", help="results folder (default: results/<experiment name>)")
     run.add_argument(
         "--backend",
@@ -98,14 +111,30 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("dir", help="results folder")
     show.add_argument("--all", action="store_true", help="include runs of earlier versions of the experiment")
     plot = commands.add_parser("plot", help="redraw every figure of a results folder from its stored tables")
-    plot.add_argument("dir", nargs="?", default="results/quick", help="results folder (default: results/quick)")
+    plot.add_argument("dir", nargs="?", help=f"results folder (default: {DEFAULT_RESULTS}, once `lrd run` made it)")
     run.add_argument("--no-plot", action="store_true", help="do not draw the figures at the end")
+    report = commands.add_parser("report", help="write DIR/report.html: summary, figures, experiment, versions")
+    report.add_argument("dir", help="results folder (with figures: `lrd plot DIR` draws them)")
+    verify = commands.add_parser("verify", help="retrain a sample of a results folder's groups and compare")
+    verify.add_argument("dir", help="results folder")
+    verify.add_argument("--sample", type=int, default=1, help="how many groups to retrain (default 1)")
+    verify.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="largest relative difference allowed (default 0 on the machine and versions that wrote DIR, else 1e-3)",
+    )
     upgrade = commands.add_parser("upgrade", help="rewrite a results folder of an older lrd in place (no retraining)")
     upgrade.add_argument("dir", help="results folder")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "run" and not any(item.startswith("-") for item in extra):
+        args.items += extra  # overrides after an option: lrd run EXP --out DIR train.lr=1e-3
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     console = Console(stderr=True, highlight=False)
     try:
         handlers = {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot, "upgrade": cmd_upgrade}
+        handlers |= {"report": cmd_report, "verify": cmd_verify}
         return handlers[args.command](args, console)
     except UserError as err:
         print(f"lrd: error: {err}", file=sys.stderr)
@@ -117,11 +146,12 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- lrd run -----------------------------------------------------------------------------
 def cmd_run(args, console: Console) -> int:
-    from lrd.experiment import ExperimentError, load_experiment
+    from lrd.experiment import ExperimentError, load_experiment, parse_overrides
 
     backend = make_backend(args)
+    args.experiment, items = experiment_and_overrides(args.items)
     try:
-        experiment = load_experiment(args.experiment)
+        experiment = load_experiment(args.experiment, parse_overrides(items, args.experiment))
     except ExperimentError as err:
         raise UserError(str(err)) from None
     if args.backend == "local":  # a cluster's workers may have the GPU this process lacks: they check there
@@ -154,10 +184,14 @@ def cmd_run(args, console: Console) -> int:
             summary = run_sweep(experiment, out_dir, TimeEstimate(reporter, len(experiment.runs), LARGE_GRID), backend)
     except TooLarge as err:
         raise UserError(f"{args.experiment}: {err}") from None
+    except StoreError as err:  # another lrd run holds the folder
+        raise UserError(str(err)) from None
     except OSError as err:  # the results folder went read-only or full mid-sweep: finished runs are kept
         if err.filename is None:  # not a file (a Ray connection, say): not the user's folder
             raise
         raise UserError(f"{out_dir}: cannot write the results ({err.strerror}: {err.filename})") from None
+    if summary.damaged:
+        print(f"{_damaged_runs(summary.damaged)} recomputed: {_damage_list(summary.damaged)}")
     print(
         f"{experiment.name}: {summary.computed} runs computed, {summary.already_done} already done, "
         f"{summary.diverged} diverged, {summary.failed} failed, {summary.wall_time_s:.1f} s; results in {out_dir}"
@@ -165,6 +199,8 @@ def cmd_run(args, console: Console) -> int:
     if not args.no_plot:
         try:
             draw_figures(out_dir)
+            if (out_dir / "figures").is_dir() and any((out_dir / "figures").glob("*.png")):  # none if all failed
+                make_report(out_dir)
         except UserError as err:  # figures are a by-product: the runs are saved, the exit code says whether they failed
             print(f"lrd: error: {err}", file=sys.stderr)
             if not summary.failed:
@@ -178,6 +214,21 @@ def cmd_run(args, console: Console) -> int:
         )
         return RUNS_FAILED
     return 0
+
+
+def experiment_and_overrides(items: list[str]) -> tuple[str, list[str]]:
+    """The experiment file and the KEY=VALUE overrides of ``lrd run``'s arguments.
+
+    The experiment is the first argument when it has no ``=`` (default: the default
+    experiment); every other argument must be KEY=VALUE.
+    """
+    experiment = str(DEFAULT_EXPERIMENT)
+    if items and "=" not in items[0]:
+        experiment, items = items[0], items[1:]
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"{item}: not KEY=VALUE; the experiment file, if any, comes first (lrd run EXP KEY=VALUE)")
+    return experiment, items
 
 
 def check_out_dir(name: str, given: bool) -> None:
@@ -197,7 +248,7 @@ def check_out_dir(name: str, given: bool) -> None:
         existing = existing.parent  # the sweep creates the rest
     if not existing.is_dir():
         raise UserError(f"{option} {name}: {existing} is a file, not a folder")
-    probe = existing / f".tmp-write-check-{os.getpid()}"
+    probe = existing / f".tmp-write-check-pid{os.getpid()}"  # a live process's: never cleaned up by another
     try:
         probe.mkdir()
         probe.rmdir()
@@ -235,19 +286,20 @@ def make_backend(args):
 
 # --- lrd plot -----------------------------------------------------------------------------
 def cmd_plot(args, console: Console) -> int:
-    draw_figures(Path(args.dir))
+    if args.dir is None and not DEFAULT_RESULTS.is_dir():
+        raise UserError(
+            f"{DEFAULT_RESULTS}: no such folder yet; `lrd run` makes it, or name a results folder "
+            "(lrd plot results/delayed_recall)"
+        )
+    draw_figures(Path(args.dir) if args.dir is not None else DEFAULT_RESULTS)
     return 0
 
 
 def draw_figures(out_dir: Path) -> None:
     """Every figure of a results folder, from its stored tables alone, into out_dir/figures."""
     from lrd.plots import PlotError, write_figures
-    from lrd.store import StoreError, load
 
-    try:
-        results = load(out_dir)
-    except StoreError as err:
-        raise UserError(str(err)) from None
+    results = load_results(out_dir)
     failed = int((results.runs["status"] == "failed").sum())
     if failed == len(results.runs):
         print(f"no figures: all {failed} runs failed")
@@ -267,10 +319,37 @@ def draw_figures(out_dir: Path) -> None:
     )
 
 
+def load_results(out_dir: Path, all_runs: bool = False):
+    """``lrd.store.load``, damaged runs left out and named in one line on stderr; UserError if unreadable."""
+    from lrd.store import StoreError, load
+
+    damaged: dict[str, str] = {}
+    try:
+        results = load(out_dir, all_runs=all_runs, on_damaged=damaged.__setitem__)
+    except StoreError as err:
+        raise UserError(str(err)) from None
+    if damaged:
+        print(
+            f"lrd: {_damaged_runs(damaged)} left out: {_damage_list(damaged)} "
+            "(`lrd run` of the experiment computes them again)",
+            file=sys.stderr,
+        )
+    return results
+
+
+def _damaged_runs(damaged: dict[str, str]) -> str:
+    return f"{len(damaged)} damaged run" + ("s" if len(damaged) > 1 else "")
+
+
+def _damage_list(damaged: dict[str, str]) -> str:
+    """``id, reason`` of each damaged run, on one line."""
+    return "; ".join(f"{run_id}, {reason}" for run_id, reason in sorted(damaged.items()))
+
+
 def _stdout_console() -> Console:
     """Tables on stdout; wide enough to stay readable when piped to a file."""
     console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=160)
+    return console if console.is_terminal else Console(highlight=False, width=200)
 
 
 # --- lrd upgrade ----------------------------------------------------------------------------
@@ -282,7 +361,9 @@ def cmd_upgrade(args, console: Console) -> int:
         done = upgrade(Path(args.dir))
     except StoreError as err:
         raise UserError(str(err)) from None
-    if done.runs == 0 and done.from_schema == SCHEMA_VERSION:
+    if done.manifests:
+        print(f"{args.dir}: {done.manifests} runs given a manifest (their files unchanged); no run retrained")
+    elif done.runs == 0 and done.from_schema == SCHEMA_VERSION:
         print(f"{args.dir}: already results schema {SCHEMA_VERSION}; nothing to do")
     else:
         print(
@@ -326,12 +407,7 @@ def cmd_tasks(args, console: Console) -> int:
 
 # --- lrd show ------------------------------------------------------------------------------
 def cmd_show(args, console: Console) -> int:
-    from lrd.store import StoreError, load
-
-    try:
-        results = load(args.dir, all_runs=args.all)
-    except StoreError as err:
-        raise UserError(str(err)) from None
+    results = load_results(Path(args.dir), all_runs=args.all)
     out = _stdout_console()
     out.print(summary_table(results.runs, title=str(args.dir)))
     failed = results.runs[results.runs["status"] == "failed"]
@@ -344,42 +420,57 @@ def cmd_show(args, console: Console) -> int:
     return 0
 
 
+EDGE_NOTE = "best lr at the grid's edge: widen it"
+
+
 def summary_table(runs: pd.DataFrame, title: str) -> Table:
-    """``lrd.results.summary`` of ``runs`` as a table to print."""
+    """``lrd.results.summary`` of ``runs`` (at each configuration's chosen learning rate) as a table to print.
+
+    solved: k/n seeds with the Wilson 95% interval of the success rate; lr: the chosen
+    learning rate (of how many), marked where it lies at the grid's edge; still improving:
+    runs whose loss was still falling at the end (``lrd.results.still_improving``).
+    """
     from lrd.results import summary
 
-    table = Table(title=title)
+    rows = summary(runs)
+    edge = bool(rows["lr_at_edge"].any()) if len(rows) else False
+    table = Table(title=title, caption=f"{EDGE_NOTE} (marked !)" if edge else None)
     failures = (runs["status"] == "failed").any()
     columns = [
         "task",
         "gap",
         "model",
         "h",
+        "lr",
         "seeds",
         "diverged",
         *(["failed"] if failures else []),
+        "solved (95% CI)",
         "final metric",
         "baseline",
-        "solved",
         "solved at step",
+        "still improving",
         "grad growth /step init→final",
     ]
     for column in columns:
         table.add_column(column, justify="right" if column not in ("task", "model") else "left")
-    for row in summary(runs).itertuples(index=False):
+    for row in rows.itertuples(index=False):
         spread = "" if math.isnan(row.final_metric_std) else f" ± {row.final_metric_std:.3f}"
+        lr = "—" if math.isnan(row.lr) else f"{row.lr:g}" + (f" of {row.lrs}" if row.lrs > 1 else "")
         table.add_row(
             row.task,
             str(row.gap),
             row.model,
             str(row.hidden),
+            lr + (" !" if row.lr_at_edge else ""),
             str(row.seeds),
             str(row.diverged),
             *([str(row.failed)] if failures else []),
+            f"{row.solved}/{row.trained} [{row.success_lo:.2f},{row.success_hi:.2f}]",
             "—" if math.isnan(row.final_metric) else f"{row.final_metric:.3f}{spread}",
             f"{row.baseline_metric:.3f}",
-            f"{row.solved}/{row.seeds}",
             "—" if math.isnan(row.solved_step) else f"{row.solved_step:.0f}",
+            f"{row.still_improving}/{row.trained}",
             f"{_rate(row.growth_rate_init)} → {_rate(row.growth_rate_final)}",
         )
     return table
@@ -387,6 +478,60 @@ def summary_table(runs: pd.DataFrame, title: str) -> Table:
 
 def _rate(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:+.3f}"
+
+
+# --- lrd report -----------------------------------------------------------------------------
+def cmd_report(args, console: Console) -> int:
+    make_report(Path(args.dir))
+    return 0
+
+
+def make_report(out_dir: Path) -> None:
+    """Write out_dir/report.html from the folder's tables and figures, and name it."""
+    from lrd.report import ReportError, write_report
+    from lrd.store import StoreError, load
+
+    try:
+        path = write_report(out_dir, load(out_dir))
+    except (StoreError, ReportError) as err:
+        raise UserError(str(err)) from None
+    except OSError as err:
+        raise UserError(f"{out_dir}: cannot write the report ({err.strerror})") from None
+    print(f"report: {path}")
+
+
+# --- lrd verify -----------------------------------------------------------------------------
+def cmd_verify(args, console: Console) -> int:
+    from lrd.progress import PlainReporter
+    from lrd.runtime import enable_compilation_cache
+    from lrd.store import StoreError
+    from lrd.verify import VerifyError, machines, verify
+
+    if args.tolerance is not None and not args.tolerance >= 0:
+        raise UserError(f"--tolerance {args.tolerance}: must be >= 0")
+    enable_compilation_cache()
+    try:
+        with PlainReporter() as reporter:
+            checked = verify(Path(args.dir), args.sample, reporter)
+    except (VerifyError, StoreError) as err:
+        raise UserError(str(err)) from None
+    where = machines(Path(args.dir))
+    tolerance = where.tolerance if args.tolerance is None else args.tolerance
+    print(f"{args.dir}: written on {where.written}; retrained on {where.here}")
+    print(f"{args.dir}: retrained {len(checked.groups)} groups ({checked.runs} runs): {'; '.join(checked.groups)}")
+    for t in checked.tables:
+        line = f"  {t.table:<10} {t.bitwise}/{t.values} values bitwise equal; largest relative difference"
+        print(f"{line} {t.max_difference:.3g}" + (f" ({t.where})" if t.max_difference > 0 else ""))
+    if checked.max_difference > tolerance:
+        print(
+            f"{args.dir}: NOT verified: largest relative difference {checked.max_difference:.3g} "
+            f"> tolerance {tolerance:g}"
+            + ("" if where.same else " (another machine: README, 'Checking a results folder')")
+        )
+        return RUNS_FAILED
+    why = "same CPU and versions: bitwise" if where.same else "another or unrecorded CPU or versions"
+    print(f"{args.dir}: verified: every difference within tolerance {tolerance:g} ({why})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,21 +14,34 @@ Defined here once, used by the store, the sweep, the command line and the figure
   reporting setting (``[report] solve_threshold``), not part of a run, so both are
   derived when a folder is read (``with_solved``) and never stored: changing the
   threshold re-reports without retraining;
-- the summary of ``lrd show`` (``summary``): seeds aggregated per task, gap and model.
+- *still improving* (``still_improving``, ``with_trend``): an unsolved run whose loss was
+  still clearly falling over the last quarter of its curve, so its budget may not have
+  sufficed to show whether it can bridge the gap; derived
+  when a folder is read, like *solved*;
+- *success rates* (``wilson_interval``): the fraction of seeds that solved, with a Wilson
+  95% interval, the interval a handful of seeds supports (no bootstrap over 3 values);
+- the *selection rule* for learning rates (``choose_lr``, ``best_lr_runs``): chosen on the
+  validation metric, reported with the evaluation metric, flagged at the grid's edge;
+- the ``eval_gaps`` table of ``[train] eval_gaps``: one row per (run, test gap);
+- the summary of ``lrd show`` (``summary``): seeds aggregated per task, gap and model, at
+  the chosen learning rate.
 """
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from lrd.dynamics import QUANTILES, Dynamics, e_folding_length, growth_rate, steps_from_start
-from lrd.experiment import RunSpec
-from lrd.probes import distance_from_loss
 from lrd.schema import (
+    CONFIG_COLUMNS,
     CURVES,
+    DERIVED_TASK_COLUMNS,
     DYNAMICS,
     DYNAMICS_COLUMNS,
+    EVAL_GAPS,
     GRAD_NORMS,
     RUN,
     RUN_ORDER,
@@ -36,9 +49,16 @@ from lrd.schema import (
     STATUS_DIVERGED,
     STATUS_DONE,
     STATUS_FAILED,
+    STEPS_TRAINED,
     TASK_PREFIX,
+    TREND_COLUMN,
+    VALID_METRIC,
 )
-from lrd.train import RunResult
+
+if TYPE_CHECKING:  # the analysis below is pure pandas: figures import this module without JAX
+    from lrd.dynamics import Dynamics
+    from lrd.experiment import RunSpec
+    from lrd.train import RunResult
 
 # where the growth rate summary is read: layer 0, forward direction, the model's last state
 DECAY_LAYER, DECAY_DIRECTION = 0, "fwd"
@@ -49,6 +69,9 @@ def run_tables(
     spec: RunSpec, result: RunResult, index: int, experiment: str, wall_time_s: float
 ) -> dict[str, pd.DataFrame]:
     """The run, curves, grad_norms (and, with diagnostics, dynamics) tables of seed ``index`` of a RunResult."""
+    from lrd.dynamics import e_folding_length, growth_rate, steps_from_start
+    from lrd.probes import distance_from_loss
+
     task, model = spec.task, spec.model
     diverged_step = int(result.diverged_step[index])
     diverged = diverged_step >= 0
@@ -106,7 +129,9 @@ def run_tables(
         "status": STATUS_DIVERGED if diverged else STATUS_DONE,
         "diverged_step": float(diverged_step) if diverged else np.nan,
         **{f"final_{k}": (np.nan if diverged else float(v[index])) for k, v in result.final.items()},
+        **{f"final_valid_{k}": (np.nan if diverged else float(v[index])) for k, v in result.final_valid.items()},
         **_baselines(spec),
+        "steps_trained": int(result.steps_trained[index]),
         "growth_rate_init": float(curves["growth_rate"].iloc[0]),
         "growth_rate_final": float(curves["growth_rate"].iloc[-1]),
         "e_folding_length_init": float(curves["e_folding_length"].iloc[0]),
@@ -122,11 +147,24 @@ def run_tables(
         dynamics = pd.concat(dynamics_rows, ignore_index=True)
         dynamics.insert(0, "run", spec.run_id)
         tables[DYNAMICS] = dynamics[list(DYNAMICS_COLUMNS)]
+    if result.eval_gaps:  # a diverged run has no final model: NaN, as its final metrics
+        tables[EVAL_GAPS] = pd.DataFrame(
+            [
+                {
+                    "run": spec.run_id,
+                    "test_gap": gap,
+                    **{k: np.nan if diverged else float(v[index]) for k, v in m.items()},
+                }
+                for gap, m in sorted(result.eval_gaps.items())
+            ]
+        )
     return tables
 
 
 def dynamics_table(dynamics: Dynamics, index: int, step: int) -> pd.DataFrame:
-    """The dynamics rows (schema.DYNAMICS_COLUMNS but ``run``) of seed ``index`` at one logged step."""
+    """The dynamics rows (schema.DYNAMICS_COLUMNS but ``run``) of member ``index`` at one logged step."""
+    from lrd.dynamics import QUANTILES
+
     percent = [round(100 * q) for q in QUANTILES]
     parts = []
 
@@ -166,6 +204,8 @@ def failed_run_table(spec: RunSpec, experiment: str, group_size: int, error: str
 
 def _configuration(spec: RunSpec, experiment: str) -> dict:
     """The runs-table columns that describe what was run (everything before ``status``)."""
+    from lrd.models.network import param_count
+
     task, model = spec.task, spec.model
     return {
         "run": spec.run_id,
@@ -179,8 +219,10 @@ def _configuration(spec: RunSpec, experiment: str) -> dict:
         **{f"{TASK_PREFIX}{k}": v for k, v in task.params().items() if k != "gap"},
         "model": model.label,
         **model.model_dump(),
+        "param_count": param_count(model, task.input_dim, task.output_dim),
+        "params_target": np.nan if spec.params_target is None else float(spec.params_target),
         "seed": spec.seed,
-        **spec.train.model_dump(),
+        **spec.train.model_dump(exclude={"eval_gaps"}),  # its results are a table of their own (eval_gaps)
     }
 
 
@@ -190,6 +232,11 @@ def _baselines(spec: RunSpec) -> dict:
         "baseline_loss": baseline.loss,
         "baseline_metric": baseline.metric,
         **{f"baseline_{k}": v for k, v in spec.task.extra_baselines().items()},
+        **{  # the partial-memory predictors: baseline_<name>_loss, baseline_<name>_metric
+            f"baseline_{name}_{part}": value
+            for name, baseline in spec.task.partial_baselines().items()
+            for part, value in baseline._asdict().items()
+        },
     }
 
 
@@ -222,38 +269,209 @@ def with_solved(runs: pd.DataFrame, curves: pd.DataFrame, solve_threshold: float
     return runs
 
 
+# --- still improving -------------------------------------------------------------------------
+TREND_FRACTION = 0.25  # the window: the last quarter of a run's logged curve ...
+TREND_MIN_POINTS = 4  # ... and at least this many log points
+TREND_T = 2.0  # the fitted slope must lie this many standard errors below zero
+TREND_MIN_DROP = 0.1  # and the fit must fall by at least this much log-loss over the window (about 10%)
+
+
+def still_improving(steps, losses) -> bool:
+    """Whether a loss curve was still falling at its end: the budget did not suffice to see a plateau.
+
+    Fit ``log(loss) = a + b * step`` by least squares to the last ``TREND_FRACTION`` of the
+    logged points (at least ``TREND_MIN_POINTS``). The curve is *still improving* when the
+    slope is clearly negative against the curve's own noise, ``b < -TREND_T * se(b)`` (se from
+    the residuals, n - 2 degrees of freedom), and the fitted fall over the window is material,
+    ``-b * (last step - first step) >= TREND_MIN_DROP`` (about a 10% lower loss). A curve with
+    too few points, or with non-finite or non-positive losses, is not judged (False). A noisy
+    plateau fails the first test, a run polishing a solved loss by a few percent the second.
+    """
+    steps, losses = np.asarray(steps, float), np.asarray(losses, float)
+    n = max(TREND_MIN_POINTS, math.ceil(TREND_FRACTION * len(steps)))
+    if len(steps) < n or n < 3:
+        return False
+    x, y = steps[-n:], losses[-n:]
+    if not (np.all(np.isfinite(y)) and np.all(y > 0)):
+        return False
+    y = np.log(y)
+    x0 = x - x.mean()
+    sxx = float(np.sum(x0**2))
+    if sxx == 0:
+        return False
+    slope = float(np.sum(x0 * (y - y.mean())) / sxx)
+    residuals = y - y.mean() - slope * x0
+    se = math.sqrt(float(np.sum(residuals**2)) / (n - 2) / sxx)
+    return slope < -TREND_T * se and -slope * (x[-1] - x[0]) >= TREND_MIN_DROP
+
+
+def with_trend(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with ``still_improving`` (``still_improving`` of the run's loss curve), last.
+
+    Judged for finished runs (status "done") that did not solve the task (``solved``, where
+    the column is present): a solved run's loss may keep falling as it sharpens answers it
+    already gives, and its budget sufficed for the question asked. The curve is read up to
+    ``steps_trained`` where recorded (a run stopped by ``stop_when_solved`` is frozen after
+    it). False for every other run.
+    """
+    runs = runs.drop(columns=[TREND_COLUMN], errors="ignore")
+    flags = pd.Series(False, index=runs.index)
+    if len(curves) and "loss" in curves:
+        by_run = {run: c.sort_values("step") for run, c in curves.groupby("run")}
+        for i, row in runs.iterrows():
+            curve = by_run.get(row["run"])
+            if row["status"] != STATUS_DONE or curve is None or bool(row.get("solved", False)):
+                continue
+            trained = row.get(STEPS_TRAINED, math.nan)
+            if isinstance(trained, (int, float, np.number)) and np.isfinite(trained):
+                curve = curve[curve["step"] <= trained]
+            flags[i] = still_improving(curve["step"], curve["loss"])
+    return runs.assign(**{TREND_COLUMN: flags.astype(bool)})
+
+
+# --- success rates -------------------------------------------------------------------------------
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval (Wilson 1927) of a binomial proportion; (0, 1) when n = 0.
+
+    ``(p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)``, p = successes / n: its
+    coverage stays near the nominal 95% for small n, where the normal (Wald) interval
+    collapses to a point at 0/n and n/n. With 0 of 5 solved it is [0, 0.43]; 5 of 5, [0.57, 1].
+    """
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    scale = 1 + z * z / n
+    lo = 0.0 if successes == 0 else (centre - half) / scale  # exactly 0 and 1 at the ends, not rounding's 1e-17
+    hi = 1.0 if successes == n else (centre + half) / scale
+    return (lo, hi)
+
+
+# --- choosing the learning rate ------------------------------------------------------------------
+def configuration_keys(runs: pd.DataFrame) -> list[str]:
+    """The columns that name a configuration apart from its seed and learning rate, those present in ``runs``.
+
+    The task and its parameters, the gap, the model and every model and training setting but ``lr``.
+    """
+    task = ["task"] + [c for c in runs.columns if c.startswith(TASK_PREFIX) and c not in DERIVED_TASK_COLUMNS]
+    settings = [c for c in CONFIG_COLUMNS if c != "lr" and c in runs.columns]
+    return [*task, "gap", "model", *settings]
+
+
+def choose_lr(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration (``configuration_keys``): the learning rate the selection rule chooses.
+
+    The rule: among the grid's learning rates, the one with the highest mean validation
+    metric (``final_valid_metric``, validation sequences that are neither the training stream
+    nor the evaluation set) over its trained seeds, a diverged run counting as 0 (the
+    metric's floor); ties go to the lower mean validation loss, then to the smaller
+    learning rate. Failed runs (never trained) take no part. The choice is then
+    *reported* with the evaluation metric (``final_metric``) of its runs.
+
+    Returns one row per configuration: the keys, ``lr`` (chosen), ``lrs`` (the grid's size),
+    ``lr_at_edge`` (the grid has several values and the chosen is its smallest or largest:
+    the grid should be widened) and ``valid_metric`` (the chosen lr's mean). A configuration
+    trained at a single learning rate needs no validation metric (stored studies before it).
+    """
+    keys = configuration_keys(runs)
+    trained = runs[runs["status"] != STATUS_FAILED]
+    rows = []
+    for key, g in trained.groupby(keys, sort=True, dropna=False):
+        grid = sorted(g["lr"].unique())
+        if len(grid) > 1 and (VALID_METRIC not in g or g.loc[g["status"] == STATUS_DONE, VALID_METRIC].isna().all()):
+            raise ValueError(f"{dict(zip(keys, key))}: several learning rates but no {VALID_METRIC} to choose on")
+        scores = []
+        for lr in grid:
+            at = g[g["lr"] == lr]
+            done = at["status"] == STATUS_DONE
+            metric = at[VALID_METRIC].where(done, 0.0) if VALID_METRIC in at else pd.Series(math.nan, index=at.index)
+            loss = at["final_valid_loss"].where(done, math.inf) if "final_valid_loss" in at else metric * 0
+            scores.append((-metric.mean(), loss.mean(), lr))
+        best = min(scores, key=lambda t: tuple(-math.inf if math.isnan(v) else v for v in t))
+        lr = best[2]
+        rows.append(
+            {
+                **dict(zip(keys, key)),
+                "lr": float(lr),
+                "lrs": len(grid),
+                "lr_at_edge": len(grid) > 1 and lr in (grid[0], grid[-1]),
+                "valid_metric": -best[0],
+            }
+        )
+    return pd.DataFrame(rows, columns=[*keys, "lr", "lrs", "lr_at_edge", "valid_metric"])
+
+
+def best_lr_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs at the chosen learning rate of their configuration (``choose_lr``), with ``lrs`` and ``lr_at_edge``.
+
+    Failed runs stay in (they belong to every learning rate); the other learning rates' runs
+    are left out. The raw per-lr runs stay in the stored tables.
+    """
+    if runs.empty:
+        return runs.assign(lrs=pd.Series(dtype=int), lr_at_edge=pd.Series(dtype=bool))
+    keys = configuration_keys(runs)
+    chosen = choose_lr(runs)[[*keys, "lr", "lrs", "lr_at_edge"]].rename(columns={"lr": "_chosen"})
+    merged = runs.merge(chosen, on=keys, how="left")  # NaN-keyed columns match NaN in pandas merges
+    keep = (merged["lr"] == merged["_chosen"]) | (merged["status"] == STATUS_FAILED)
+    merged["lrs"] = merged["lrs"].fillna(1).astype(int)
+    merged["lr_at_edge"] = merged["lr_at_edge"].fillna(False).astype(bool)
+    return merged[keep].drop(columns=["_chosen"]).reset_index(drop=True)
+
+
 # --- the summary of `lrd show` -------------------------------------------------------------
 SUMMARY_KEYS = list(RUN_ORDER[:-1])  # task, gap, model, hidden: the seeds are aggregated
 
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Seeds aggregated: one row per task, gap, model and hidden size, in that order.
+    """Seeds aggregated at the chosen learning rate: one row per task, gap, model and hidden size, in that order.
 
-    Columns: the keys, ``seeds`` (runs), ``diverged`` and ``failed`` (counts),
-    ``final_metric`` and ``final_metric_std`` (mean and sample standard deviation over
-    the runs with a final metric; the std is NaN for one run), ``baseline_metric``,
-    ``solved`` (count), ``solved_step`` (median over the runs that reached the threshold),
-    ``growth_rate_init`` and ``growth_rate_final`` (medians, 1/step; NaN for results
-    from before the signed growth rate).
+    The runs are first narrowed to each configuration's chosen learning rate
+    (``best_lr_runs``). Columns: the keys, ``lr`` (chosen), ``lrs`` (grid size), ``lr_at_edge``,
+    ``seeds`` (runs), ``diverged`` and ``failed`` (counts), ``final_metric`` and
+    ``final_metric_std`` (mean and sample standard deviation over the runs with a final
+    metric; the std is NaN for one run), ``baseline_metric``, ``solved`` (count),
+    ``trained`` (runs that trained: done or diverged), ``success`` (solved / trained) with
+    its Wilson 95% interval ``success_lo``, ``success_hi``, ``solved_step`` (median over the
+    runs that reached the threshold), ``still_improving`` (count), ``growth_rate_init``
+    and ``growth_rate_final`` (medians, 1/step; NaN for results from before the signed
+    growth rate).
     """
     for column in ("final_metric", "solved_step", "growth_rate_init", "growth_rate_final"):
         if column not in runs:  # every run failed: no results columns at all; or results from before the column
             runs = runs.assign(**{column: np.nan})
+    if "lr" in runs:
+        runs = best_lr_runs(runs)
     rows = []
     for key, g in runs.groupby(SUMMARY_KEYS, sort=True):
         metric = g["final_metric"].dropna()
         solved_steps = g["solved_step"].dropna()
+        trained = int((g["status"] != STATUS_FAILED).sum())
+        solved = int(g["solved"].sum())
+        lo, hi = wilson_interval(solved, trained)
+        lrs = g.loc[g["status"] != STATUS_FAILED, "lr"] if "lr" in g else pd.Series(dtype=float)
         rows.append(
             {
                 **dict(zip(SUMMARY_KEYS, key)),
+                "lr": float(lrs.iloc[0]) if len(lrs) else np.nan,
+                "lrs": int(g["lrs"].max()) if "lrs" in g else 1,
+                "lr_at_edge": bool(g["lr_at_edge"].any()) if "lr_at_edge" in g else False,
                 "seeds": len(g),
                 "diverged": int((g["status"] == STATUS_DIVERGED).sum()),
                 "failed": int((g["status"] == STATUS_FAILED).sum()),
                 "final_metric": metric.mean() if len(metric) else np.nan,
                 "final_metric_std": metric.std(ddof=1) if len(metric) > 1 else np.nan,
                 "baseline_metric": g["baseline_metric"].iloc[0],
-                "solved": int(g["solved"].sum()),
+                "solved": solved,
+                "trained": trained,
+                "success": solved / trained if trained else np.nan,
+                "success_lo": lo,
+                "success_hi": hi,
                 "solved_step": float(np.median(solved_steps)) if len(solved_steps) else np.nan,
+                "still_improving": int(g[TREND_COLUMN].sum()) if TREND_COLUMN in g else 0,
                 "growth_rate_init": g["growth_rate_init"].median(),
                 "growth_rate_final": g["growth_rate_final"].median(),
             }

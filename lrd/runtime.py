@@ -56,13 +56,35 @@ def reexec_with_malloc_settings() -> None:
 
 def versions() -> dict[str, str]:
     """Python, the platform and the installed version of each of PACKAGES ("not installed" if absent)."""
-    found = {"python": platform.python_version(), "platform": platform.platform()}
+    found = {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu()}
+    found["xla_flags"] = os.environ.get("XLA_FLAGS", "")  # --xla_cpu_max_isa=AVX2 changes the numbers as a CPU does
     for name in PACKAGES:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+def cpu() -> str:
+    """The CPU and the vector instructions XLA can use on it, e.g. "AMD EPYC (avx512f, avx2, fma)".
+
+    float32 results depend on them in the last bits (XLA picks kernels per instruction set),
+    so versions.json records them and ``lrd verify`` names them (README, "Checking a results folder").
+    """
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name in ("", platform.machine(), platform.processor()):
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    simd = [f for f in ("avx512f", "avx2", "fma", "neon", "asimd") if f in flags]
+    return f"{name} ({', '.join(simd)})" if simd else name
 
 
 def enable_compilation_cache() -> None:

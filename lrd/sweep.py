@@ -1,14 +1,14 @@
 """Run an experiment's grid into a results folder, resuming where it stopped.
 
 Runs that share a compiled shape (same task, model and training settings,
-different seeds) train together in one vmapped program: a group. The sweep
+different seeds and learning rates) train together in one vmapped program: a group. The sweep
 plans the groups, hands them to a backend (``lrd.backends``: this process, or
 a Ray cluster) and writes every finished run atomically as soon as its group
 comes back, whichever backend trained it; running the same experiment again
 computes only the groups with missing or failed runs.
 
-XLA's results depend (in the last float32 bits) on how many seeds a program
-vmaps over, so a group is always trained with all of its seeds: a group
+XLA's results depend (in the last float32 bits) on how many members a program
+vmaps over, so a group is always trained with all of its members: a group
 interrupted in the milliseconds between writing two of its runs is retrained
 whole and only its missing runs are written. The numbers therefore never
 depend on where a sweep was interrupted, nor on which backend ran it.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
+from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -53,18 +54,26 @@ class SweepSummary(NamedTuple):
     diverged: int
     failed: int  # runs recorded as failed; the next sweep computes them again
     wall_time_s: float
+    damaged: dict[str, str] = {}  # noqa: RUF012  # run id -> what was wrong, for the damaged runs computed again
 
 
 class Group(NamedTuple):
-    """Runs that differ only in their seed."""
+    """Runs that differ only in their seed and learning rate, sorted by (seed, learning rate)."""
 
     specs: list[RunSpec]
 
     @property
+    def members(self) -> list[tuple[int, float]]:
+        """(seed, learning rate) of each run."""
+        return [(s.seed, s.train.lr) for s in self.specs]
+
+    @property
     def label(self) -> str:
         spec = self.specs[0]
-        seeds = ",".join(str(s.seed) for s in self.specs)
-        return f"{spec.task.name} gap={spec.task.gap} {spec.model.label} h={spec.model.hidden} seeds {seeds}"
+        seeds = ",".join(str(s) for s in dict.fromkeys(s.seed for s in self.specs))
+        lrs = list(dict.fromkeys(s.train.lr for s in self.specs))
+        lr = f" lr {','.join(f'{x:g}' for x in sorted(lrs))}" if len(lrs) > 1 else ""
+        return f"{spec.task.name} gap={spec.task.gap} {spec.model.label} h={spec.model.hidden} seeds {seeds}{lr}"
 
 
 def plan(experiment: Experiment, done: set[str]) -> list[Group]:
@@ -74,22 +83,50 @@ def plan(experiment: Experiment, done: set[str]) -> list[Group]:
         groups[spec.group_key].append(spec)
     pending = [specs for specs in groups.values() if any(s.run_id not in done for s in specs)]
     pending.sort(key=lambda specs: (specs[0].task.length, specs[0].model.label))
-    return [Group(sorted(specs, key=lambda s: s.seed)) for specs in pending]
+    return [Group(sorted(specs, key=lambda s: (s.seed, s.train.lr))) for specs in pending]
 
 
 def run_sweep(
     experiment: Experiment, out_dir: Path, reporter: Reporter, backend: Backend | None = None
 ) -> SweepSummary:
-    """Compute every missing (or failed) run of ``experiment`` into ``out_dir``."""
+    """Compute every missing, failed or damaged run of ``experiment`` into ``out_dir``.
+
+    The folder's lock (``store.lock``) is held throughout; ``store.Locked`` if another
+    process holds it.
+    """
     start = time.perf_counter()
-    done = store.completed_runs(out_dir) & {spec.run_id for spec in experiment.runs}
-    groups = plan(experiment, done)
-    check_memory(groups)
+    with ExitStack() as held:
+        if out_dir.is_dir():
+            held.enter_context(store.lock(out_dir))  # before anything is read: a second sweep stops here
+        found, groups = _stored(experiment, out_dir)
+        check_memory(groups)  # before the folder is created
+        if not out_dir.is_dir():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(store.lock(out_dir))
+            found, groups = _stored(experiment, out_dir)  # another sweep may have begun it meanwhile
+        return _compute(experiment, out_dir, reporter, backend, found, groups, start)
+
+
+def _stored(experiment: Experiment, out_dir: Path) -> tuple[dict[str, store.RunCheck], list[Group]]:
+    """The checks of the experiment's stored runs, and the groups still to compute."""
+    found = store.check_runs(out_dir, {spec.run_id for spec in experiment.runs})
+    return found, plan(experiment, {run_id for run_id, check in found.items() if check.state == store.COMPLETE})
+
+
+def _compute(
+    experiment: Experiment,
+    out_dir: Path,
+    reporter: Reporter,
+    backend: Backend | None,
+    found: dict[str, store.RunCheck],
+    groups: list[Group],
+    start: float,
+) -> SweepSummary:
+    done = {run_id for run_id, check in found.items() if check.state == store.COMPLETE}
+    damaged = {run_id: check.reason for run_id, check in found.items() if check.state == store.DAMAGED}
     store.prepare(out_dir, experiment)
     reporter.start(experiment, total=len(experiment.runs), already_done=len(done))
-    jobs = [
-        make_job(i, g.specs[0].group_key, [s.seed for s in g.specs], experiment.plugins) for i, g in enumerate(groups)
-    ]
+    jobs = [make_job(i, g.specs[0].group_key, g.members, experiment.plugins) for i, g in enumerate(groups)]
     attempts = [0] * len(groups)
     finished: set[int] = set()
 
@@ -131,7 +168,8 @@ def run_sweep(
         reporter.group_done(group.label, rows)
         interrupt.check()
     store.write_summary(out_dir, store.load(out_dir).runs)
-    return SweepSummary(len(experiment.runs), len(done), computed, diverged, failed, time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    return SweepSummary(len(experiment.runs), len(done), computed, diverged, failed, elapsed, damaged)
 
 
 # --- memory ----------------------------------------------------------------------------------
@@ -183,5 +221,5 @@ def check_memory(groups: list[Group]) -> None:
         if need > available:
             raise TooLarge(
                 f"{group.label}: needs about {need / 2**30:.1f} GiB (estimate), this machine has "
-                f"{available / 2**30:.1f} GiB; lower batch_size, probe_size, hidden or the number of seeds"
+                f"{available / 2**30:.1f} GiB; lower batch_size, probe_size, hidden, or the seeds or learning rates"
             )

@@ -1,28 +1,49 @@
-"""ONE pure training function for every task x model, seeds batched with vmap.
+"""ONE pure training function for every task x model, members (seed, learning rate) batched with vmap.
 
-``Trainer(task, model, train)`` builds three jit-compiled, seed-vmapped
+``Trainer(task, model, train)`` builds three jit-compiled, member-vmapped
 programs, each compiled once per shape:
 
-  init(keys)          -> state
+  init((keys, lrs))   -> state
   advance(state, n)   -> (state, record)   n <= log_every optimiser steps (a lax.scan), then a probe
-  evaluate(state)     -> final metrics on at least ``eval_size`` fresh sequences
+  evaluate(state)     -> final metrics on at least ``eval_size`` fresh sequences, and the
+                         validation metrics on at least ``valid_size`` others
 
-``Trainer.run(seeds)`` chains them: ``advance(state, 0)`` logs step 0, then
+A *member* is one run: a seed and a learning rate. The learning rate is a value in
+the member's optimiser state (``optax.inject_hyperparams``), not a constant of the
+program, so runs that differ only in seed and learning rate train in one program:
+a grid of learning rates costs no extra compilation.
+
+For each gap of ``train.eval_gaps``, ``evaluate_at[gap]`` is the same evaluation
+(the same keys) on the task with that gap, which the trained parameters serve
+unchanged because no cell's parameters depend on the sequence length.
+
+``Trainer.run(seeds, lrs=...)`` chains them: ``advance(state, 0)`` logs step 0, then
 steps/log_every calls of ``advance(state, log_every)``, so
 a sweep can show progress between log points without any callback inside the
 compiled code. Every batch is sampled inside the compiled code from
 ``fold_in(data_key, step)``; the probe batch is fixed per seed, so the logged
 per-timestep gradient norms of different steps are comparable.
 
+A member's randomness all comes from its seed's key: ``split(key, 4)`` gives the
+initialisation, training-data, probe and evaluation keys (the training batches are
+``fold_in(data_key, step)``), and the validation set, added later, comes from
+``fold_in(key, VALID_FOLD)``, a stream disjoint from those that leaves the split,
+and so every earlier number, as it was.
+
+Divergence: a step whose loss or gradient is not finite marks that member
+diverged at that step and freezes its parameters; other members are untouched.
+
+``stop_when_solved``: at every log point a member whose probe metric reaches the
+stop threshold (the experiment's ``[report] solve_threshold``) stops (its parameters freeze, as for divergence; its
+number of steps is recorded), and the group ends once every member has stopped
+or diverged. A run's numbers therefore do not depend on the other members.
+
 Diagnostics (``lrd.dynamics``): every log record carries the block's pre-clip
 gradient-norm, clipping and loss-spike statistics (reductions of values every
 step computes anyway, gathered inside the scan) and the per-sequence
-gradient-norm geometric means of the probe; with ``diagnostics = true`` (the
-default) also the Jacobian spectra and gate statistics of layer 0 on the probe
+gradient-norm geometric means of the probe; with ``diagnostics = true`` (off by default, so committed results keep
+their run ids) also the Jacobian spectra and gate statistics of layer 0 on the probe
 batch.
-
-Divergence: a step whose loss or gradient is not finite marks that seed
-diverged at that step and freezes its parameters; other seeds are untouched.
 """
 
 from __future__ import annotations
@@ -30,14 +51,15 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lrd.dynamics import BlockStats, Dynamics, block_statistics, model_dynamics
 from lrd.models.network import ModelConfig, Perturbation, SequenceModel
@@ -45,6 +67,10 @@ from lrd.probes import global_norm, probe
 from lrd.tasks.base import Task
 
 EVAL_CHUNK = 256
+# fold_in(key, VALID_FOLD) hashes the counter (0, VALID_FOLD), none of the counters (i, i + 4) that
+# split(key, 4) hashes for the init, data, probe and evaluation keys: the validation set is a stream of its own
+VALID_FOLD = 0x76616C64
+OPTIMIZERS = {"adam": optax.adam, "rmsprop": optax.rmsprop, "sgd": optax.sgd}
 
 
 class TrainConfig(BaseModel):
@@ -55,16 +81,24 @@ class TrainConfig(BaseModel):
     steps: int = Field(1000, gt=0)
     batch_size: int = Field(64, gt=0)
     optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False, description="learning rate; a list trains as one program")
     clip: float = Field(
         1.0, ge=0, allow_inf_nan=False, description="global-norm clipping threshold; 0 disables clipping"
     )
     log_every: int = Field(50, gt=0)
     eval_size: int = Field(1024, gt=0)
     probe_size: int = Field(128, gt=0)
-    # diagnostics (lrd.dynamics); they do not change training, but a run with them switched off
-    # has a different id, so it never counts as a stored run that has them
-    diagnostics: bool = Field(True, description="Jacobian spectra and gate statistics at every log point")
+    valid_size: int = Field(1024, gt=0, description="validation sequences, for choosing among learning rates")
+    stop_when_solved: bool = Field(False, description="stop a run once its probe metric reaches the solve threshold")
+    eval_gaps: tuple[int, ...] = Field(
+        (),
+        description="after training, also evaluate every model on its task at these gaps (no retraining); "
+        "stored in the eval_gaps table",
+    )
+
+    # diagnostics (lrd.dynamics); they do not change training. Off by default: runs stored before they
+    # existed are runs without them, so at these defaults they stay out of the run id (LATER_TRAIN_SETTINGS)
+    diagnostics: bool = Field(False, description="Jacobian spectra and gate statistics at every log point")
     lyapunov_k: int = Field(4, gt=0, description="Lyapunov exponents computed (at most the state size)")
     power_iterations: int = Field(2, gt=0, description="block power iterations per timestep for sigma_max(J_t)")
     spectrum_size: int = Field(8, gt=0, description="probe sequences the Jacobian spectra are averaged over")
@@ -75,15 +109,46 @@ class TrainConfig(BaseModel):
         2.0, gt=1, allow_inf_nan=False, description="loss spike: a step's loss above this x the block median"
     )
 
+    @field_validator("eval_gaps", mode="before")
+    @classmethod
+    def _gaps_as_tuple(cls, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = (value,)
+        if isinstance(value, list):  # TOML arrays; a tuple keeps the frozen config hashable
+            value = tuple(value)
+        if isinstance(value, tuple) and all(isinstance(g, int) and not isinstance(g, bool) for g in value):
+            if any(g <= 0 for g in value):
+                raise ValueError(f"every gap must be > 0 (got {list(value)})")
+            if len(set(value)) != len(value):
+                raise ValueError(f"repeated gap in {list(value)}")
+            return tuple(sorted(value))
+        raise ValueError(f"must be a list of positive integers (got {value!r})")
+
     @model_validator(mode="after")
     def _whole_blocks(self):
         if self.steps % self.log_every:
             raise ValueError(f"steps ({self.steps}) must be a multiple of log_every ({self.log_every})")
         return self
 
-    def optimizer_chain(self) -> optax.GradientTransformation:
-        """optax optimiser, after global-norm clipping (Pascanu, Mikolov & Bengio 2013) unless clip = 0."""
-        opt = {"adam": optax.adam, "rmsprop": optax.rmsprop, "sgd": optax.sgd}[self.optimizer](self.lr)
+    def program(self) -> TrainConfig:
+        """The settings compiled into a training program: the learning rate, a per-member value, reset to its default.
+
+        Runs whose configurations have the same ``program()`` train together in one program.
+        """
+        return self.model_copy(update={"lr": type(self).model_fields["lr"].default})
+
+    def optimizer_chain(self, lr: float | jax.Array | None = None) -> optax.GradientTransformation:
+        """optax optimiser, after global-norm clipping (Pascanu, Mikolov & Bengio 2013) unless clip = 0.
+
+        The learning rate (``lr``, default ``self.lr``) is a value in the optimiser state
+        (``optax.inject_hyperparams``), so ``update`` reads it from there: a state made by
+        ``optimizer_chain(lr).init`` trains at ``lr`` whatever chain updates it.
+        """
+        factory = OPTIMIZERS[self.optimizer]
+        # only the learning rate becomes a state value: the other settings (Adam's b1, b2, eps) stay Python
+        # constants, as without injection, so a single learning rate gives bitwise the numbers it gave before
+        injected = optax.inject_hyperparams(lambda learning_rate: factory(learning_rate))
+        opt = injected(learning_rate=self.lr if lr is None else lr)
         return opt if self.clip == 0 else optax.chain(optax.clip_by_global_norm(self.clip), opt)
 
 
@@ -95,6 +160,10 @@ class TrainState(NamedTuple):
     data_key: jax.Array
     probe_key: jax.Array
     eval_key: jax.Array
+    valid_key: jax.Array
+    stopped_step: (
+        jax.Array
+    )  # () int32, -1 while training; with stop_when_solved, the step of the log point it solved at
 
 
 class LogRecord(NamedTuple):
@@ -111,41 +180,65 @@ class LogRecord(NamedTuple):
     dynamics: Dynamics | None  # None when diagnostics are off
 
 
+class Evaluation(NamedTuple):
+    """Metrics of the trained parameters on the evaluation set and on the validation set (each (S,) when vmapped)."""
+
+    final: dict[str, jax.Array]
+    valid: dict[str, jax.Array]
+
+
 class RunResult(NamedTuple):
-    """Everything a run returns, as NumPy arrays with a leading seed axis (S, ...)."""
+    """Everything a group of runs returns, as NumPy arrays with a leading member axis (S, ...)."""
 
     seeds: list[int]
-    records: list[LogRecord]  # one per log point, steps 0, log_every, ..., steps
+    records: list[LogRecord]  # one per log point, steps 0, log_every, ... (up to steps, or where the group stopped)
     final: dict[str, np.ndarray]  # evaluation metrics, (S,)
     diverged_step: np.ndarray  # (S,), -1 if finite
+    lrs: list[float]  # member i is (seeds[i], lrs[i])
+    final_valid: dict[str, np.ndarray]  # validation metrics, (S,)
+    steps_trained: np.ndarray  # (S,) optimiser steps that changed the parameters
     time_loop: str = "scan"  # the time loop the layers ran: "scan", "kernel" or "interpret"
+    eval_gaps: Mapping[int, dict[str, np.ndarray]] = MappingProxyType(
+        {}
+    )  # test gap -> evaluation metrics (S,), for train.eval_gaps
 
 
 class Trainer:
-    """Compiled training programs for one (task, model, training) configuration."""
+    """Compiled training programs for one (task, model, training) configuration; any learning rates.
 
-    def __init__(self, task: Task, model: ModelConfig, train: TrainConfig):
+    ``stop_threshold``: with ``train.stop_when_solved``, the probe metric at which a member
+    stops (required then; a sweep passes the experiment's ``[report] solve_threshold``).
+    """
+
+    def __init__(self, task: Task, model: ModelConfig, train: TrainConfig, stop_threshold: float | None = None):
+        if train.stop_when_solved and stop_threshold is None:
+            raise ValueError("stop_when_solved needs a stop_threshold (the metric at which a run stops)")
         self.task, self.model_config, self.train_config = task, model, train
+        self.stop_threshold = stop_threshold
         self.model = SequenceModel(model, task.output_dim)
-        self.tx = train.optimizer_chain()
+        self.tx = train.optimizer_chain()  # updates at the learning rate in each member's state
         self.init = Program(self._init)
-        # n_steps is shared by all seeds (not vmapped), so the per-step lax.cond stays a real branch
+        # n_steps is shared by all members (not vmapped), so the per-step lax.cond stays a real branch
         self.advance = Program(self._advance, donate=True)
         self.evaluate = Program(self._evaluate)
+        self.evaluate_at = {g: Program(functools.partial(self._evaluate_at, task.at_gap(g))) for g in train.eval_gaps}
 
-    # --- pure, per-seed functions --------------------------------------------------
-    def _init(self, key: jax.Array) -> TrainState:
+    # --- pure, per-member functions ------------------------------------------------
+    def _init(self, member: tuple[jax.Array, jax.Array]) -> TrainState:
+        key, lr = member  # the seed's key, the learning rate ()
         init_key, data_key, probe_key, eval_key = jax.random.split(key, 4)
         dummy = jnp.zeros((1, 1, self.task.input_dim), jnp.float32)  # (B, T, D): params do not depend on T
         params = self.model.init(init_key, dummy)
         return TrainState(
             params=params,
-            opt_state=self.tx.init(params),
+            opt_state=self.train_config.optimizer_chain(lr).init(params),
             step=jnp.int32(0),
             diverged_step=jnp.int32(-1),
             data_key=data_key,
             probe_key=probe_key,
             eval_key=eval_key,
+            valid_key=jax.random.fold_in(key, VALID_FOLD),
+            stopped_step=jnp.int32(-1),
         )
 
     def _record(self, state: TrainState, block: BlockStats) -> LogRecord:
@@ -186,7 +279,7 @@ class Trainer:
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        alive = state.diverged_step < 0
+        alive = (state.diverged_step < 0) & (state.stopped_step < 0)
         grad_norm = global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         keep = alive & finite
@@ -210,51 +303,115 @@ class Trainer:
         config = self.train_config
         state, (losses, norms, taken) = jax.lax.scan(body, state, jnp.arange(config.log_every))  # each (log_every,)
         block = block_statistics(losses, norms, taken, config.clip, config.spike_factor)
-        return state, self._record(state, block)
+        record = self._record(state, block)
+        if self.stop_threshold is not None and config.stop_when_solved:
+            solved = record.metrics["metric"] >= self.stop_threshold
+            stops = solved & (state.stopped_step < 0) & (state.diverged_step < 0)
+            state = state._replace(stopped_step=jnp.where(stops, state.step, state.stopped_step))
+        return state, record
 
-    def _evaluate(self, state: TrainState) -> dict[str, jax.Array]:
-        n_chunks = math.ceil(self.train_config.eval_size / EVAL_CHUNK)
-        chunk = math.ceil(self.train_config.eval_size / n_chunks)
+    def _evaluate(self, state: TrainState) -> Evaluation:
+        """Metrics on at least ``eval_size`` evaluation and ``valid_size`` validation sequences.
+
+        Both sets are drawn in chunks of equal size, in one ``lax.map`` when their chunk
+        sizes agree (the default), so the validation set adds no loop to compile.
+        """
+        sizes = [self._chunks(self.train_config.eval_size), self._chunks(self.train_config.valid_size)]
+        keys = [jax.random.split(state.eval_key, sizes[0][0]), jax.random.split(state.valid_key, sizes[1][0])]
+
+        def metrics(keys, chunk):
+            def one(key):
+                batch = self.task.sample(key, chunk)
+                return self.task.metrics(self.model.apply(state.params, batch.inputs), batch)
+
+            return jax.lax.map(one, keys)  # leading axis: chunks
+
+        mean = lambda values: jax.tree.map(lambda m: jnp.mean(m, axis=0), values)  # equal chunks: mean of means
+        if sizes[0][1] == sizes[1][1]:
+            both = metrics(jnp.concatenate(keys), sizes[0][1])  # (n_eval + n_valid chunks, ...)
+            n = sizes[0][0]
+            return Evaluation(mean(jax.tree.map(lambda m: m[:n], both)), mean(jax.tree.map(lambda m: m[n:], both)))
+        return Evaluation(mean(metrics(keys[0], sizes[0][1])), mean(metrics(keys[1], sizes[1][1])))
+
+    def _evaluate_at(self, task: Task, state: TrainState) -> dict[str, jax.Array]:
+        """Mean metrics of ``task`` (the trained task at another gap) on the evaluation keys' sequences."""
+        n_chunks, chunk = self._chunks(self.train_config.eval_size)
 
         def one(key):
-            batch = self.task.sample(key, chunk)
-            return self.task.metrics(self.model.apply(state.params, batch.inputs), batch)
+            batch = task.sample(key, chunk)
+            return task.metrics(self.model.apply(state.params, batch.inputs), batch)
 
         metrics = jax.lax.map(one, jax.random.split(state.eval_key, n_chunks))
         return jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)  # equal chunks: mean of means
+
+    @staticmethod
+    def _chunks(size: int) -> tuple[int, int]:
+        """(number, size) of the equal chunks that cover at least ``size`` sequences, each at most EVAL_CHUNK."""
+        n_chunks = math.ceil(size / EVAL_CHUNK)
+        return n_chunks, math.ceil(size / n_chunks)
 
     # --- driver --------------------------------------------------------------------
     @property
     def n_blocks(self) -> int:
         return self.train_config.steps // self.train_config.log_every
 
-    def run(self, seeds: list[int], on_block: Callable[[int, int], None] | None = None) -> RunResult:
-        """Train ``seeds`` together (one vmapped program); ``on_block(done, total)`` after each log block."""
-        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-        state, record = self.advance(self.init(keys), 0)
+    def initial_state(self, seeds: list[int], lrs: list[float] | None = None) -> TrainState:
+        """The state of the members (seeds[i], lrs[i]) before training; ``lrs`` defaults to the config's ``lr``."""
+        lrs = [self.train_config.lr] * len(seeds) if lrs is None else list(lrs)
+        if len(lrs) != len(seeds):
+            raise ValueError(f"{len(seeds)} seeds but {len(lrs)} learning rates")
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])  # (S, 2)
+        return self.init((keys, jnp.asarray(lrs, jnp.float32)))
+
+    def run(
+        self,
+        seeds: list[int],
+        on_block: Callable[[int, int], None] | None = None,
+        lrs: list[float] | None = None,
+    ) -> RunResult:
+        """Train the members (seeds[i], lrs[i]) together in one vmapped program.
+
+        ``lrs`` defaults to the configuration's ``lr`` for every seed; ``on_block(done, total)``
+        is called after each log block.
+        """
+        lrs = [self.train_config.lr] * len(seeds) if lrs is None else list(lrs)
+        state, record = self.advance(self.initial_state(seeds, lrs), 0)
         records = [jax.device_get(record)]
         for block in range(self.n_blocks):
             state, record = self.advance(state, self.train_config.log_every)
             records.append(jax.device_get(record))
             if on_block is not None:
                 on_block(block + 1, self.n_blocks)
-            if bool(np.all(np.asarray(state.diverged_step) >= 0)):
-                break  # every seed has diverged; nothing left to train
-        final = jax.device_get(self.evaluate(state))
-        diverged_step = np.asarray(jax.device_get(state.diverged_step))
-        return RunResult(list(seeds), records, final, diverged_step, self.model_config.time_loop_path())
+            if bool(np.all((np.asarray(state.diverged_step) >= 0) | (np.asarray(state.stopped_step) >= 0))):
+                break  # every member has diverged or solved; nothing left to train
+        final, final_valid = jax.device_get(self.evaluate(state))
+        diverged, stopped = (np.asarray(jax.device_get(x)) for x in (state.diverged_step, state.stopped_step))
+        last = np.asarray(jax.device_get(state.step))
+        steps_trained = np.where(diverged >= 0, diverged, np.where(stopped >= 0, stopped, last))
+        at_gaps = {g: jax.device_get(evaluate(state)) for g, evaluate in self.evaluate_at.items()}
+        return RunResult(
+            list(seeds),
+            records,
+            final,
+            diverged,
+            lrs,
+            final_valid,
+            steps_trained,
+            self.model_config.time_loop_path(),
+            at_gaps,
+        )
 
 
 class Program:
-    """A per-seed function, jit-compiled over a leading seed axis; one compiled program per shape.
+    """A per-member function, jit-compiled over a leading member axis; one compiled program per shape.
 
-    The first argument (and every output) carries a leading seed axis; the other
-    arguments are shared by all seeds. Several seeds are batched with ``jax.vmap``;
-    a single seed runs the function itself, with the axis removed on the way in and
+    The first argument (and every output) carries a leading member axis; the other
+    arguments are shared by all members. Several members are batched with ``jax.vmap``;
+    a single member runs the function itself, with the axis removed on the way in and
     restored on the way out, since XLA's CPU backend runs a vmapped matmul with a
-    seed axis of size 1 as a batched dot about 25% slower than the plain one
+    member axis of size 1 as a batched dot about 25% slower than the plain one
     (LSTM step, T = 100, batch 128, hidden 128: 206 ms vmapped, 159 ms plain;
-    docs/benchmarks.md, "Levers tried"). Either way a given seed count always gives the
+    docs/benchmarks.md, "Levers tried"). Either way a given member count always gives the
     same numbers.
 
     Both programs are traced with JAX's classic (non-partitionable) threefry PRNG.
@@ -286,7 +443,7 @@ class Program:
 
 
 def _single_seed(fn: Callable) -> Callable:
-    """``fn`` on the only seed of a leading seed axis of size 1, the axis restored on its outputs."""
+    """``fn`` on the only member of a leading member axis of size 1, the axis restored on its outputs."""
 
     def one(first, *shared):
         out = fn(jax.tree.map(lambda x: x[0], first), *shared)
@@ -296,6 +453,9 @@ def _single_seed(fn: Callable) -> Callable:
 
 
 @functools.lru_cache(maxsize=64)
-def get_trainer(task: Task, model: ModelConfig, train: TrainConfig) -> Trainer:
-    """The Trainer of a configuration, shared so a shape compiles once per process."""
-    return Trainer(task, model, train)
+def get_trainer(task: Task, model: ModelConfig, train: TrainConfig, stop_threshold: float | None = None) -> Trainer:
+    """The Trainer of a configuration, shared so a shape compiles once per process.
+
+    Pass ``train.program()`` (as a sweep does, ``RunSpec.group_key``) to share one Trainer across learning rates.
+    """
+    return Trainer(task, model, train, stop_threshold)

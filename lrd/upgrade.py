@@ -15,6 +15,11 @@ configuration was not recorded, and they are never looked up by id.
 
 The runs are rewritten first, one by one, and experiment.json last: a crash at
 any point leaves a folder that the same command upgrades.
+
+A folder of the current schema whose runs were written before manifests
+(``lrd.store.check_run``) gets a manifest for each run that checks: the files are
+not touched, so the numbers are the same bytes; a damaged run is left for
+``lrd run`` to compute again.
 """
 
 from __future__ import annotations
@@ -36,11 +41,22 @@ class Upgraded(NamedTuple):
     from_schema: int
     runs: int  # run folders rewritten
     solve_threshold: float
+    manifests: int = 0  # runs of this schema written before manifests, given one (their files unchanged)
 
 
 def upgrade(out_dir: str | Path) -> Upgraded:
-    """Rewrite ``out_dir`` to the current results schema; StoreError (one line) if it cannot."""
+    """Rewrite ``out_dir`` to the current results schema; StoreError (one line) if it cannot.
+
+    Holds the folder's lock (``store.lock``): ``store.Locked`` while a sweep writes into it.
+    """
     out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise StoreError(f"{out_dir}: no such results folder")
+    with store.lock(out_dir):
+        return _upgrade(out_dir)
+
+
+def _upgrade(out_dir: Path) -> Upgraded:
     resolved = store.read_experiment_json(out_dir)
     if resolved is None:
         raise StoreError(f"{out_dir}: no experiment.json here: not a results folder of lrd")
@@ -48,7 +64,8 @@ def upgrade(out_dir: str | Path) -> Upgraded:
     if found > SCHEMA_VERSION:
         store.check_schema(out_dir)  # says: newer than this lrd
     if found == SCHEMA_VERSION:
-        return Upgraded(found, 0, store.solve_threshold(out_dir))
+        added = sum(store.add_manifest(out_dir / RUNS / run_id) for run_id in sorted(store.stored_runs(out_dir)))
+        return Upgraded(found, 0, store.solve_threshold(out_dir), added)
 
     configs = resolved["runs"]
     thresholds = {config["task"].get("solve_threshold", SOLVE_THRESHOLD) for config in configs.values()}

@@ -136,7 +136,7 @@ def lrd_runner(
         return jax.lax.scan(lambda s, _: trainer._train_step(s), state, None, length=n_steps)[0]
 
     block = Program(steps, donate=True)  # lrd's seed-batched program, as the sweep runs it
-    state = [trainer.init(jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)]))]
+    state = [trainer.initial_state(list(range(seeds)))]
 
     def run():
         with scan_unroll(unroll):  # traced on the first call

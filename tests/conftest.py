@@ -33,7 +33,7 @@ probe_size = 16
 """
 
 THREE_GROUPS = TINY.replace('cell = ["rnn", "lstm"]', 'cell = ["rnn", "lstm", "gru"]').replace(
-    "steps = 20", "steps = 40"
+    "steps = 20", "steps = 40\ndiagnostics = true"
 )
 
 
@@ -67,3 +67,36 @@ def write_experiment(tmp_path):
         return path
 
     return write
+
+
+# trained at two gaps, evaluated at four (lrd.train: eval_gaps); one cell keeps it cheap
+EVAL_GAPS = """\
+name = "at_gaps"
+seeds = [0, 1]
+
+[task]
+name = "delayed_recall"
+gap = [3, 5]
+
+[model]
+cell = "rnn"
+hidden = 8
+
+[train]
+steps = 20
+log_every = 10
+batch_size = 16
+eval_size = 64
+probe_size = 16
+eval_gaps = [3, 5, 9, 2]
+"""
+
+
+@pytest.fixture(scope="session")
+def at_gaps_run(tmp_path_factory, cache_dir) -> tuple[Path, subprocess.CompletedProcess]:
+    """EVAL_GAPS run once through the command (figures and report included): (results folder, the process)."""
+    work = tmp_path_factory.mktemp("at_gaps")
+    (work / "exp.toml").write_text(EVAL_GAPS)
+    proc = lrd("run", "exp.toml", "--out", "out", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    return work / "out", proc

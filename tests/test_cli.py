@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
+import pytest
 from rich.console import Console
 
 from lrd.cli import main, summary_table
@@ -51,16 +53,45 @@ def test_summary_table_renders_the_aggregate():
     line = next(line for line in text.splitlines() if "adding" in line)
     cells = [c.strip() for c in line.strip("│ ").split("│")]
     assert cells == [
-        "adding",
-        "10",
-        "lstm",
-        "8",
-        "3",
-        "0",
-        "1",
-        "0.950 ± 0.071",
-        "0.100",
-        "1/3",
-        "40",
-        "-0.500 → +0.013",
+        *("adding", "10", "lstm", "8", "—", "3", "0", "1"),
+        *("1/2 [0.09,0.91]", "0.950 ± 0.071", "0.100", "40", "0/2", "-0.500 → +0.013"),  # Wilson: 1 of 2 trained
     ]
+    assert "grid's edge" not in text
+
+
+def test_summary_table_shows_the_chosen_learning_rate_and_flags_the_grids_edge():
+    rows = []
+    for lr, valid in ((1e-3, 0.2), (3e-3, 0.5), (1e-2, 0.9)):  # the largest wins: at the edge
+        for seed in (0, 1):
+            rows.append(
+                {
+                    **dict(task="copy", gap=5, model="gru", hidden=8, baseline_metric=0.1, seed=seed, lr=lr),
+                    **dict(status="done", final_metric=valid, final_valid_metric=valid, final_valid_loss=1.0),
+                    **dict(solved=False, solved_step=math.nan, still_improving=seed == 0),
+                    **dict(growth_rate_init=-1.0, growth_rate_final=-1.0),
+                }
+            )
+    console = Console(width=200, record=True)
+    console.print(summary_table(pd.DataFrame(rows), "t"))
+    text = console.export_text()
+    cells = [c.strip() for c in next(line for line in text.splitlines() if "copy" in line).strip("│ ").split("│")]
+    assert cells[4] == "0.01 of 3 !" and cells[5] == "2" and cells[-2] == "1/2"
+    assert "best lr at the grid's edge: widen it" in text
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.mark.parametrize("study", ["copy", "adding", "delayed_recall"])
+def test_show_prints_success_interval_learning_rate_and_still_improving_for_each_reference_study(study, capsys):
+    from lrd import store
+    from lrd.results import summary
+
+    assert main(["show", str(REFERENCE / study)]) == 0
+    out = capsys.readouterr().out
+    for header in ("lr", "solved (95% CI)", "still improving"):
+        assert header in out
+    rows = summary(store.load(REFERENCE / study).runs)
+    assert len(rows) == 12  # 4 gaps x 3 models
+    for row in rows.itertuples():
+        assert f"{row.solved}/{row.trained} [{row.success_lo:.2f},{row.success_hi:.2f}]" in out

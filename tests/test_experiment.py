@@ -7,11 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 from conftest import TINY
 
+from lrd import sweep
 from lrd.cli import main
 from lrd.experiment import ExperimentError, load_experiment
+from lrd.models.network import ModelConfig, SequenceModel, hidden_for_params, param_count
 
 BAD = {
     # case: (experiment text, words the one-line message must contain)
@@ -75,6 +80,19 @@ BAD = {
         TINY.replace("gap = 4", "gap = 4\nsolve_threshold = 0.9"),
         ["task.solve_threshold", "moved to [report] solve_threshold"],
     ),
+    "non-positive lr": (TINY.replace("steps = 20", "steps = 20\nlr = [1e-3, 0.0]"), ["train.lr", "greater than 0"]),
+    "infinite lr in a list": (
+        TINY.replace("steps = 20", "steps = 20\nlr = [1e-3, inf]"),
+        ["train.lr", "finite", "inf"],
+    ),
+    "nan lr": (TINY.replace("steps = 20", "steps = 20\nlr = nan"), ["train.lr", "finite"]),
+    "hidden and params": (TINY.replace("hidden = 8", "hidden = 8\nparams = 500"), ["model.params", "both given"]),
+    "neither hidden nor params": (TINY.replace("hidden = 8\n", ""), ["model.params", "neither given"]),
+    "params too small": (
+        TINY.replace("hidden = 8", "params = 40"),
+        ["model.params", "no lstm on task 'delayed_recall' has about 40", "allowed: 96 (hidden 1)"],  # rnn: 36
+    ),
+    "params not an integer": (TINY.replace("hidden = 8", "params = 500.5"), ["model.params", "positive integer"]),
 }
 
 
@@ -132,10 +150,18 @@ def test_run_id_is_stable_and_changes_with_the_configuration(write_experiment):
     assert not {s.run_id for s in a.runs} & {s.run_id for s in c.runs}
 
 
-def test_runs_without_diagnostics_have_their_own_ids(write_experiment):
-    """Diagnostics do not change training, but a run stored without them must not count as having them."""
-    on = load_experiment(write_experiment(TINY, "on.toml"))
-    off = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\ndiagnostics = false"), "off.toml"))
+def test_runs_with_diagnostics_have_their_own_ids(write_experiment):
+    """Diagnostics do not change training, but a run stored without them must not count as having them.
+
+    Off (the default) they stay out of the id, so runs stored before them keep theirs.
+    """
+    off = load_experiment(write_experiment(TINY, "off.toml"))
+    off_again = load_experiment(
+        write_experiment(TINY.replace("steps = 20", "steps = 20\ndiagnostics = false"), "o.toml")
+    )
+    on = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\ndiagnostics = true"), "on.toml"))
+    assert [s.run_id for s in off.runs] == [s.run_id for s in off_again.runs]
+    assert all("diagnostics" not in json.dumps(s.config()) for s in off.runs)
     assert not {s.run_id for s in on.runs} & {s.run_id for s in off.runs}
 
 
@@ -170,3 +196,84 @@ def test_every_builtin_task_has_a_shipped_experiment():
     tasks = {load_experiment(p).runs[0].task.name for p in SHIPPED}
     builtin = {name for name, cls in TASKS.items() if cls.__module__.startswith("lrd.tasks.")}
     assert builtin <= tasks, builtin - tasks
+
+
+SHIPPED_RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+STORED = sorted(SHIPPED_RESULTS.glob("*/experiment.toml"))
+
+
+@pytest.mark.parametrize("path", STORED, ids=[p.parent.name for p in STORED])
+def test_committed_results_keep_their_run_ids(path):
+    """New settings (lr grids, valid_size, stop_when_solved, params) leave the identities of stored runs alone.
+
+    The experiment file as it was run (saved in the results folder) gives today the run ids the
+    folder holds, so ``lrd run`` finds them done. (The shipped files of the reference studies
+    already describe their reruns under issue 12's protocol, and so have other runs.)
+    """
+    assert {s.run_id for s in load_experiment(path).runs} == set(
+        json.loads((path.parent / "experiment.json").read_text())["runs"]
+    )
+
+
+def test_a_learning_rate_list_is_one_group_per_shape_and_keeps_each_runs_identity(write_experiment):
+    single = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\nlr = 3e-3"), "single.toml"))
+    grid = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\nlr = [1e-3, 3e-3]"), "grid.toml"))
+    groups = sweep.plan(grid, set())
+    assert len(groups) == 2  # rnn, lstm: the learning rates join the seeds
+    assert [g.members for g in groups] == [[(0, 1e-3), (0, 3e-3), (1, 1e-3), (1, 3e-3)]] * 2
+    assert {s.run_id for s in single.runs} < {s.run_id for s in grid.runs}  # lr 3e-3: the same runs
+
+
+def test_stop_when_solved_and_valid_size_enter_the_identity_only_when_set(write_experiment):
+    base = load_experiment(write_experiment(TINY, "base.toml")).runs[0]
+    same = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\nvalid_size = 1024"), "s.toml"))
+    stopping = TINY.replace("steps = 20", "steps = 20\nstop_when_solved = true")
+    stop = load_experiment(write_experiment(stopping, "t.toml"))
+    valid = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\nvalid_size = 64"), "v.toml"))
+    assert same.runs[0].run_id == base.run_id  # the default: the identity of before
+    assert stop.runs[0].run_id != base.run_id and valid.runs[0].run_id != base.run_id
+    assert stop.runs[0].config()["train"]["stop_threshold"] == 0.95  # the default [report] solve_threshold
+    assert "stop_threshold" not in base.config()["train"]
+    # with stop_when_solved the report threshold changes training: another threshold, other runs
+    lenient = load_experiment(write_experiment(stopping + "[report]\nsolve_threshold = 0.5\n", "u.toml"))
+    assert lenient.runs[0].config()["train"]["stop_threshold"] == 0.5
+    assert lenient.runs[0].run_id != stop.runs[0].run_id
+    assert lenient.runs[0].group_key != stop.runs[0].group_key  # and another compiled program
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        ModelConfig(cell="rnn", hidden=5),
+        ModelConfig(cell="lstm", hidden=7, layers=2),
+        ModelConfig(cell="gru", hidden=6, bidirectional=True),
+        ModelConfig(cell="lstm", hidden=3, bidirectional=True, merge="sum", layers=2),
+    ],
+    ids=lambda m: f"{m.label}-h{m.hidden}-l{m.layers}-{m.merge}",
+)
+def test_param_count_is_the_size_of_the_initialised_params_tree(model):
+    dims = (10, 4)  # inputs, outputs
+    params = SequenceModel(model, dims[1]).init(jax.random.PRNGKey(0), jnp.zeros((1, 3, dims[0])))
+    assert param_count(model, *dims) == sum(x.size for x in jax.tree.leaves(params))
+    target = param_count(model, *dims) + 1
+    hidden = hidden_for_params(model, *dims, target)
+    counts = {h: param_count(model.model_copy(update={"hidden": h}), *dims) for h in (hidden - 1, hidden, hidden + 1)}
+    assert all(abs(counts[hidden] - target) <= abs(c - target) for c in counts.values())
+    assert hidden == model.hidden  # count(h) + 1 is nearest to h itself
+
+
+def test_params_gives_each_cell_the_hidden_size_nearest_the_target(write_experiment):
+    experiment = load_experiment(
+        write_experiment(
+            TINY.replace("hidden = 8", 'params = 1896\ncell = "rnn"')
+            .replace('cell = ["rnn", "lstm"]\n', "")
+            .replace("gap = 4", "gap = 30")
+        )
+    )
+    spec = experiment.runs[0]
+    assert spec.params_target == 1896 and spec.config()["model"]["params_target"] == 1896
+    # delayed recall: 18 inputs, 8 classes; rnn count h^2 + 27 h + 8, 1896 at h = 32 exactly
+    assert spec.model.hidden == 32
+    np.testing.assert_equal(param_count(spec.model, 18, 8), 1896)

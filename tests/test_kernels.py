@@ -137,7 +137,14 @@ def test_kernels_lower_to_triton_for_a_gpu(monkeypatch):
             assert lowered.as_text().count("__gpu$xla.gpu.triton") == 4, cell
 
 
-def test_time_loop_choice():
+def test_auto_keeps_the_scan_until_the_kernels_are_checked_on_a_gpu():
+    assert not choice.GPU_CHECKED  # set by the first session whose scripts/gpu_check.sh passes
+    assert choose("auto", "lstm", 128, "gpu") == "scan"
+    assert choose("kernel", "lstm", 128, "gpu") == "kernel"
+
+
+def test_time_loop_choice(monkeypatch):
+    monkeypatch.setattr(choice, "GPU_CHECKED", True)
     assert choose("auto", "lstm", 128, "cpu") == "scan"
     assert choose("auto", "lstm", 128, "gpu") == "kernel"
     assert choose("auto", "lstm", 512, "gpu") == "scan"  # beyond the size limit

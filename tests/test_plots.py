@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 
 from lrd import plots
-from lrd.plots import PlotError, writing
+from lrd.plots import FigureSkipped, PlotError, writing
 from lrd.plots.style import CELL_COLOURS
+from lrd.results import wilson_interval
 from lrd.schema import FLOOR, Results
 
 GAPS = (3, 6)
@@ -131,7 +132,7 @@ def make_results(gaps=GAPS, models=("rnn", "lstm"), task="delayed_recall") -> Re
                         "baseline_metric": BASELINE_METRIC,
                         "solve_threshold": 0.95,
                         "solved": (not diverged) and final >= 0.95,
-                        "solved_step": math.nan,
+                        "solved_step": 10.0 if (not diverged) and final >= 0.95 else math.nan,
                         "growth_rate_init": -1.0,
                         "growth_rate_final": -1.0,
                         "wall_time_s": 0.1,
@@ -178,7 +179,7 @@ def make_results(gaps=GAPS, models=("rnn", "lstm"), task="delayed_recall") -> Re
                                     "below_floor": below,
                                 }
                             )
-    return Results(pd.DataFrame(runs), pd.DataFrame(curves), pd.DataFrame(grads), pd.DataFrame(dynamics))
+    return Results(pd.DataFrame(runs), pd.DataFrame(curves), pd.DataFrame(grads), dynamics=pd.DataFrame(dynamics))
 
 
 @pytest.fixture(scope="module")
@@ -263,20 +264,53 @@ def test_memory_vs_gap_means_seeds_diverged_baseline_threshold(results):
     assert not artists(fig, "diverged:lstm")
     np.testing.assert_allclose(one(fig, "baseline").get_xydata(), [[3, 0.125], [6, 0.125]])
     np.testing.assert_allclose(one(fig, "threshold").get_ydata(), [0.95, 0.95])
-    lo_hi = {round(s[0, 0]): (s[0, 1], s[1, 1]) for s in one(fig, "interval:lstm").get_segments()}
-    assert lo_hi[3] == pytest.approx(plots.bootstrap_interval([1.0, 0.98]))
-    assert 0.98 <= lo_hi[3][0] <= 0.99 <= lo_hi[3][1] <= 1.0
-    assert {round(s[0, 0]) for s in one(fig, "interval:rnn").get_segments()} == {3, 6}
     assert one(fig, "mean:lstm").get_color() == CELL_COLOURS["lstm"]
+    assert not artists(fig, "improving:lstm")  # the fixture has no still_improving column: nothing ringed
 
 
-def test_bootstrap_interval_is_deterministic_and_bounded():
-    values = np.array([0.1, 0.5, 0.7, 0.9, 1.0])
-    a = plots.bootstrap_interval(values, seed=3)
-    assert a == plots.bootstrap_interval(values, seed=3)
-    assert values.min() <= a[0] < values.mean() < a[1] <= values.max()
-    assert plots.bootstrap_interval([0.4]) == (0.4, 0.4)
-    assert plots.bootstrap_interval([0.4, 0.4]) == (0.4, 0.4)
+def test_memory_vs_gap_draws_the_fraction_solved_with_wilson_intervals(results):
+    """No interval around the mean metric; the success rate's Wilson 95% interval per gap, over the trained seeds."""
+    fig = plots.memory_vs_gap(results.runs)
+    assert len(fig.axes) == 2
+    # lstm: gap 3 both solved (1.0, 0.98), gap 6 one of two (0.97, 0.9)
+    np.testing.assert_allclose(one(fig, "success:lstm").get_xydata(), [[3, 1.0], [6, 0.5]])
+    lo_hi = {round(s[0, 0]): (s[0, 1], s[1, 1]) for s in one(fig, "interval:lstm").get_segments()}
+    assert lo_hi[3] == pytest.approx(wilson_interval(2, 2)) and lo_hi[6] == pytest.approx(wilson_interval(1, 2))
+    # rnn at gap 6: one seed finished unsolved, one diverged: 0 of 2 trained
+    rnn = {round(s[0, 0]): (s[0, 1], s[1, 1]) for s in one(fig, "interval:rnn").get_segments()}
+    assert rnn[6] == pytest.approx(wilson_interval(0, 2))
+    assert "Wilson 95% interval" in fig.texts[0].get_text() and "bootstrap" not in fig.texts[0].get_text()
+
+
+def test_memory_vs_gap_rings_runs_still_improving_and_draws_the_chosen_learning_rate(results):
+    runs = results.runs.assign(still_improving=results.runs["seed"] == 0)
+    fig = plots.memory_vs_gap(runs)
+    rings = one(fig, "improving:lstm").get_offsets()
+    assert sorted(map(tuple, rings.tolist())) == [(3.0, 1.0), (6.0, 0.97)]  # lstm seed 0 at both gaps
+    # a learning-rate grid: a copy of every run at lr 1e-2 that validates worse; the figure draws the chosen 1e-3
+    low = runs.assign(final_valid_metric=0.9, final_valid_loss=1.0)
+    high = low.assign(run=low["run"] + "-hi", lr=1e-2, final_valid_metric=0.1, final_metric=0.0)
+    fig = plots.memory_vs_gap(pd.concat([low, high]))
+    np.testing.assert_allclose(one(fig, "mean:lstm").get_xydata(), [[3, 0.99], [6, 0.935]])
+    text = fig.texts[0].get_text()
+    assert "learning rate chosen per gap and model on the validation metric, of 2" in text
+    assert "at the grid's edge: widen it" in text  # 1e-3 is the grid's smallest
+
+
+# --- 3b. steps to solve ---------------------------------------------------------------------------
+def test_steps_to_solve_draws_unsolved_runs_censored_at_their_budget(results):
+    runs = results.runs  # the fixture's solved runs reached the threshold at step 10
+    fig = plots.steps_to_solve(runs)
+    assert len(one(fig, "solved:lstm").get_offsets()) == int(runs.loc[runs["model"] == "lstm", "solved"].sum())
+    rnn = runs[runs["model"] == "rnn"]  # never solved: censored, at 20 steps or, diverged, at step 10
+    budgets = np.where(rnn["status"] == "diverged", rnn["diverged_step"], rnn["steps"]).astype(float)
+    want = sorted(zip(rnn["gap"].astype(float), budgets))
+    assert sorted(map(tuple, one(fig, "censored:rnn").get_offsets().tolist())) == want
+    assert np.all(np.isnan(one(fig, "median:rnn").get_ydata()))  # no gap where half the rnn seeds solved
+    np.testing.assert_allclose(one(fig, "median:lstm").get_ydata(), [10, 10])
+    np.testing.assert_allclose(one(fig, "budget").get_ydata(), [20, 20])
+    with pytest.raises(FigureSkipped, match="no run reached"):
+        plots.steps_to_solve(results.runs.assign(solved_step=math.nan))
 
 
 # --- 4. learning curves ---------------------------------------------------------------------------
@@ -355,12 +389,18 @@ def test_results_from_before_the_diagnostics_skip_the_new_figures(tmp_path):
     )
     skipped = []
     written = plots.write_figures(old, tmp_path, formats=("png",), dpi=30, on_skip=lambda *s: skipped.append(s))
-    assert [p.stem for p in written] == [f"delayed_recall_{f}" for f in plots.FIGURE_NAMES[:4]]
+    assert [p.stem for p in written] == [f"delayed_recall_{f}" for f in plots.FIGURE_NAMES[:5]]
     reasons = dict(skipped)
-    assert set(reasons) == {f"delayed_recall_{f}" for f in ("growth_rate", "jacobian_spectrum", "gates", "clipping")}
+    # the spectrum and gates were not asked for (diagnostics off, as for every run before them): not reported
+    assert set(reasons) == {f"delayed_recall_{f}" for f in ("growth_rate", "clipping")}
     assert "before the signed growth rate" in reasons["delayed_recall_growth_rate"]
-    assert "no dynamics table" in reasons["delayed_recall_gates"]
     assert "before the exploding-gradient instrumentation" in reasons["delayed_recall_clipping"]
+    with pytest.raises(plots.NotAskedFor, match="diagnostics = true"):
+        plots.gate_distributions(old.runs, old.dynamics)
+    asked = old.runs.assign(diagnostics=True)  # asked for, yet no table: a reason, not silence
+    with pytest.raises(plots.FigureSkipped, match="trained with diagnostics = true") as skip:
+        plots.spectrum_curves(asked, old.dynamics)
+    assert not isinstance(skip.value, plots.NotAskedFor)
 
 
 # --- styles ---------------------------------------------------------------------------------------------
@@ -397,7 +437,8 @@ def test_write_figures_png_pdf_byte_identical(results, tmp_path):
     first = plots.write_figures(results, tmp_path / "a", dpi=40)
     second = plots.write_figures(results, tmp_path / "b", dpi=40)
     names = [p.name for p in first]
-    assert names == [f"delayed_recall_{f}.{ext}" for f in plots.FIGURE_NAMES for ext in ("png", "pdf")]
+    drawn = [f for f in plots.FIGURE_NAMES if f != "eval_gaps"]  # skipped: these tables have no eval_gaps
+    assert names == [f"delayed_recall_{f}.{ext}" for f in drawn for ext in ("png", "pdf")]
     for a, b in zip(first, second):
         data = a.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" if a.suffix == ".png" else data[:5] == b"%PDF-"
@@ -423,7 +464,7 @@ def test_write_figures_skips_what_the_data_cannot_show(tmp_path, monkeypatch):
 def test_write_figures_splits_task_configurations(tmp_path, monkeypatch):
     monkeypatch.setattr(writing, "FIGURES", {"growth_rate": writing.FIGURES["growth_rate"]})  # speed
     a, b = make_results(gaps=(3,)), make_results(gaps=(3,), task="copy")
-    mixed = Results(*(pd.concat([x, y.assign(run=y.run + "c")]) for x, y in zip(a, b)))
+    mixed = Results(*(pd.concat([x, y.assign(run=y.run + "c")]) for x, y in zip(a[:3], b[:3])))  # no eval_gaps
     with pytest.raises(PlotError, match="holds 2 task configurations"):
         plots.memory_vs_gap(mixed.runs)
     assert sorted(plots.split_by_task(mixed)) == ["copy", "delayed_recall"]

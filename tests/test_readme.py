@@ -52,3 +52,43 @@ def test_add_a_cell_example_end_to_end(tmp_path, cache_dir):
     assert set(runs["model"]) == {"leaky"} and set(runs["status"]) == {"done"}
     # the outside cell trains: well above the memoryless 1/8 on delayed recall at gap 5
     assert (runs["final_metric"] > 0.5).all(), runs["final_metric"]
+
+
+# --- the README's numbers come from the committed tables ---------------------------------------------
+def readme_numbers():
+    """scripts/readme_numbers.py, imported (scripts/ is no package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "readme_numbers.py"
+    spec = importlib.util.spec_from_file_location("readme_numbers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readmes_numbers_are_recomputed_from_the_committed_tables():
+    script = readme_numbers()
+    generated = script.generate()
+    found = script.found_in(README.read_text())
+    assert set(found) == set(generated), "every generated block and span is marked in the README, and only those"
+    for name, value in generated.items():
+        assert found[name] == value, f"README.md: {name} differs from the tables; run scripts/readme_numbers.py --write"
+    # the generated parts hold what the runs table says, e.g. for delayed recall's LSTM at its longest gap
+    from lrd import store
+    from lrd.results import wilson_interval
+
+    runs = store.load(README.parent / "results" / "delayed_recall").runs
+    cell = runs[(runs["model"] == "lstm") & (runs["gap"] == runs["gap"].max())]
+    k, n = int(cell["solved"].sum()), len(cell)
+    lo, hi = wilson_interval(k, n)
+    want = f"{k}/{n} [{lo:.2f}, {hi:.2f}]; {cell['final_metric'].mean():.3f}"
+    lstm = next(line for line in generated["block:reference-delayed_recall"].splitlines() if line.startswith("| lstm"))
+    assert lstm.rstrip(" |").endswith(want)  # the last column is the longest gap
+
+
+def test_rewrite_replaces_only_the_marked_parts():
+    script = readme_numbers()
+    text = "a <!-- n: x -->old<!-- /n --> b\n<!-- numbers: t -->\nstale\n<!-- /numbers -->\nc 0.5\n"
+    out = script.rewrite(text, {"span:x": "1.25", "block:t": "| new |\n"})
+    assert out == "a <!-- n: x -->1.25<!-- /n --> b\n<!-- numbers: t -->\n| new |\n<!-- /numbers -->\nc 0.5\n"
+    assert script.found_in(out) == {"span:x": "1.25", "block:t": "| new |\n"}

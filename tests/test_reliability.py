@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +19,7 @@ from conftest import TINY, comparable, lrd
 from lrd import backends, cli, interrupt, store
 from lrd.cli import main
 from lrd.experiment import load_experiment
+from lrd.schema import DERIVED_COLUMNS
 from lrd.sweep import group_memory, plan
 
 WORKTREE = str(Path(__file__).resolve().parents[1])
@@ -51,8 +54,8 @@ def assert_runs_match_reference(out: Path, reference: Path) -> None:
         for name, table in zip(store.TABLES, comparable(ref)):
             got = pd.read_parquet(out / store.RUNS / run_id / f"{name}.parquet")
             want = table[table["run"] == run_id].reset_index(drop=True)
-            if name == "run":  # store.load adds the error to every run and derives solved at read time
-                want = want.drop(columns=["error", "solve_threshold", "solved", "solved_step"])
+            if name == "run":  # store.load adds the error to every run and derives solved (and more) at read time
+                want = want.drop(columns=["error", *DERIVED_COLUMNS])
             pd.testing.assert_frame_equal(got.drop(columns=["wall_time_s"], errors="ignore"), want, check_exact=True)
 
 
@@ -241,6 +244,20 @@ def test_read_only_finished_folder_is_shown_plotted_and_checked_without_writing(
     assert snapshot(out) == before
 
 
+def test_read_only_finished_folder_without_a_lock_file_is_checked_unlocked(reference, tmp_path, cache_dir):
+    out = copy_of(reference, tmp_path)
+    (out / store.LOCK).unlink()  # none can be made: the process cannot change the folder, so needs no lock
+    set_writable(out, False)
+    before = snapshot(out)
+    try:
+        run = lrd_read_only("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)
+    finally:
+        set_writable(out, True)
+    assert run.returncode == 0 and "0 runs computed, 4 already done" in run.stdout, run.stderr
+    assert "Traceback" not in run.stderr
+    assert snapshot(out) == before
+
+
 # --- failed runs -------------------------------------------------------------------------------
 ALWAYS_FAILS = """\
 from lrd.tasks import register
@@ -324,3 +341,251 @@ def test_the_memory_estimate_is_near_the_measured_peaks(cell, gap, hidden, measu
     )
     [group] = plan(load_experiment(write_experiment(text)), done=set())
     assert group_memory(group) == pytest.approx(measured_kib * 1024, rel=0.05)
+
+
+# --- damaged runs ------------------------------------------------------------------------------
+def copy_of(reference: Path, tmp_path: Path) -> Path:
+    """The undisturbed results (and exp.toml) in tmp_path; returns the results folder."""
+    shutil.copytree(reference.parent, tmp_path, dirs_exist_ok=True)
+    return tmp_path / "out"
+
+
+def run_ids(out: Path) -> list[str]:
+    """The stored run ids, ordered as the runs table (rnn seed 0, 1, lstm seed 0, 1 sort as task, gap, model)."""
+    return store.load(out).runs["run"].tolist()
+
+
+def cut_half(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def damage(run_dir: Path, how: str) -> None:
+    """Damage one run folder as a careless user or a hostile filesystem would."""
+    if how.startswith("legacy "):  # as written before manifests
+        (run_dir / store.MANIFEST).unlink()
+        how = how.removeprefix("legacy ")
+    if how == "curves cut to half":
+        cut_half(run_dir / "curves.parquet")
+    elif how == "grad_norms byte flipped":
+        flip_a_byte(run_dir / "grad_norms.parquet")
+    elif how == "manifest garbage":
+        (run_dir / store.MANIFEST).write_text("{not json")
+    elif how == "an empty folder":
+        shutil.rmtree(run_dir)
+        run_dir.mkdir()
+    else:  # "<table> deleted"
+        (run_dir / f"{how.split()[0]}.parquet").unlink()
+
+
+DAMAGES = {  # how -> the reason named
+    "curves cut to half": r"curves\.parquet unreadable \(\d+ bytes, \d+ written\)",
+    "run deleted": r"run\.parquet missing",
+    "grad_norms deleted": r"grad_norms\.parquet missing",
+    "curves deleted": r"curves\.parquet missing",
+    "grad_norms byte flipped": r"grad_norms\.parquet unreadable \(its SHA-256 is not the one written\)",
+    "manifest garbage": r"manifest\.json unreadable",
+    "an empty folder": r"run\.parquet missing",
+    "legacy curves cut to half": r"curves\.parquet unreadable \(.+\)",
+    "legacy run deleted": r"run\.parquet missing",
+    "legacy grad_norms deleted": r"grad_norms\.parquet missing",
+    "legacy curves deleted": r"curves\.parquet missing",  # looked like a failed run before
+}
+
+
+@pytest.mark.parametrize("how", list(DAMAGES))
+def test_show_and_plot_leave_a_damaged_run_out_and_name_it(how, reference, tmp_path, capsys):
+    out = copy_of(reference, tmp_path)
+    ids = run_ids(out)
+    damage(out / "runs" / ids[1], how)
+    want = [i for i in ids if i != ids[1]]
+    line = rf"lrd: 1 damaged run left out: {ids[1]}, {DAMAGES[how]} \(`lrd run` of the experiment computes them again\)"
+    plot = [["plot", str(out)]] if how == "curves cut to half" else []  # the same loading as show; drawing is slow
+    for command in [["show", str(out)], *plot]:
+        assert main(command) == 0
+        captured = capsys.readouterr()
+        assert re.fullmatch(line, captured.err.strip()), captured.err
+        assert "Traceback" not in captured.err
+    assert store.check_run(out / "runs" / ids[1]).state == store.DAMAGED
+    named = {}
+    got = store.load(out, on_damaged=named.__setitem__)
+    assert list(named) == [ids[1]]
+    want_runs = store.load(reference).runs
+    pd.testing.assert_frame_equal(
+        got.runs.drop(columns="wall_time_s"),
+        want_runs[want_runs["run"].isin(want)].drop(columns="wall_time_s").reset_index(drop=True),
+        check_exact=True,
+    )
+    with pytest.warns(store.StoreWarning, match=f"damaged run {ids[1]} left out"):
+        store.load(out)
+
+
+def test_lrd_run_recomputes_damaged_runs_and_says_so_in_one_line(reference, tmp_path, cache_dir):
+    out = copy_of(reference, tmp_path)
+    ids = run_ids(out)
+    damage(out / "runs" / ids[0], "curves cut to half")
+    damage(out / "runs" / ids[1], "legacy grad_norms deleted")
+    damage(out / "runs" / ids[2], "run deleted")
+    damage(out / "runs" / ids[3], "legacy curves cut to half")  # the only run of its group: retrained alone
+    (out / "runs" / ids[3] / "curves.parquet").write_bytes(
+        (reference / "runs" / ids[3] / "curves.parquet").read_bytes()
+    )
+    (out / "runs" / ids[3] / store.MANIFEST).unlink(missing_ok=True)  # healthy again, as written before manifests
+    run = lrd("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    lines = [line for line in run.stdout.splitlines() if "damaged" in line]
+    assert len(lines) == 1 and lines[0].startswith("3 damaged runs recomputed: "), run.stdout
+    for run_id, reason in zip(
+        ids[:3], ("curves.parquet unreadable (", "grad_norms.parquet missing", "run.parquet miss")
+    ):
+        assert f"{run_id}, {reason}" in lines[0]
+    assert "3 runs computed, 1 already done" in run.stdout
+    assert_same_tables(out, reference)
+    assert all(store.check_run(out / "runs" / i).state == store.COMPLETE for i in ids)
+    assert not (out / "runs" / ids[3] / store.MANIFEST).exists()  # kept as it was
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("{not json", "cannot read the resolved experiment"),
+        ('{"runs": 5}', "not a resolved experiment (no 'runs' table)"),
+        ('{"schema": "two", "runs": {}}', "'schema' must be a whole number"),
+        ('{"schema": 2, "report": [], "runs": {}}', "'report' a table"),
+    ],
+)
+def test_a_garbage_experiment_json_is_one_line_exit_2(text, words, reference, tmp_path, capsys):
+    out = copy_of(reference, tmp_path)
+    (out / "experiment.json").write_text(text)
+    experiment = str(tmp_path / "exp.toml")
+    for command in (["show", str(out)], ["plot", str(out)], ["run", experiment, "--out", str(out), "--no-plot"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"lrd: error: {out / 'experiment.json'}: ") and words in err[0], err
+    assert (out / "experiment.json").read_text() == text  # nothing rewritten
+
+
+def test_committed_results_check_without_manifests():
+    """The committed results/ were written before manifests: every run checks (parsed) and none is damaged."""
+    folders = sorted(p for p in (Path(WORKTREE) / "results").iterdir() if (p / "runs").is_dir())
+    assert folders
+    for folder in folders:
+        found = store.check_runs(folder)
+        assert found and all(check.state == store.COMPLETE for check in found.values()), (folder, found)
+
+
+def test_upgrade_gives_runs_written_before_manifests_the_same_manifest(reference, tmp_path, capsys):
+    out = copy_of(reference, tmp_path)
+    ids = run_ids(out)
+    written = {i: (out / "runs" / i / store.MANIFEST).read_text() for i in ids}
+    for i in ids:
+        (out / "runs" / i / store.MANIFEST).unlink()
+    damage(out / "runs" / ids[0], "curves cut to half")
+    before = snapshot(out / "runs")
+    assert main(["upgrade", str(out)]) == 0
+    assert "3 runs given a manifest (their files unchanged); no run retrained" in capsys.readouterr().out
+    after = snapshot(out / "runs")
+    assert {k: v for k, v in after.items() if not k.endswith(store.MANIFEST)} == before  # parquet files untouched
+    assert not (out / "runs" / ids[0] / store.MANIFEST).exists()  # damaged: left for lrd run
+    for i in ids[1:]:
+        assert (out / "runs" / i / store.MANIFEST).read_text() == written[i]  # the same sizes, rows and checksums
+    assert main(["upgrade", str(out)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+# --- the lock ----------------------------------------------------------------------------------
+HOLD_LOCK = """\
+import sys, time
+from pathlib import Path
+from lrd import store
+with store.lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def hold_lock(out: Path) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True, env=env())
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_lrd_run_exits_2_naming_the_holder_and_show_needs_no_lock(reference, tmp_path, cache_dir):
+    out = copy_of(reference, tmp_path)
+    shutil.rmtree(out / "runs" / run_ids(out)[0])  # something to compute
+    before = snapshot(out)
+    holder = hold_lock(out)
+    try:
+        second = lrd("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)
+        unchanged = {k: v for k, v in snapshot(out).items() if k != ".lock"}
+        show = lrd("show", "out", cwd=tmp_path)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert second.stderr.strip().splitlines() == [
+            f"lrd: error: out: another lrd (pid {holder.pid}) is writing this results folder; "
+            "run again when it has finished (or stop it)"
+        ]
+        assert second.stdout == ""
+        assert unchanged == {k: v for k, v in before.items() if k != ".lock"}
+        assert show.returncode == 0 and "lstm" in show.stdout, show.stderr
+    finally:
+        holder.kill()  # the OS releases the lock of a killed process
+        holder.wait()
+        holder.stdout.close()
+    again = lrd("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "1 runs computed, 3 already done" in again.stdout
+    assert_same_tables(out, reference)
+
+
+def test_two_lrd_run_at_once_the_second_stops_and_the_first_finishes(reference, tmp_path, cache_dir):
+    """Issue 16's case: the second's clean-up deleted the first's temporary folder, which then crashed."""
+    (tmp_path / "exp.toml").write_text(TINY)
+    first = start("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)
+    wait_for_line(first, "training")
+    second = lrd("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)
+    stdout, stderr = first.communicate(timeout=180)
+    assert second.returncode == 2 and f"(pid {first.pid})" in second.stderr, second.stdout + second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    assert first.returncode == 0 and "Traceback" not in stderr, stderr
+    assert "4 runs computed" in stdout
+    assert_same_tables(tmp_path / "out", reference)
+
+
+def test_clean_up_keeps_a_live_process_s_temporary_folders(write_experiment, tmp_path):
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        runs = tmp_path / "out" / "runs"
+        names = {
+            "live": f".tmp-aaaa-pid{live.pid}-0123abcd",
+            "dead": f".tmp-bbbb-pid{dead.pid}-0123abcd",
+            "older lrd": ".tmp-cccc-0123abcd",
+        }
+        for name in names.values():
+            (runs / name).mkdir(parents=True)
+        (tmp_path / "out" / f".tmp-experiment.json-pid{dead.pid}-0123abcd").write_text("{}")
+        store.prepare(tmp_path / "out", load_experiment(write_experiment(TINY)))
+        assert sorted(p.name for p in runs.iterdir()) == [names["live"]]
+        assert not list((tmp_path / "out").glob(".tmp-*"))
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_without_file_locks_the_sweep_goes_on_with_one_warning(tmp_path, monkeypatch, capsys):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(store.fcntl, "flock", no_locks)
+    with store.lock(tmp_path):
+        pass
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lrd: warning: {tmp_path}: no file locks here"), err

@@ -6,11 +6,12 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import TINY
 
 from lrd import store
 from lrd.cli import main
-from lrd.results import summary, with_solved
+from lrd.results import best_lr_runs, choose_lr, still_improving, summary, wilson_interval, with_solved, with_trend
 
 
 def runs_table() -> pd.DataFrame:
@@ -96,3 +97,127 @@ def test_changing_the_threshold_re_reports_without_retraining(write_experiment, 
     assert after["solved_step"].tolist() == [0.0]
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.parquet")} == mtimes  # nothing rewritten
     assert pd.read_csv(out / "summary.csv")["solved"].all()
+
+
+# --- still improving -------------------------------------------------------------------------
+STEPS = np.arange(0, 2001, 50)  # 41 log points: the window is the last 11 (steps 1500 to 2000)
+
+
+def noisy(loss, seed=0, sigma=0.05):
+    """``loss`` times log-normal noise of ``sigma``: the jitter of a probe-batch loss."""
+    return loss * np.exp(np.random.default_rng(seed).normal(0, sigma, loss.shape))
+
+
+def test_still_improving_flags_a_loss_still_falling_at_the_end():
+    falling = noisy(2.0 * np.exp(-STEPS / 800))  # halves every 550 steps, to the end
+    assert still_improving(STEPS, falling)
+    for seed in range(5):  # a noisy plateau is not a trend
+        plateau = noisy(np.full(STEPS.shape, 0.3), seed=seed, sigma=0.2)
+        assert not still_improving(STEPS, plateau)
+
+
+def test_still_improving_looks_at_the_last_quarter_only():
+    learnt_then_flat = noisy(np.maximum(2.0 * np.exp(-STEPS / 200), 0.05))  # flat from step ~740
+    assert not still_improving(STEPS, learnt_then_flat)
+    flat_then_learning = noisy(np.where(STEPS < 1500, 2.0, 2.0 * np.exp(-(STEPS - 1500) / 300)))
+    assert still_improving(STEPS, flat_then_learning)  # the late take-off the issue describes
+
+
+def test_still_improving_ignores_small_drifts_and_short_or_broken_curves():
+    polishing = 1e-3 * np.exp(-STEPS / 1e5)  # falls clearly but by 0.5% over the window: not a budget problem
+    assert not still_improving(STEPS, polishing)
+    assert not still_improving(STEPS[:3], np.array([3.0, 2.0, 1.0]))  # too few points to judge
+    assert not still_improving(STEPS, np.where(STEPS == 2000, np.nan, np.exp(-STEPS / 100.0)))
+
+
+def test_with_trend_judges_finished_runs_up_to_their_steps_trained():
+    falling = 2.0 * np.exp(-STEPS / 800)
+    frozen = np.where(STEPS <= 1000, falling, falling[STEPS == 1000][0])  # stopped (solved) at step 1000
+    curves = pd.concat(
+        [
+            pd.DataFrame({"run": r, "step": STEPS, "loss": loss})
+            for r, loss in (("a", falling), ("b", frozen), ("c", falling))
+        ]
+    )
+    runs = pd.DataFrame(
+        {"run": ["a", "b", "c"], "status": ["done", "done", "diverged"], "steps_trained": [2000, 1000, 2000]}
+    )
+    # b: its curve up to step 1000 is still falling; after it, frozen (not judged); c: diverged, not judged
+    assert with_trend(runs, curves)["still_improving"].tolist() == [True, True, False]
+    assert with_trend(runs.drop(columns="steps_trained"), curves)["still_improving"].tolist() == [True, False, False]
+    solved = runs.assign(solved=[True, False, False])  # a solved run's falling loss is no budget problem
+    assert with_trend(solved, curves)["still_improving"].tolist() == [False, True, False]
+
+
+# --- success rates -------------------------------------------------------------------------------
+@pytest.mark.parametrize("k, n", [(0, 3), (1, 3), (2, 5), (5, 5), (7, 10), (0, 1)])
+def test_wilson_interval_inverts_the_score_test(k, n):
+    """Each finite end p0 of the interval solves |k/n - p0| = z sqrt(p0 (1 - p0) / n) (Wilson 1927)."""
+    lo, hi = wilson_interval(k, n)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+    z = 1.959963984540054
+    for end in (lo, hi):
+        if 0.0 < end < 1.0:
+            assert abs(k / n - end) == pytest.approx(z * math.sqrt(end * (1 - end) / n), rel=1e-9)
+    if k == 0:
+        assert lo == 0.0 and hi == pytest.approx(z * z / (n + z * z))
+    if k == n:
+        assert hi == 1.0 and lo == pytest.approx(n / (n + z * z))
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+# --- the learning-rate selection rule -------------------------------------------------------------
+def grid_runs() -> pd.DataFrame:
+    """lstm at gap 10, three learning rates x two seeds; gap 20 at one learning rate."""
+    rows = []
+    valid = {1e-3: [0.5, 0.6], 3e-3: [0.9, 0.8], 1e-2: [0.95, math.nan]}  # 1e-2 seed 1 diverged
+    final = {1e-3: [0.99, 0.99], 3e-3: [0.7, 0.7], 1e-2: [0.9, math.nan]}  # the evaluation set prefers 1e-3
+    for lr in valid:
+        for seed in (0, 1):
+            status = "diverged" if math.isnan(valid[lr][seed]) else "done"
+            rows.append(("lstm", 10, lr, seed, status, valid[lr][seed], final[lr][seed]))
+    rows += [("lstm", 20, 3e-3, seed, "done", 0.4, 0.4) for seed in (0, 1)]
+    columns = ["model", "gap", "lr", "seed", "status", "final_valid_metric", "final_metric"]
+    runs = pd.DataFrame(rows, columns=columns).assign(task="copy", hidden=8, final_valid_loss=1.0)
+    return runs.assign(run=[f"r{i}" for i in range(len(runs))])
+
+
+def test_the_learning_rate_is_chosen_on_the_validation_metric():
+    chosen = choose_lr(grid_runs()).set_index("gap")
+    # 3e-3: mean 0.85; 1e-2: (0.95 + 0, diverged) / 2 = 0.475; 1e-3: 0.55 -- whatever the evaluation set says
+    assert chosen.loc[10, "lr"] == 3e-3 and chosen.loc[10, "lrs"] == 3 and not chosen.loc[10, "lr_at_edge"]
+    assert chosen.loc[10, "valid_metric"] == pytest.approx(0.85)
+    assert chosen.loc[20, "lr"] == 3e-3 and chosen.loc[20, "lrs"] == 1 and not chosen.loc[20, "lr_at_edge"]
+    runs = grid_runs()
+    best = best_lr_runs(runs)
+    assert sorted(best["lr"].unique()) == [3e-3] and len(best) == 4 and (best["lrs"] == [3, 3, 1, 1]).all()
+    assert len(runs) == 8  # the raw per-lr runs stay where they were
+
+
+def test_a_choice_at_the_grids_edge_is_flagged_and_ties_go_to_the_lower_validation_loss():
+    runs = grid_runs()
+    runs.loc[runs["lr"] == 1e-3, "final_valid_metric"] = 0.99  # the smallest lr now wins
+    assert choose_lr(runs).set_index("gap").loc[10, "lr_at_edge"]
+    runs.loc[runs["lr"] == 3e-3, "final_valid_metric"] = 0.99  # a tie between 1e-3 and 3e-3 ...
+    runs.loc[runs["lr"] == 3e-3, "final_valid_loss"] = 0.5  # ... broken by the validation loss
+    chosen = choose_lr(runs).set_index("gap").loc[10]
+    assert chosen["lr"] == 3e-3 and not chosen["lr_at_edge"]
+
+
+def test_several_learning_rates_without_a_validation_metric_cannot_be_chosen():
+    with pytest.raises(ValueError, match="final_valid_metric"):
+        choose_lr(grid_runs().drop(columns=["final_valid_metric", "final_valid_loss"]))
+    single = grid_runs()[grid_runs()["lr"] == 3e-3].drop(columns=["final_valid_metric", "final_valid_loss"])
+    assert choose_lr(single)["lr"].tolist() == [3e-3, 3e-3]  # stored studies of one lr: nothing to choose
+
+
+def test_summary_reports_success_with_its_interval_at_the_chosen_learning_rate():
+    runs = with_solved(grid_runs(), pd.DataFrame(), 0.75).assign(
+        baseline_metric=0.1, decay_length_init=1.0, decay_length_final=1.0
+    )
+    runs["still_improving"] = runs["seed"] == 0
+    table = summary(runs).set_index("gap")
+    row = table.loc[10]  # lr 3e-3: final metrics 0.7, 0.7 -> none solved at 0.75
+    assert (row["lr"], row["lrs"], row["seeds"], row["solved"], row["trained"]) == (3e-3, 3, 2, 0, 2)
+    assert (row["success_lo"], row["success_hi"]) == wilson_interval(0, 2)
+    assert row["still_improving"] == 1 and row["final_metric"] == pytest.approx(0.7)

@@ -15,7 +15,8 @@ from lrd.train import TrainConfig
 
 def test_config_columns_are_the_config_fields():
     assert tuple(ModelConfig.model_fields) == schema.MODEL_COLUMNS
-    assert tuple(TrainConfig.model_fields) == schema.TRAIN_COLUMNS
+    # eval_gaps is a training setting whose results are a table of their own, not a runs column
+    assert tuple(f for f in TrainConfig.model_fields if f != "eval_gaps") == schema.TRAIN_COLUMNS
     assert schema.CONFIG_COLUMNS == schema.MODEL_COLUMNS + schema.TRAIN_COLUMNS
     assert "solve_threshold" not in Task.model_fields  # a reporting setting: never part of a run's identity
     for name, cls in TASKS.items():
@@ -25,8 +26,9 @@ def test_config_columns_are_the_config_fields():
 
 
 def test_results_has_one_field_per_table():
-    assert schema.Results._fields == ("runs", "curves", "grad_norms", "dynamics")
-    assert schema.TABLES == (schema.RUN, schema.CURVES, schema.GRAD_NORMS, schema.DYNAMICS)
+    assert schema.Results._fields == ("runs", "curves", "grad_norms", "eval_gaps", "dynamics")
+    stems = (schema.RUN, schema.CURVES, schema.GRAD_NORMS, schema.EVAL_GAPS, schema.DYNAMICS)
+    assert (*schema.TABLES, *schema.OPTIONAL_TABLES) == stems
     assert list(schema.Results(*[None] * 3).dynamics.columns) == list(schema.DYNAMICS_COLUMNS)  # empty by default
 
 

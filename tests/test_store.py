@@ -30,7 +30,7 @@ def test_a_finished_run_replaces_a_failed_record_and_is_never_replaced(tmp_path)
     assert store.completed_runs(tmp_path) == {"a"}
     store.write_run(tmp_path, "a", tables("a", 0.9))  # the same configuration finished elsewhere: keep the first
     assert store.read_run(tmp_path / "runs" / "a")["run"]["final_metric"].tolist() == [0.5]
-    written = sorted(f"{t}.parquet" for t in tables("a", 0.5))  # a run without diagnostics: no dynamics table
+    written = sorted([f"{t}.parquet" for t in tables("a", 0.5)] + [store.MANIFEST])  # no diagnostics: no dynamics
     assert sorted(p.name for p in (tmp_path / "runs" / "a").iterdir()) == written
     assert not list((tmp_path / "runs").glob(".tmp*"))
 
@@ -61,3 +61,20 @@ def test_changed_configuration_makes_new_runs_and_keeps_the_old(write_experiment
     second = store.load(out).runs["run"].tolist()
     assert len(first) == len(second) == 1 and first != second
     assert sorted(store.load(out, all_runs=True).runs["run"]) == sorted(first + second)
+
+
+def test_a_damaged_run_is_found_refused_by_read_run_and_replaced(tmp_path):
+    store.write_run(tmp_path, "a", tables("a", 0.5))
+    run_dir = tmp_path / "runs" / "a"
+    written = json.loads((run_dir / store.MANIFEST).read_text())["files"]["curves.parquet"]["bytes"]
+    (run_dir / "curves.parquet").write_bytes(b"garbage")
+    reason = f"curves.parquet unreadable (7 bytes, {written} written)"
+    assert store.check_run(run_dir) == store.RunCheck(store.DAMAGED, reason)
+    assert store.completed_runs(tmp_path) == set()
+    with pytest.raises(StoreError, match="damaged run") as err:
+        store.read_run(run_dir)
+    assert "\n" not in str(err.value)
+    store.write_run(tmp_path, "a", tables("a", 0.9))  # a damaged run is replaced, unlike a complete one
+    assert store.check_run(run_dir).state == store.COMPLETE
+    assert store.read_run(run_dir)["run"]["final_metric"].tolist() == [0.9]
+    assert not list((tmp_path / "runs").glob(".tmp*")) and not list(run_dir.glob(".tmp*"))

@@ -31,7 +31,7 @@ def uninterrupted(tmp_path_factory, cache_dir) -> Path:
 
 def test_end_to_end_through_the_command(uninterrupted):
     out = uninterrupted / "out"
-    runs, curves, grad_norms, dynamics = store.load(out)
+    runs, curves, grad_norms, _, dynamics = store.load(out)
     assert set(dynamics["run"]) == set(runs["run"]) and sorted(dynamics["step"].unique()) == [0, 10, 20, 30, 40]
     assert sorted(runs["model"]) == ["gru", "gru", "lstm", "lstm", "rnn", "rnn"]
     assert set(runs["status"]) == {"done"}
@@ -121,7 +121,7 @@ probe_size = 16
 """
     out = tmp_path / "out"
     assert main(["run", str(write_experiment(text)), "--out", str(out), "--no-plot"]) == 0
-    runs, curves, _, _ = store.load(out)
+    runs, curves, *_ = store.load(out)
     by_lr = runs.set_index("lr")
     assert by_lr.loc[1e30, "status"] == "diverged"
     assert 0 <= by_lr.loc[1e30, "diverged_step"] < 20
@@ -133,6 +133,44 @@ probe_size = 16
     diverged_curve = curves[curves["run"] == by_lr.loc[1e30, "run"]]
     assert diverged_curve["step"].max() <= by_lr.loc[1e30, "diverged_step"]
     assert "1 diverged" in capsys.readouterr().out
+
+
+def test_learning_rate_grid_stopping_and_validation_in_the_runs_table(write_experiment, tmp_path, cache_dir, capsys):
+    """lr = [...] trains as one group; each run has its lr, steps_trained, final_valid_* and its parameter count."""
+    text = """\
+seeds = [0]
+[task]
+name = "delayed_recall"
+gap = 2
+[model]
+cell = "lstm"
+params = 900
+[train]
+lr = [1e-5, 3e-2]
+stop_when_solved = true
+steps = 40
+log_every = 10
+batch_size = 16
+eval_size = 64
+valid_size = 64
+probe_size = 16
+[report]
+solve_threshold = 0.5
+"""
+    out = tmp_path / "out"
+    assert main(["run", str(write_experiment(text)), "--out", str(out), "--no-plot"]) == 0
+    assert "2 runs computed" in capsys.readouterr().out
+    runs, curves, *_ = store.load(out)
+    by_lr = runs.set_index("lr")
+    assert (runs["group_size"] == 2).all()
+    assert by_lr.loc[3e-2, "steps_trained"] < 40 and by_lr.loc[3e-2, "solved_step"] == by_lr.loc[3e-2, "steps_trained"]
+    assert by_lr.loc[1e-5, "steps_trained"] == 40 and np.isnan(by_lr.loc[1e-5, "solved_step"])
+    assert curves.groupby("run")["step"].max().tolist() == [40, 40]  # the slow run kept the group going
+    for column in ("final_valid_loss", "final_valid_metric"):
+        assert np.all(np.isfinite(runs[column])) and np.all(runs[column] != runs[column.replace("valid_", "")])
+    # lstm on delayed recall (18 inputs, 8 classes): 4h(18 + h + 1) + 8h + 8 parameters, nearest 900 at h = 8
+    assert (runs["hidden"] == 8).all() and (runs["param_count"] == 4 * 8 * 27 + 72).all()
+    assert (runs["params_target"] == 900).all()
 
 
 BRITTLE = '''\
@@ -169,7 +207,7 @@ def test_a_group_that_raises_is_recorded_failed_and_a_rerun_retries_only_it(tmp_
     assert "2 runs computed, 0 already done, 0 diverged, 2 failed" in proc.stdout
     assert "seeds 0,1 failed: ValueError: no samples today (at brittle.py:15)" in proc.stdout
     assert "2 failed runs not drawn" in proc.stdout
-    runs, curves, _, _ = store.load(tmp_path / "out")
+    runs, curves, *_ = store.load(tmp_path / "out")
     failed = runs[runs["status"] == "failed"]
     assert sorted(failed["gap"]) == [6, 6] and not failed["solved"].any() and failed["final_metric"].isna().all()
     assert set(failed["error"]) == {"ValueError: no samples today (at brittle.py:15)"}

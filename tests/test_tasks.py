@@ -22,7 +22,9 @@ import pytest
 from pydantic import ValidationError
 
 from lrd.tasks import TASKS, Batch, Task
-from lrd.tasks.testing import CheckResult, check_config, check_task
+from lrd.tasks.adding import Adding
+from lrd.tasks.base import Baseline
+from lrd.tasks.testing import CheckResult, check_config, check_partial_baselines, check_task
 
 N_SAMPLES = 20_000  # sequences for the baseline check (standard error ~ 0.3% of accuracy)
 N_REFERENCE = 400  # of those, how many the NumPy references re-derive
@@ -308,6 +310,28 @@ def test_adding_le2015_markers():
     assert set(pos[:, 0]) == set(range(half)) and set(pos[:, 1]) == set(range(half, T)), "uniform over each half"
     assert np.all((markers == 0) | (markers == 1)), "no -1 end markers in le2015"
     assert np.all((values >= 0) & (values < 1))
+
+
+def test_adding_second_only_partial_baseline():
+    """Remembering only the second marked value: MSE Var(X1) = 1/12, metric 2 * tolerance (simulated)."""
+    task = TASKS["adding"](gap=16)
+    batch = check_task(task, n_samples=N_SAMPLES).batch
+    measured = check_partial_baselines(task, batch)["second_only"]
+    assert abs(measured["loss"] - 1 / 12) < 0.003 and abs(measured["metric"] - 0.08) < 0.01
+    assert measured["loss"] < task.baseline().loss  # between remembering nothing and remembering both
+    np.testing.assert_allclose(  # the prediction is X2 + 1/2, X2 the value marked in the second half
+        np.asarray(task.partial_outputs("second_only", batch))[:, -1, 0],
+        np.sum(np.asarray(batch.inputs[..., 0] * batch.inputs[..., 1])[:, 8:], axis=1) + 0.5,
+        rtol=1e-6,
+    )
+
+    class WrongAnalytic(Adding):  # the memoryless 1/6 claimed for the partial predictor: the simulation refuses it
+        def partial_baselines(self):
+            return {"second_only": Baseline(loss=1 / 6, metric=0.08)}
+
+    with pytest.raises(AssertionError, match="partial-memory"):
+        check_partial_baselines(WrongAnalytic(gap=16), batch)
+    assert TASKS["adding"](gap=30, variant="hochreiter1997").partial_baselines() == {}
 
 
 def test_adding_hochreiter1997_markers():

@@ -1,16 +1,19 @@
-"""The vmapped trainer: independent, reproducible seeds, one compilation, divergence, learning."""
+"""The vmapped trainer: independent, reproducible members (seed, learning rate), one compilation, divergence,
+stopping when solved, learning."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from lrd.models import ModelConfig
 from lrd.tasks.adding import Adding
 from lrd.tasks.copy import Copy
-from lrd.train import TrainConfig, Trainer, get_trainer
+from lrd.tasks.delayed_recall import DelayedRecall
+from lrd.train import OPTIMIZERS, VALID_FOLD, TrainConfig, Trainer, get_trainer
 
 TASK = Adding(gap=10)
 MODEL = ModelConfig(cell="lstm", hidden=8)
@@ -29,8 +32,14 @@ def pair(trainer):
 
 
 def _outputs(result):
-    """Everything a run reports, as one tree with a leading seed axis on every leaf."""
-    return {"records": result.records, "final": result.final, "diverged_step": result.diverged_step}
+    """Everything a run reports, as one tree with a leading member axis on every leaf."""
+    return {
+        "records": result.records,
+        "final": result.final,
+        "final_valid": result.final_valid,
+        "diverged_step": result.diverged_step,
+        "steps_trained": result.steps_trained,
+    }
 
 
 def _assert_close(got, want, rtol):
@@ -40,10 +49,6 @@ def _assert_close(got, want, rtol):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=0)
     else:
         np.testing.assert_array_equal(got, want)
-
-
-def _keys(*seeds):
-    return jnp.stack([jax.random.PRNGKey(s) for s in seeds])
 
 
 def test_run_shapes(pair):
@@ -74,7 +79,7 @@ def test_advance_compiles_once_for_any_n(trainer, pair):
     compiled = {name: f._cache_size() for name, f in programs.items()}
     assert compiled["advance"] >= 1  # the run above compiled it
 
-    state = trainer.init(_keys(5, 6))  # same shapes as the run's state, new values
+    state = trainer.initial_state([5, 6])  # same shapes as the run's state, new values
     step = 0
     for n in (3, 0, TRAIN.log_every, 7):
         state, record = trainer.advance(state, n)
@@ -83,6 +88,88 @@ def test_advance_compiles_once_for_any_n(trainer, pair):
         np.testing.assert_array_equal(state.step, [step, step])
     trainer.evaluate(state)
     assert {name: f._cache_size() for name, f in programs.items()} == compiled
+
+
+def test_a_run_in_a_learning_rate_grid_equals_the_run_alone(trainer):
+    """Members (seed, lr) of a 2 x 3 grid in one program; each equals its run trained alone at that lr."""
+    seeds, lrs = [0, 0, 0, 1, 1, 1], [1e-3, 3e-3, 1e-2] * 2
+    grid = _outputs(trainer.run(seeds, lrs=lrs))
+    finals = grid["final"]["loss"]
+    assert len(set(finals[:3].tolist())) == 3, "the learning rates train differently"
+    for i in (1, 5):  # (0, 3e-3) and (1, 1e-2); alone, each runs unvmapped (Program's single-member path)
+        alone = _outputs(trainer.run([seeds[i]], lrs=[lrs[i]]))  # as a sweep trains a single-lr group
+        jax.tree.map(lambda g, a, i=i: _assert_close(g[i], a[0], rtol=1e-5), grid, alone)
+
+
+def test_compilations_do_not_grow_with_the_learning_rate_grid():
+    """One learning rate or three: the same three programs (init, advance, evaluate), each compiled once."""
+    counts = {}
+    tiny = TrainConfig(steps=2, batch_size=4, log_every=1, eval_size=4, valid_size=4, probe_size=4)
+    for lrs in ([3e-3], [1e-3, 3e-3, 1e-2]):
+        trainer = Trainer(Adding(gap=4), ModelConfig(cell="rnn", hidden=4), tiny)  # fresh: nothing compiled yet
+        seeds = [0, 1] * len(lrs)
+        trainer.run(seeds, lrs=[lr for lr in lrs for _ in range(2)])
+        counts[len(lrs)] = [p._cache_size() for p in (trainer.init, trainer.advance, trainer.evaluate)]
+    assert counts == {1: [1, 1, 1], 3: [1, 1, 1]}
+
+
+def test_a_single_learning_rate_gives_the_numbers_of_a_constant_one(pair, monkeypatch):
+    """The learning rate as a state value (inject_hyperparams) changes no bit against optax's constant form."""
+
+    def constant_lr_chain(self, lr=None):
+        opt = OPTIMIZERS[self.optimizer](self.lr)
+        return opt if self.clip == 0 else optax.chain(optax.clip_by_global_norm(self.clip), opt)
+
+    monkeypatch.setattr(TrainConfig, "optimizer_chain", constant_lr_chain)
+    constant = Trainer(TASK, MODEL, TRAIN).run([0, 1])
+    jax.tree.map(np.testing.assert_array_equal, _outputs(constant), _outputs(pair))
+
+
+def test_validation_set_is_a_stream_of_its_own(pair):
+    """fold_in(key, VALID_FOLD) shares no 32-bit word with the keys split(key, 4) gives init, data, probe and eval."""
+    for seed in (0, 1, 12345):
+        key = jax.random.PRNGKey(seed)
+        split_words = set(np.asarray(jax.random.split(key, 4)).ravel().tolist()) | set(np.asarray(key).tolist())
+        assert not split_words & set(np.asarray(jax.random.fold_in(key, VALID_FOLD)).tolist())
+    assert set(pair.final_valid) == set(pair.final)
+    assert np.all(pair.final_valid["loss"] != pair.final["loss"])  # other sequences, other numbers
+
+
+def test_the_validation_size_leaves_the_evaluation_alone():
+    """valid_size 4 (one lax.map with the evaluation chunks) or 300 (a loop of its own): the same final metrics."""
+    finals = []
+    for valid_size in (4, 300):
+        train = TrainConfig(steps=2, batch_size=4, log_every=1, eval_size=4, valid_size=valid_size, probe_size=4)
+        result = Trainer(Adding(gap=4), ModelConfig(cell="rnn", hidden=4), train).run([0, 1])
+        assert all(np.all(np.isfinite(v)) for v in result.final_valid.values())
+        finals.append(result.final)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), *finals)
+
+
+def test_stop_when_solved_freezes_each_run_at_its_own_solve():
+    """A run stops at the first log point where its probe metric reaches the threshold; the others go on; each
+    run's numbers are those it has alone; a group whose members all solved stops early."""
+    task = DelayedRecall(gap=2)
+    train = TrainConfig(
+        steps=40, batch_size=16, log_every=10, eval_size=64, probe_size=16, valid_size=64, stop_when_solved=True
+    )
+    with pytest.raises(ValueError, match="stop_threshold"):
+        get_trainer(task, MODEL, train)  # stop_when_solved without the threshold to stop at
+    trainer = get_trainer(task, MODEL, train, 0.5)
+    both = trainer.run([0, 0], lrs=[3e-2, 1e-5])  # the tiny learning rate never solves
+    metric = np.stack([r.metrics["metric"] for r in both.records])  # (log points, S)
+    assert len(both.records) == 5  # the slow member kept the group to the end
+    first = int(np.argmax(metric[:, 0] >= 0.5))
+    assert 0 < first < 4 and not np.any(metric[:, 1] >= 0.5)
+    np.testing.assert_array_equal(both.steps_trained, [first * train.log_every, train.steps])
+    np.testing.assert_array_equal(metric[first:, 0], metric[first, 0])  # frozen: the probe metric stays put
+
+    alone = trainer.run([0], lrs=[3e-2])
+    assert len(alone.records) == first + 1  # alone, it stops the group at its solve
+    np.testing.assert_array_equal(alone.steps_trained, [first * train.log_every])
+    for k in both.final:
+        np.testing.assert_allclose(both.final[k][0], alone.final[k][0], rtol=1e-5)
+        np.testing.assert_allclose(both.final_valid[k][0], alone.final_valid[k][0], rtol=1e-5)
 
 
 def test_divergence_is_marked(pair):
@@ -98,8 +185,8 @@ def test_divergence_is_marked(pair):
 
 def test_one_diverging_seed_leaves_the_other_untouched(trainer):
     """A non-finite seed (seed 0 given a NaN readout bias) is frozen; seed 1's numbers do not change."""
-    clean = trainer.init(_keys(0, 1))
-    poisoned = trainer.init(_keys(0, 1))
+    clean = trainer.initial_state([0, 1])
+    poisoned = trainer.initial_state([0, 1])
     bias = poisoned.params["params"]["readout"]["bias"]  # (S, 1)
     params = jax.tree.map(lambda x: x, poisoned.params)
     params["params"]["readout"]["bias"] = bias.at[0].set(jnp.nan)
@@ -112,7 +199,11 @@ def test_one_diverging_seed_leaves_the_other_untouched(trainer):
         for _ in range(2):
             state, record = trainer.advance(state, TRAIN.log_every)
             records.append(jax.device_get(record))
-        outputs[name] = {"records": records, "final": jax.device_get(trainer.evaluate(state)), "params": state.params}
+        outputs[name] = {
+            "records": records,
+            "final": jax.device_get(trainer.evaluate(state).final),
+            "params": state.params,
+        }
         outputs[name]["diverged_step"] = np.asarray(state.diverged_step)
 
     np.testing.assert_array_equal(outputs["clean"]["diverged_step"], [-1, -1])

@@ -96,6 +96,9 @@ class Cell(nn.Module):
       dropped_options: ModelConfig options the cell accepts and ignores, so a grid
         over them does not duplicate its runs (the rnn drops ``forget_bias``); any
         other option the cell does not have as a field is refused.
+      length_dependent: True for a model whose parameters depend on the sequence length
+        (attention with learned absolute positions, say); such a model cannot be evaluated
+        at other gaps (``train.eval_gaps``). False for every recurrent cell.
 
     Dataclass fields besides ``hidden`` are the cell's options, set from the
     ModelConfig fields of the same name.
@@ -108,6 +111,7 @@ class Cell(nn.Module):
     equations: ClassVar[str]
     source: ClassVar[str]
     dropped_options: ClassVar[tuple[str, ...]] = ()
+    length_dependent: ClassVar[bool] = False
 
     @classmethod
     def state_size(cls, hidden: int) -> int:

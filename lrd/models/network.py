@@ -18,6 +18,7 @@ selects the scored positions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Literal
 
@@ -221,6 +222,10 @@ class SequenceModel(nn.Module):
         return nn.Dense(self.output_dim, name="readout")(x)  # (B, T, output_dim)
 
 
+# --- parameter counts ---------------------------------------------------------------------
+MAX_HIDDEN = 1 << 16  # the widest model hidden_for_params considers
+
+
 def parameter_count(config: ModelConfig, input_dim: int) -> int:
     """Trainable parameters of the recurrent layers of ``config`` for inputs of width ``input_dim``.
 
@@ -231,3 +236,39 @@ def parameter_count(config: ModelConfig, input_dim: int) -> int:
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 2, input_dim), jnp.float32))
     layers = {k: v for k, v in shapes["params"].items() if k != "readout"}
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(layers))
+
+
+@functools.lru_cache(maxsize=256)
+def param_count(config: ModelConfig, input_dim: int, output_dim: int) -> int:
+    """Number of trained parameters of the whole model (every leaf of the params tree, readout included).
+
+    ``[model] params = N`` matches this count (``parameter_count`` counts the recurrent layers alone).
+
+    Counted from the shapes ``SequenceModel.init`` would create (``jax.eval_shape``: nothing
+    is allocated), so it holds for every registered cell, layer count and direction.
+    """
+    model = SequenceModel(config, output_dim)
+    dummy = jnp.zeros((1, 1, input_dim), jnp.float32)  # (B, T, D): params do not depend on B or T
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), dummy)
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
+
+
+def hidden_for_params(config: ModelConfig, input_dim: int, output_dim: int, target: int) -> int | None:
+    """The hidden size whose ``param_count`` is closest to ``target`` (the smaller on a tie).
+
+    ``None`` when ``target`` is below the count at hidden size 1 or above the count at
+    ``MAX_HIDDEN``. The count grows with the hidden size, so a bisection finds it.
+    """
+
+    def count(hidden: int) -> int:
+        return param_count(config.model_copy(update={"hidden": hidden}), input_dim, output_dim)
+
+    if target < count(1) or target > count(MAX_HIDDEN):
+        return None
+    low, high = 1, 2  # grow to a bracket count(low) <= target <= count(high)
+    while count(high) < target:
+        low, high = high, min(2 * high, MAX_HIDDEN)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if count(middle) <= target else (low, middle)
+    return low if target - count(low) <= count(high) - target else high

@@ -29,6 +29,10 @@ class FigureSkipped(PlotError):
     """Valid tables that do not hold what this figure needs (e.g. a single gap)."""
 
 
+class NotAskedFor(FigureSkipped):
+    """A measurement the experiment did not ask for (e.g. no ``[train] eval_gaps``): not drawn, not reported."""
+
+
 # --- input checks ------------------------------------------------------------------------------
 def check_table(table, name: str, required: Iterable[str]) -> pd.DataFrame:
     """``table`` itself if it is a non-empty DataFrame with the ``required`` columns; PlotError otherwise."""
@@ -198,3 +202,26 @@ def split_runs(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
             slug += f"-{i}"
         slugs[slug] = group
     return slugs
+
+
+def at_chosen_lr(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The runs at each configuration's chosen learning rate (``lrd.results.best_lr_runs``) and a note saying so.
+
+    With a single learning rate the runs are returned as they are, with no note. With a
+    grid the ``lr`` column is dropped from the result (the chosen value may differ by gap,
+    and a series is a model, not a learning rate); the note names the choices and how many
+    lie at the grid's edge.
+    """
+    from lrd.results import best_lr_runs
+
+    if "lr" not in runs or runs["lr"].nunique() <= 1:
+        return runs, ""
+    best = best_lr_runs(runs)
+    trained = best[best["status"] != "failed"]
+    chosen = "; ".join(
+        f"{model} {', '.join(f'{lr:g}' for lr in sorted(g['lr'].unique()))}" for model, g in trained.groupby("model")
+    )
+    edges = trained.drop_duplicates(["model", "gap"])["lr_at_edge"].sum()
+    edge = f"; {edges} at the grid's edge: widen it" if edges else ""
+    note = f"learning rate chosen per gap and model on the validation metric, of {runs['lr'].nunique()}: {chosen}{edge}"
+    return best.drop(columns=["lr"]), note

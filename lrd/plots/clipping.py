@@ -26,6 +26,13 @@ BEFORE_BLOCKS = (
     "exploding-gradient instrumentation; run the experiment again to draw it"
 )
 
+CAPTION = (
+    "Exploding gradients: left, the largest (solid) and mean (dashed) pre-clip global gradient norm over each "
+    "block of training steps between log points, with the clipping threshold (dotted); right, the fraction of "
+    "the block's steps that were clipped; both against training step (means over finished seeds; loss spikes "
+    "counted in the title). Norm spikes that clipping absorbs show as a clipped fraction above 0."
+)
+
 
 def clipping_curves(
     runs: pd.DataFrame,

@@ -14,6 +14,12 @@ from lrd.plots.spectrum import dynamics_rows
 from lrd.plots.style import SeriesStyle, prepare
 
 WHEN = {"init": ("0.55", -0.15), "end": ("black", 0.15)}  # colour, x offset
+CAPTION = (
+    "Gate activations of layer 0 on the probe batch, at initialisation (grey) and at the end (black): per gate, "
+    "the quantiles over sequences, timesteps and units (thin bar 5-95%, thick 25-75%, dot the median; means "
+    "over finished seeds); the x labels give the fraction of saturated activations and the median time "
+    "constant. Gates pinned near 0 or 1 pass no gradient through their own derivative."
+)
 
 
 def gate_distributions(
@@ -30,7 +36,7 @@ def gate_distributions(
     Gids ``gate:<series>:<gate>:<init|end>`` (the median's marker; its data is (x, median)).
     """
     runs, order, styles = prepare(runs, (), styles)
-    quantiles = dynamics_rows(dynamics, "gate_quantile")
+    quantiles = dynamics_rows(dynamics, "gate_quantile", runs)
     gap, done, at = runs_at(runs, gap)
     if quantiles.empty:
         raise FigureSkipped("no gate statistics (the cells have no gates to record)")

@@ -39,6 +39,14 @@ def _edges(centres: np.ndarray) -> np.ndarray:
     return np.concatenate([[2 * centres[0] - mid[0]], mid, [2 * centres[-1] - mid[-1]]])
 
 
+# what the figure shows, for a reader who sees it alone (the report prints it under the figure)
+CAPTION = (
+    "Gradient norms during training: log10 ||dL/dh_t|| for every timestep (x) and logged training step (y), mean "
+    "over finished seeds, one panel per model; grey where a seed's norm was below float32's range; the dashed line "
+    "marks the first scored position. It shows whether training opens a path for the gradient across the gap."
+)
+
+
 def gradient_heatmap(
     runs: pd.DataFrame,
     grad_norms: pd.DataFrame,

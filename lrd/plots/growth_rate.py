@@ -25,6 +25,13 @@ BEFORE_GROWTH_RATE = (
     "(their decay_length is left out); run the experiment again to draw it"
 )
 
+CAPTION = (
+    "Signed growth rate of the gradient norm ||dL/dh_t|| with distance from the loss (1/step, fitted on the "
+    "probe batch) against training step, mean over finished seeds. Below 0 the gradient vanishes with distance "
+    "(its e-folding length is -1/rate), above 0 it explodes; 0 (dotted) carries it unchanged; dashed: "
+    "-1/gap, the rate at which the gradient falls by a factor e across the gap."
+)
+
 
 def growth_rate_curves(
     runs: pd.DataFrame,

@@ -18,6 +18,13 @@ from lrd.plots.style import (
 )
 from lrd.schema import CURVE_KEY
 
+# what the figure shows, for a reader who sees it alone (the report prints it under the figure)
+CAPTION = (
+    "Learning curves: the training loss on the probe batch against training step, one panel per model, one line per"
+    " gap (mean over finished seeds); thin lines ending in x are diverged runs; dashed: the memoryless baseline "
+    "loss. A curve that stays at the baseline never learned the dependency."
+)
+
 
 def learning_curves(
     runs: pd.DataFrame, curves: pd.DataFrame, *, styles: dict[str, SeriesStyle] | None = None

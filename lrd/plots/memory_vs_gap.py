@@ -1,4 +1,13 @@
-"""Figure 3, the headline: final metric against gap, with bootstrap intervals over seeds."""
+"""Figure 3, the headline: final metric and success rate against gap, every seed drawn.
+
+Upper panel: the final metric of every seed (dots), their mean (line), diverged runs
+('x' at the baseline), runs still improving at the end ringed. Lower panel: the
+fraction of seeds that solved, with its Wilson 95% interval (``lrd.results.wilson_interval``),
+the interval a handful of seeds supports: no interval is drawn around the mean metric,
+since with n = 3 a 95% percentile bootstrap interval is [min, max] (issue 12).
+With a learning-rate grid each (gap, model) is drawn at its chosen learning rate
+(``lrd.results.choose_lr``).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +22,7 @@ from matplotlib.transforms import ScaledTranslation
 
 from lrd.plots.base import (
     FigureSkipped,
+    at_chosen_lr,
     count_text,
     diverged_note,
     legend,
@@ -23,26 +33,12 @@ from lrd.plots.style import (
     SeriesStyle,
     prepare,
 )
+from lrd.results import wilson_interval
+from lrd.schema import TREND_COLUMN
 
 
-def bootstrap_interval(values, *, ci: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean (Efron & Tibshirani 1993, ch. 13).
-
-    Deterministic: resamples with ``numpy.random.default_rng(seed)``. A single value
-    gives a zero-width interval.
-    """
-    values = np.asarray(values, float)
-    if values.size == 0:
-        return (math.nan, math.nan)
-    if values.size == 1:
-        return (float(values[0]), float(values[0]))
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - ci) / 2, (1 + ci) / 2])
-    return float(lo), float(hi)
-
-
-def _gap_axis(ax, gaps) -> None:
+def gap_axis(ax, gaps) -> None:
+    """The gaps as the x ticks, on a log axis when they span a factor of 8 or more."""
     gaps = sorted(set(int(g) for g in gaps))
     if gaps[0] > 0 and gaps[-1] / gaps[0] >= 8:
         ax.set_xscale("log")
@@ -51,68 +47,60 @@ def _gap_axis(ax, gaps) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
-def memory_vs_gap(
-    runs: pd.DataFrame,
-    *,
-    ci: float = 0.95,
-    n_boot: int = 2000,
-    seed: int = 0,
-    styles: dict[str, SeriesStyle] | None = None,
-) -> Figure:
-    """Final metric against gap, one line per series (the headline figure).
+# what the figure shows, for a reader who sees it alone (the report prints it under the figure)
+CAPTION = (
+    "Memory vs gap, the headline. Upper panel: the final metric of every seed (dots) and their mean over finished "
+    "seeds (line, no interval: a handful of seeds supports none), diverged runs as 'x' at the baseline, runs still "
+    "improving at the end ringed. Lower panel: the fraction of seeds that solved, with its Wilson 95% interval. "
+    "Dashed: the memoryless baseline (the best predictor that ignores the past); dotted: the solve threshold."
+)
 
-    Line: mean over finished seeds; vertical bar: ``ci`` percentile-bootstrap interval
-    of that mean; dots: the seeds; 'x': diverged runs, placed at the baseline metric.
-    Grey dashed: memoryless baseline; dotted: the solve threshold. Artists carry gids
-    ``mean:<series>``, ``interval:<series>``, ``seeds:<series>``, ``diverged:<series>``,
+
+def memory_vs_gap(runs: pd.DataFrame, *, styles: dict[str, SeriesStyle] | None = None) -> Figure:
+    """Final metric and fraction solved against gap, one series per model (the headline figure).
+
+    Upper panel: dots, the seeds' final metrics; line, their mean over finished seeds
+    (no interval); 'x', diverged runs at the baseline metric; a black ring, a finished run
+    still improving at the end (``still_improving``). Grey dashed: memoryless baseline;
+    dotted: the solve threshold. Lower panel: solved / trained seeds, with the Wilson 95%
+    interval as a vertical bar. Artists carry gids ``mean:<series>``, ``seeds:<series>``,
+    ``diverged:<series>``, ``improving:<series>``, ``success:<series>``, ``interval:<series>``,
     ``baseline`` and ``threshold``.
     """
-    runs, order, styles = prepare(runs, ("final_metric", "baseline_metric", "solve_threshold"), styles)
+    runs, lr_note = at_chosen_lr(runs)
+    runs, order, styles = prepare(runs, ("final_metric", "baseline_metric", "solve_threshold", "solved"), styles)
     gaps = sorted(runs["gap"].unique())
     if len(gaps) < 2:
         raise FigureSkipped(f"memory vs gap needs at least two gaps; the runs have only gap {gaps[0]}")
     metric_name = str(runs["metric_name"].iloc[0]) if "metric_name" in runs else "metric"
+    improving = runs[TREND_COLUMN].eq(True) if TREND_COLUMN in runs else pd.Series(False, index=runs.index)
 
-    fig = new_figure(8.5, 5.0)
-    ax = fig.subplots()
+    fig = new_figure(8.5, 6.5)
+    ax, ax_success = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     done = runs[runs["status"] == "done"]
     diverged = runs[runs["status"] == "diverged"]
+    trained = runs[runs["status"] != "failed"]
     for i, series in enumerate(order):
         style = styles[series]
         # dodge the series sideways by a few points on screen (the data stay at the gap), so
         # models with equal values at a gap (e.g. all solved) do not hide one another
-        dodge = ax.transData + ScaledTranslation((i - (len(order) - 1) / 2) * 5 / 72, 0, fig.dpi_scale_trans)
+        offset = ScaledTranslation((i - (len(order) - 1) / 2) * 5 / 72, 0, fig.dpi_scale_trans)
+        dodge, dodge_success = ax.transData + offset, ax_success.transData + offset
         mine = done[done["series"] == series]
-        stat_rows = []
+        mean_rows: list[tuple] = []
+        success_rows: list[tuple] = []
         for g in gaps:
             values = mine.loc[mine["gap"] == g, "final_metric"].to_numpy(float)
             values = values[np.isfinite(values)]
-            mean = values.mean() if values.size else math.nan
-            stat_rows.append((g, mean, *bootstrap_interval(values, ci=ci, n_boot=n_boot, seed=seed)))
-        stats = np.array(stat_rows, float)  # (gaps, 4): gap, mean, lo, hi
-        ax.plot(
-            stats[:, 0],
-            stats[:, 1],
-            color=style.colour,
-            marker=style.marker,
-            markersize=6,
-            markerfacecolor="white" if style.bidirectional else style.colour,
-            label=series,
-            gid=f"mean:{series}",
-            zorder=3,
-            transform=dodge,
+            mean_rows.append((g, values.mean() if values.size else math.nan))
+            at = trained[(trained["series"] == series) & (trained["gap"] == g)]
+            k, n = int(at["solved"].eq(True).sum()), len(at)
+            success_rows.append((g, k / n if n else math.nan, *wilson_interval(k, n)))
+        means, success = np.array(mean_rows, float), np.array(success_rows, float)  # (gaps, 2), (gaps, 4)
+        marker = dict(
+            marker=style.marker, markersize=6, markerfacecolor="white" if style.bidirectional else style.colour
         )
-        ok = np.isfinite(stats[:, 1])
-        ax.vlines(
-            stats[ok, 0],
-            stats[ok, 2],
-            stats[ok, 3],
-            color=style.colour,
-            linewidth=2.5,
-            alpha=0.5,
-            gid=f"interval:{series}",
-            transform=dodge,
-        )
+        ax.plot(*means.T, color=style.colour, **marker, label=series, gid=f"mean:{series}", zorder=3, transform=dodge)
         ax.scatter(
             mine["gap"].to_numpy(float),
             mine["final_metric"].to_numpy(float),
@@ -124,6 +112,19 @@ def memory_vs_gap(
             zorder=2,
             transform=dodge,
         )
+        rising = mine[improving[mine.index]]
+        if len(rising):
+            ax.scatter(
+                rising["gap"].to_numpy(float),
+                rising["final_metric"].to_numpy(float),
+                s=60,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=0.8,
+                gid=f"improving:{series}",
+                zorder=4,
+                transform=dodge,
+            )
         bad = diverged[diverged["series"] == series]
         if len(bad):
             ax.scatter(
@@ -137,6 +138,25 @@ def memory_vs_gap(
                 zorder=4,
                 transform=dodge,
             )
+        ok = np.isfinite(success[:, 1])
+        ax_success.plot(
+            success[ok, 0],
+            success[ok, 1],
+            color=style.colour,
+            **marker,
+            gid=f"success:{series}",
+            transform=dodge_success,
+        )
+        ax_success.vlines(
+            success[ok, 0],
+            success[ok, 2],
+            success[ok, 3],
+            color=style.colour,
+            linewidth=2.5,
+            alpha=0.5,
+            gid=f"interval:{series}",
+            transform=dodge_success,
+        )
     base = runs.groupby("gap")["baseline_metric"].first()
     ax.plot(
         base.index.to_numpy(float),
@@ -154,20 +174,29 @@ def memory_vs_gap(
     if len(diverged):
         handles.append(Line2D([], [], color="0.3", marker="x", linestyle="none", label="diverged (at baseline)"))
     handles.append(Line2D([], [], color="0.3", marker="o", markersize=3, linestyle="none", label="one seed"))
-    _gap_axis(ax, gaps)
-    ax.set_xlabel("gap (timesteps)")
+    if improving[done.index].any():
+        handles.append(
+            Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="none", label="still improving")
+        )
+    gap_axis(ax_success, gaps)
+    ax_success.set_xlabel("gap (timesteps)")
     ax.set_ylabel(f"final {metric_name}")
+    ax_success.set_ylabel("fraction solved")
     ax.set_ylim(-0.03, 1.03)
-    ax.grid(True, alpha=0.3)
+    ax_success.set_ylim(-0.05, 1.05)
+    for a in (ax, ax_success):
+        a.grid(True, alpha=0.3)
     legend(fig, handles)
-    n_seeds = done.groupby(["series", "gap"])["seed"].nunique()
+    n_seeds = trained.groupby(["series", "gap"])["seed"].nunique()
     title(
         fig,
         runs,
         "Memory vs gap",
         [
-            f"line: mean over finished seeds ({count_text(n_seeds)} per point); bar: {ci:.0%} bootstrap interval; "
-            "dots: seeds",
+            f"top: dots, seeds; line, their mean ({count_text(n_seeds)} seeds per point; no interval drawn); "
+            "ring: still improving at the end",
+            "bottom: fraction of seeds solved, bar: Wilson 95% interval",
+            lr_note,
             diverged_note(runs),
         ],
     )

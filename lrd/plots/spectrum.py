@@ -9,6 +9,7 @@ from matplotlib.lines import Line2D
 
 from lrd.plots.base import (
     FigureSkipped,
+    NotAskedFor,
     check_table,
     count_text,
     diverged_note,
@@ -22,15 +23,25 @@ from lrd.plots.style import SeriesStyle, line_kwargs, prepare
 from lrd.schema import DYNAMICS_COLUMNS
 
 NO_DYNAMICS = (
-    "no dynamics table: results from before the diagnostics, or trained with diagnostics = false; "
-    "run the experiment again (with diagnostics) to draw it"
+    "no dynamics table: trained with diagnostics = false (the default) or before the diagnostics; "
+    "run the experiment with diagnostics = true to draw it"
+)
+CAPTION = (
+    "Jacobian spectrum along the probe trajectory of layer 0 against training step (mean over finished seeds): "
+    "the top Lyapunov exponent (mean ln growth per step of a perturbation of the state) and the mean over "
+    "timesteps of ln sigma_max(J_t), the largest singular value of the state-to-state Jacobian (dashed, for "
+    "the tanh RNN: Pascanu et al.'s bound on it). Above 0: "
+    "perturbations, and gradients flowing back, grow; below 0: they vanish."
 )
 
 
-def dynamics_rows(dynamics: pd.DataFrame, quantity: str) -> pd.DataFrame:
-    """The rows of one quantity; FigureSkipped when the folder has none."""
+def dynamics_rows(dynamics: pd.DataFrame, quantity: str, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows of one quantity; NotAskedFor when no run asked for diagnostics, FigureSkipped when they lack them."""
     if dynamics is None or (isinstance(dynamics, pd.DataFrame) and dynamics.empty):
-        raise FigureSkipped(NO_DYNAMICS)
+        asked = runs is not None and "diagnostics" in runs and runs["diagnostics"].fillna(False).astype(bool).any()
+        if asked:
+            raise FigureSkipped("no dynamics table, although the runs were trained with diagnostics = true")
+        raise NotAskedFor(NO_DYNAMICS)
     check_table(dynamics, "dynamics", DYNAMICS_COLUMNS)
     return dynamics[dynamics["quantity"] == quantity]
 
@@ -55,7 +66,7 @@ def spectrum_curves(
     ``sigma:<series>``, ``bound:<series>``, ``zero``.
     """
     runs, order, styles = prepare(runs, (), styles)
-    lyapunov = dynamics_rows(dynamics, "lyapunov")
+    lyapunov = dynamics_rows(dynamics, "lyapunov", runs)
     gap, done, at = runs_at(runs, gap)
     top = join(lyapunov[lyapunov["index"] == 1], done, "dynamics")
     sigma = join(dynamics_rows(dynamics, "sigma_max"), done, "dynamics")

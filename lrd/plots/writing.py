@@ -11,15 +11,26 @@ import pandas as pd
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
-from lrd.plots.base import FigureSkipped, PlotError, check_table, split_runs
+from lrd.plots.base import FigureSkipped, NotAskedFor, PlotError, check_table, split_runs
+from lrd.plots.clipping import CAPTION as CLIPPING_CAPTION
 from lrd.plots.clipping import clipping_curves
+from lrd.plots.eval_gaps import CAPTION as EVAL_GAPS_CAPTION
+from lrd.plots.eval_gaps import eval_gaps_curves
+from lrd.plots.gates import CAPTION as GATES_CAPTION
 from lrd.plots.gates import gate_distributions
+from lrd.plots.gradient_heatmap import CAPTION as GRADIENT_HEATMAP_CAPTION
 from lrd.plots.gradient_heatmap import gradient_heatmap
+from lrd.plots.growth_rate import CAPTION as GROWTH_RATE_CAPTION
 from lrd.plots.growth_rate import growth_rate_curves
+from lrd.plots.learning_curves import CAPTION as LEARNING_CURVES_CAPTION
 from lrd.plots.learning_curves import learning_curves
+from lrd.plots.memory_vs_gap import CAPTION as MEMORY_VS_GAP_CAPTION
 from lrd.plots.memory_vs_gap import memory_vs_gap
+from lrd.plots.spectrum import CAPTION as SPECTRUM_CAPTION
 from lrd.plots.spectrum import spectrum_curves
+from lrd.plots.steps_to_solve import steps_to_solve
 from lrd.plots.style import SeriesStyle, series_styles, with_series
+from lrd.plots.vanishing_gradients import CAPTION as VANISHING_GRADIENTS_CAPTION
 from lrd.plots.vanishing_gradients import vanishing_gradients
 from lrd.schema import CURVE_KEY, DYNAMICS_COLUMNS, GRAD_COLUMNS, RUN_KEY, Results
 
@@ -50,6 +61,8 @@ def split_by_task(results) -> dict[str, Results]:
         raise PlotError("no finished runs to draw: every run failed")
     curves = check_table(results.curves, "curves", CURVE_KEY)
     grads = check_table(results.grad_norms, "grad_norms", GRAD_COLUMNS)
+    at_gaps = getattr(results, "eval_gaps", None)
+    at_gaps = at_gaps if at_gaps is not None and not at_gaps.empty else pd.DataFrame({"run": []})
     dynamics = getattr(results, "dynamics", None)
     if dynamics is None or (isinstance(dynamics, pd.DataFrame) and dynamics.empty):
         dynamics = pd.DataFrame({c: [] for c in DYNAMICS_COLUMNS})  # results from before the diagnostics
@@ -60,6 +73,7 @@ def split_by_task(results) -> dict[str, Results]:
             group,
             curves[curves["run"].isin(group["run"])],
             grads[grads["run"].isin(group["run"])],
+            at_gaps[at_gaps["run"].isin(group["run"])],
             dynamics[dynamics["run"].isin(group["run"])],
         )
         for slug, group in split_runs(runs).items()
@@ -71,13 +85,28 @@ FIGURES: dict[str, Callable[[Results, dict[str, SeriesStyle]], Figure]] = {
     "vanishing_gradients": lambda t, st: vanishing_gradients(t.runs, t.grad_norms, styles=st),
     "gradient_heatmap": lambda t, st: gradient_heatmap(t.runs, t.grad_norms, styles=st),
     "memory_vs_gap": lambda t, st: memory_vs_gap(t.runs, styles=st),
+    "steps_to_solve": lambda t, st: steps_to_solve(t.runs, styles=st),
     "learning_curves": lambda t, st: learning_curves(t.runs, t.curves, styles=st),
     "growth_rate": lambda t, st: growth_rate_curves(t.runs, t.curves, styles=st),
     "jacobian_spectrum": lambda t, st: spectrum_curves(t.runs, t.dynamics, styles=st),
     "gates": lambda t, st: gate_distributions(t.runs, t.dynamics, styles=st),
     "clipping": lambda t, st: clipping_curves(t.runs, t.curves, styles=st),
+    "eval_gaps": lambda t, st: eval_gaps_curves(t.runs, t.eval_gaps, styles=st),
 }
 FIGURE_NAMES = tuple(FIGURES)
+# what each figure shows, for a reader who sees it alone (the report prints it under the figure);
+# written next to each figure's code, as its module's CAPTION
+CAPTIONS: dict[str, str] = {
+    "vanishing_gradients": VANISHING_GRADIENTS_CAPTION,
+    "gradient_heatmap": GRADIENT_HEATMAP_CAPTION,
+    "memory_vs_gap": MEMORY_VS_GAP_CAPTION,
+    "learning_curves": LEARNING_CURVES_CAPTION,
+    "growth_rate": GROWTH_RATE_CAPTION,
+    "jacobian_spectrum": SPECTRUM_CAPTION,
+    "gates": GATES_CAPTION,
+    "clipping": CLIPPING_CAPTION,
+    "eval_gaps": EVAL_GAPS_CAPTION,
+}
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 150) -> Path:
@@ -126,6 +155,8 @@ def write_figures(
             stem = f"{slug}_{name}"
             try:
                 fig = draw(t, styles)
+            except NotAskedFor:
+                continue
             except FigureSkipped as skipped:
                 report(stem, str(skipped))
                 continue

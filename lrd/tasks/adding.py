@@ -15,6 +15,14 @@ the sum of the two marked values. Memoryless baseline: predict E[sum] = 1,
 MSE = Var(X1 + X2) = 2/12 = 1/6 (the 0.1767 stated in one well-known README
 is not this number); metric P(|X1 + X2 - 1| < 0.04) = 2(0.04 - 0.04^2/2) = 0.0784.
 
+Partial-memory baseline ``second_only`` (le2015 only): the best predictor that
+remembers the second marked value X2 (always in the second half, so the last
+marked value seen) but not the first. Given X2, the target X1 + X2 has
+conditional mean X2 + E[X1] = X2 + 1/2, so it predicts that; its error is
+X1 - 1/2 with X1 ~ U[0, 1] independent of X2, hence MSE = Var(X1) = 1/12 and
+metric P(|X1 - 1/2| < u) = 2u = 0.08 for u = 0.04 <= 1/2. A model between 1/12
+and 1/6 has learnt to use one of the two values; below 1/12, both.
+
 ``variant = "hochreiter1997"`` (Hochreiter & Schmidhuber 1997, experiment
 4): values U[-1, 1]; the first marker (value X1) is one of the first 10 steps,
 the second (X2) one of the T/2 - 1 still unmarked steps of [0, T/2); the
@@ -117,3 +125,16 @@ class Adding(Task):
 
     def memoryless_outputs(self, batch: Batch) -> jax.Array:
         return constant_outputs(batch, 1.0 if self.variant == "le2015" else 0.5)
+
+    def partial_baselines(self) -> dict[str, Baseline]:
+        if self.variant != "le2015":
+            return {}
+        return {"second_only": Baseline(loss=1.0 / 12.0, metric=min(1.0, 2 * self.tolerance))}
+
+    def partial_outputs(self, name: str, batch: Batch) -> jax.Array:
+        if name not in self.partial_baselines():
+            raise KeyError(f"adding ({self.variant}) has no partial baseline {name!r}")
+        values, markers = batch.inputs[..., 0], batch.inputs[..., 1]  # (B, T) each
+        second_half = jnp.arange(self.length) >= self.length // 2  # (T,)
+        x2 = jnp.sum(values * markers * second_half, axis=1)  # (B,) the second marked value
+        return jnp.broadcast_to((x2 + 0.5)[:, None, None], (*batch.mask.shape, 1)).astype(jnp.float32)

@@ -1,7 +1,7 @@
 """Associative recall, single- or multi-query.
 
 Sources: Ba, Hinton, Mnih, Leibo & Ionescu 2016, "Using fast weights to attend
-to the recent past", sec. 4.1 (associative retrieval: "c9k8j3f1??c" -> 8), and
+to the recent past", sec. 4.1 (associative retrieval: "c9k8j3f1??c" -> 9, the value stored with key c), and
 its multi-query form MQAR of Arora et al. 2023, "Zoology" (HazyResearch/zoology,
 ``zoology/data/multiquery_ar.py``): key-value pairs, then queries, each answered
 by the value stored with its key.

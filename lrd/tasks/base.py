@@ -122,10 +122,27 @@ class Task(BaseModel):
         """Outputs (B, T, output_dim) of the best predictor that sees only the position t."""
         raise NotImplementedError
 
+    def partial_baselines(self) -> dict[str, Baseline]:
+        """Analytic loss and metric of best predictors that remember only part of what matters, by name.
+
+        None by default; a task defines them where they are informative (e.g. the adding
+        problem with only the second marked value remembered), each realised by
+        ``partial_outputs(name, batch)`` so the two can be checked against each other.
+        """
+        return {}
+
+    def partial_outputs(self, name: str, batch: Batch) -> jax.Array:
+        """Outputs (B, T, output_dim) of the partial-memory predictor ``name`` of ``partial_baselines``."""
+        raise NotImplementedError
+
     # --- helpers ---------------------------------------------------------------
     def params(self) -> dict:
         """The task's parameters, including ``gap``, as plain Python values."""
         return self.model_dump()
+
+    def at_gap(self, gap: int) -> Task:
+        """The same task with another gap, validated like a file's value (pydantic.ValidationError if not allowed)."""
+        return type(self)(**{**self.params(), "gap": gap})
 
     @property
     def scored_span(self) -> tuple[int, int]:

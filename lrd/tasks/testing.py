@@ -19,7 +19,8 @@
 * ``check_baseline`` the analytic ``baseline()`` and ``extra_baselines()`` agree
                      with the metrics of ``memoryless_outputs`` measured on
                      those sequences, within ``n_sigma`` standard errors (plus a
-                     small float32 allowance).
+                     small float32 allowance); so does each of
+                     ``partial_baselines()`` with its ``partial_outputs``.
 
 These checks do not know what a task computes: a task-specific reference
 (recomputing the targets from the inputs) belongs in its own test.
@@ -56,7 +57,9 @@ def check_task(task: Task, *, n_samples: int = 20_000, n_sigma: float = 5.0, see
     check_config(task)
     batch = check_sampling(task, jax.random.key(seed), n_samples)
     check_batch(task, batch)
-    return CheckResult(check_baseline(task, batch, n_sigma=n_sigma), batch)
+    measured = check_baseline(task, batch, n_sigma=n_sigma)
+    check_partial_baselines(task, batch, n_sigma=n_sigma)
+    return CheckResult(measured, batch)
 
 
 def check_config(task: Task) -> None:
@@ -165,10 +168,29 @@ def check_baseline(task: Task, batch: Batch, *, n_sigma: float = 5.0) -> dict[st
     analytic = task.baseline()
     assert isinstance(analytic, Baseline), f"{name}: baseline() must return a Baseline"
     expected = {"loss": float(analytic.loss), "metric": float(analytic.metric), **task.extra_baselines()}
-    outputs = task.memoryless_outputs(batch)  # (B, T, output_dim); an argument below, so XLA cannot fold it
+    return _check_predictor(task, batch, task.memoryless_outputs(batch), expected, "memoryless", n_sigma)
+
+
+def check_partial_baselines(task: Task, batch: Batch, *, n_sigma: float = 5.0) -> dict[str, dict[str, float]]:
+    """Each of ``partial_baselines()`` against the loss and metric of its ``partial_outputs`` on ``batch``."""
+    measured = {}
+    for key, analytic in task.partial_baselines().items():
+        assert isinstance(analytic, Baseline), f"{_name(task)}: partial_baselines()[{key!r}] must be a Baseline"
+        expected = {"loss": float(analytic.loss), "metric": float(analytic.metric)}
+        outputs = task.partial_outputs(key, batch)
+        measured[key] = _check_predictor(task, batch, outputs, expected, f"partial-memory ({key})", n_sigma)
+    return measured
+
+
+def _check_predictor(
+    task: Task, batch: Batch, outputs: jax.Array, expected: dict[str, float], what: str, n_sigma: float
+) -> dict[str, float]:
+    """The metrics of ``outputs`` on ``batch`` against their ``expected`` analytic values; the measured means."""
+    name = _name(task)
+    # outputs (B, T, output_dim) is an argument of the jitted evaluation below, so XLA cannot fold it
     shape = (*batch.mask.shape, task.output_dim)
     assert outputs.shape == shape and outputs.dtype == jnp.float32, (
-        f"{name}: memoryless_outputs gave {outputs.shape} {outputs.dtype}, expected {shape} float32"
+        f"{name}: the {what} outputs are {outputs.shape} {outputs.dtype}, expected {shape} float32"
     )
 
     @jax.jit
@@ -191,10 +213,10 @@ def check_baseline(task: Task, batch: Batch, *, n_sigma: float = 5.0) -> dict[st
             want = expected[k]
             tol = n_sigma * se + FLOAT_ATOL * max(1.0, abs(want))
             assert abs(mean - want) <= tol, (
-                f"{name}: memoryless {k} measured {mean:.6f} +- {se:.2g} (s.e., {values.size} sequences) "
+                f"{name}: {what} {k} measured {mean:.6f} +- {se:.2g} (s.e., {values.size} sequences) "
                 f"but the analytic baseline is {want:.6f} (tolerance {tol:.2g})"
             )
-    assert 0.0 <= measured["metric"] <= 1.0, f"{name}: metric {measured['metric']} is outside [0, 1]"
+    assert 0.0 <= measured["metric"] <= 1.0, f"{name}: {what} metric {measured['metric']} is outside [0, 1]"
     return measured
 
 
