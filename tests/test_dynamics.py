@@ -251,7 +251,7 @@ def test_clipped_fraction_is_one_below_and_zero_above_every_norm(clip, want):
 
 
 def test_diagnostics_do_not_change_training():
-    on, off = _tiny_run(clip=1e6, lyapunov_k=3), _tiny_run(clip=1e6, diagnostics=False)
+    on, off = _tiny_run(clip=1e6, lyapunov_k=3, diagnostics=True), _tiny_run(clip=1e6, diagnostics=False)
     for a, b in zip(on.records, off.records, strict=True):
         jax.tree.map(
             np.testing.assert_array_equal, (a.metrics, a.grad_norm, a.block), (b.metrics, b.grad_norm, b.block)
