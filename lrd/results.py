@@ -415,6 +415,9 @@ def best_lr_runs(runs: pd.DataFrame) -> pd.DataFrame:
         return runs.assign(lrs=pd.Series(dtype=int), lr_at_edge=pd.Series(dtype=bool))
     keys = configuration_keys(runs)
     chosen = choose_lr(runs)[[*keys, "lr", "lrs", "lr_at_edge"]].rename(columns={"lr": "_chosen"})
+    # a key that is None for every run (an option no cell of the folder has) is object-typed in runs
+    # and float NaN in the grouped rows: give the keys runs' types so they merge
+    chosen = chosen.astype({k: runs[k].dtype for k in keys})
     merged = runs.merge(chosen, on=keys, how="left")  # NaN-keyed columns match NaN in pandas merges
     keep = (merged["lr"] == merged["_chosen"]) | (merged["status"] == STATUS_FAILED)
     merged["lrs"] = merged["lrs"].fillna(1).astype(int)

@@ -102,7 +102,9 @@ def test_run_returns_what_load_returns_and_matches_the_command(write_experiment,
     # the command with the same overrides trains the same runs, with the same numbers
     proc = lrd("run", str(path), "model.cell=[gru]", "train.lr=3e-3", "--out", str(tmp_path / "cli"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1].endswith(f"figure files in {tmp_path / 'cli' / 'figures'}")
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-2].endswith(f"figure files in {tmp_path / 'cli' / 'figures'}")
+    assert lines[-1] == f"report: {tmp_path / 'cli' / 'report.html'}"  # the last line names the report
     for got, want in zip(comparable(api.load(tmp_path / "cli")), comparable(results)):
         assert got.equals(want)
     # again: nothing to compute, the same tables

@@ -189,6 +189,6 @@ def test_forcing_the_kernel_without_a_gpu_is_one_line_exit_2(write_experiment, t
 def test_committed_results_keep_their_run_ids(name):
     """The default time_loop stays out of the run id: every committed run is still found as done."""
     stored = json.loads((ROOT / "results" / name / "experiment.json").read_text())["runs"]
-    experiment = load_experiment(ROOT / "experiments" / f"{name}.toml")
+    experiment = load_experiment(ROOT / "results" / name / "experiment.toml")  # the file as it was run
     assert {spec.run_id for spec in experiment.runs} == set(stored)
     assert all(spec.model.time_loop == "auto" for spec in experiment.runs)

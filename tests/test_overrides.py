@@ -28,6 +28,10 @@ BAD_OVERRIDES = {
     "unknown optimizer": (["train.optimizer=adamw"], BAD["unknown optimizer"][1]),
     "empty grid": (["model.cell=[]"], BAD["empty grid"][1]),
     "empty seeds": (["seeds=[]"], BAD["empty seeds"][1]),
+    "hidden and params": (["model.params=500"], BAD["hidden and params"][1]),
+    "infinite lr in a list": (["train.lr=[1e-3, inf]"], BAD["infinite lr in a list"][1]),
+    "nan lr": (["train.lr=nan"], BAD["nan lr"][1]),
+    "non-positive lr": (["train.lr=[1e-3, 0.0]"], BAD["non-positive lr"][1]),
     "negative seed": (["seeds=[0,-1]"], BAD["negative seed"][1]),
     "seed of 2**32": (["seeds=[0,4294967296]"], BAD["seed of 2**32"][1]),
     "infinite lr": (["train.lr=inf"], BAD["infinite lr"][1]),
@@ -72,8 +76,12 @@ def test_bad_override_is_one_line_exit_2_nothing_written(case, write_experiment,
 
 
 def test_every_bad_file_case_that_an_override_can_make_is_covered():
-    # removing a key (missing task name, missing cell) and broken TOML syntax of a file are the only other cases
-    assert set(BAD) - set(BAD_OVERRIDES) == {"missing task name", "missing cell", "not toml"}
+    # removing a key (missing task name, missing cell, hidden: the params cases need it gone) and broken TOML
+    # syntax of a file are the only other cases
+    assert set(BAD) - set(BAD_OVERRIDES) == {
+        *("missing task name", "missing cell", "not toml"),
+        *("neither hidden nor params", "params not an integer", "params too small"),
+    }
 
 
 def test_overrides_without_an_experiment_apply_to_the_default(monkeypatch, tmp_path, capsys):

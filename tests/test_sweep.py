@@ -160,7 +160,8 @@ solve_threshold = 0.5
     out = tmp_path / "out"
     assert main(["run", str(write_experiment(text)), "--out", str(out), "--no-plot"]) == 0
     assert "2 runs computed" in capsys.readouterr().out
-    runs, curves, *_ = store.load(out)
+    results = store.load(out)
+    runs, curves = results.runs, results.curves
     by_lr = runs.set_index("lr")
     assert (runs["group_size"] == 2).all()
     assert by_lr.loc[3e-2, "steps_trained"] < 40 and by_lr.loc[3e-2, "solved_step"] == by_lr.loc[3e-2, "steps_trained"]

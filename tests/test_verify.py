@@ -85,7 +85,7 @@ def test_the_groups_are_chosen_reproducibly_from_the_folder_name():
 
 
 def test_committed_runs_rebuild_to_their_stored_ids():
-    for folder in ("parity", "quick"):
+    for folder in ("parity", "delayed_recall"):
         resolved, specs = specs_of(ROOT / "results" / folder)
         assert [s.run_id for s in specs] == list(resolved["runs"])
 
