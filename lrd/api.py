@@ -47,8 +47,9 @@ def run(
             Python values, not TOML text.
 
     Returns:
-        ``Results(runs, curves, grad_norms)``: three pandas DataFrames (see the
-        README's "Results tables"), for the runs of this experiment in ``out``.
+        ``Results(runs, curves, grad_norms, eval_gaps, dynamics)``: pandas DataFrames (see the
+        README's "Results tables"; eval_gaps and dynamics empty where not asked for),
+        for the runs of this experiment in ``out``.
 
     Raises:
         ExperimentError: a bad experiment or override (one line naming the key and

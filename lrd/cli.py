@@ -450,7 +450,7 @@ def summary_table(runs: pd.DataFrame, title: str) -> Table:
         "baseline",
         "solved at step",
         "still improving",
-        "decay len init→final",
+        "grad growth /step init→final",
     ]
     for column in columns:
         table.add_column(column, justify="right" if column not in ("task", "model") else "left")
@@ -471,15 +471,13 @@ def summary_table(runs: pd.DataFrame, title: str) -> Table:
             f"{row.baseline_metric:.3f}",
             "—" if math.isnan(row.solved_step) else f"{row.solved_step:.0f}",
             f"{row.still_improving}/{row.trained}",
-            f"{_fmt(row.decay_length_init)} → {_fmt(row.decay_length_final)}",
+            f"{_rate(row.growth_rate_init)} → {_rate(row.growth_rate_final)}",
         )
     return table
 
 
-def _fmt(value: float) -> str:
-    if math.isnan(value):
-        return "—"
-    return "∞" if math.isinf(value) else f"{value:.1f}"
+def _rate(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:+.3f}"
 
 
 # --- lrd report -----------------------------------------------------------------------------

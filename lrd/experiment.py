@@ -92,6 +92,13 @@ LATER_TRAIN_SETTINGS = {
     "stop_when_solved": False,
     "eval_gaps": (),
     "recurrence_lr_factor": 1.0,
+    # the diagnostics (lrd.dynamics): off by default, as every run stored before them was
+    "diagnostics": False,
+    "lyapunov_k": 4,
+    "power_iterations": 2,
+    "spectrum_size": 8,
+    "saturation": 0.1,
+    "spike_factor": 2.0,
 }
 # Settings whose value is itself a list: a list of lists makes a grid axis over them.
 LIST_SETTINGS = {"train": ("eval_gaps",)}

@@ -1,4 +1,4 @@
-"""Per-timestep gradient norms ||dL/d state_t|| and their decay length.
+"""Per-timestep gradient norms ||dL/d state_t|| (their growth rate with distance: ``lrd.dynamics``).
 
 Method: each cell adds a zero *perturbation* eps_t to each recurrent state
 the moment it computes it (``lrd.models.cells``). Since state_t + eps_t is what
@@ -11,7 +11,11 @@ separate backward passes.
 
 The norm reported for a batch is the Frobenius norm over the batch and hidden
 units of dL/d state_t, where L is the batch-mean training loss
-(Pascanu, Mikolov & Bengio 2013, fig. 2 plot the same quantity).
+(Pascanu, Mikolov & Bengio 2013, fig. 2 plot the same quantity). The probe
+also returns, per timestep, the log of the geometric mean over the batch of the
+per-sequence norms ||dL/d state_t[b]||_2 (over hidden units): the quantity the
+signed growth rate of ``lrd.dynamics`` is fitted to, which one large sequence
+cannot dominate.
 
 Underflow: for a tanh RNN the norm falls roughly geometrically with the
 distance from the loss, so over long gaps it leaves float32's range. Measured
@@ -50,6 +54,8 @@ class ProbeResult(NamedTuple):
     grad_norm:    global norm of ``param_grads`` (before any clipping).
     state_norms:  {layer: {direction: {state: (T,)}}} ||dL/d state_t||, floored at FLOOR.
     below_floor:  same tree, bool (T,): True where the norm was not measurable in float32.
+    log_gmean_norms:   same tree, (T,) mean over the batch of ln ||dL/d state_t[b]|| (floored at FLOOR).
+    gmean_below_floor: same tree, bool (T,): True where any sequence's norm was not measurable.
     """
 
     loss: jax.Array
@@ -58,6 +64,8 @@ class ProbeResult(NamedTuple):
     grad_norm: jax.Array
     state_norms: Perturbation
     below_floor: Perturbation
+    log_gmean_norms: Perturbation
+    gmean_below_floor: Perturbation
 
 
 def safe_norm(g: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
@@ -83,6 +91,7 @@ def probe(task: Task, model: SequenceModel, params, batch: Batch) -> ProbeResult
         params, zeros
     )
     norms = jax.tree.map(lambda g: safe_norm(g, (0, 2)), state_grads)  # leaves (T,), (T,)
+    per_sequence = jax.tree.map(lambda g: safe_norm(g, (2,)), state_grads)  # leaves (B, T), (B, T)
     is_pair = lambda x: isinstance(x, tuple)
     return ProbeResult(
         loss=loss,
@@ -91,6 +100,8 @@ def probe(task: Task, model: SequenceModel, params, batch: Batch) -> ProbeResult
         grad_norm=global_norm(param_grads),
         state_norms=jax.tree.map(lambda p: p[0], norms, is_leaf=is_pair),
         below_floor=jax.tree.map(lambda p: p[1], norms, is_leaf=is_pair),
+        log_gmean_norms=jax.tree.map(lambda p: jnp.mean(jnp.log(p[0]), axis=0), per_sequence, is_leaf=is_pair),
+        gmean_below_floor=jax.tree.map(lambda p: jnp.any(p[1], axis=0), per_sequence, is_leaf=is_pair),
     )
 
 
@@ -107,20 +118,3 @@ def distance_from_loss(task: Task, direction: str) -> np.ndarray:
     first, last = task.scored_span
     t = np.arange(task.length)
     return (first - t) if direction == "fwd" else (t - last)
-
-
-def decay_length(norms: np.ndarray, distance: np.ndarray, below_floor: np.ndarray | None = None) -> float:
-    """Steps over which ||dL/dh_t|| falls by a factor e, from a log-linear least-squares fit.
-
-    Fits ln(norm) = a - distance / lambda over the timesteps with distance >= 0 whose
-    norm was measurable, and returns lambda. Returns inf when the norm does not decay
-    (slope >= 0) and nan when fewer than two timesteps qualify.
-    """
-    norms = np.asarray(norms, np.float64)
-    ok = (np.asarray(distance) >= 0) & np.isfinite(norms) & (norms > FLOOR)
-    if below_floor is not None:
-        ok &= ~np.asarray(below_floor, bool)
-    if ok.sum() < 2 or np.ptp(np.asarray(distance)[ok]) == 0:
-        return float("nan")
-    slope = np.polyfit(np.asarray(distance, np.float64)[ok], np.log(norms[ok]), 1)[0]
-    return float("inf") if slope >= 0 else float(-1.0 / slope)

@@ -141,7 +141,7 @@ def _summary_html(runs: pd.DataFrame) -> str:
         "baseline",
         "solved",
         "solved at step",
-        "decay length init → final",
+        "grad growth /step init → final",
     ]
     lines = ["<table class='summary'><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     for r in rows.itertuples(index=False):
@@ -158,7 +158,7 @@ def _summary_html(runs: pd.DataFrame) -> str:
             (f"{r.baseline_metric:.3f}", ""),
             (f"{r.solved}/{r.seeds}", ""),
             ("—" if math.isnan(r.solved_step) else f"{r.solved_step:.0f}", ""),
-            (f"{_number(r.decay_length_init)} → {_number(r.decay_length_final)}", ""),
+            (f"{_rate(r.growth_rate_init)} → {_rate(r.growth_rate_final)}", ""),
         ]
         lines.append("<tr>" + "".join(f"<td class='{c}'>{_e(v)}</td>" for v, c in cells) + "</tr>")
     return "\n".join([*lines, "</tbody></table>"])
@@ -194,10 +194,8 @@ def _threshold(runs: pd.DataFrame) -> str:
     return ", ".join(f"{v:g}" for v in values) or "—"
 
 
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "—"
-    return "∞" if math.isinf(value) else f"{value:.1f}"
+def _rate(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:+.3f}"
 
 
 def _read_text(path: Path) -> str:

@@ -4,8 +4,11 @@ Defined here once, used by the store, the sweep, the command line and the figure
 
 - the tables of a run (``run_tables``; ``failed_run_table`` for a run that could not
   be trained), built from its ``RunSpec`` and ``RunResult``;
-- the *decay length* summary of a logged step: ``lrd.probes.decay_length`` of the
-  gradient norm of layer 0, forward direction, the model's last state (``h``);
+- the *growth rate* summary of a logged step: ``lrd.dynamics.growth_rate`` of the
+  per-sequence gradient norms' geometric mean of layer 0, forward direction, the
+  model's last state (``h``), with its e-folding length where it is negative;
+- the *dynamics* table of a run (``dynamics_table``): the Jacobian spectra and gate
+  statistics of ``lrd.dynamics`` at every logged step, in long form;
 - *solved*: a finished run whose final metric reaches the solve threshold, and
   *solved step*: the first logged step whose metric reaches it. The threshold is a
   reporting setting (``[report] solve_threshold``), not part of a run, so both are
@@ -36,6 +39,8 @@ from lrd.schema import (
     CONFIG_COLUMNS,
     CURVES,
     DERIVED_TASK_COLUMNS,
+    DYNAMICS,
+    DYNAMICS_COLUMNS,
     EVAL_GAPS,
     GRAD_NORMS,
     RUN,
@@ -51,10 +56,11 @@ from lrd.schema import (
 )
 
 if TYPE_CHECKING:  # the analysis below is pure pandas: figures import this module without JAX
+    from lrd.dynamics import Dynamics
     from lrd.experiment import RunSpec
     from lrd.train import RunResult
 
-# where the decay length summary is read: layer 0, forward direction, the model's last state
+# where the growth rate summary is read: layer 0, forward direction, the model's last state
 DECAY_LAYER, DECAY_DIRECTION = 0, "fwd"
 
 
@@ -62,18 +68,19 @@ DECAY_LAYER, DECAY_DIRECTION = 0, "fwd"
 def run_tables(
     spec: RunSpec, result: RunResult, index: int, experiment: str, wall_time_s: float
 ) -> dict[str, pd.DataFrame]:
-    """The run, curves and grad_norms tables of member ``index`` of a (vmapped) RunResult."""
-    from lrd.probes import decay_length, distance_from_loss
+    """The run, curves, grad_norms (and, with diagnostics, dynamics) tables of seed ``index`` of a RunResult."""
+    from lrd.dynamics import e_folding_length, growth_rate, steps_from_start
+    from lrd.probes import distance_from_loss
 
     task, model = spec.task, spec.model
     diverged_step = int(result.diverged_step[index])
     diverged = diverged_step >= 0
     records = [r for r in result.records if not diverged or int(r.step[index]) <= diverged_step]
 
-    norm_rows, curve_rows = [], []
+    norm_rows, curve_rows, dynamics_rows = [], [], []
     for record in records:
         step = int(record.step[index])
-        decay = np.nan
+        rate = np.nan
         for layer_name, directions in record.state_norms.items():
             layer = int(layer_name.removeprefix("layer"))
             for direction, states in directions.items():
@@ -81,6 +88,8 @@ def run_tables(
                 for state, norms in states.items():
                     norm = np.asarray(norms[index], np.float64)
                     below = np.asarray(record.below_floor[layer_name][direction][state][index], bool)
+                    log_gmean = np.asarray(record.log_gmean_norms[layer_name][direction][state][index], np.float64)
+                    gmean_below = np.asarray(record.gmean_below_floor[layer_name][direction][state][index], bool)
                     norm_rows.append(
                         pd.DataFrame(
                             {
@@ -92,19 +101,26 @@ def run_tables(
                                 "distance": distance,
                                 "norm": norm,
                                 "below_floor": below,
+                                "log_gmean_norm": log_gmean,
+                                "gmean_below_floor": gmean_below,
                             }
                         )
                     )
                     if (layer, direction, state) == (DECAY_LAYER, DECAY_DIRECTION, model.state_names[-1]):
-                        decay = decay_length(norm, distance, below)
+                        start = steps_from_start(task.length, direction)
+                        rate = growth_rate(log_gmean, distance, start, gmean_below)
         curve_rows.append(
             {
                 "step": step,
                 **{k: float(v[index]) for k, v in record.metrics.items()},
                 "grad_norm": float(record.grad_norm[index]),
-                "decay_length": decay,
+                "growth_rate": rate,
+                "e_folding_length": e_folding_length(rate),
+                **{k: float(v[index]) for k, v in record.block._asdict().items()},
             }
         )
+        if record.dynamics is not None:
+            dynamics_rows.append(dynamics_table(record.dynamics, index, step))
     curves = pd.DataFrame(curve_rows)
     grad_norms = pd.concat(norm_rows, ignore_index=True)
 
@@ -116,8 +132,10 @@ def run_tables(
         **{f"final_valid_{k}": (np.nan if diverged else float(v[index])) for k, v in result.final_valid.items()},
         **_baselines(spec),
         "steps_trained": int(result.steps_trained[index]),
-        "decay_length_init": float(curves["decay_length"].iloc[0]),
-        "decay_length_final": float(curves["decay_length"].iloc[-1]),
+        "growth_rate_init": float(curves["growth_rate"].iloc[0]),
+        "growth_rate_final": float(curves["growth_rate"].iloc[-1]),
+        "e_folding_length_init": float(curves["e_folding_length"].iloc[0]),
+        "e_folding_length_final": float(curves["e_folding_length"].iloc[-1]),
         "wall_time_s": wall_time_s,
         "group_size": len(result.seeds),
         "time_loop_used": result.time_loop,
@@ -125,6 +143,10 @@ def run_tables(
     curves.insert(0, "run", spec.run_id)
     grad_norms.insert(0, "run", spec.run_id)
     tables = {RUN: _run_table(row), CURVES: curves, GRAD_NORMS: grad_norms}
+    if dynamics_rows:
+        dynamics = pd.concat(dynamics_rows, ignore_index=True)
+        dynamics.insert(0, "run", spec.run_id)
+        tables[DYNAMICS] = dynamics[list(DYNAMICS_COLUMNS)]
     if result.eval_gaps:  # a diverged run has no final model: NaN, as its final metrics
         tables[EVAL_GAPS] = pd.DataFrame(
             [
@@ -137,6 +159,35 @@ def run_tables(
             ]
         )
     return tables
+
+
+def dynamics_table(dynamics: Dynamics, index: int, step: int) -> pd.DataFrame:
+    """The dynamics rows (schema.DYNAMICS_COLUMNS but ``run``) of member ``index`` at one logged step."""
+    from lrd.dynamics import QUANTILES
+
+    percent = [round(100 * q) for q in QUANTILES]
+    parts = []
+
+    def add(quantity: str, values, positions, gate: str = "") -> None:
+        values = np.asarray(values, np.float64).reshape(-1)
+        parts.append(pd.DataFrame({"quantity": quantity, "gate": gate, "index": positions, "value": values}))
+
+    sigma = np.asarray(dynamics.sigma_max[index])  # (T,)
+    add("sigma_max", sigma, np.arange(len(sigma)))
+    bound = np.asarray(dynamics.pmb_bound[index])
+    if np.isfinite(bound).any():  # the tanh RNN only
+        add("pmb_bound", bound, np.arange(len(bound)))
+    lyapunov = np.asarray(dynamics.lyapunov[index])  # (k,)
+    add("lyapunov", lyapunov, np.arange(1, len(lyapunov) + 1))
+    for gate, quantiles in dynamics.quantiles.items():
+        add("gate_quantile", quantiles[index], percent, gate)
+        add("saturated", dynamics.saturated[gate][index], [0], gate)
+    tau = np.asarray(dynamics.time_constant[index])
+    if np.isfinite(tau).any():  # cells with a weight on the old state
+        add("time_constant", tau, percent)
+    table = pd.concat(parts, ignore_index=True)
+    table.insert(0, "step", step)
+    return table.astype({"index": np.int64})
 
 
 def failed_run_table(spec: RunSpec, experiment: str, group_size: int, error: str) -> dict[str, pd.DataFrame]:
@@ -388,11 +439,12 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
     metric; the std is NaN for one run), ``baseline_metric``, ``solved`` (count),
     ``trained`` (runs that trained: done or diverged), ``success`` (solved / trained) with
     its Wilson 95% interval ``success_lo``, ``success_hi``, ``solved_step`` (median over the
-    runs that reached the threshold), ``still_improving`` (count), ``decay_length_init``
-    and ``decay_length_final`` (medians).
+    runs that reached the threshold), ``still_improving`` (count), ``growth_rate_init``
+    and ``growth_rate_final`` (medians, 1/step; NaN for results from before the signed
+    growth rate).
     """
-    for column in ("final_metric", "solved_step", "decay_length_init", "decay_length_final"):
-        if column not in runs:  # every run failed: no results columns at all
+    for column in ("final_metric", "solved_step", "growth_rate_init", "growth_rate_final"):
+        if column not in runs:  # every run failed: no results columns at all; or results from before the column
             runs = runs.assign(**{column: np.nan})
     if "lr" in runs:
         runs = best_lr_runs(runs)
@@ -423,8 +475,8 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
                 "success_hi": hi,
                 "solved_step": float(np.median(solved_steps)) if len(solved_steps) else np.nan,
                 "still_improving": int(g[TREND_COLUMN].sum()) if TREND_COLUMN in g else 0,
-                "decay_length_init": g["decay_length_init"].median(),
-                "decay_length_final": g["decay_length_final"].median(),
+                "growth_rate_init": g["growth_rate_init"].median(),
+                "growth_rate_final": g["growth_rate_final"].median(),
             }
         )
     return pd.DataFrame(rows)

@@ -5,15 +5,23 @@ command line and tests can name the columns without loading the training code.
 A test (``tests/test_schema.py``) keeps the configuration columns in step with
 the classes they come from (``ModelConfig``, ``TrainConfig``, ``Task``).
 
-Three tables, tidy (one row per observation), and a fourth where the experiment asks for it:
+Three tables, tidy (one row per observation), and two more where the experiment asks for them:
 
   runs        one row per run: its configuration, status, final metrics, baselines,
-              the decay-length summary, and (added when read, see ``lrd.results``)
+              the gradient growth-rate summary, and (added when read, see ``lrd.results``)
               whether it solved the task
-  curves      one row per (run, logged step): metrics, gradient norm, decay length
+  curves      one row per (run, logged step): metrics, gradient norm, growth rate,
+              the clipping statistics of the block of steps before it
   grad_norms  one row per (run, step, layer, direction, state, timestep): ||dL/d state_t||
   eval_gaps   one row per (run, test gap) of ``[train] eval_gaps``: the trained model's final
               metrics on the same task at that gap, no retraining (empty for folders without it)
+  dynamics    one row per (run, step, quantity, gate, index): Jacobian spectra and gate
+              statistics (``lrd.dynamics``); only runs trained with ``diagnostics = true``
+
+Results written before the signed growth rate (same schema 2) have ``decay_length``
+columns instead of ``growth_rate`` / ``e_folding_length``, no clipping statistics, no
+``log_gmean_norm`` and no dynamics table; they load, and the figures that need the new
+columns say so (``lrd.plots``).
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ SCHEMA_VERSION = 2  # part of every run's hash and of experiment.json: bump when
 RUN, CURVES, GRAD_NORMS = "run", "curves", "grad_norms"
 TABLES = (RUN, CURVES, GRAD_NORMS)
 EVAL_GAPS = "eval_gaps"  # only in runs with [train] eval_gaps; folders without it still load
-OPTIONAL_TABLES = (EVAL_GAPS,)
+DYNAMICS = "dynamics"  # only in runs trained with diagnostics = true
+OPTIONAL_TABLES = (EVAL_GAPS, DYNAMICS)
 
 # float32's smallest normal number: gradient norms below it were not measured (lrd.probes)
 FLOOR = float(np.finfo(np.float32).tiny)
@@ -38,16 +47,24 @@ FLOOR = float(np.finfo(np.float32).tiny)
 SOLVE_THRESHOLD = 0.95
 
 
+# one row per (run, step, quantity, gate, index); ``index`` is the timestep (sigma_max, pmb_bound), the
+# exponent's rank from 1 (lyapunov), the quantile in percent (gate_quantile, time_constant), 0 (saturated)
+DYNAMICS_COLUMNS = ("run", "step", "quantity", "gate", "index", "value")
+DYNAMICS_QUANTITIES = ("sigma_max", "pmb_bound", "lyapunov", "gate_quantile", "time_constant", "saturated")
+
+
 class Results(NamedTuple):
     """The tables of a results folder (see README, "Results tables"); ``lrd.store.load`` returns it.
 
     ``eval_gaps`` is empty (no columns) for a folder whose experiment has no ``[train] eval_gaps``.
+    ``dynamics`` is empty (with its columns) when no run of the folder has one.
     """
 
     runs: pd.DataFrame
     curves: pd.DataFrame
     grad_norms: pd.DataFrame
     eval_gaps: pd.DataFrame = pd.DataFrame()
+    dynamics: pd.DataFrame = pd.DataFrame(columns=list(DYNAMICS_COLUMNS))
 
 
 # --- runs: configuration columns ---------------------------------------------------------
@@ -83,6 +100,7 @@ TRAIN_COLUMNS = (
     "valid_size",
     "stop_when_solved",
     "recurrence_lr_factor",
+    *("diagnostics", "lyapunov_k", "power_iterations", "spectrum_size", "saturation", "spike_factor"),
 )
 # the model's size: its parameter count, and the [model] params it was sized for (NaN when hidden was given)
 SIZE_COLUMNS = ("param_count", "params_target")
@@ -105,3 +123,6 @@ RUN_ORDER = ("task", "gap", "model", "hidden", "seed")  # the order of the rows
 CURVE_KEY = ("run", "step")
 EVAL_GAP_KEY = ("run", "test_gap")  # then the task's metrics: loss, metric and any extras
 GRAD_COLUMNS = ("run", "step", "layer", "direction", "state", "timestep", "distance", "norm", "below_floor")
+GMEAN_COLUMNS = ("log_gmean_norm", "gmean_below_floor")  # in grad_norms since the signed growth rate
+GROWTH_COLUMNS = ("growth_rate", "e_folding_length")  # in curves since the signed growth rate (was decay_length)
+BLOCK_COLUMNS = ("grad_norm_max", "grad_norm_mean", "clipped_fraction", "loss_spikes")  # in curves, likewise

@@ -10,6 +10,7 @@ Layout of a results folder::
         run.parquet         one row (the ``runs`` table)
         curves.parquet      the ``curves`` rows
         grad_norms.parquet  the ``grad_norms`` rows
+        dynamics.parquet    the ``dynamics`` rows (runs trained with diagnostics only)
         eval_gaps.parquet   the ``eval_gaps`` rows (only with ``[train] eval_gaps``)
         manifest.json       written last: each file's size, row count and SHA-256, the results schema
     DIR/.lock               held (``flock``) by the process writing the folder (``lock``); holds its pid
@@ -64,6 +65,8 @@ from lrd.results import with_solved, with_trend
 from lrd.runtime import versions
 from lrd.schema import (
     CURVES,
+    DYNAMICS,
+    DYNAMICS_COLUMNS,
     GRAD_NORMS,
     OPTIONAL_TABLES,
     RUN,
@@ -182,8 +185,8 @@ def prepare(out_dir: Path, experiment: Experiment) -> None:
 def write_run(out_dir: Path, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
     """Write one run's tables atomically: a temporary folder, fsynced, renamed into place.
 
-    ``tables`` has all three tables (and eval_gaps where asked for), or only "run" for a failed run. A finished run
-    replaces a failed record of the same run, any run replaces a damaged one; a run
+    ``tables`` has all three tables (and eval_gaps and dynamics where asked for), or only "run"
+    for a failed run. A finished run replaces a failed record of the same run, any run replaces a damaged one; a run
     that checks is kept. The manifest is written last.
     """
     final = out_dir / RUNS / run_id
@@ -559,11 +562,13 @@ def load(out_dir: str | Path, all_runs: bool = False, on_damaged: Callable[[str,
                 f"{out_dir}: no readable runs here, {len(damaged)} damaged (`lrd run` computes them again)"
             )
         raise StoreError(f"{out_dir}: no finished runs here yet (run `lrd run` first)")
-    runs, curves, grad_norms, eval_gaps = (
+    runs, curves, grad_norms, eval_gaps, dynamics = (
         pd.concat(frames[name], ignore_index=True) if frames[name] else pd.DataFrame() for name in names
     )
+    if not frames[DYNAMICS]:  # results from before the diagnostics, or all trained without them
+        dynamics = pd.DataFrame({c: [] for c in DYNAMICS_COLUMNS})
     runs = with_trend(with_solved(runs, curves, solve_threshold(out_dir)), curves)
     runs["error"] = runs.get("error", None)
     runs = runs[[c for c in runs if c != "error"] + ["error"]]  # the same column order with and without failures
     runs = runs.sort_values(list(RUN_ORDER), kind="stable").reset_index(drop=True)
-    return Results(runs, curves, grad_norms, eval_gaps)
+    return Results(runs, curves, grad_norms, eval_gaps, dynamics)

@@ -37,6 +37,13 @@ diverged at that step and freezes its parameters; other members are untouched.
 stop threshold (the experiment's ``[report] solve_threshold``) stops (its parameters freeze, as for divergence; its
 number of steps is recorded), and the group ends once every member has stopped
 or diverged. A run's numbers therefore do not depend on the other members.
+
+Diagnostics (``lrd.dynamics``): every log record carries the block's pre-clip
+gradient-norm, clipping and loss-spike statistics (reductions of values every
+step computes anyway, gathered inside the scan) and the per-sequence
+gradient-norm geometric means of the probe; with ``diagnostics = true`` (off by default, so committed results keep
+their run ids) also the Jacobian spectra and gate statistics of layer 0 on the probe
+batch.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ import numpy as np
 import optax
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lrd.dynamics import BlockStats, Dynamics, block_statistics, model_dynamics
 from lrd.models.cells import CELLS
 from lrd.models.network import ModelConfig, Perturbation, SequenceModel
 from lrd.probes import global_norm, probe
@@ -93,6 +101,19 @@ class TrainConfig(BaseModel):
         gt=0,
         allow_inf_nan=False,
         description="learning rate of the cell's recurrence parameters (Cell.recurrence_params) as a multiple of lr",
+    )
+
+    # diagnostics (lrd.dynamics); they do not change training. Off by default: runs stored before they
+    # existed are runs without them, so at these defaults they stay out of the run id (LATER_TRAIN_SETTINGS)
+    diagnostics: bool = Field(False, description="Jacobian spectra and gate statistics at every log point")
+    lyapunov_k: int = Field(4, gt=0, description="Lyapunov exponents computed (at most the state size)")
+    power_iterations: int = Field(2, gt=0, description="block power iterations per timestep for sigma_max(J_t)")
+    spectrum_size: int = Field(8, gt=0, description="probe sequences the Jacobian spectra are averaged over")
+    saturation: float = Field(
+        0.1, gt=0, lt=1, allow_inf_nan=False, description="saturated: activation derivative below this x its max"
+    )
+    spike_factor: float = Field(
+        2.0, gt=1, allow_inf_nan=False, description="loss spike: a step's loss above this x the block median"
     )
 
     @field_validator("eval_gaps", mode="before")
@@ -183,6 +204,10 @@ class LogRecord(NamedTuple):
     grad_norm: jax.Array  # global norm of dL/dparams, before clipping
     state_norms: Perturbation  # (T,) per layer/direction/state
     below_floor: Perturbation
+    log_gmean_norms: Perturbation  # (T,) ln of the geometric mean over the batch of per-sequence norms
+    gmean_below_floor: Perturbation
+    block: BlockStats  # the training steps since the previous record (nan at step 0)
+    dynamics: Dynamics | None  # None when diagnostics are off
 
 
 class Evaluation(NamedTuple):
@@ -257,12 +282,36 @@ class Trainer:
             stopped_step=jnp.int32(-1),
         )
 
-    def _record(self, state: TrainState) -> LogRecord:
-        batch = self.task.sample(state.probe_key, self.train_config.probe_size)
+    def _record(self, state: TrainState, block: BlockStats) -> LogRecord:
+        config = self.train_config
+        batch = self.task.sample(state.probe_key, config.probe_size)
         result = probe(self.task, self.model, state.params, batch)
-        return LogRecord(state.step, result.metrics, result.grad_norm, result.state_norms, result.below_floor)
+        dynamics = None
+        if config.diagnostics:
+            dynamics = model_dynamics(
+                self.model_config,
+                state.params,
+                batch.inputs,
+                lyapunov_k=config.lyapunov_k,
+                iterations=config.power_iterations,
+                spectrum_size=config.spectrum_size,
+                saturation=config.saturation,
+                key=jax.random.fold_in(state.probe_key, 1),
+            )
+        return LogRecord(
+            state.step,
+            result.metrics,
+            result.grad_norm,
+            result.state_norms,
+            result.below_floor,
+            result.log_gmean_norms,
+            result.gmean_below_floor,
+            block,
+            dynamics,
+        )
 
-    def _train_step(self, state: TrainState) -> TrainState:
+    def _train_step(self, state: TrainState) -> tuple[TrainState, tuple[jax.Array, jax.Array, jax.Array]]:
+        """One optimiser step; also (loss, pre-clip gradient norm, whether the step counted) for the block stats."""
         batch = self.task.sample(jax.random.fold_in(state.data_key, state.step), self.train_config.batch_size)
 
         def loss_fn(params):
@@ -272,7 +321,8 @@ class Trainer:
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         alive = (state.diverged_step < 0) & (state.stopped_step < 0)
-        finite = jnp.isfinite(loss) & jnp.isfinite(global_norm(grads))
+        grad_norm = global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         keep = alive & finite
         select = lambda new, old: jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
         return state._replace(
@@ -280,17 +330,22 @@ class Trainer:
             opt_state=select(opt_state, state.opt_state),
             step=state.step + 1,
             diverged_step=jnp.where(alive & ~finite, state.step, state.diverged_step),
-        )
+        ), (loss, grad_norm, keep)
 
     def _advance(self, state: TrainState, n_steps: jax.Array) -> tuple[TrainState, LogRecord]:
         """Take ``n_steps`` (0..log_every) optimiser steps, then probe. One program for any n."""
 
-        def body(state, i):
-            return jax.lax.cond(i < n_steps, self._train_step, lambda s: s, state), None
+        def skip(state):
+            return state, (jnp.float32(jnp.nan), jnp.float32(jnp.nan), jnp.bool_(False))
 
-        state, _ = jax.lax.scan(body, state, jnp.arange(self.train_config.log_every))
-        record = self._record(state)
-        if self.stop_threshold is not None and self.train_config.stop_when_solved:
+        def body(state, i):
+            return jax.lax.cond(i < n_steps, self._train_step, skip, state)
+
+        config = self.train_config
+        state, (losses, norms, taken) = jax.lax.scan(body, state, jnp.arange(config.log_every))  # each (log_every,)
+        block = block_statistics(losses, norms, taken, config.clip, config.spike_factor)
+        record = self._record(state, block)
+        if self.stop_threshold is not None and config.stop_when_solved:
             solved = record.metrics["metric"] >= self.stop_threshold
             stops = solved & (state.stopped_step < 0) & (state.diverged_step < 0)
             state = state._replace(stopped_step=jnp.where(stops, state.step, state.stopped_step))

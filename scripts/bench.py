@@ -31,7 +31,9 @@ cuDNN; 8 seeds on the kernels), XLA's command buffers for the scan's while loop
 minlstm, s4d, s6: lrd's training step with their ``jax.lax.associative_scan`` form
 against the same step with their step equations in a sequential ``lax.scan``, and
 against the LSTM, at T = 1000 and 4000, batch 16, hidden 64; ``--parallel-only``
-runs this section alone), and the compile time at growing T. The ``lrd`` column is
+runs this section alone), the diagnostics (cost of each of ``lrd.dynamics``'s
+against a training block of ``log_every = 50`` steps; ``--diagnostics-only`` runs
+this section alone), and the compile time at growing T. The ``lrd`` column is
 lrd's default time loop: the scan on a CPU, the kernels on a GPU when the model
 fits them. PyTorch is optional (``pip install -e '.[bench]'``);
 without it the torch columns are left out.
@@ -81,6 +83,19 @@ def interleaved(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def fastest(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    """Like ``interleaved``, but the fastest call of each: costs taken as differences need the least noise."""
+    for fn in contenders.values():
+        fn()
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(ts) for name, ts in times.items()}
+
+
 def classic_prng(jitted: Callable) -> Callable:
     """Call ``jitted`` traced with the classic threefry PRNG, as lrd's programs are (lrd.train.Program)."""
 
@@ -126,7 +141,7 @@ def lrd_runner(
     trainer = Trainer(Copy(gap=T - 20), model, _train_config(batch, n_steps))
 
     def steps(state):
-        return jax.lax.scan(lambda s, _: (trainer._train_step(s), None), state, None, length=n_steps)[0]
+        return jax.lax.scan(lambda s, _: trainer._train_step(s), state, None, length=n_steps)[0]
 
     block = Program(steps, donate=True)  # lrd's seed-batched program, as the sweep runs it
     state = [trainer.initial_state(list(range(seeds)))]
@@ -323,6 +338,74 @@ def bench_probe(cells, T, batch, hidden, rounds, step_times, log_every=50) -> No
         )
 
 
+def bench_diagnostics(cells, T, batch, hidden, probe_size, rounds, log_every=50) -> None:
+    """Each diagnostic of lrd.dynamics against a training block of ``log_every`` steps, as a sweep runs them.
+
+    One seed, the default diagnostic settings; each program's fastest of ``rounds`` calls. Costs by difference of compiled programs:
+    block statistics (a block returning them vs one that does not), the per-sequence geometric
+    means (a probe returning them vs one that does not), gate statistics (the layer-0 trajectory
+    and its quantiles), Lyapunov exponents (the spectra with no power iteration, less the gates)
+    and sigma_max (the full diagnostics, less the former two).
+    """
+    from lrd.dynamics import block_statistics, cell_trajectory, gate_statistics, model_dynamics
+    from lrd.probes import probe
+
+    for cell in cells:
+        config = TrainConfig(
+            steps=log_every, log_every=log_every, batch_size=batch, probe_size=probe_size, eval_size=batch
+        )
+        trainer = Trainer(Copy(gap=T - 20), ModelConfig(cell=cell, hidden=hidden), config)
+        state = jax.tree.map(lambda x: x[0], trainer.init(jnp.stack([jax.random.PRNGKey(0)])))
+        data = trainer.task.sample(state.probe_key, probe_size)
+
+        def block(state, stats: bool):
+            state, (losses, norms, taken) = jax.lax.scan(lambda s, _: trainer._train_step(s), state, None, log_every)
+            return (state, block_statistics(losses, norms, taken, config.clip, config.spike_factor)) if stats else state
+
+        def probed(params, gmean: bool):
+            r = probe(trainer.task, trainer.model, params, data)
+            return (r.loss, r.grad_norm, r.state_norms, r.below_floor) + ((r.log_gmean_norms,) if gmean else ())
+
+        def dyn(params, iterations: int):
+            kwargs = dict(lyapunov_k=config.lyapunov_k, spectrum_size=config.spectrum_size, saturation=0.1)
+            return model_dynamics(
+                trainer.model_config, params, data.inputs, iterations=iterations, key=state.probe_key, **kwargs
+            )
+
+        def gates(params):
+            cell_params = params["params"]["layer0_fwd"]["scan"]["cell"]
+            _, sown = cell_trajectory(trainer.model_config.cell_module(), cell_params, data.inputs)
+            return gate_statistics(sown, 0.1, None)
+
+        programs = {
+            "block": (lambda s: block(s, False), state),
+            "block+stats": (lambda s: block(s, True), state),
+            "probe": (lambda p: probed(p, False), state.params),
+            "probe+gmean": (lambda p: probed(p, True), state.params),
+            "gates": (gates, state.params),
+            "no power": (lambda p: dyn(p, 0), state.params),
+            "dynamics": (lambda p: dyn(p, config.power_iterations), state.params),
+        }
+        jitted = {name: (classic_prng(jax.jit(f)), a) for name, (f, a) in programs.items()}
+        fns = {name: (lambda f=f, a=a: jax.block_until_ready(f(a))) for name, (f, a) in jitted.items()}
+        t = fastest(fns, rounds)
+        costs = {
+            "block stats": t["block+stats"] - t["block"],
+            "geometric means": t["probe+gmean"] - t["probe"],
+            "gate stats": t["gates"],
+            "Lyapunov (QR)": t["no power"] - t["gates"],
+            "sigma_max (power)": t["dynamics"] - t["no power"],
+        }
+        total = sum(costs.values())
+        print(
+            f"{cell:5} T={T:<4} B={batch:<4} H={hidden:<4} probe {probe_size:<4} block of {log_every} steps"
+            f" {t['block']:6.3f} s, probe {t['probe'] * 1e3:6.1f} ms; diagnostics "
+            + ", ".join(f"{k} {v * 1e3:+.1f} ms ({v / t['block']:+.1%})" for k, v in costs.items())
+            + f"; total {total * 1e3:.1f} ms = {total / t['block']:.1%} of the block",
+            flush=True,
+        )
+
+
 def bench_compile(cells, lengths, batch, hidden) -> None:
     """Seconds to compile lrd's training block (10 steps) at growing T."""
     for cell in cells:
@@ -492,6 +575,12 @@ def _print_step_row(row: dict) -> None:
     )
 
 
+def run_bench_diagnostics(batch: int, hidden: int, rounds: int) -> None:
+    print("\n== diagnostics (lrd.dynamics): cost of each against a training block of log_every = 50 steps")
+    for T, B, H, probe_size in ((100, batch, hidden, batch), (100, 32, 32, 64)):  # reference shape; a study's
+        bench_diagnostics(CELLS, T, B, H, probe_size, rounds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="T=100 only, fewer repeats (under 2 minutes)")
@@ -500,6 +589,7 @@ def main() -> None:
         action="store_true",
         help="only the parallel cells against their sequential form and the LSTM (T = 1000, 4000; batch 16, hidden 64)",
     )
+    parser.add_argument("--diagnostics-only", action="store_true", help="only the cost of the diagnostics")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument(
@@ -531,6 +621,8 @@ def main() -> None:
         print(f"\n== parallel cells, batch 16, hidden 64: ms per training step (median of {rounds} interleaved rounds)")
         bench_parallel([1000, 4000], 16, 64, rounds)
         return
+    if args.diagnostics_only:
+        return run_bench_diagnostics(args.batch, args.hidden, rounds)
     peaks = matmul_peak()
     peak = max(peaks.values())
     print(
@@ -565,6 +657,7 @@ def main() -> None:
 
     print(f"\n== parallel cells, batch 16, hidden 64: ms per training step (median of {rounds} interleaved rounds)")
     bench_parallel([1000] if args.quick else [1000, 4000], 16, 64, rounds)
+    run_bench_diagnostics(args.batch, args.hidden, rounds)
 
     print("\n== compile time of a training block")
     bench_compile(

@@ -33,7 +33,7 @@ probe_size = 16
 """
 
 THREE_GROUPS = TINY.replace('cell = ["rnn", "lstm"]', 'cell = ["rnn", "lstm", "gru"]').replace(
-    "steps = 20", "steps = 40"
+    "steps = 20", "steps = 40\ndiagnostics = true"
 )
 
 
@@ -43,8 +43,8 @@ def lrd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def comparable(results: Results) -> list[pd.DataFrame]:
-    """The three tables without what may differ between two computations of the same runs."""
-    return [results.runs.drop(columns=["wall_time_s"]), results.curves, results.grad_norms]
+    """The four tables without what may differ between two computations of the same runs."""
+    return [results.runs.drop(columns=["wall_time_s"]), results.curves, results.grad_norms, results.dynamics]
 
 
 @pytest.fixture(scope="session")

@@ -36,8 +36,8 @@ def test_summary_table_renders_the_aggregate():
         "model": "lstm",
         "hidden": 8,
         "baseline_metric": 0.1,
-        "decay_length_init": 2.0,
-        "decay_length_final": math.inf,
+        "growth_rate_init": -0.5,
+        "growth_rate_final": 0.0125,
     }
     runs = pd.DataFrame(
         [
@@ -54,7 +54,7 @@ def test_summary_table_renders_the_aggregate():
     cells = [c.strip() for c in line.strip("│ ").split("│")]
     assert cells == [
         *("adding", "10", "lstm", "8", "—", "3", "0", "1"),
-        *("1/2 [0.09,0.91]", "0.950 ± 0.071", "0.100", "40", "0/2", "2.0 → ∞"),  # Wilson: 1 of 2 trained
+        *("1/2 [0.09,0.91]", "0.950 ± 0.071", "0.100", "40", "0/2", "-0.500 → +0.013"),  # Wilson: 1 of 2 trained
     ]
     assert "grid's edge" not in text
 
@@ -68,7 +68,7 @@ def test_summary_table_shows_the_chosen_learning_rate_and_flags_the_grids_edge()
                     **dict(task="copy", gap=5, model="gru", hidden=8, baseline_metric=0.1, seed=seed, lr=lr),
                     **dict(status="done", final_metric=valid, final_valid_metric=valid, final_valid_loss=1.0),
                     **dict(solved=False, solved_step=math.nan, still_improving=seed == 0),
-                    **dict(decay_length_init=1.0, decay_length_final=1.0),
+                    **dict(growth_rate_init=-1.0, growth_rate_final=-1.0),
                 }
             )
     console = Console(width=200, record=True)

@@ -57,6 +57,22 @@ BAD = {
         ["model.time_loop", "'kernel' cannot run", "power of two from 16", "got 8"],
     ),
     "missing import": ('imports = ["nowhere.py"]\n' + TINY, ["imports", "nowhere.py"]),
+    "zero lyapunov_k": (
+        TINY.replace("steps = 20", "steps = 20\nlyapunov_k = 0"),
+        ["train.lyapunov_k", "greater than 0"],
+    ),
+    "negative saturation": (
+        TINY.replace("steps = 20", "steps = 20\nsaturation = -0.1"),
+        ["train.saturation", "greater than 0", "-0.1"],
+    ),
+    "diagnostics not a bool": (
+        TINY.replace("steps = 20", 'steps = 20\ndiagnostics = "yes"'),
+        ["train.diagnostics", "valid boolean"],
+    ),
+    "spike factor at most 1": (
+        TINY.replace("steps = 20", "steps = 20\nspike_factor = 1.0"),
+        ["train.spike_factor", "greater than 1"],
+    ),
     "threshold above 1": (TINY + "[report]\nsolve_threshold = 1.5\n", ["report.solve_threshold", "less than or equal"]),
     "threshold as a grid": (TINY + "[report]\nsolve_threshold = [0.9, 0.95]\n", ["report.solve_threshold"]),
     "misspelled report key": (TINY + "[report]\nsolve_treshold = 0.9\n", ["report.solve_treshold", "did you mean"]),
@@ -148,6 +164,21 @@ def test_run_id_is_stable_and_changes_with_the_configuration(write_experiment):
     c = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 30"), "c.toml"))
     assert [s.run_id for s in a.runs] == [s.run_id for s in b.runs]
     assert not {s.run_id for s in a.runs} & {s.run_id for s in c.runs}
+
+
+def test_runs_with_diagnostics_have_their_own_ids(write_experiment):
+    """Diagnostics do not change training, but a run stored without them must not count as having them.
+
+    Off (the default) they stay out of the id, so runs stored before them keep theirs.
+    """
+    off = load_experiment(write_experiment(TINY, "off.toml"))
+    off_again = load_experiment(
+        write_experiment(TINY.replace("steps = 20", "steps = 20\ndiagnostics = false"), "o.toml")
+    )
+    on = load_experiment(write_experiment(TINY.replace("steps = 20", "steps = 20\ndiagnostics = true"), "on.toml"))
+    assert [s.run_id for s in off.runs] == [s.run_id for s in off_again.runs]
+    assert all("diagnostics" not in json.dumps(s.config()) for s in off.runs)
+    assert not {s.run_id for s in on.runs} & {s.run_id for s in off.runs}
 
 
 def test_the_report_threshold_is_no_part_of_a_run(write_experiment):

@@ -16,6 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # the bad-input cases of experiment files (test_experiment.BAD), given as overrides of TINY
 BAD_OVERRIDES = {
+    "diagnostics not a bool": (['train.diagnostics="yes"'], BAD["diagnostics not a bool"][1]),
+    "zero lyapunov_k": (["train.lyapunov_k=0"], BAD["zero lyapunov_k"][1]),
+    "negative saturation": (["train.saturation=-0.1"], BAD["negative saturation"][1]),
+    "spike factor at most 1": (["train.spike_factor=1.0"], BAD["spike factor at most 1"][1]),
     "misspelled task key": (["task.gpa=4"], BAD["misspelled task key"][1]),
     "misspelled train key": (["train.log_evry=10"], BAD["misspelled train key"][1]),
     "negative gap": (["task.gap=-4"], BAD["negative gap"][1]),

@@ -6,7 +6,8 @@ norm = BASE[model, state]**distance * (1 + seed) * (1 + step / 10), so the
 geometric mean over the two seeds is BASE**d * sqrt(2) * (1 + step / 10); the
 expected values below come from that formula, not from the plotting code's path.
 rnn at gap 6 seed 1 diverges at step 10; rnn at gap 6 seed 0 has its t = 0 norm
-below float32's floor at step 20.
+below float32's floor at step 20. The growth rate, block statistics and dynamics rows
+likewise follow closed forms (``rate``, ``block``, ``lyapunov``, ``forget_quantiles``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ FINAL = {("rnn", 3): (0.6, 0.8), ("rnn", 6): (0.2, math.nan), ("lstm", 3): (1.0,
 BASELINE_LOSS, BASELINE_METRIC = math.log(8), 0.125
 DIVERGED = ("rnn", 6, 1, 10)  # model, gap, seed, step
 BELOW = ("rnn", 6, 0, 20, 0)  # model, gap, seed, step, timestep
-DECAY_INF = ("lstm", 6, 1, 10)  # model, gap, seed, step with decay_length inf
+GROWING = ("lstm", 6, 1, 10)  # model, gap, seed, step whose gradient grows with distance
+QUANTILE_PERCENT = (5, 25, 50, 75, 95)
 
 
 def run_id(model, gap, seed) -> str:
@@ -51,8 +53,32 @@ def norm(model, state, gap, seed, step, t) -> float:
     return BASE[model, state] ** distance(gap, t) * (1 + seed) * (1 + step / 10)
 
 
-def decay(model, gap, seed, step) -> float:
-    return math.inf if (model, gap, seed, step) == DECAY_INF else 5.0 + gap + step / 10 + seed
+def rate(model, gap, seed, step) -> float:
+    return 0.2 if (model, gap, seed, step) == GROWING else -1.0 / (5.0 + gap + step / 10 + seed)
+
+
+def block(step, seed) -> dict:
+    if step == 0:  # no block before the first log point
+        return {
+            "grad_norm_max": math.nan,
+            "grad_norm_mean": math.nan,
+            "clipped_fraction": math.nan,
+            "loss_spikes": math.nan,
+        }
+    return {
+        "grad_norm_max": 2 + step / 10 + seed,
+        "grad_norm_mean": 1 + seed,
+        "clipped_fraction": 0.5 * seed,
+        "loss_spikes": float(seed),
+    }
+
+
+def lyapunov(model, seed, step) -> float:
+    return -0.1 * (1 + seed) + step / 100 + (0.05 if model == "lstm" else 0.0)
+
+
+def forget_quantiles(seed, step) -> list[float]:
+    return [0.6 + 0.05 * i + step / 1000 + seed / 100 for i in range(5)]
 
 
 def loss(model, gap, seed, step) -> float:
@@ -60,7 +86,7 @@ def loss(model, gap, seed, step) -> float:
 
 
 def make_results(gaps=GAPS, models=("rnn", "lstm"), task="delayed_recall") -> Results:
-    runs, curves, grads = [], [], []
+    runs, curves, grads, dynamics = [], [], [], []
     for model in models:
         cell = model.removeprefix("bi-")
         for gap in gaps:
@@ -107,8 +133,8 @@ def make_results(gaps=GAPS, models=("rnn", "lstm"), task="delayed_recall") -> Re
                         "solve_threshold": 0.95,
                         "solved": (not diverged) and final >= 0.95,
                         "solved_step": 10.0 if (not diverged) and final >= 0.95 else math.nan,
-                        "decay_length_init": 1.0,
-                        "decay_length_final": 1.0,
+                        "growth_rate_init": -1.0,
+                        "growth_rate_final": -1.0,
                         "wall_time_s": 0.1,
                         "group_size": 2,
                     }
@@ -121,9 +147,21 @@ def make_results(gaps=GAPS, models=("rnn", "lstm"), task="delayed_recall") -> Re
                             "loss": loss(model, gap, seed, step),
                             "metric": 0.5,
                             "grad_norm": 1.0,
-                            "decay_length": decay(model, gap, seed, step),
+                            "growth_rate": rate(model, gap, seed, step),
+                            "e_folding_length": math.nan,
+                            **block(step, seed),
                         }
                     )
+                    dyn = [("lyapunov", "", 1, lyapunov(cell, seed, step)), ("lyapunov", "", 2, -1.0)]
+                    dyn += [("sigma_max", "", t, math.exp(lyapunov(cell, seed, step))) for t in range(length(gap))]
+                    if cell == "lstm":
+                        for p, q in zip(QUANTILE_PERCENT, forget_quantiles(seed, step)):
+                            dyn += [("gate_quantile", "forget", p, q), ("time_constant", "", p, 1 / (1 - q))]
+                        dyn.append(("saturated", "forget", 0, 0.1 * seed))
+                    dynamics += [
+                        {"run": rid, "step": step, "quantity": q, "gate": g, "index": i, "value": v}
+                        for q, g, i, v in dyn
+                    ]
                     for state in STATES[cell]:
                         for t in range(length(gap)):
                             below = (model, gap, seed, step, t) == BELOW and state == "h"
@@ -141,7 +179,7 @@ def make_results(gaps=GAPS, models=("rnn", "lstm"), task="delayed_recall") -> Re
                                     "below_floor": below,
                                 }
                             )
-    return Results(pd.DataFrame(runs), pd.DataFrame(curves), pd.DataFrame(grads))
+    return Results(pd.DataFrame(runs), pd.DataFrame(curves), pd.DataFrame(grads), dynamics=pd.DataFrame(dynamics))
 
 
 @pytest.fixture(scope="module")
@@ -290,14 +328,79 @@ def test_learning_curves_mean_diverged_and_baseline(results):
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["rnn", "lstm"]
 
 
-# --- 5. decay length ---------------------------------------------------------------------------------
-def test_decay_length_skips_inf_with_a_note(results):
-    fig = plots.decay_length_curves(results.runs, results.curves)  # gap 6
+# --- 5. growth rate ----------------------------------------------------------------------------------
+def test_growth_rate_draws_both_signs(results):
+    fig = plots.growth_rate_curves(results.runs, results.curves)  # gap 6
     lstm = one(fig, "mean:lstm").get_xydata()
-    np.testing.assert_allclose(lstm, [[0, 11.5], [10, np.nan], [20, 13.5]])  # (5 + 6 + step/10 + seed), seeds 0, 1
-    np.testing.assert_allclose(one(fig, "mean:rnn").get_xydata(), [[0, 11], [10, 12], [20, 13]])  # seed 0 only
-    np.testing.assert_allclose(one(fig, "gap").get_ydata(), [6, 6])
-    assert "skipped" in fig._suptitle.get_text() and "lstm 1 step" in fig._suptitle.get_text()
+    want = [np.mean([rate("lstm", 6, s, step) for s in SEEDS]) for step in STEPS]
+    np.testing.assert_allclose(lstm[:, 1], want)
+    assert want[1] > 0 > want[0]  # the growing seed pulls the mean above zero at step 10: drawn, not skipped
+    np.testing.assert_allclose(one(fig, "mean:rnn").get_xydata(), [[s, rate("rnn", 6, 0, s)] for s in STEPS])
+    np.testing.assert_allclose(one(fig, "gap").get_ydata(), [-1 / 6, -1 / 6])
+    np.testing.assert_allclose(one(fig, "zero").get_ydata(), [0, 0])
+    assert "1/timestep" in fig.axes[0].get_ylabel()
+
+
+# --- 6-8. Jacobian spectrum, gates, clipping --------------------------------------------------------
+def test_spectrum_lines_are_seed_means(results):
+    fig = plots.spectrum_curves(results.runs, results.dynamics)  # gap 6
+    for model in ("lstm", "rnn"):
+        seeds = (0, 1) if model == "lstm" else (0,)  # rnn seed 1 diverged
+        want = [np.mean([lyapunov(model, s, step) for s in seeds]) for step in STEPS]
+        np.testing.assert_allclose(one(fig, f"lyapunov:{model}").get_ydata(), want)
+        np.testing.assert_allclose(one(fig, f"sigma:{model}").get_ydata(), want, atol=1e-12)  # ln exp(lambda)
+    assert not artists(fig, "bound:rnn")  # no pmb_bound rows in these tables
+    assert "(1/timestep)" in fig.axes[0].get_ylabel()
+
+
+def test_gate_distributions_at_init_and_end(results):
+    fig = plots.gate_distributions(results.runs, results.dynamics)
+    for when, step in (("init", 0), ("end", 20)):
+        median = np.mean([forget_quantiles(s, step)[2] for s in SEEDS])
+        np.testing.assert_allclose(one(fig, f"gate:lstm:forget:{when}").get_ydata(), [median])
+        lo, hi = (np.mean([forget_quantiles(s, step)[i] for s in SEEDS]) for i in (0, 4))
+        np.testing.assert_allclose(one(fig, f"range:lstm:forget:{when}").get_ydata(), [lo, hi])
+    assert [ax.get_visible() for ax in fig.axes] == [True]  # the rnn has no gates: no panel
+
+
+def test_clipping_lines_are_block_statistics(results):
+    fig = plots.clipping_curves(results.runs, results.curves)
+    np.testing.assert_allclose(one(fig, "max:lstm").get_xydata(), [[10, 3.5], [20, 4.5]])  # mean of 2 + step/10 + seed
+    np.testing.assert_allclose(one(fig, "clipped:lstm").get_ydata(), [0.25, 0.25])
+    np.testing.assert_allclose(one(fig, "clip").get_ydata(), [1.0, 1.0])
+    assert "lstm 2" in fig._suptitle.get_text()  # loss spikes: seed 1 has one per block, two blocks
+
+
+def test_results_from_before_the_diagnostics_skip_the_new_figures(tmp_path):
+    new = make_results()
+    old = Results(
+        new.runs.drop(columns=["growth_rate_init", "growth_rate_final"]),
+        new.curves.drop(
+            columns=[
+                "growth_rate",
+                "e_folding_length",
+                "grad_norm_max",
+                "grad_norm_mean",
+                "clipped_fraction",
+                "loss_spikes",
+            ]
+        ).assign(decay_length=3.0),
+        new.grad_norms,
+    )
+    skipped = []
+    written = plots.write_figures(old, tmp_path, formats=("png",), dpi=30, on_skip=lambda *s: skipped.append(s))
+    assert [p.stem for p in written] == [f"delayed_recall_{f}" for f in plots.FIGURE_NAMES[:5]]
+    reasons = dict(skipped)
+    # the spectrum and gates were not asked for (diagnostics off, as for every run before them): not reported
+    assert set(reasons) == {f"delayed_recall_{f}" for f in ("growth_rate", "clipping")}
+    assert "before the signed growth rate" in reasons["delayed_recall_growth_rate"]
+    assert "before the exploding-gradient instrumentation" in reasons["delayed_recall_clipping"]
+    with pytest.raises(plots.NotAskedFor, match="diagnostics = true"):
+        plots.gate_distributions(old.runs, old.dynamics)
+    asked = old.runs.assign(diagnostics=True)  # asked for, yet no table: a reason, not silence
+    with pytest.raises(plots.FigureSkipped, match="trained with diagnostics = true") as skip:
+        plots.spectrum_curves(asked, old.dynamics)
+    assert not isinstance(skip.value, plots.NotAskedFor)
 
 
 # --- styles ---------------------------------------------------------------------------------------------
@@ -344,7 +447,7 @@ def test_write_figures_png_pdf_byte_identical(results, tmp_path):
 
 
 def test_write_figures_skips_what_the_data_cannot_show(tmp_path, monkeypatch):
-    monkeypatch.setattr(writing, "FIGURES", {k: writing.FIGURES[k] for k in ("memory_vs_gap", "decay_length")})  # speed
+    monkeypatch.setattr(writing, "FIGURES", {k: writing.FIGURES[k] for k in ("memory_vs_gap", "growth_rate")})  # speed
     skipped = []
     written = plots.write_figures(
         make_results(gaps=(3,)),
@@ -355,18 +458,18 @@ def test_write_figures_skips_what_the_data_cannot_show(tmp_path, monkeypatch):
     )
     reason = "memory vs gap needs at least two gaps; the runs have only gap 3"
     assert skipped == [("delayed_recall_memory_vs_gap", reason)]
-    assert [p.name for p in written] == ["delayed_recall_decay_length.png"]
+    assert [p.name for p in written] == ["delayed_recall_growth_rate.png"]
 
 
 def test_write_figures_splits_task_configurations(tmp_path, monkeypatch):
-    monkeypatch.setattr(writing, "FIGURES", {"decay_length": writing.FIGURES["decay_length"]})  # speed
+    monkeypatch.setattr(writing, "FIGURES", {"growth_rate": writing.FIGURES["growth_rate"]})  # speed
     a, b = make_results(gaps=(3,)), make_results(gaps=(3,), task="copy")
     mixed = Results(*(pd.concat([x, y.assign(run=y.run + "c")]) for x, y in zip(a[:3], b[:3])))  # no eval_gaps
     with pytest.raises(PlotError, match="holds 2 task configurations"):
         plots.memory_vs_gap(mixed.runs)
     assert sorted(plots.split_by_task(mixed)) == ["copy", "delayed_recall"]
     written = plots.write_figures(mixed, tmp_path, formats=("png",), dpi=30, on_skip=lambda *_: None)
-    assert [p.name for p in written] == ["copy_decay_length.png", "delayed_recall_decay_length.png"]
+    assert [p.name for p in written] == ["copy_growth_rate.png", "delayed_recall_growth_rate.png"]
 
 
 # --- errors ---------------------------------------------------------------------------------------------
@@ -403,7 +506,9 @@ def test_unknown_format_is_refused_before_writing(results, tmp_path):
 def test_figure_functions_check_their_own_tables(results):
     with pytest.raises(PlotError, match=r"runs table lacks column.s. final_metric"):
         plots.memory_vs_gap(results.runs.drop(columns="final_metric"))
-    with pytest.raises(PlotError, match=r"curves table lacks column.s. decay_length"):
-        plots.decay_length_curves(results.runs, results.curves.drop(columns="decay_length"))
+    with pytest.raises(PlotError, match=r"curves table lacks column.s. step"):
+        plots.growth_rate_curves(results.runs, results.curves.drop(columns="step"))
+    with pytest.raises(PlotError, match=r"dynamics table lacks column.s. value"):
+        plots.spectrum_curves(results.runs, results.dynamics.drop(columns="value"))
     with pytest.raises(PlotError, match="grad_norms table has no rows for the 4 selected run"):
         plots.gradient_heatmap(results.runs, results.grad_norms.assign(run="other"), gap=3)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lrd.models import CELLS, ModelConfig, SequenceModel
-from lrd.probes import FLOOR, decay_length, distance_from_loss, probe, safe_norm
+from lrd.probes import FLOOR, distance_from_loss, probe, safe_norm
 from lrd.tasks.copy import Copy
 from lrd.tasks.delayed_recall import DelayedRecall
 
@@ -296,7 +296,9 @@ def unrolled_outputs(config: ModelConfig, params, inputs, replace=-1, value=None
 
 
 def reference(task, config, params, batch):
-    """Loss and {position: ||dL/dstate||_F over (B, H)}: one gradient per replaced state.
+    """Loss, {position: ||dL/dstate||_F over (B, H)} and {position: per-sequence norms (B,)}.
+
+    One gradient per replaced state.
 
     Replacing the state at one position by an argument and differentiating with respect
     to it gives the total derivative dL/dstate_t. The positions are batched with vmap
@@ -316,8 +318,9 @@ def reference(task, config, params, batch):
         return task.training_loss(outputs, batch), grads
 
     loss, grads = run_once(loss_and_grads, params, batch)
-    norms = np.linalg.norm(np.asarray(grads, np.float64).reshape(len(order), -1), axis=1)  # (N,)
-    return float(loss), dict(zip(order, norms))
+    grads = np.asarray(grads, np.float64)  # (N, B, H)
+    norms = np.linalg.norm(grads.reshape(len(order), -1), axis=1)  # (N,)
+    return float(loss), dict(zip(order, norms)), dict(zip(order, np.linalg.norm(grads, axis=2)))
 
 
 @functools.cache
@@ -340,7 +343,7 @@ def test_cases_cover_every_cell():
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_state_grad_norms_match_unrolled_reference(case):
     task, config, _model, params, batch, result = _setup(case)
-    loss, expected = reference(task, config, params, batch)
+    loss, expected, per_sequence = reference(task, config, params, batch)
     np.testing.assert_allclose(result.loss, loss, rtol=1e-5)  # the same model
 
     assert {pos for pos, norm in expected.items() if norm == 0.0} == CASES[case][2]
@@ -353,6 +356,13 @@ def test_state_grad_norms_match_unrolled_reference(case):
         else:
             assert not below, where
             np.testing.assert_allclose(got, want, rtol=1e-4, err_msg=where)
+        log_gmean = float(result.log_gmean_norms[f"layer{layer}"][direction][state][t])
+        if np.all(per_sequence[(layer, direction, t, state)] > 0):
+            assert not bool(result.gmean_below_floor[f"layer{layer}"][direction][state][t]), where
+            want_log = np.mean(np.log(per_sequence[(layer, direction, t, state)]))  # geometric mean over the batch
+            np.testing.assert_allclose(log_gmean, want_log, rtol=1e-4, atol=1e-4, err_msg=where)
+        else:
+            assert bool(result.gmean_below_floor[f"layer{layer}"][direction][state][t]), where
     n_probed = sum(np.size(norms) for norms in jax.tree.leaves(result.state_norms))
     assert n_probed == len(expected)  # the probe measures exactly these positions
 
@@ -409,42 +419,6 @@ def test_safe_norm_smallest_normal_is_measured():
     norm, below = safe_norm(jnp.full((4,), FLOOR, jnp.float32), (0,))
     assert not bool(below)
     np.testing.assert_allclose(norm, 2 * FLOOR, rtol=1e-6)
-
-
-# --- decay_length -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("lam", [0.7, 5.0, 40.0])
-def test_decay_length_recovers_lambda(lam):
-    distance = np.arange(-4, 30)
-    norms = 3.0 * np.exp(-distance / lam)
-    norms[distance < 0] = 1e6  # inside/after the scored window: ignored
-    assert decay_length(norms, distance) == pytest.approx(lam, rel=1e-9)
-
-
-def test_decay_length_ignores_unmeasurable_points():
-    distance = np.arange(20)
-    norms = np.exp(-distance / 3.0)
-    below = distance >= 15
-    norms[below] = FLOOR
-    assert decay_length(norms, distance, below) == pytest.approx(3.0, rel=1e-9)
-    norms[[3, 4]] = [np.nan, np.inf]
-    flagged = below.copy()
-    flagged[5] = True
-    norms[5] = 1e3  # flagged: excluded even though it looks measurable
-    assert decay_length(norms, distance, flagged) == pytest.approx(3.0, rel=1e-9)
-
-
-def test_decay_length_growing_is_inf():
-    distance = np.arange(10)
-    assert decay_length(np.exp(distance / 4.0), distance) == float("inf")
-
-
-def test_decay_length_too_few_points_is_nan():
-    assert np.isnan(decay_length(np.array([1.0]), np.array([0])))
-    assert np.isnan(decay_length(np.array([5.0, 1.0, 0.5]), np.array([-2, -1, 0])))  # one point at distance >= 0
-    assert np.isnan(decay_length(np.array([1.0, FLOOR]), np.array([0, 1])))
-    assert np.isnan(decay_length(np.array([1.0, 0.5]), np.array([2, 2])))  # no spread in distance
 
 
 def test_distance_from_loss():

@@ -258,7 +258,7 @@ def test_a_group_whose_worker_always_dies_is_recorded_failed_then_retried(cluste
     assert proc.returncode == 1, proc.stderr
     assert "2 runs computed, 0 already done, 0 diverged, 2 failed" in proc.stdout
     assert "lrd: 2 runs failed (see the error column of the runs table); run the same command to retry" in proc.stderr
-    runs, curves, grad_norms, _ = store.load(tmp_path / "out")
+    runs, curves, grad_norms, *_ = store.load(tmp_path / "out")
     failed = runs[runs["status"] == "failed"]
     assert sorted(failed["gap"]) == [6, 6] and sorted(failed["seed"]) == [0, 1]
     assert (

@@ -28,8 +28,8 @@ def runs_table() -> pd.DataFrame:
             "final_metric": [0.97, 0.5, math.nan, math.nan],
             "baseline_loss": 0.17,
             "baseline_metric": 0.1,
-            "decay_length_init": [2.0, 4.0, 6.0, math.nan],
-            "decay_length_final": [10.0, math.inf, 1.0, math.nan],
+            "growth_rate_init": [-0.5, -0.25, 0.1, math.nan],
+            "growth_rate_final": [0.2, 0.05, -1.0, math.nan],
         }
     )
 
@@ -75,7 +75,7 @@ def test_summary_aggregates_seeds_per_configuration():
     assert lstm["final_metric_std"] == np.std([0.97, 0.5], ddof=1)
     assert math.isnan(rnn["final_metric_std"])  # one run: no spread
     assert lstm["solved_step"] == 15.0  # median of 20 (a) and 10 (c)
-    assert lstm["decay_length_init"] == 4.0 and lstm["decay_length_final"] == 10.0  # medians, NaN skipped
+    assert lstm["growth_rate_init"] == -0.25 and lstm["growth_rate_final"] == 0.05  # medians, NaN skipped
     assert lstm["baseline_metric"] == 0.1
 
 

@@ -26,8 +26,10 @@ def test_config_columns_are_the_config_fields():
 
 
 def test_results_has_one_field_per_table():
-    assert schema.Results._fields == ("runs", "curves", "grad_norms", "eval_gaps")
-    assert schema.TABLES + schema.OPTIONAL_TABLES == (schema.RUN, schema.CURVES, schema.GRAD_NORMS, schema.EVAL_GAPS)
+    assert schema.Results._fields == ("runs", "curves", "grad_norms", "eval_gaps", "dynamics")
+    stems = (schema.RUN, schema.CURVES, schema.GRAD_NORMS, schema.EVAL_GAPS, schema.DYNAMICS)
+    assert (*schema.TABLES, *schema.OPTIONAL_TABLES) == stems
+    assert list(schema.Results(*[None] * 3).dynamics.columns) == list(schema.DYNAMICS_COLUMNS)  # empty by default
 
 
 def test_floor_is_float32s_smallest_normal_and_the_probe_uses_it():

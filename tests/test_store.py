@@ -30,7 +30,7 @@ def test_a_finished_run_replaces_a_failed_record_and_is_never_replaced(tmp_path)
     assert store.completed_runs(tmp_path) == {"a"}
     store.write_run(tmp_path, "a", tables("a", 0.9))  # the same configuration finished elsewhere: keep the first
     assert store.read_run(tmp_path / "runs" / "a")["run"]["final_metric"].tolist() == [0.5]
-    written = sorted([f"{t}.parquet" for t in tables("a", 0.5)] + [store.MANIFEST])  # the manifest lists them
+    written = sorted([f"{t}.parquet" for t in tables("a", 0.5)] + [store.MANIFEST])  # no diagnostics: no dynamics
     assert sorted(p.name for p in (tmp_path / "runs" / "a").iterdir()) == written
     assert not list((tmp_path / "runs").glob(".tmp*"))
 

@@ -31,7 +31,8 @@ def uninterrupted(tmp_path_factory, cache_dir) -> Path:
 
 def test_end_to_end_through_the_command(uninterrupted):
     out = uninterrupted / "out"
-    runs, curves, grad_norms, _ = store.load(out)
+    runs, curves, grad_norms, _, dynamics = store.load(out)
+    assert set(dynamics["run"]) == set(runs["run"]) and sorted(dynamics["step"].unique()) == [0, 10, 20, 30, 40]
     assert sorted(runs["model"]) == ["gru", "gru", "lstm", "lstm", "rnn", "rnn"]
     assert set(runs["status"]) == {"done"}
     assert runs["run"].is_unique
@@ -120,7 +121,7 @@ probe_size = 16
 """
     out = tmp_path / "out"
     assert main(["run", str(write_experiment(text)), "--out", str(out), "--no-plot"]) == 0
-    runs, curves, _, _ = store.load(out)
+    runs, curves, *_ = store.load(out)
     by_lr = runs.set_index("lr")
     assert by_lr.loc[1e30, "status"] == "diverged"
     assert 0 <= by_lr.loc[1e30, "diverged_step"] < 20
@@ -207,7 +208,7 @@ def test_a_group_that_raises_is_recorded_failed_and_a_rerun_retries_only_it(tmp_
     assert "2 runs computed, 0 already done, 0 diverged, 2 failed" in proc.stdout
     assert "seeds 0,1 failed: ValueError: no samples today (at brittle.py:15)" in proc.stdout
     assert "2 failed runs not drawn" in proc.stdout
-    runs, curves, _, _ = store.load(tmp_path / "out")
+    runs, curves, *_ = store.load(tmp_path / "out")
     failed = runs[runs["status"] == "failed"]
     assert sorted(failed["gap"]) == [6, 6] and not failed["solved"].any() and failed["final_metric"].isna().all()
     assert set(failed["error"]) == {"ValueError: no samples today (at brittle.py:15)"}

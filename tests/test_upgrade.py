@@ -75,7 +75,8 @@ def test_upgrade_keeps_the_numbers_and_the_runs_are_found_again(old, capsys, wri
     assert "upgraded from results schema 1 to 2: 2 runs rewritten, solve threshold 0.1" in capsys.readouterr().out
     resolved = json.loads((old / "experiment.json").read_text())
     assert resolved["schema"] == SCHEMA_VERSION and resolved["report"] == {"solve_threshold": 0.1}
-    runs, curves, grad_norms, _ = store.load(old)
+    runs, curves, grad_norms, _, dynamics = store.load(old)
+    assert dynamics.empty  # stored before the diagnostics
     for model, tables in was.items():
         run = runs[runs["model"] == model].reset_index(drop=True)
         old_run = tables["run"]
@@ -87,6 +88,7 @@ def test_upgrade_keeps_the_numbers_and_the_runs_are_found_again(old, capsys, wri
     assert "task_solve_threshold" not in runs.columns
     assert runs["solved"].tolist() == [False, True]  # lstm 0.094, rnn 0.203 against 0.1, as stored before
     # the experiment, written as today's lrd reads it, finds every run done under its new id
+    # (the diagnostics are off by default, as they were for these runs: no part of their ids)
     assert main(["run", str(write_experiment(EXPERIMENT)), "--out", str(old), "--no-plot"]) == 0
     assert "0 runs computed, 2 already done" in capsys.readouterr().out
     assert main(["upgrade", str(old)]) == 0

@@ -6,7 +6,10 @@ Every cell is a flax module whose carry is a tuple of states named by
 ({state name: (B, S)}) that it adds to each new state *as soon as that state is
 computed*, before anything else uses it (the LSTM's h_t is computed from the
 perturbed c_t), so that dL/d eps is exactly dL/d state_t (see ``lrd.probes``);
-zero by default. Shapes: x (B, D), each state (B, S) with S = ``state_size(H)``
+zero by default. Gated cells also ``sow`` their gate activations into the
+"intermediates" collection (a no-op unless the caller asks for it with
+``mutable``), which ``lrd.dynamics`` reads for its gate statistics.
+Shapes: x (B, D), each state (B, S) with S = ``state_size(H)``
 (H for the classic cells), the output y (B, H). The classic cells in this file
 (rnn, lstm, gru) follow the textbook layout
 ``x @ W + h @ U + b`` with the gate blocks of W, U and b concatenated along
@@ -163,7 +166,9 @@ class RNNCell(MatrixCell):
     def __call__(self, carry: Carry, x: jax.Array, eps: Eps = None) -> tuple[Carry, jax.Array]:
         (h,) = carry
         W, U, b = self.gate_params(x.shape[-1])
-        h = perturbed(jnp.tanh(x @ W + h @ U + b), eps, "h")  # (B, H)
+        candidate = jnp.tanh(x @ W + h @ U + b)  # (B, H)
+        self.sow("intermediates", "candidate", candidate)
+        h = perturbed(candidate, eps, "h")
         return (h,), h
 
 
@@ -196,8 +201,11 @@ class LSTMCell(MatrixCell):
         W, U, b = self.gate_params(x.shape[-1], bias_init)
         z = x @ W + h @ U + b  # (B, 4H)
         i, f, g, o = jnp.split(z, 4, axis=-1)
-        c = perturbed(jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g), eps, "c")
-        h = perturbed(jax.nn.sigmoid(o) * jnp.tanh(c), eps, "h")
+        i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+        for name, gate in (("input", i), ("forget", f), ("candidate", g), ("output", o)):
+            self.sow("intermediates", name, gate)
+        c = perturbed(f * c + i * g, eps, "c")
+        h = perturbed(o * jnp.tanh(c), eps, "h")
         return (c, h), h
 
 
@@ -240,5 +248,7 @@ class GRUCell(MatrixCell):
         rz = jax.nn.sigmoid(xw[:, : 2 * H] + h @ U[:, : 2 * H])  # (B, 2H)
         r, z = rz[:, :H], rz[:, H:]
         n = jnp.tanh(xw[:, 2 * H :] + (r * h) @ U[:, 2 * H :])
+        for name, gate in (("reset", r), ("update", z), ("candidate", n)):
+            self.sow("intermediates", name, gate)
         h = perturbed(z * h + (1.0 - z) * n, eps, "h")
         return (h,), h

@@ -80,6 +80,7 @@ class MinGRUCell(Cell):
         (h,) = carry
         k, v = self._gate_and_candidate(x)  # (B, H)
         z = jax.nn.sigmoid(k)
+        self.sow("intermediates", "update", z)  # the paper's z: the weight of the new candidate (lrd.dynamics)
         c = g(v) if self.log_space else v
         h = perturbed((1.0 - z) * h + z * c, eps, "h")
         return (h,), h

@@ -56,6 +56,8 @@ class MinLSTMCell(Cell):
         (h,) = carry
         k_f, k_i, v = self._preactivations(x)  # (B, H)
         f, i = jax.nn.sigmoid(k_f), jax.nn.sigmoid(k_i)
+        self.sow("intermediates", "forget", f)  # gate statistics (lrd.dynamics)
+        self.sow("intermediates", "input", i)
         c = g(v) if self.log_space else v
         h = perturbed(f / (f + i) * h + i / (f + i) * c, eps, "h")
         return (h,), h

@@ -12,21 +12,27 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from lrd.plots.base import FigureSkipped, NotAskedFor, PlotError, check_table, split_runs
-from lrd.plots.decay_length import CAPTION as DECAY_LENGTH_CAPTION
-from lrd.plots.decay_length import decay_length_curves
+from lrd.plots.clipping import CAPTION as CLIPPING_CAPTION
+from lrd.plots.clipping import clipping_curves
 from lrd.plots.eval_gaps import CAPTION as EVAL_GAPS_CAPTION
 from lrd.plots.eval_gaps import eval_gaps_curves
+from lrd.plots.gates import CAPTION as GATES_CAPTION
+from lrd.plots.gates import gate_distributions
 from lrd.plots.gradient_heatmap import CAPTION as GRADIENT_HEATMAP_CAPTION
 from lrd.plots.gradient_heatmap import gradient_heatmap
+from lrd.plots.growth_rate import CAPTION as GROWTH_RATE_CAPTION
+from lrd.plots.growth_rate import growth_rate_curves
 from lrd.plots.learning_curves import CAPTION as LEARNING_CURVES_CAPTION
 from lrd.plots.learning_curves import learning_curves
 from lrd.plots.memory_vs_gap import CAPTION as MEMORY_VS_GAP_CAPTION
 from lrd.plots.memory_vs_gap import memory_vs_gap
+from lrd.plots.spectrum import CAPTION as SPECTRUM_CAPTION
+from lrd.plots.spectrum import spectrum_curves
 from lrd.plots.steps_to_solve import steps_to_solve
 from lrd.plots.style import SeriesStyle, series_styles, with_series
 from lrd.plots.vanishing_gradients import CAPTION as VANISHING_GRADIENTS_CAPTION
 from lrd.plots.vanishing_gradients import vanishing_gradients
-from lrd.schema import CURVE_KEY, GRAD_COLUMNS, RUN_KEY, Results
+from lrd.schema import CURVE_KEY, DYNAMICS_COLUMNS, GRAD_COLUMNS, RUN_KEY, Results
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +45,7 @@ METADATA = {
 
 
 def split_by_task(results) -> dict[str, Results]:
-    """``results`` (anything with ``runs``, ``curves``, ``grad_norms``) split by task configuration.
+    """``results`` (anything with ``runs``, ``curves``, ``grad_norms``; ``dynamics`` if it has one) split by task.
 
     Keys are file-name-safe: the task name, preceded by the experiment when the runs
     come from several, followed by any task parameters that differ (``adding-variant=le2015``).
@@ -57,12 +63,18 @@ def split_by_task(results) -> dict[str, Results]:
     grads = check_table(results.grad_norms, "grad_norms", GRAD_COLUMNS)
     at_gaps = getattr(results, "eval_gaps", None)
     at_gaps = at_gaps if at_gaps is not None and not at_gaps.empty else pd.DataFrame({"run": []})
+    dynamics = getattr(results, "dynamics", None)
+    if dynamics is None or (isinstance(dynamics, pd.DataFrame) and dynamics.empty):
+        dynamics = pd.DataFrame({c: [] for c in DYNAMICS_COLUMNS})  # results from before the diagnostics
+    else:
+        dynamics = check_table(dynamics, "dynamics", DYNAMICS_COLUMNS)
     return {
         slug: Results(
             group,
             curves[curves["run"].isin(group["run"])],
             grads[grads["run"].isin(group["run"])],
             at_gaps[at_gaps["run"].isin(group["run"])],
+            dynamics[dynamics["run"].isin(group["run"])],
         )
         for slug, group in split_runs(runs).items()
     }
@@ -75,7 +87,10 @@ FIGURES: dict[str, Callable[[Results, dict[str, SeriesStyle]], Figure]] = {
     "memory_vs_gap": lambda t, st: memory_vs_gap(t.runs, styles=st),
     "steps_to_solve": lambda t, st: steps_to_solve(t.runs, styles=st),
     "learning_curves": lambda t, st: learning_curves(t.runs, t.curves, styles=st),
-    "decay_length": lambda t, st: decay_length_curves(t.runs, t.curves, styles=st),
+    "growth_rate": lambda t, st: growth_rate_curves(t.runs, t.curves, styles=st),
+    "jacobian_spectrum": lambda t, st: spectrum_curves(t.runs, t.dynamics, styles=st),
+    "gates": lambda t, st: gate_distributions(t.runs, t.dynamics, styles=st),
+    "clipping": lambda t, st: clipping_curves(t.runs, t.curves, styles=st),
     "eval_gaps": lambda t, st: eval_gaps_curves(t.runs, t.eval_gaps, styles=st),
 }
 FIGURE_NAMES = tuple(FIGURES)
@@ -86,7 +101,10 @@ CAPTIONS: dict[str, str] = {
     "gradient_heatmap": GRADIENT_HEATMAP_CAPTION,
     "memory_vs_gap": MEMORY_VS_GAP_CAPTION,
     "learning_curves": LEARNING_CURVES_CAPTION,
-    "decay_length": DECAY_LENGTH_CAPTION,
+    "growth_rate": GROWTH_RATE_CAPTION,
+    "jacobian_spectrum": SPECTRUM_CAPTION,
+    "gates": GATES_CAPTION,
+    "clipping": CLIPPING_CAPTION,
     "eval_gaps": EVAL_GAPS_CAPTION,
 }
 

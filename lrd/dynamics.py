@@ -1,0 +1,351 @@
+"""Why the gradient vanishes or explodes: growth rate, Jacobian spectra, gates, clipping.
+
+Four diagnostics, each defined once here and used by ``lrd.train`` (inside the
+compiled programs) and by the tables and figures:
+
+Signed gradient growth rate
+    The per-step log growth rate r of ||dL/d state_t|| with the distance d from
+    the loss: ln N(d) = a + r d, fitted by least squares. r < 0: the gradient
+    vanishes (e-folding length -1/r steps); r > 0: it grows with distance
+    (explodes). N(d) is the geometric mean over the probe batch of the
+    per-sequence norms ||dL/d state_t||_2 (over hidden units), so one large
+    sequence cannot dominate. The fit window leaves out the readout term (the
+    distances 0 .. skip-1, where the loss reaches the state directly) and the
+    initial-state transient (the first ``skip`` steps of the scan, where the
+    state is still near its zero start), with skip = min(SKIP, n // 4) for n
+    timesteps at distance >= 0 (SKIP = 5).
+
+Jacobian spectra (layer 0, forward direction)
+    J_t = d s_t / d s_{t-1} for one sequence, where s is the cell's whole state
+    (the LSTM's (c, h) concatenated, 2H; the LRU's (Re h, Im h), 2N; H for the
+    others), evaluated along the probe batch's own trajectory, through the cell's
+    step ``__call__`` (a parallel cell's step computes the same recurrence). Its
+    largest singular value per timestep comes from block power iteration on J^T J
+    (POWER_BLOCK vectors, Rayleigh-Ritz) with jvp and vjp (the H x H Jacobian is
+    never formed), warm-started from the previous timestep's vectors.
+    The top-k Lyapunov exponents of the product J_T ... J_1 come from QR
+    iteration (Benettin et al. 1980; Eckmann & Ruelle 1985): Q_t R_t = J_t Q_{t-1},
+    lambda_i = (1/T) sum_t ln |R_t[i, i]|, from a fixed random orthonormal Q_0.
+    For the tanh RNN, h_t = tanh(a_t), J_t = diag(1 - h_t^2) U^T, so
+    sigma_max(J_t) <= sigma_max(U) max_i (1 - h_{t,i}^2) (Pascanu, Mikolov &
+    Bengio 2013, sec. 3.1); that bound is reported next to the measurement.
+    Per timestep both are geometric means over ``spectrum_size`` sequences of
+    the probe batch (the bound holds sequence by sequence, so it holds for the
+    means); the exponents are arithmetic means over those sequences.
+
+Gate statistics (layer 0, forward direction)
+    Quantiles (QUANTILES) over the probe batch, timesteps and units of each gate
+    the cell sows (``lrd.models.cells``): LSTM input, forget, output and
+    candidate tanh(g); GRU reset, update and candidate n; the RNN's candidate
+    tanh(a), which is its state; minGRU's z (the paper's: the weight of the new
+    candidate) and minLSTM's f and i. XLA sorts slowly on CPU (1.2 s for the
+    1.6 million activations of one gate at batch 128, T = 100, H = 128), so the
+    quantiles come from a histogram of HIST_BINS bins over [-HIST_RANGE,
+    HIST_RANGE] of the activation's pre-image (logit for a sigmoid, artanh for a
+    tanh), linearly interpolated within a bin: within one bin width (0.012) of the
+    exact quantile there, which keeps tau = 1/(1 - f) within about 1.2%; pre-images
+    beyond the range (f above 1 - 6e-6) count at its edge.
+    The effective time constant is tau = 1 / (1 - k), where k is the weight of the
+    old state (LSTM: the forget gate f; GRU: the update gate z, as lrd's GRU keeps
+    the old state with z: h' = z h + (1 - z) n; minGRU: 1 - z; minLSTM:
+    f / (f + i)), the steps over which the kept part decays by e; its quantiles
+    are those of k (by the same histogram) mapped through tau (monotone). A unit
+    is saturated when its activation's derivative is below ``saturation`` times
+    the largest the derivative can be: sigmoid' = g (1 - g) < saturation / 4,
+    tanh' = 1 - g^2 < saturation.
+
+Exploding-gradient instrumentation (per log block, inside the training scan)
+    The maximum and the mean over the block's steps of the pre-clip global
+    gradient norm, the fraction of steps whose norm reached the clipping
+    threshold (optax clips when norm >= clip), and the number of loss spikes:
+    steps whose training loss exceeds ``spike_factor`` times the median loss of
+    the block's steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FLOOR = float(np.finfo(np.float32).tiny)
+POWER_BLOCK = 4  # vectors of the block power iteration for sigma_max (see jacobian_spectrum)
+SKIP = 5  # distances and scan steps left out of the growth-rate fit, at most (see module docstring)
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+HIST_BINS, HIST_RANGE = 2048, 12.0  # gate quantiles: histogram of the activation's pre-image (see above)
+SIGMOID_GATES = ("input", "forget", "output", "reset", "update")  # sigmoid activations; the others are tanh
+# the weight of the old state, per cell, from its sown gates (see the module docstring)
+KEEP_WEIGHT: dict[str, Callable[[dict[str, jax.Array]], jax.Array]] = {
+    "lstm": lambda g: g["forget"],
+    "gru": lambda g: g["update"],
+    "mingru": lambda g: 1.0 - g["update"],
+    "minlstm": lambda g: g["forget"] / (g["forget"] + g["input"]),
+}
+
+
+# --- growth rate (NumPy: analysis of stored norms) -----------------------------------------
+def growth_window(distance: np.ndarray, steps_from_start: np.ndarray) -> np.ndarray:
+    """Mask of the timesteps in the growth-rate fit: past the readout term and the initial transient."""
+    distance, steps_from_start = np.asarray(distance), np.asarray(steps_from_start)
+    scored = distance >= 0
+    skip = min(SKIP, int(scored.sum()) // 4)
+    return scored & (distance >= skip) & (steps_from_start >= skip)
+
+
+def growth_rate(
+    log_norms: np.ndarray, distance: np.ndarray, steps_from_start: np.ndarray, below_floor: np.ndarray | None = None
+) -> float:
+    """Per-step log growth rate of the gradient norm with distance from the loss (1/steps).
+
+    log_norms: (T,) ln of the per-timestep norm (the log geometric mean over the batch).
+    distance, steps_from_start: (T,) ints; ``growth_window`` selects the fitted timesteps.
+    below_floor: (T,) bool, timesteps whose norm was not measurable (left out).
+    Negative: vanishing; positive: exploding; nan when fewer than three points qualify.
+    """
+    log_norms = np.asarray(log_norms, np.float64)
+    ok = growth_window(distance, steps_from_start) & np.isfinite(log_norms)
+    if below_floor is not None:
+        ok &= ~np.asarray(below_floor, bool)
+    d = np.asarray(distance, np.float64)[ok]
+    if ok.sum() < 3 or np.ptp(d) == 0:
+        return float("nan")
+    return float(np.polyfit(d, log_norms[ok], 1)[0])
+
+
+def e_folding_length(rate: float) -> float:
+    """Steps over which a vanishing gradient falls by a factor e (-1/rate); nan unless rate < 0."""
+    return float(-1.0 / rate) if np.isfinite(rate) and rate < 0 else float("nan")
+
+
+def steps_from_start(length: int, direction: str) -> np.ndarray:
+    """(T,) scan steps between each timestep and its direction's initial state."""
+    t = np.arange(length)
+    return t if direction == "fwd" else length - 1 - t
+
+
+# --- Jacobian spectra (JAX) -------------------------------------------------------------------
+Step = Callable[[jax.Array, jax.Array], jax.Array]  # (state (n,), input (D,)) -> next state (n,)
+
+
+class Spectrum(NamedTuple):
+    """Jacobian spectra along one or more trajectories.
+
+    sigma_max: (..., T) largest singular value of J_t.
+    lyapunov:  (..., k) top-k finite-time Lyapunov exponents (1/step), in QR order (decreasing as T grows).
+    """
+
+    sigma_max: jax.Array
+    lyapunov: jax.Array
+
+
+def orthonormal_start(n: int, k: int, key: jax.Array) -> jax.Array:
+    """(n, k) fixed random orthonormal columns: Q_0 of the QR iteration."""
+    q, _ = jnp.linalg.qr(jax.random.normal(key, (n, k)))
+    return q
+
+
+def jacobian_spectrum(
+    step: Step, prev_states: jax.Array, inputs: jax.Array, q0: jax.Array, iterations: int
+) -> Spectrum:
+    """Spectra of J_t = d step(s, x_t) / d s at s = prev_states[t], for one sequence.
+
+    prev_states: (T, n) the state each step starts from (s_{t-1}); inputs: (T, D).
+    q0: (n, k) orthonormal start of the QR iteration (``orthonormal_start``).
+    iterations: block power iterations per timestep for sigma_max, warm-started from the last.
+
+    sigma_max: subspace (block power) iteration V <- qr(J^T J V) with POWER_BLOCK columns,
+    then the largest singular value of J V (Rayleigh-Ritz): it converges at the rate
+    (sigma_(p+1) / sigma_1)^2, not (sigma_2 / sigma_1)^2, which matters for the diagonal
+    Jacobians of the parallel cells, whose top singular values are often close.
+    """
+    n, k = q0.shape
+    p = min(POWER_BLOCK, n)
+    v0 = q0[:, :p] if k >= p else orthonormal_start(n, p, jax.random.PRNGKey(0))
+
+    def body(carry, xs):
+        v, q, log_r = carry
+        s, x = xs
+        _, jvp = jax.linearize(lambda s: step(s, x), s)
+        vjp = jax.linear_transpose(jvp, s)
+        jvp_cols = jax.vmap(jvp, in_axes=1, out_axes=1)  # J V, V (n, m)
+        vjp_cols = jax.vmap(lambda w: vjp(w)[0], in_axes=1, out_axes=1)  # J^T W
+
+        # warm start, with every direction present again (J_(t-1) may have zeroed some)
+        v = jnp.linalg.qr(v + 0.1 * v0)[0]
+        for _ in range(iterations):  # unrolled: few iterations, no loop overhead per timestep
+            v = jnp.linalg.qr(vjp_cols(jvp_cols(v)))[0]  # a zero Jacobian leaves an orthonormal V
+        sigma = jnp.linalg.svd(jvp_cols(v), compute_uv=False)[0]
+        q, r = jnp.linalg.qr(jvp_cols(q))  # (n, k), (k, k)
+        log_r = log_r + jnp.log(jnp.maximum(jnp.abs(jnp.diagonal(r)), FLOOR))
+        return (v, q, log_r), sigma
+
+    (_, _, log_r), sigma = jax.lax.scan(body, (v0, q0, jnp.zeros((k,), jnp.float32)), (prev_states, inputs))
+    return Spectrum(sigma_max=sigma, lyapunov=log_r / prev_states.shape[0])
+
+
+# --- the model's cell along the probe trajectory -----------------------------------------------
+class Dynamics(NamedTuple):
+    """Diagnostics of layer 0, forward direction, at one log point.
+
+    sigma_max:  (T,) geometric mean over the spectrum sequences of sigma_max(J_t).
+    pmb_bound:  (T,) geometric mean of sigma_max(U) max|tanh'| (tanh RNN only; nan otherwise).
+    lyapunov:   (k,) top-k Lyapunov exponents, mean over the spectrum sequences.
+    quantiles:  {gate: (len(QUANTILES),)} activation quantiles over batch, timesteps and units.
+    saturated:  {gate: ()} fraction of saturated activations.
+    time_constant: (len(QUANTILES),) 1/(1 - k) at the quantiles of k, the old state's weight (nan without one).
+    """
+
+    sigma_max: jax.Array
+    pmb_bound: jax.Array
+    lyapunov: jax.Array
+    quantiles: dict[str, jax.Array]
+    saturated: dict[str, jax.Array]
+    time_constant: jax.Array
+
+
+def cell_trajectory(cell, cell_params, inputs: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Run one cell over ``inputs`` (B, T, D) from its zero state, collecting its gates.
+
+    Returns the state each step starts from, (T, B, n) with n = (number of states) x H,
+    and {gate: (T, B, H)} the sown gate activations.
+    """
+    B = inputs.shape[0]
+    carry0 = type(cell).initial_state(B, cell.hidden)
+
+    def body(carry, x):
+        (carry_next, _), sown = cell.apply({"params": cell_params}, carry, x, mutable=["intermediates"])
+        gates = {name: values[0] for name, values in sown.get("intermediates", {}).items()}
+        return carry_next, (jnp.concatenate(carry, axis=-1), gates)  # (B, n)
+
+    _, (prev_states, gates) = jax.lax.scan(body, carry0, jnp.swapaxes(inputs, 0, 1))  # (T, B, n)
+    return prev_states, gates
+
+
+def cell_step(cell, cell_params) -> Step:
+    """The cell as a map of one sequence's flattened state: (n,), (D,) -> (n,)."""
+    n_states = len(type(cell).state_names)
+
+    def step(s, x):
+        carry = tuple(part[None] for part in jnp.split(s, n_states))  # each (1, H)
+        new_carry, _ = cell.apply({"params": cell_params}, carry, x[None])
+        return jnp.concatenate(new_carry, axis=-1)[0]  # (n,)
+
+    return step
+
+
+def preimage(values: jax.Array, sigmoid: bool) -> jax.Array:
+    """The pre-activation of ``values``: logit for a sigmoid's output, artanh for a tanh's (+-inf at 0/1, +-1)."""
+    if sigmoid:
+        return jnp.log(values) - jnp.log1p(-values)
+    return 0.5 * (jnp.log1p(values) - jnp.log1p(-values))
+
+
+def histogram_quantiles(values: jax.Array, sigmoid: bool) -> jax.Array:
+    """(len(QUANTILES),) quantiles of all of ``values`` (activations of a sigmoid or a tanh), by histogram."""
+    width = 2 * HIST_RANGE / HIST_BINS
+    z = jnp.clip(preimage(values.ravel(), sigmoid), -HIST_RANGE, HIST_RANGE)
+    index = jnp.clip(jnp.floor((z + HIST_RANGE) / width), 0, HIST_BINS - 1).astype(jnp.int32)
+    counts = jnp.zeros((HIST_BINS,), jnp.float32).at[index].add(1.0)
+    cdf = jnp.cumsum(counts) / z.size  # (bins,) fraction at or below each bin's upper edge
+    qs = jnp.asarray(QUANTILES, jnp.float32)
+    bins = jnp.searchsorted(cdf, qs)  # the first bin whose cdf reaches q
+    below = jnp.where(bins > 0, cdf[jnp.maximum(bins - 1, 0)], 0.0)
+    within = jnp.clip((qs - below) / jnp.maximum(counts[bins], 1.0) * z.size, 0.0, 1.0)
+    z_q = -HIST_RANGE + (bins + within) * width
+    return jax.nn.sigmoid(z_q) if sigmoid else jnp.tanh(z_q)
+
+
+def gate_statistics(
+    gates: dict[str, jax.Array], saturation: float, keep: Callable[[dict[str, jax.Array]], jax.Array] | None
+) -> tuple[dict[str, jax.Array], dict[str, jax.Array], jax.Array]:
+    """Quantiles, saturated fractions and time constants (from ``keep``, the weight of the old state) of gates."""
+    quantiles = {name: histogram_quantiles(g, name in SIGMOID_GATES) for name, g in gates.items()}
+    saturated = {}
+    for name, g in gates.items():
+        derivative = g * (1.0 - g) * 4.0 if name in SIGMOID_GATES else 1.0 - g**2  # scaled to a maximum of 1
+        saturated[name] = jnp.mean(derivative < saturation)
+    if keep is None:
+        tau = jnp.full((len(QUANTILES),), jnp.nan, jnp.float32)
+    else:
+        tau = 1.0 / jnp.maximum(1.0 - histogram_quantiles(keep(gates), sigmoid=True), FLOOR)
+    return quantiles, saturated, tau
+
+
+def layer0_cell_params(params) -> dict:
+    """The parameters of the cell of layer 0, forward direction, of a ``SequenceModel``."""
+    layer = params["params"]["layer0_fwd"]
+    return layer["scan"]["cell"] if "scan" in layer else layer["cell"]  # scanned step by step, or parallel
+
+
+def model_dynamics(
+    model_config,
+    params,
+    inputs: jax.Array,
+    *,
+    lyapunov_k: int,
+    iterations: int,
+    spectrum_size: int,
+    saturation: float,
+    key: jax.Array,
+) -> Dynamics:
+    """All Jacobian and gate diagnostics of layer 0 (forward) of a ``SequenceModel`` on ``inputs`` (B, T, D)."""
+    cell = model_config.cell_module()
+    cell_params = layer0_cell_params(params)
+    prev_states, gates = cell_trajectory(cell, cell_params, inputs)  # (T, B, n)
+    quantiles, saturated, tau = gate_statistics(gates, saturation, KEEP_WEIGHT.get(model_config.cell))
+
+    m = min(spectrum_size, inputs.shape[0])
+    n = prev_states.shape[-1]
+    q0 = orthonormal_start(n, min(lyapunov_k, n), key)
+    step = cell_step(cell, cell_params)
+    spectrum = jax.vmap(lambda s, x: jacobian_spectrum(step, s, x, q0, iterations), in_axes=(1, 0))(
+        prev_states[:, :m], inputs[:m]
+    )  # sigma_max (m, T), lyapunov (m, k)
+    log_sigma = jnp.log(jnp.maximum(spectrum.sigma_max, FLOOR))
+    if model_config.cell == "rnn":
+        U = cell_params["U"]  # (H, H)
+        h = gates["candidate"][:, :m]  # (T, m, H): the RNN's new state tanh(a_t)
+        log_bound = jnp.log(jnp.linalg.norm(U, 2)) + jnp.log(jnp.maximum(jnp.max(1.0 - h**2, axis=-1), FLOOR))
+        pmb = jnp.exp(jnp.mean(log_bound, axis=1))  # (T,)
+    else:
+        pmb = jnp.full((inputs.shape[1],), jnp.nan, jnp.float32)
+    return Dynamics(
+        sigma_max=jnp.exp(jnp.mean(log_sigma, axis=0)),
+        pmb_bound=pmb,
+        lyapunov=jnp.mean(spectrum.lyapunov, axis=0),
+        quantiles=quantiles,
+        saturated=saturated,
+        time_constant=tau,
+    )
+
+
+# --- exploding-gradient instrumentation (inside the training scan) ------------------------------
+class BlockStats(NamedTuple):
+    """One log block's pre-clip gradient norms and losses; nan for a block of no steps."""
+
+    grad_norm_max: jax.Array
+    grad_norm_mean: jax.Array
+    clipped_fraction: jax.Array
+    loss_spikes: jax.Array  # number of steps with loss > spike_factor x the block's median
+
+
+def block_statistics(
+    losses: jax.Array, grad_norms: jax.Array, taken: jax.Array, clip: float, spike_factor: float
+) -> BlockStats:
+    """Statistics of a block's steps; losses, grad_norms, taken: (n,), ``taken`` marks the real steps."""
+    count = jnp.sum(taken)
+    some = count > 0
+    norms = jnp.where(taken, grad_norms, jnp.nan)
+    clipped = taken & (grad_norms >= clip) if clip > 0 else jnp.zeros_like(taken)
+    median = jnp.nanmedian(jnp.where(taken, losses, jnp.nan))
+    spikes = jnp.sum(taken & (losses > spike_factor * median))
+    nan = jnp.float32(jnp.nan)
+    return BlockStats(
+        grad_norm_max=jnp.where(some, jnp.nanmax(norms), nan),
+        grad_norm_mean=jnp.where(some, jnp.nansum(norms) / jnp.maximum(count, 1), nan),
+        clipped_fraction=jnp.where(some, jnp.sum(clipped) / jnp.maximum(count, 1), nan),
+        loss_spikes=jnp.where(some, spikes.astype(jnp.float32), nan),
+    )
