@@ -254,6 +254,7 @@ def _build(where: str, raw: dict, source: str | None, path: Path, overrides: Map
     models = _expand_models(where, raw.get("model", {}), tasks)
     trains = _expand(where, "train", raw.get("train", {}), TrainConfig)
     _check_eval_gaps(where, tasks, models, trains)
+    _check_diagnostics(where, models, trains)
     report = _validate(where, "report", ReportConfig, raw.get("report", {}), "report")
 
     runs: dict[str, RunSpec] = {}
@@ -268,6 +269,20 @@ def _build(where: str, raw: dict, source: str | None, path: Path, overrides: Map
     if source is None or overrides:  # record what was run: the resolved file
         source = f"# {where}\n" + to_toml({**raw, "name": name})
     return Experiment(name, description, path, source, list(runs.values()), plugins, report)
+
+
+def _check_diagnostics(
+    where: str, models: dict[Task, list[tuple[ModelConfig, int | None]]], trains: list[TrainConfig]
+) -> None:
+    """``train.diagnostics`` takes Jacobians of a recurrence: a cell without one (attention) is refused."""
+    if not any(train.diagnostics for train in trains):
+        return
+    for model in (model for per_task in models.values() for model, _ in per_task):
+        if not CELLS[model.cell].recurrent:
+            raise ExperimentError(
+                f"{where}: train.diagnostics: cell {model.cell!r} has no recurrence to take Jacobians of; "
+                "set diagnostics = false for it (allowed with recurrent cells only)"
+            )
 
 
 def _check_eval_gaps(
