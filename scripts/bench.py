@@ -70,30 +70,27 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
 # --- timing ----------------------------------------------------------------------------------
-def interleaved(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
-    """Median seconds per call of each contender; one warm-up call each, then round-robin."""
+def _timed_rounds(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each call of each contender: one warm-up call each, then ``rounds`` round-robin rounds."""
     for fn in contenders.values():
         fn()
-    times = {name: [] for name in contenders}
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
+
+
+def interleaved(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    """Median seconds per call of each contender; one warm-up call each, then round-robin."""
+    return {name: statistics.median(ts) for name, ts in _timed_rounds(contenders, rounds).items()}
 
 
 def fastest(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
     """Like ``interleaved``, but the fastest call of each: costs taken as differences need the least noise."""
-    for fn in contenders.values():
-        fn()
-    times = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: min(ts) for name, ts in times.items()}
+    return {name: min(ts) for name, ts in _timed_rounds(contenders, rounds).items()}
 
 
 def classic_prng(jitted: Callable) -> Callable:
