@@ -29,14 +29,16 @@ if TYPE_CHECKING:
 def _result_line(rows: list[dict]) -> str:
     """One line for a group's runs: each seed's metric (and "solved"), its divergence, or the failure."""
     parts = []
+    several_lrs = len({row.get("lr") for row in rows}) > 1
     for row in rows:
         if row["status"] == "failed":
-            seeds = ",".join(str(r["seed"]) for r in rows)
+            seeds = ",".join(sorted({str(r["seed"]) for r in rows}, key=int))
             return f"seeds {seeds} failed: {row['error']}"
+        member = f"seed {row['seed']}" + (f" lr {row['lr']:g}" if several_lrs else "")
         if row["status"] == "diverged":
-            parts.append(f"seed {row['seed']}: diverged at step {int(row['diverged_step'])}")
+            parts.append(f"{member}: diverged at step {int(row['diverged_step'])}")
         else:
-            parts.append(f"seed {row['seed']}: metric {row['final_metric']:.3f}{' solved' if row['solved'] else ''}")
+            parts.append(f"{member}: metric {row['final_metric']:.3f}{' solved' if row['solved'] else ''}")
     return "; ".join(parts)
 
 
