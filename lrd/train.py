@@ -227,7 +227,7 @@ class RunResult(NamedTuple):
     lrs: list[float]  # member i is (seeds[i], lrs[i])
     final_valid: dict[str, np.ndarray]  # validation metrics, (S,)
     steps_trained: np.ndarray  # (S,) optimiser steps that changed the parameters
-    time_loop: str = "scan"  # the time loop the layers ran: "scan", "kernel" or "interpret"
+    time_loop: str = "scan"  # the time loop the layers ran: "scan", "parallel", "kernel" or "interpret"
     eval_gaps: Mapping[int, dict[str, np.ndarray]] = MappingProxyType(
         {}
     )  # test gap -> evaluation metrics (S,), for train.eval_gaps

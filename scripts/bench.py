@@ -28,8 +28,9 @@ after another), the probe (cost of the per-timestep gradient norms), the time
 loop (lax.scan, the scan unrolled, the Pallas kernels of ``lrd.models.kernels``,
 cuDNN; 8 seeds on the kernels), XLA's command buffers for the scan's while loop
 (those two on a GPU only; "n/a" elsewhere), the parallel cells (lru, mingru,
-minlstm, s4d, s6: lrd's training step with their ``jax.lax.associative_scan`` form
-against the same step with their step equations in a sequential ``lax.scan``, and
+minlstm, s4d, s6: lrd's training step with their ``jax.lax.associative_scan`` form,
+``time_loop = "parallel"``, against their step equations in a sequential ``lax.scan``,
+``time_loop = "scan"``, and
 against the LSTM, at T = 1000 and 4000, batch 16, hidden 64; ``--parallel-only``
 runs this section alone), the diagnostics (cost of each of ``lrd.dynamics``'s
 against a training block of ``log_every = 50`` steps; ``--diagnostics-only`` runs
@@ -60,12 +61,10 @@ import numpy as np
 from lrd import runtime
 from lrd.models import CELLS as CELLS_REGISTRY
 from lrd.models import ModelConfig
-from lrd.models.network import _PerturbedStep
 from lrd.tasks.copy import Copy
 from lrd.train import Program, TrainConfig, Trainer
 
 CELLS = ("rnn", "lstm", "gru")
-PARALLEL_CELLS = ("lru", "mingru", "minlstm", "s4d", "s6")  # linear in the state: associative_scan
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
@@ -157,7 +156,6 @@ def scan_unroll(unroll: int):
     if unroll == 1:
         yield
         return
-    import flax.linen as nn
 
     original = nn.scan
     nn.scan = functools.partial(original, unroll=unroll)
@@ -173,7 +171,6 @@ def _train_config(batch: int, n_steps: int) -> TrainConfig:
 
 # --- flax nn.RNN ----------------------------------------------------------------------------
 def flax_runner(cell: str, T: int, batch: int, hidden: int, n_steps: int) -> Callable[[], None]:
-    import flax.linen as nn
     import optax
 
     task = Copy(gap=T - 20)
@@ -507,53 +504,20 @@ def child_steps(lengths, batch, hidden, rounds) -> None:
             print(f"STEP {cell} {T} {seconds / n}", flush=True)
 
 
-class StepScanned(nn.Module):
-    """One layer of ``config``'s cell run by scanning its step with ``lax.scan`` (never its ``sequence``), and a readout.
-
-    The sequential form of the parallel cells' equations: the same step ``__call__`` that
-    tests/test_cells.py checks the parallel form against.
-    """
-
-    config: ModelConfig
-    output_dim: int
-
-    @nn.compact
-    def __call__(self, inputs: jax.Array, perturbation=None) -> jax.Array:
-        scan = nn.scan(_PerturbedStep, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1)
-        carry = CELLS_REGISTRY[self.config.cell].initial_state(inputs.shape[0], self.config.hidden)
-        _, ys = scan(self.config, name="scan")(carry, (inputs, None))  # (B, T, H)
-        return nn.Dense(self.output_dim, name="readout")(ys)
-
-
-def parallel_runner(cell: str, T: int, batch: int, hidden: int, n_steps: int, sequential: bool) -> Callable[[], None]:
-    """lrd's training step (as ``lrd_runner``) for ``cell``; with ``sequential`` its step scanned over T instead."""
-    trainer = Trainer(Copy(gap=T - 20), ModelConfig(cell=cell, hidden=hidden), _train_config(batch, n_steps))
-    if sequential:
-        trainer.model = StepScanned(trainer.model_config, trainer.task.output_dim)  # before anything is traced
-
-    def steps(state):
-        return jax.lax.scan(lambda s, _: (trainer._train_step(s), None), state, None, length=n_steps)[0]
-
-    block = Program(steps, donate=True)
-    state = [trainer.initial_state([0])]
-
-    def run():
-        state[0] = block(state[0])
-        jax.block_until_ready(state[0])
-
-    return run
-
-
 def bench_parallel(lengths, batch, hidden, rounds) -> None:
-    """The parallel cells' training step (associative_scan) against their step in a sequential lax.scan, and the LSTM."""
-    cells = sorted(name for name, cls in CELLS_REGISTRY.items() if name in PARALLEL_CELLS)
+    """The parallel cells' training step (associative_scan) against their step in a sequential lax.scan, and the LSTM.
+
+    Both forms are lrd's own (``[model] time_loop = "parallel"`` and ``"scan"``); "auto" takes the
+    step on a CPU, the parallel form elsewhere.
+    """
+    cells = sorted(name for name, cls in CELLS_REGISTRY.items() if cls.parallel)
     print(f"{'T':>5} {'cell':8} {'parallel':>9} {'sequential':>10} {'speed-up':>8} {'vs lstm':>8}   (ms per step)")
     for T in lengths:
         n = 2
         contenders = {"lstm": lrd_runner("lstm", T, batch, hidden, n)}
         for cell in cells:
-            contenders[f"{cell} parallel"] = parallel_runner(cell, T, batch, hidden, n, sequential=False)
-            contenders[f"{cell} sequential"] = parallel_runner(cell, T, batch, hidden, n, sequential=True)
+            contenders[f"{cell} parallel"] = lrd_runner(cell, T, batch, hidden, n, time_loop="parallel")
+            contenders[f"{cell} sequential"] = lrd_runner(cell, T, batch, hidden, n, time_loop="scan")
         ms = {k: v / n * 1e3 for k, v in interleaved(contenders, rounds).items()}
         print(f"{T:>5} {'lstm':8} {ms['lstm']:9.1f}", flush=True)
         for cell in cells:

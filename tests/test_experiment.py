@@ -56,6 +56,10 @@ BAD = {
         TINY.replace("hidden = 8", 'hidden = 8\ntime_loop = "kernel"'),
         ["model.time_loop", "'kernel' cannot run", "power of two from 16", "got 8"],
     ),
+    "parallel form of a cell without one": (
+        TINY.replace("hidden = 8", 'hidden = 8\ntime_loop = "parallel"'),
+        ["model.time_loop", "'parallel' cannot run", "'rnn' is not linear in its state", "lru"],
+    ),
     "missing import": ('imports = ["nowhere.py"]\n' + TINY, ["imports", "nowhere.py"]),
     "zero lyapunov_k": (
         TINY.replace("steps = 20", "steps = 20\nlyapunov_k = 0"),

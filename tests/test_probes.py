@@ -48,7 +48,7 @@ CASES = {
         {(1, "bwd", t, "h") for t in range(3)},
     ),
     "irnn": (DelayedRecall(gap=4), ModelConfig(cell="irnn", hidden=HIDDEN), set()),
-    # the parallel (associative_scan) cells: the perturbation joins the input term of h_t
+    # the cells linear in their state (a "-parallel" twin of each below runs the associative scan)
     "lru": (DelayedRecall(gap=4), ModelConfig(cell="lru", hidden=HIDDEN), set()),
     "mingru": (DelayedRecall(gap=4), ModelConfig(cell="mingru", hidden=HIDDEN), set()),
     "minlstm": (DelayedRecall(gap=4), ModelConfig(cell="minlstm", hidden=HIDDEN), set()),
@@ -81,6 +81,16 @@ CASES = {
         set(),
     ),
 }
+
+# the cells linear in their state run their step in lax.scan on a CPU ("auto"); the same cases on
+# their parallel form (associative_scan), where the perturbation joins the input term of h_t
+CASES.update(
+    {
+        f"{name}-parallel": (task, config.model_copy(update={"time_loop": "parallel"}), zero)
+        for name, (task, config, zero) in list(CASES.items())
+        if CELLS[config.cell].parallel
+    }
+)
 
 
 def positions(config: ModelConfig, length: int) -> list[tuple[int, str, int, str]]:

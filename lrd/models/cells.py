@@ -26,11 +26,12 @@ for a module instance's name, so cells cannot use the attribute tasks use). A
 cell may live outside the package: a file named in an experiment's ``imports``
 that defines and registers one is all it takes (see the README, "Add a cell").
 
-A cell whose recurrence is linear in the state may also define
-``sequence(inputs, eps, reverse)``: the whole sequence at once, inputs (B, T, D)
-and eps {state: (B, T, S)} -> outputs (B, T, H), for example with
-``jax.lax.associative_scan``; ``RecurrentLayer`` then uses it instead of
-scanning ``__call__`` step by step.
+A cell may also define ``sequence(inputs, eps, reverse)``: the whole sequence at
+once, inputs (B, T, D) and eps {state: (B, T, S)} -> outputs (B, T, H);
+``RecurrentLayer`` then uses it instead of scanning ``__call__`` step by step. A
+cell whose recurrence is linear in the state computes it there with
+``jax.lax.associative_scan`` and sets ``parallel = True``: then ``[model] time_loop``
+chooses between that parallel form and its step scanned over T.
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ class Cell(nn.Module):
         recurrence_lr_factor`` trains at a reduced rate, as their sources do; () for none.
       recurrent: False for a layer with no step ``(carry, x) -> (carry, y)`` (attention),
         which only has ``sequence``.
+      parallel: True for a cell linear in its state whose ``sequence`` computes all T
+        states at once with ``jax.lax.associative_scan``; its step ``__call__`` computes
+        the same states one by one, and ``[model] time_loop`` chooses between the two
+        (``lrd.models.kernels.choice``: the step on a CPU, where it is faster).
       length_dependent: True for a model whose parameters depend on the sequence length
         (attention with learned absolute positions, say); such a model cannot be evaluated
         at other gaps (``train.eval_gaps``). False for every recurrent cell.
@@ -118,6 +123,7 @@ class Cell(nn.Module):
     dropped_options: ClassVar[tuple[str, ...]] = ()
     recurrence_params: ClassVar[tuple[str, ...]] = ()
     recurrent: ClassVar[bool] = True
+    parallel: ClassVar[bool] = False
     length_dependent: ClassVar[bool] = False
 
     @classmethod

@@ -49,6 +49,7 @@ class LRUCell(Cell):
     max_phase: float = 2 * math.pi
 
     cell_name: ClassVar[str] = "lru"
+    parallel: ClassVar[bool] = True
     equations: ClassVar[str] = (
         "lambda = exp(-exp(nu_log) + i exp(theta_log)); h' = lambda h + exp(gamma_log) (x B); "
         "y = Re(h' C) + x D; h complex, probed as (Re h, Im h)"

@@ -59,6 +59,7 @@ class MinGRUCell(Cell):
     log_space: bool = True
 
     cell_name: ClassVar[str] = "mingru"
+    parallel: ClassVar[bool] = True
     equations: ClassVar[str] = (
         "z = sigmoid(x W_z + b_z); c = g(x W_h + b_h) (log_space; else c = x W_h + b_h); h' = (1 - z) h + z c"
     )

@@ -34,6 +34,7 @@ class MinLSTMCell(Cell):
     log_space: bool = True
 
     cell_name: ClassVar[str] = "minlstm"
+    parallel: ClassVar[bool] = True
     equations: ClassVar[str] = (
         "f = sigmoid(x W_f + b_f); i = sigmoid(x W_i + b_i); c = g(x W_h + b_h) (log_space; else x W_h + b_h); "
         "h' = f/(f+i) h + i/(f+i) c"

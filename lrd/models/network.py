@@ -90,6 +90,10 @@ class ModelConfig(BaseModel):
             reason = kernels.model_reason(info.data["cell"], info.data["hidden"])
             if reason:
                 raise ValueError(f"{value!r} cannot run this model: {reason}; allowed here: 'auto' or 'scan'")
+        if value == "parallel" and "cell" in info.data:
+            reason = kernels.parallel_reason(info.data["cell"])
+            if reason:
+                raise ValueError(f"'parallel' cannot run this model: {reason}; allowed here: 'auto' or 'scan'")
         return value
 
     @model_validator(mode="after")
@@ -181,9 +185,22 @@ class RecurrentLayer(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: jax.Array, perturbation: dict[str, jax.Array] | None = None) -> jax.Array:
-        if hasattr(CELLS[self.config.cell], "sequence"):  # the whole sequence at once (parallel in time)
-            return self.config.cell_module(name="cell").sequence(inputs, perturbation, self.reverse)  # (B, T, H)
         path = self.config.time_loop_path()
+        cls = CELLS[self.config.cell]
+        if cls.parallel and path == "scan":  # a parallel cell step by step; parameters where `sequence` has them
+            cell = self.config.cell_module(name="cell")
+            lifted = nn.scan(
+                lambda module, carry, xs: module(carry, *xs),
+                variable_broadcast="params",
+                split_rngs={"params": False},
+                in_axes=1,
+                out_axes=1,
+                reverse=self.reverse,
+            )
+            _, hs = lifted(cell, cls.initial_state(inputs.shape[0], self.config.hidden), (inputs, perturbation))
+            return hs  # (B, T, H)
+        if hasattr(cls, "sequence"):  # the whole sequence at once (parallel in time, or a cell's own loop)
+            return self.config.cell_module(name="cell").sequence(inputs, perturbation, self.reverse)  # (B, T, H)
         if path != "scan" and not self.is_initializing():  # the parameters the scan made at init
             W, U, b = (self.variables["params"]["scan"]["cell"][k] for k in ("W", "U", "b"))
             interpret = path == "interpret"

@@ -47,6 +47,7 @@ DT_MIN, DT_MAX = 0.001, 0.1
 @register
 class S4DCell(Cell):
     cell_name: ClassVar[str] = "s4d"
+    parallel: ClassVar[bool] = True
     equations: ClassVar[str] = (
         "u = x W_u + b_u; A = -exp(log_A_real) + i A_imag; A_bar = exp(exp(log_dt) A); "
         "h' = A_bar h + (A_bar - 1)/A u (h: H x 8 complex); y = 2 Re(sum C h') + D u"

@@ -46,6 +46,7 @@ DT_MIN, DT_MAX = 0.001, 0.1
 @register
 class S6Cell(Cell):
     cell_name: ClassVar[str] = "s6"
+    parallel: ClassVar[bool] = True
     equations: ClassVar[str] = (
         "u = x W_u + b_u; Delta = softplus(u W_x[:R] W_dt + b_dt); B, C = u W_x[R:R+N], u W_x[R+N:]; "
         "h' = exp(Delta A) h + Delta B u (h: H x N, N = 16); y = h' C + D u; A = -exp(A_log)"

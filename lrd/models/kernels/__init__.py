@@ -12,7 +12,16 @@ tile-level programming model fits a batch tile times H matmul per step; interpre
 mode runs the same kernels on any device (the CPU tests).
 """
 
-from lrd.models.kernels.choice import MAX_HIDDEN, TIME_LOOPS, TimeLoop, backend_reason, choose, model_reason, resident
+from lrd.models.kernels.choice import (
+    MAX_HIDDEN,
+    TIME_LOOPS,
+    TimeLoop,
+    backend_reason,
+    choose,
+    model_reason,
+    parallel_reason,
+    resident,
+)
 from lrd.models.kernels.time_loop import kernel_layer
 
 __all__ = [
@@ -23,5 +32,6 @@ __all__ = [
     "choose",
     "kernel_layer",
     "model_reason",
+    "parallel_reason",
     "resident",
 ]

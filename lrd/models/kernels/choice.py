@@ -1,10 +1,16 @@
-"""Which time loop a recurrent layer runs: ``lax.scan`` or the Pallas kernels.
+"""Which time loop a recurrent layer runs: ``lax.scan``, an associative scan or the Pallas kernels.
 
 The experiment file's ``[model] time_loop`` (``lrd.models.network.ModelConfig``):
 
   "auto"       (default) the kernels on a GPU when the model fits them, else the scan;
-               until ``scripts/gpu_check.sh`` has passed on a GPU (``GPU_CHECKED``), the scan
-  "scan"       always ``lax.scan`` (the CPU path; the committed results)
+               until ``scripts/gpu_check.sh`` has passed on a GPU (``GPU_CHECKED``), the scan.
+               A cell linear in its state (``Cell.parallel``: lru, mingru, minlstm, s4d, s6):
+               its parallel form off the CPU, its step in ``lax.scan`` on the CPU, where
+               the step is faster (``scripts/bench.py --parallel-only``: the associative
+               scan does O(T log T) work, and 2 cores cannot make up for it)
+  "scan"       always ``lax.scan`` of the cell's step (the CPU path; the committed results)
+  "parallel"   a cell linear in its state: its ``sequence``, ``jax.lax.associative_scan``
+               over T; an error for any other cell
   "kernel"     the kernels, compiled with Triton; an error where they cannot run
   "interpret"  the kernels in Pallas's interpret mode, on any device: slow, for tests
 
@@ -26,8 +32,9 @@ from typing import Literal
 from lrd.models.cells import CELLS, GRUCell, LSTMCell, RNNCell
 from lrd.models.kernels.equations import GATES
 
-TimeLoop = Literal["auto", "scan", "kernel", "interpret"]
-TIME_LOOPS: tuple[str, ...] = ("auto", "scan", "kernel", "interpret")
+TimeLoop = Literal["auto", "scan", "parallel", "kernel", "interpret"]
+TIME_LOOPS: tuple[str, ...] = ("auto", "scan", "parallel", "kernel", "interpret")
+Path = Literal["scan", "parallel", "kernel", "interpret"]
 KERNEL_CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
 MIN_HIDDEN = 16
 MAX_HIDDEN = 256
@@ -54,10 +61,23 @@ def backend_reason(backend: str) -> str | None:
     return None
 
 
-def choose(time_loop: str, cell: str, hidden: int, backend: str) -> Literal["scan", "kernel", "interpret"]:
-    """The time loop a layer runs; raises ValueError (naming the key) where a forced kernel cannot run."""
+def parallel_reason(cell: str) -> str | None:
+    """Why ``cell`` has no parallel form, or None when it has one."""
+    if cell in CELLS and CELLS[cell].parallel:
+        return None
+    having = ", ".join(sorted(name for name, cls in CELLS.items() if cls.parallel))
+    return f"cell {cell!r} is not linear in its state: no parallel form (cells that have one: {having})"
+
+
+def choose(time_loop: str, cell: str, hidden: int, backend: str) -> Path:
+    """The time loop a layer runs; raises ValueError (naming the key) where a forced path cannot run."""
     if time_loop == "scan":
         return "scan"
+    if time_loop == "parallel" or (time_loop == "auto" and parallel_reason(cell) is None):
+        reason = parallel_reason(cell)
+        if reason:
+            raise ValueError(f"time_loop = 'parallel': {reason}")
+        return "parallel" if time_loop == "parallel" or backend != "cpu" else "scan"
     reason = model_reason(cell, hidden)
     if time_loop != "interpret":
         reason = reason or backend_reason(backend)
