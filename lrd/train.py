@@ -66,6 +66,7 @@ from lrd.models.cells import CELLS
 from lrd.models.network import ModelConfig, Perturbation, SequenceModel
 from lrd.probes import global_norm, probe
 from lrd.tasks.base import Task
+from lrd.watchdog import fetch
 
 EVAL_CHUNK = 256
 # fold_in(key, VALID_FOLD) hashes the counter (0, VALID_FOLD), none of the counters (i, i + 4) that
@@ -417,19 +418,19 @@ class Trainer:
         """
         lrs = [self.train_config.lr] * len(seeds) if lrs is None else list(lrs)
         state, record = self.advance(self.initial_state(seeds, lrs), 0)
-        records = [jax.device_get(record)]
+        records = [fetch(record)]
         for block in range(self.n_blocks):
             state, record = self.advance(state, self.train_config.log_every)
-            records.append(jax.device_get(record))
+            records.append(fetch(record))
             if on_block is not None:
                 on_block(block + 1, self.n_blocks)
             if bool(np.all((np.asarray(state.diverged_step) >= 0) | (np.asarray(state.stopped_step) >= 0))):
                 break  # every member has diverged or solved; nothing left to train
-        final, final_valid = jax.device_get(self.evaluate(state))
+        final, final_valid = fetch(self.evaluate(state))
         diverged, stopped = (np.asarray(jax.device_get(x)) for x in (state.diverged_step, state.stopped_step))
         last = np.asarray(jax.device_get(state.step))
         steps_trained = np.where(diverged >= 0, diverged, np.where(stopped >= 0, stopped, last))
-        at_gaps = {g: jax.device_get(evaluate(state)) for g, evaluate in self.evaluate_at.items()}
+        at_gaps = {g: fetch(evaluate(state)) for g, evaluate in self.evaluate_at.items()}
         return RunResult(
             list(seeds),
             records,

@@ -1,0 +1,61 @@
+"""Fetching results from XLA without waiting forever on a stalled computation.
+
+On this project's 2-core machine (jax 0.10.2, CPU) a training block occasionally never
+finishes: the main thread waits in ``device_get`` while every XLA worker thread sleeps,
+waiting for work (a lost wake-up in the CPU runtime's thread pool; seen three times in
+about an hour of study reruns, never at the same group twice). Nothing computes, so the
+process's CPU time stops growing, which is what ``fetch`` watches for.
+
+``fetch(tree)`` is ``jax.device_get(tree)`` that polls the arrays instead of blocking.
+When the process has used less than ``IDLE_CPU_S`` of CPU time over ``STALL_S`` seconds
+with an array still not ready, it dispatches a tiny computation to wake the pool (a woken
+worker also takes queued work) and waits another ``STALL_S``; if the arrays are still not
+ready and the process still idle, it raises ``Stalled``, which the sweep reports as a
+failed group (retrained by the next ``lrd run``) instead of hanging.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+STALL_S = 60.0  # seconds without CPU use, with a result pending, that count as a stall
+IDLE_CPU_S = 0.5  # CPU seconds (all threads) below which a window counts as idle
+POLL_S = 0.05
+
+
+class Stalled(RuntimeError):
+    """XLA stopped computing with a result still pending."""
+
+
+def _pending(leaves: list[Any]) -> bool:
+    return not all(leaf.is_ready() for leaf in leaves if isinstance(leaf, jax.Array))  # type: ignore[attr-defined]
+
+
+def _wait_or_idle(leaves: list[Any], stall_s: float) -> bool:
+    """Wait until ready (True) or until ``stall_s`` seconds pass with the process idle (False)."""
+    wall, cpu = time.monotonic(), time.process_time()
+    while _pending(leaves):
+        time.sleep(POLL_S)
+        if time.monotonic() - wall >= stall_s:
+            if time.process_time() - cpu < IDLE_CPU_S:
+                return False
+            wall, cpu = time.monotonic(), time.process_time()  # busy: a long computation, not a stall
+    return True
+
+
+def fetch(tree: Any, stall_s: float | None = None) -> Any:
+    """``jax.device_get(tree)``, raising ``Stalled`` where XLA stops computing before it is ready."""
+    stall_s = STALL_S if stall_s is None else stall_s
+    leaves = jax.tree.leaves(tree)
+    if not _wait_or_idle(leaves, stall_s):
+        jnp.zeros(()) + 1.0  # a tiny computation: wakes the thread pool
+        print(f"lrd: XLA idle for {stall_s:.0f} s with a result pending; woke its thread pool", file=sys.stderr)
+        if not _wait_or_idle(leaves, stall_s):
+            raise Stalled(f"XLA stopped computing (idle {2 * stall_s:.0f} s with a result pending)")
+        print("lrd: the pending result arrived after the wake-up", file=sys.stderr)
+    return jax.device_get(tree)
