@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lrd import store
-from lrd.results import summary, wilson_interval
+from lrd.results import best_lr_runs, summary, wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -51,13 +51,19 @@ def _setting(runs: pd.DataFrame) -> str:
         found = sorted(runs[column].unique())
         return f"{found[0]:g}" if len(found) == 1 else f"{found[0]:g}-{found[-1]:g}"
 
-    return f"hidden {values('hidden')}, {values('steps')} steps, lr {values('lr')}, {runs['seed'].nunique()} seeds"
+    lrs = sorted(runs["lr"].unique())
+    lr = f"lr {lrs[0]:g}" if len(lrs) == 1 else "lr grid " + ", ".join(f"{v:g}" for v in lrs)
+    stops = "stop_when_solved" in runs and bool(runs["stop_when_solved"].fillna(False).any())
+    budget = f"at most {values('steps')} steps" if stops else f"{values('steps')} steps"
+    return f"hidden {values('hidden')}, {budget}, {lr}, {runs['seed'].nunique()} seeds"
 
 
 def _cell(row, loss: float | None) -> str:
     mse = f"MSE {loss:.2g}, " if loss is not None else ""
-    return f"{row.solved}/{row.trained} [{row.success_lo:.2f}, {row.success_hi:.2f}]; {mse}{row.final_metric:.3f}" + (
-        f"; {row.still_improving} still improving" if row.still_improving else ""
+    lr = f"; lr {row.lr:g}" + (" (edge)" if row.lr_at_edge else "") if row.lrs > 1 else ""
+    return (
+        f"{row.solved}/{row.trained} [{row.success_lo:.2f}, {row.success_hi:.2f}]; {mse}{row.final_metric:.3f}{lr}"
+        + (f"; {row.still_improving} still improving" if row.still_improving else "")
     )
 
 
@@ -66,7 +72,8 @@ def study_table(name: str) -> str:
     results = store.load(ROOT / "results" / name)
     runs = results.runs
     table = summary(runs)
-    losses = runs[runs["status"] == "done"].groupby(["gap", "model"])["final_loss"].mean()
+    chosen = best_lr_runs(runs)  # the runs at each configuration's chosen learning rate
+    losses = chosen[chosen["status"] == "done"].groupby(["gap", "model"])["final_loss"].mean()
     gaps = sorted(table["gap"].unique())
     metric = str(runs["metric_name"].iloc[0])
     head = f"`{name}`: {_setting(runs)}; solved at {metric} >= {runs['solve_threshold'].iloc[0]:g}"
@@ -105,31 +112,105 @@ def shipped_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+MODERN_ORDER = ("lstm", "gru", "lru", "mingru", "s6", "attention")
+
+
+def modern_table() -> str:
+    """The modern study: per model (rows) and task and gap (columns), solved seeds; mean final metric;
+    growth rate of ln ||dL/dstate_t|| per step at initialisation -> at the end (median over seeds)."""
+    runs = store.load(ROOT / "results" / "modern").runs
+    table = summary(runs)
+    columns = sorted({(r.task, r.gap) for r in table.itertuples()})
+    lines = [
+        "| model | params | " + " | ".join(f"{task} {gap}" for task, gap in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+    params = runs.groupby("model")["param_count"].first()
+    for model in sorted(table["model"].unique(), key=lambda m: (*MODERN_ORDER, m).index(m)):
+        cells = []
+        for task, gap in columns:
+            row = next(table[(table["model"] == model) & (table["task"] == task) & (table["gap"] == gap)].itertuples())
+            rate = (
+                f"; {row.growth_rate_init:+.3f} → {row.growth_rate_final:+.3f}"
+                if np.isfinite(row.growth_rate_init) and np.isfinite(row.growth_rate_final)
+                else ""
+            )
+            cells.append(f"{row.solved}/{row.trained}; {row.final_metric:.2f}{rate}")
+        lines.append(f"| {model} | {int(params[model]):,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _range(values, fmt: str) -> str:
     lo, hi = float(np.min(values)), float(np.max(values))
     return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{format(lo, fmt)}-{format(hi, fmt)}"
 
 
+def _group_steps(runs: pd.DataFrame) -> tuple[int, int]:
+    """(steps the groups trained, steps they were budgeted): a group runs until its last member stops."""
+    keys = [k for k in ("task", "gap", "model", "hidden") if k in runs]
+    per_group = runs.groupby(keys).agg(trained=("steps_trained", "max"), budget=("steps", "max"))
+    return int(per_group["trained"].sum()), int(per_group["budget"].sum())
+
+
+def _median_over_runs(dynamics: pd.DataFrame, runs: pd.Series, quantity: str, step: str, gate=None, index=None):
+    """Per run the median over ``index`` (or the value at ``index``) of a quantity at step 0 / the last log point,
+    then the median over the runs."""
+    d = dynamics[dynamics["run"].isin(runs) & (dynamics["quantity"] == quantity)]
+    if gate is not None:
+        d = d[d["gate"] == gate]
+    if index is not None:
+        d = d[d["index"] == index]
+    last = d.groupby("run")["step"].transform("max")
+    d = d[d["step"] == (0 if step == "init" else last)]
+    return float(d.groupby("run")["value"].median().median())
+
+
+def dynamics_spans() -> dict[str, str]:
+    """The vanishing-gradient section's numbers: the delayed-recall study at its longest gap, chosen lr."""
+    results = store.load(ROOT / "results" / "delayed_recall")
+    runs = best_lr_runs(results.runs)
+    gap = int(runs["gap"].max())
+    runs = runs[(runs["gap"] == gap) & (runs["status"] == "done")]
+    out = {"dyn-gap": f"{gap}", "dyn-forget-bias": f"{runs['forget_bias'].dropna().iloc[0]:g}"}
+    by_model = {m: g["run"] for m, g in runs.groupby("model")}
+    dyn = results.dynamics
+    for model, gate in (("rnn", "candidate"), ("lstm", "forget"), ("gru", "update")):
+        ids = by_model[model]
+        rates = runs[runs["model"] == model]
+        for step in ("init", "final"):
+            out[f"dyn-{model}-growth-{step}"] = f"{rates[f'growth_rate_{step}'].median():+.3f}"
+            out[f"dyn-{model}-sigma-{step}"] = f"{_median_over_runs(dyn, ids, 'sigma_max', step):.2f}"
+            out[f"dyn-{model}-lyap-{step}"] = f"{_median_over_runs(dyn, ids, 'lyapunov', step, index=1):+.3f}"
+            out[f"dyn-{model}-saturated-{step}"] = f"{_median_over_runs(dyn, ids, 'saturated', step, gate):.2f}"
+            if model != "rnn":
+                tau = _median_over_runs(dyn, ids, "time_constant", step, index=50)
+                out[f"dyn-{model}-tau-{step}"] = f"{tau:.0f}" if tau >= 10 else f"{tau:.1f}"
+    for step in ("init", "final"):
+        out[f"dyn-rnn-pmb-{step}"] = f"{_median_over_runs(dyn, by_model['rnn'], 'pmb_bound', step):.2f}"
+    out["dyn-rnn-factor-init"] = f"{np.exp(float(out['dyn-rnn-growth-init'])):.2f}"
+    return out
+
+
 def spans() -> dict[str, str]:
     """The inline numbers."""
     copy = store.load(ROOT / "results" / "copy").runs
-    rnn = copy[copy["model"] == "rnn"]
-    init = rnn.groupby("gap")["decay_length_init"].median()  # per gap, the median over seeds
-    out = {
-        "copy-rnn-decay-init": _range(init, ".1f"),
-        "copy-rnn-factor": _range(np.exp(-1.0 / init.to_numpy(float)), ".2f"),
-        "copy-rnn-hidden": f"{int(rnn['hidden'].iloc[0])}",
-        "copy-gaps": _range(copy["gap"], ".0f"),
-    }
+    out = {"copy-gaps": _range(copy["gap"], ".0f")}
+    out.update(dynamics_spans())
     order = store.load(ROOT / "results" / "temporal_order").runs
     rnn50 = order[(order["model"] == "rnn") & (order["gap"] == 50)].sort_values("seed")
     out["temporal-order-rnn-50"] = " and ".join(f"{v:.2f}" for v in rnn50["final_metric"])
     out["temporal-order-chance"] = f"{order['baseline_metric'].iloc[0]:.2f}"
-    reference = [store.load(ROOT / "results" / name).runs for name in REFERENCE]
-    seeds = [runs["seed"].nunique() for runs in reference]
+    reference = {name: store.load(ROOT / "results" / name).runs for name in REFERENCE}
+    seeds = [runs["seed"].nunique() for runs in reference.values()]
     out["reference-seeds"] = _range(seeds, ".0f")
-    out["reference-lr"] = _range(np.concatenate([runs["lr"].unique() for runs in reference]), "g")
     out["reference-all-solved-lo"] = f"{wilson_interval(min(seeds), min(seeds))[0]:.2f}"
+    out["reference-none-solved-hi"] = f"{wilson_interval(0, min(seeds))[1]:.2f}"
+    for name, runs in reference.items():
+        trained, budget = _group_steps(runs)
+        out[f"{name}-steps-saved"] = f"{1 - trained / budget:.0%}"
+        out[f"{name}-runs"] = f"{len(runs)}"
+        chosen = summary(runs)
+        out[f"{name}-edge"] = f"{int(chosen['lr_at_edge'].sum())} of {len(chosen)}"
     return out
 
 
@@ -137,6 +218,8 @@ def generate() -> dict[str, str]:
     """Every generated block and span, by name (``block:NAME``, ``span:NAME``)."""
     blocks = {f"reference-{name}": study_table(name) for name in REFERENCE}
     blocks["shipped-experiments"] = shipped_table()
+    if (ROOT / "results" / "modern").exists():
+        blocks["modern"] = modern_table()
     return {**{f"block:{k}": v for k, v in blocks.items()}, **{f"span:{k}": v for k, v in spans().items()}}
 
 
