@@ -446,6 +446,32 @@ def test_write_figures_png_pdf_byte_identical(results, tmp_path):
         assert b"CreationDate" not in data and b"Matplotlib v" not in data
 
 
+def test_write_figures_draws_each_model_at_its_chosen_learning_rate(results, monkeypatch, tmp_path):
+    # a grid: a copy of every run at lr 1e-2 with other dynamics that validates worse; the per-gap figures
+    # draw one series per model, from the chosen 1e-3 runs only, and say so in the title
+    runs = results.runs.assign(final_valid_metric=0.9, final_valid_loss=1.0)
+    high = runs.assign(run=runs["run"] + "-hi", lr=1e-2, final_valid_metric=0.1)
+    moved = results.dynamics.assign(run=results.dynamics["run"] + "-hi", value=results.dynamics["value"] + 5.0)
+    grid = Results(
+        pd.concat([runs, high]),
+        pd.concat([results.curves, results.curves.assign(run=results.curves["run"] + "-hi")]),
+        pd.concat([results.grad_norms, results.grad_norms.assign(run=results.grad_norms["run"] + "-hi")]),
+        results.eval_gaps,
+        pd.concat([results.dynamics, moved]),
+    )
+    drawn = {}
+    monkeypatch.setattr(writing, "save_figure", lambda fig, path, dpi: drawn.setdefault(path.stem, fig) and path)
+    writing.write_figures(grid, tmp_path, formats=("png",))
+    fig = next(f for stem, f in drawn.items() if stem.endswith("jacobian_spectrum"))
+    reference = plots.spectrum_curves(results.runs, results.dynamics)
+    for model in ("lstm", "rnn"):
+        np.testing.assert_allclose(
+            one(fig, f"lyapunov:{model}").get_ydata(), one(reference, f"lyapunov:{model}").get_ydata()
+        )
+    assert not [a for a in fig.findobj() if "lr=" in str(a.get_gid() or "")]  # no per-lr series
+    assert "learning rate chosen per gap and model on the validation metric, of 2" in fig.get_suptitle()
+
+
 def test_write_figures_skips_what_the_data_cannot_show(tmp_path, monkeypatch):
     monkeypatch.setattr(writing, "FIGURES", {k: writing.FIGURES[k] for k in ("memory_vs_gap", "growth_rate")})  # speed
     skipped = []

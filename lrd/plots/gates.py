@@ -22,6 +22,18 @@ CAPTION = (
 )
 
 
+def _mark_ends(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` at each run's first ("init") and last ("end") logged step, with a ``when`` column."""
+    first = rows["step"] == rows.groupby("run")["step"].transform("min")
+    last = rows["step"] == rows.groupby("run")["step"].transform("max")
+    return pd.concat([rows[first].assign(when="init"), rows[last].assign(when="end")])
+
+
+def _steps(steps: pd.Series) -> str:
+    lo, hi = steps.min(), steps.max()
+    return f"step {lo:.0f}" if lo == hi else f"steps {lo:.0f}-{hi:.0f}"
+
+
 def gate_distributions(
     runs: pd.DataFrame,
     dynamics: pd.DataFrame,
@@ -50,15 +62,17 @@ def gate_distributions(
     nrows = math.ceil(len(present) / ncols)
     fig = new_figure(4.2 * ncols + 1.0, 3.4 * nrows + 1.4)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    first, last = rows["step"].min(), rows["step"].max()
+    # each run's own first and last log point (a run stopped when solved ends before the budget)
+    rows, saturated, tau = (_mark_ends(t) for t in (rows, saturated, tau))
+    first, last = rows.loc[rows["when"] == "init", "step"], rows.loc[rows["when"] == "end", "step"]
     for ax, series in zip(axes, present):
         mine = rows[rows["series"] == series]
         gates = list(dict.fromkeys(mine["gate"]))
         labels = []
         for x, gate in enumerate(gates):
-            for when, step in (("init", first), ("end", last)):
+            for when in ("init", "end"):
                 colour, offset = WHEN[when]
-                at_step = mine[(mine["gate"] == gate) & (mine["step"] == step)]
+                at_step = mine[(mine["gate"] == gate) & (mine["when"] == when)]
                 q = at_step.groupby("index")["value"].mean()  # mean over seeds, per quantile (percent)
                 if q.empty:
                     continue
@@ -67,24 +81,24 @@ def gate_distributions(
                 ax.plot([xs, xs], [q[25], q[75]], color=colour, linewidth=4.0, solid_capstyle="butt")
                 ax.plot([xs], [q[50]], "o", color="white", markeredgecolor=colour, gid=f"gate:{series}:{gate}:{when}")
             sat = saturated[(saturated["series"] == series) & (saturated["gate"] == gate)]
-            sat = sat.groupby("step")["value"].mean()
-            labels.append(f"{gate}\nsat. {sat.get(first, np.nan):.0%}→{sat.get(last, np.nan):.0%}")
+            sat = sat.groupby("when")["value"].mean()
+            labels.append(f"{gate}\nsat. {sat.get('init', np.nan):.0%}→{sat.get('end', np.nan):.0%}")
         ax.set_xticks(range(len(gates)), labels, fontsize=7)
         ax.set_xlim(-0.6, len(gates) - 0.4)
         ax.set_ylabel("activation (dimensionless)")
-        mine_tau = tau[(tau["series"] == series) & (tau["index"] == 50)].groupby("step")["value"].mean()
+        mine_tau = tau[(tau["series"] == series) & (tau["index"] == 50)].groupby("when")["value"].mean()
         heading = series
         if len(mine_tau):
             heading += (
-                f": median tau = 1/(1-k) {mine_tau.get(first, np.nan):.3g} → {mine_tau.get(last, np.nan):.3g} steps"
+                f": median tau = 1/(1-k) {mine_tau.get('init', np.nan):.3g} → {mine_tau.get('end', np.nan):.3g} steps"
             )
         ax.set_title(heading, color=styles[series].colour, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
     for ax in axes[len(present) :]:
         ax.set_visible(False)
     handles = [
-        Line2D([], [], color=WHEN["init"][0], linewidth=4, label=f"step {first:.0f} (initialisation)"),
-        Line2D([], [], color=WHEN["end"][0], linewidth=4, label=f"step {last:.0f} (end)"),
+        Line2D([], [], color=WHEN["init"][0], linewidth=4, label=f"step {first.min():.0f} (initialisation)"),
+        Line2D([], [], color=WHEN["end"][0], linewidth=4, label=f"end: each run's last log point ({_steps(last)})"),
     ]
     legend(fig, handles)
     n_seeds = done.groupby("series")["seed"].nunique()

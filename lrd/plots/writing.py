@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
-from lrd.plots.base import FigureSkipped, NotAskedFor, PlotError, check_table, split_runs
+from lrd.plots.base import FigureSkipped, NotAskedFor, PlotError, at_chosen_lr, check_table, split_runs
 from lrd.plots.clipping import CAPTION as CLIPPING_CAPTION
 from lrd.plots.clipping import clipping_curves
 from lrd.plots.eval_gaps import CAPTION as EVAL_GAPS_CAPTION
@@ -94,6 +94,26 @@ FIGURES: dict[str, Callable[[Results, dict[str, SeriesStyle]], Figure]] = {
     "eval_gaps": lambda t, st: eval_gaps_curves(t.runs, t.eval_gaps, styles=st),
 }
 FIGURE_NAMES = tuple(FIGURES)
+# figures that choose among a learning-rate grid themselves (per gap and model); the others are drawn
+# from the runs at each configuration's chosen learning rate (``at_chosen_lr``), one series per model
+CHOOSING_LR = ("memory_vs_gap", "steps_to_solve")
+
+
+def at_chosen_lr_tables(tables: Results) -> tuple[Results, str]:
+    """``tables`` narrowed to the runs at each configuration's chosen learning rate, and a note saying so."""
+    runs, note = at_chosen_lr(tables.runs)
+    if not note:
+        return tables, ""
+    ids = runs["run"]
+    return Results(
+        runs,
+        tables.curves[tables.curves["run"].isin(ids)],
+        tables.grad_norms[tables.grad_norms["run"].isin(ids)],
+        tables.eval_gaps[tables.eval_gaps["run"].isin(ids)],
+        tables.dynamics[tables.dynamics["run"].isin(ids)],
+    ), note
+
+
 # what each figure shows, for a reader who sees it alone (the report prints it under the figure);
 # written next to each figure's code, as its module's CAPTION
 CAPTIONS: dict[str, str] = {
@@ -151,14 +171,18 @@ def write_figures(
     report = on_skip or (lambda stem, reason: log.warning("skipped %s: %s", stem, reason))
     written = []
     for slug, t in tables.items():
+        chosen, lr_note = at_chosen_lr_tables(t)
         for name, draw in FIGURES.items():
             stem = f"{slug}_{name}"
+            narrowed = name not in CHOOSING_LR and lr_note
             try:
-                fig = draw(t, styles)
+                fig = draw(chosen if narrowed else t, styles)
             except NotAskedFor:
                 continue
             except FigureSkipped as skipped:
                 report(stem, str(skipped))
                 continue
+            if narrowed:
+                fig.suptitle(f"{fig.get_suptitle()}\n{lr_note}", fontsize=9)
             written += [save_figure(fig, out_dir / f"{stem}.{fmt}", dpi) for fmt in formats]
     return written
