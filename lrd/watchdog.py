@@ -8,10 +8,11 @@ process's CPU time stops growing, which is what ``fetch`` watches for.
 
 ``fetch(tree)`` is ``jax.device_get(tree)`` that polls the arrays instead of blocking.
 When the process has used less than ``IDLE_CPU_S`` of CPU time over ``STALL_S`` seconds
-with an array still not ready, it dispatches a tiny computation to wake the pool (a woken
-worker also takes queued work) and waits another ``STALL_S``; if the arrays are still not
-ready and the process still idle, it raises ``Stalled``, which the sweep reports as a
-failed group (retrained by the next ``lrd run``) instead of hanging.
+with an array still not ready, it dispatches a matmul large enough to use the thread pool
+(a woken worker also takes queued work, if the lost work is queued) and waits another
+``STALL_S``; if the arrays are still not ready and the process still idle, it raises
+``Stalled``, which the sweep reports as a failed group (retrained by the next ``lrd run``)
+instead of hanging.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-STALL_S = 60.0  # seconds without CPU use, with a result pending, that count as a stall
+STALL_S = 30.0  # seconds without CPU use, with a result pending, that count as a stall
 IDLE_CPU_S = 0.5  # CPU seconds (all threads) below which a window counts as idle
 POLL_S = 0.05
 
@@ -53,7 +54,7 @@ def fetch(tree: Any, stall_s: float | None = None) -> Any:
     stall_s = STALL_S if stall_s is None else stall_s
     leaves = jax.tree.leaves(tree)
     if not _wait_or_idle(leaves, stall_s):
-        jnp.zeros(()) + 1.0  # a tiny computation: wakes the thread pool
+        _wake = jnp.ones((512, 512)) @ jnp.ones((512, 512))  # a matmul large enough to use XLA's thread pool
         print(f"lrd: XLA idle for {stall_s:.0f} s with a result pending; woke its thread pool", file=sys.stderr)
         if not _wait_or_idle(leaves, stall_s):
             raise Stalled(f"XLA stopped computing (idle {2 * stall_s:.0f} s with a result pending)")
