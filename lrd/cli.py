@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lrd.schema import SCHEMA_VERSION
+from lrd.watchdog import Stalled
 
 DEFAULT_EXPERIMENT = Path("experiments") / "quick.toml"
 DEFAULT_RESULTS = Path("results") / "quick"  # where `lrd run` writes the default experiment (not committed)
@@ -142,6 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lrd: interrupted; finished runs are saved, run the same command to resume", file=sys.stderr)
         return 130
+    except Stalled as err:
+        # XLA's runtime is stuck in this process, and exiting normally could wait on it: leave at once
+        print(f"lrd: {err}; finished runs are saved, run the same command to resume", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        _exit_now(STALLED)
+
+
+STALLED = 75  # EX_TEMPFAIL: try again
+_exit_now = os._exit  # tests replace it
 
 
 # --- lrd run -----------------------------------------------------------------------------

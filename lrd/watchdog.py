@@ -11,8 +11,9 @@ When the process has used less than ``IDLE_CPU_S`` of CPU time over ``STALL_S`` 
 with an array still not ready, it dispatches a matmul large enough to use the thread pool
 (a woken worker also takes queued work, if the lost work is queued) and waits another
 ``STALL_S``; if the arrays are still not ready and the process still idle, it raises
-``Stalled``, which the sweep reports as a failed group (retrained by the next ``lrd run``)
-instead of hanging.
+``Stalled``. Nothing more can run in that process (even dispatching a new computation
+waits), so ``lrd run`` then exits at once (code 75) with the finished runs saved, and the
+same command resumes, retraining the stalled group.
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from __future__ import annotations
 import sys
 import time
 from typing import Any
-
-import jax
-import jax.numpy as jnp
 
 STALL_S = 30.0  # seconds without CPU use, with a result pending, that count as a stall
 IDLE_CPU_S = 0.5  # CPU seconds (all threads) below which a window counts as idle
@@ -34,6 +32,8 @@ class Stalled(RuntimeError):
 
 
 def _pending(leaves: list[Any]) -> bool:
+    import jax
+
     return not all(leaf.is_ready() for leaf in leaves if isinstance(leaf, jax.Array))  # type: ignore[attr-defined]
 
 
@@ -51,6 +51,9 @@ def _wait_or_idle(leaves: list[Any], stall_s: float) -> bool:
 
 def fetch(tree: Any, stall_s: float | None = None) -> Any:
     """``jax.device_get(tree)``, raising ``Stalled`` where XLA stops computing before it is ready."""
+    import jax  # here, so that the CLI can import Stalled without JAX
+    import jax.numpy as jnp
+
     stall_s = STALL_S if stall_s is None else stall_s
     leaves = jax.tree.leaves(tree)
     if not _wait_or_idle(leaves, stall_s):

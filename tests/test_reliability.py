@@ -147,6 +147,35 @@ def test_ctrl_c_stops_the_sweep_with_exit_130_and_keeps_finished_runs(moment, re
     assert_same_tables(tmp_path / "out", reference)
 
 
+# --- a stalled XLA computation (lrd.watchdog) ----------------------------------------------
+def test_a_stalled_group_ends_the_sweep_with_exit_75_keeping_finished_runs(reference, tmp_path, cache_dir, monkeypatch):
+    from lrd.train import Trainer
+    from lrd.watchdog import Stalled
+
+    (tmp_path / "exp.toml").write_text(TINY)
+    real_run, calls = Trainer.run, []
+
+    def second_group_stalls(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Stalled("XLA stopped computing (idle 60 s with a result pending)")
+        return real_run(self, *args, **kwargs)
+
+    def exit_now(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(Trainer, "run", second_group_stalls)
+    monkeypatch.setattr(cli, "_exit_now", exit_now)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as ended:
+        main(["run", "exp.toml", "--out", "out", "--no-plot"])
+    assert ended.value.code == cli.STALLED == 75
+    assert len(store.completed_runs(tmp_path / "out")) == 2  # the first group's runs, not the stalled group's
+    monkeypatch.setattr(Trainer, "run", real_run)
+    assert main(["run", "exp.toml", "--out", "out", "--no-plot"]) == 0  # the same command resumes
+    assert_same_tables(tmp_path / "out", reference)
+
+
 # --- stdout closed early -------------------------------------------------------------------
 def test_stdout_closed_early_does_not_stop_the_sweep(reference, tmp_path, cache_dir):
     (tmp_path / "exp.toml").write_text(TINY)

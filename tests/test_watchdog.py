@@ -42,6 +42,6 @@ def test_a_result_that_arrives_after_the_wake_up_is_returned(monkeypatch, capsys
     monkeypatch.setattr(watchdog.time, "process_time", lambda: 1.0)
     monkeypatch.setattr(watchdog, "POLL_S", 0.001)
     ones, result = jnp.ones, jnp.ones(2)
-    monkeypatch.setattr(watchdog.jnp, "ones", lambda shape: woken.append(1) or ones(shape))
+    monkeypatch.setattr(jnp, "ones", lambda shape: woken.append(1) or ones(shape))
     np.testing.assert_array_equal(watchdog.fetch(result, stall_s=0.02), [1.0, 1.0])
     assert "arrived after the wake-up" in capsys.readouterr().err
