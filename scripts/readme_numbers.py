@@ -211,6 +211,10 @@ def spans() -> dict[str, str]:
     out["temporal-order-chance"] = f"{order['baseline_metric'].iloc[0]:.2f}"
     reference = {name: store.load(ROOT / "results" / name).runs for name in REFERENCE}
     seeds = [runs["seed"].nunique() for runs in reference.values()]
+    if (ROOT / "results" / "modern").exists():
+        modern = store.load(ROOT / "results" / "modern").runs
+        out["modern-minutes"] = f"{_group_seconds(modern) / 60:.1f}"
+        out["modern-runs"] = f"{len(modern)}"
     out["reference-all-solved-lo"] = f"{wilson_interval(min(seeds), min(seeds))[0]:.2f}"
     out["reference-none-solved-hi"] = f"{wilson_interval(0, min(seeds))[1]:.2f}"
     for name, runs in reference.items():

@@ -293,8 +293,8 @@ def test_memory_vs_gap_rings_runs_still_improving_and_draws_the_chosen_learning_
     fig = plots.memory_vs_gap(pd.concat([low, high]))
     np.testing.assert_allclose(one(fig, "mean:lstm").get_xydata(), [[3, 0.99], [6, 0.935]])
     text = fig.texts[0].get_text()
-    assert "learning rate chosen per gap and model on the validation metric, of 2" in text
-    assert "at the grid's edge: widen it" in text  # 1e-3 is the grid's smallest
+    assert "learning rate chosen per gap and model on the validation metric, of 2" in " ".join(text.split())
+    assert "at the grid's edge: widen it" in " ".join(text.split())  # 1e-3 is the grid's smallest (a wrapped line)
 
 
 # --- 3b. steps to solve ---------------------------------------------------------------------------
@@ -469,7 +469,9 @@ def test_write_figures_draws_each_model_at_its_chosen_learning_rate(results, mon
             one(fig, f"lyapunov:{model}").get_ydata(), one(reference, f"lyapunov:{model}").get_ydata()
         )
     assert not [a for a in fig.findobj() if "lr=" in str(a.get_gid() or "")]  # no per-lr series
-    assert "learning rate chosen per gap and model on the validation metric, of 2" in fig.get_suptitle()
+    assert "learning rate chosen per gap and model on the validation metric, of 2" in " ".join(
+        fig.get_suptitle().split()
+    )
 
 
 def test_write_figures_skips_what_the_data_cannot_show(tmp_path, monkeypatch):

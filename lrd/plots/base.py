@@ -115,7 +115,7 @@ def title(fig: Figure, runs: pd.DataFrame, heading: str, notes: Iterable[str] = 
     lines = [f"{heading}: {task_description(row, task_columns(runs))}"]
     lines += textwrap.wrap(f"convention: {convention}", 120)
     lines.append(baseline_text(runs))
-    lines += [n for n in notes if n]
+    lines += [line for n in notes if n for line in textwrap.wrap(n, 120)]
     fig.suptitle("\n".join(lines), fontsize=9)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -183,6 +184,6 @@ def write_figures(
                 report(stem, str(skipped))
                 continue
             if narrowed:
-                fig.suptitle(f"{fig.get_suptitle()}\n{lr_note}", fontsize=9)
+                fig.suptitle("\n".join([fig.get_suptitle(), *textwrap.wrap(lr_note, 120)]), fontsize=9)
             written += [save_figure(fig, out_dir / f"{stem}.{fmt}", dpi) for fmt in formats]
     return written
