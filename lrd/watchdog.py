@@ -40,8 +40,10 @@ def _pending(leaves: list[Any]) -> bool:
 def _wait_or_idle(leaves: list[Any], stall_s: float) -> bool:
     """Wait until ready (True) or until ``stall_s`` seconds pass with the process idle (False)."""
     wall, cpu = time.monotonic(), time.process_time()
+    pause = 0.001  # short at first: most results arrive within milliseconds of being asked for
     while _pending(leaves):
-        time.sleep(POLL_S)
+        time.sleep(pause)
+        pause = min(2 * pause, POLL_S)
         if time.monotonic() - wall >= stall_s:
             if time.process_time() - cpu < IDLE_CPU_S:
                 return False
