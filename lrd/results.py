@@ -250,18 +250,24 @@ def _run_table(row: dict) -> pd.DataFrame:
 def with_solved(runs: pd.DataFrame, curves: pd.DataFrame, solve_threshold: float) -> pd.DataFrame:
     """``runs`` with ``solve_threshold``, ``solved`` and ``solved_step`` (after the baseline columns).
 
-    solved: the run finished (status "done") and its final metric is >= the threshold.
+    solved: the run finished (status "done") and its final metric is >= the threshold; or it
+    was trained with ``stop_when_solved`` and stopped on reaching the threshold. Such a run
+    stops the moment its probe batch (sequences it never trained on) reaches the threshold,
+    so its evaluation metric scatters around the threshold, half of the time just below it:
+    counting those as unsolved would count runs that learnt the dependency as failures.
     solved_step: the first logged step whose metric is >= the threshold (NaN if none;
     a diverged run's curve counts up to its divergence).
     """
     runs = runs.drop(columns=list(SOLVED_COLUMNS), errors="ignore")
     final = runs["final_metric"] if "final_metric" in runs else pd.Series(np.nan, index=runs.index)  # all failed
-    solved = (runs["status"] == STATUS_DONE) & (final >= solve_threshold)
     if len(curves):
         reached = curves.loc[curves["metric"] >= solve_threshold].groupby("run")["step"].min().astype(float)
         solved_step = runs["run"].map(reached).astype(float)
     else:
         solved_step = pd.Series(np.nan, index=runs.index)
+    stopping = runs["stop_when_solved"].fillna(False).astype(bool) if "stop_when_solved" in runs else False
+    done = runs["status"] == STATUS_DONE
+    solved = done & ((final >= solve_threshold) | (stopping & solved_step.notna()))
     at = 1 + max((i for i, c in enumerate(runs.columns) if c.startswith("baseline_")), default=len(runs.columns) - 1)
     runs.insert(at, "solve_threshold", float(solve_threshold))
     runs.insert(at + 1, "solved", solved.astype(bool))

@@ -57,6 +57,16 @@ def test_solved_is_a_finished_run_at_or_above_the_threshold():
     np.testing.assert_array_equal(again["solved_step"], [10, 10, 10, np.nan])
 
 
+def test_a_run_stopped_on_reaching_the_threshold_counts_as_solved():
+    # stop_when_solved: a stops when its probe metric reaches 0.95, then evaluates at 0.94 (just below);
+    # b never reaches it; c reached it and diverged later; the same a trained without stopping is unsolved
+    runs = runs_table().assign(final_metric=[0.94, 0.5, math.nan, math.nan], stop_when_solved=True)
+    curves = curves_table()
+    curves.loc[(curves["run"] == "a") & (curves["step"] == 20), "metric"] = 0.95
+    assert with_solved(runs, curves, 0.95)["solved"].tolist() == [True, False, False, False]
+    assert with_solved(runs.assign(stop_when_solved=False), curves, 0.95)["solved"].tolist() == [False] * 4
+
+
 def test_solved_when_every_run_failed():
     failed = runs_table().iloc[3:].drop(columns=["final_metric"])
     runs = with_solved(failed, pd.DataFrame(), 0.95)
