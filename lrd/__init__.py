@@ -13,7 +13,15 @@ From Python (a notebook, a script)::
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# XLA's CPU client runs computations asynchronously by default, and on this project's 2-core
+# machine (jax 0.10.2) a training block sometimes never completed that way: its result never
+# arrived while every XLA thread slept (README, "Reliability"). Run them inline instead. The
+# variable is read when JAX is imported; lrd.runtime.configure_jax sets the flag itself for a
+# process that imported JAX first. The compiled programs, and so the numbers, are the same.
+os.environ.setdefault("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")
 
 if TYPE_CHECKING:
     from lrd.api import ExperimentError, Results, load, run

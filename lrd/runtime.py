@@ -87,6 +87,20 @@ def cpu() -> str:
     return f"{name} ({', '.join(simd)})" if simd else name
 
 
+def configure_jax() -> None:
+    """JAX settings lrd relies on, before the first computation: CPU computations run inline.
+
+    XLA's asynchronous CPU dispatch sometimes lost a training block's completion on this
+    project's machine (README, "Reliability"); ``lrd/__init__.py`` sets the same through the
+    environment for a process that imports lrd before JAX. Once JAX has made its CPU client
+    the setting no longer applies (and changing it is harmless).
+    """
+    import jax
+
+    if os.environ.get("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false").lower() in ("0", "false"):
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
 def enable_compilation_cache() -> None:
     """JAX's persistent compilation cache ($LRD_CACHE_DIR, default ~/.cache/lrd/jax) in this process."""
     import jax

@@ -65,8 +65,11 @@ from lrd.dynamics import BlockStats, Dynamics, block_statistics, model_dynamics
 from lrd.models.cells import CELLS
 from lrd.models.network import ModelConfig, Perturbation, SequenceModel
 from lrd.probes import global_norm, probe
+from lrd.runtime import configure_jax
 from lrd.tasks.base import Task
 from lrd.watchdog import fetch
+
+configure_jax()  # before any computation: CPU computations inline (lrd.runtime)
 
 EVAL_CHUNK = 256
 # fold_in(key, VALID_FOLD) hashes the counter (0, VALID_FOLD), none of the counters (i, i + 4) that

@@ -111,11 +111,14 @@ def specs_of(out_dir: Path) -> tuple[dict[str, Any], list[RunSpec]]:
             name = task_config.pop("name")
             if name not in TASKS:
                 raise VerifyError(f"{where}: run {run_id}: task {name!r} is not registered here (a task file?)")
+            model, train = dict(config["model"]), dict(config["train"])
             spec = RunSpec(
                 TASKS[name](**task_config),
-                ModelConfig(**config["model"]),
-                TrainConfig(**config["train"]),
+                ModelConfig(**{k: v for k, v in model.items() if k != "params_target"}),
+                TrainConfig(**{k: v for k, v in train.items() if k != "stop_threshold"}),
                 int(config["seed"]),
+                params_target=model.get("params_target"),
+                stop_threshold=train.get("stop_threshold"),
             )
         except (KeyError, TypeError, pydantic.ValidationError) as err:
             raise VerifyError(

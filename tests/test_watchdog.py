@@ -45,3 +45,12 @@ def test_a_result_that_arrives_after_the_wake_up_is_returned(monkeypatch, capsys
     monkeypatch.setattr(jnp, "ones", lambda shape: woken.append(1) or ones(shape))
     np.testing.assert_array_equal(watchdog.fetch(result, stall_s=0.02), [1.0, 1.0])
     assert "arrived after the wake-up" in capsys.readouterr().err
+
+
+def test_lrd_runs_cpu_computations_inline():
+    """XLA's asynchronous CPU dispatch lost training blocks' results on this project's machine (README)."""
+    from jax._src import xla_bridge
+
+    import lrd.train  # noqa: F401  (sets it on import)
+
+    assert xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value is False
