@@ -92,6 +92,7 @@ def test_show_prints_success_interval_learning_rate_and_still_improving_for_each
     for header in ("lr", "solved (95% CI)", "still improving"):
         assert header in out
     rows = summary(store.load(REFERENCE / study).runs)
-    assert len(rows) == 12  # 4 gaps x 3 models
+    assert len(rows) == 9  # 3 gaps x 3 models, each at its chosen learning rate of the grid
     for row in rows.itertuples():
         assert f"{row.solved}/{row.trained} [{row.success_lo:.2f},{row.success_hi:.2f}]" in out
+        assert f"{row.lr:g} of {row.lrs}{' !' if row.lr_at_edge else ''}" in out

@@ -44,6 +44,10 @@ BAD_OVERRIDES = {
     "steps not a multiple": (["train.steps=25"], BAD["steps not a multiple"][1]),
     "unknown time loop": (["model.time_loop=fast"], BAD["unknown time loop"][1]),
     "kernel beyond its size limit": (["model.time_loop=kernel"], BAD["kernel beyond its size limit"][1]),
+    "parallel form of a cell without one": (
+        ["model.time_loop=parallel"],
+        BAD["parallel form of a cell without one"][1],
+    ),
     "missing import": (["imports=[nowhere.py]"], BAD["missing import"][1]),
     "threshold above 1": (["report.solve_threshold=1.5"], BAD["threshold above 1"][1]),
     "threshold as a grid": (["report.solve_threshold=[0.9,0.95]"], BAD["threshold as a grid"][1]),
