@@ -131,7 +131,7 @@ def modern_table() -> str:
         for task, gap in columns:
             row = next(table[(table["model"] == model) & (table["task"] == task) & (table["gap"] == gap)].itertuples())
             rate = (
-                f"; {row.growth_rate_init:+.3f} → {row.growth_rate_final:+.3f}"
+                f"; {round(row.growth_rate_init, 3) + 0.0:+.3f} → {round(row.growth_rate_final, 3) + 0.0:+.3f}"
                 if np.isfinite(row.growth_rate_init) and np.isfinite(row.growth_rate_final)
                 else ""
             )

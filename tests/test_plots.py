@@ -474,6 +474,19 @@ def test_write_figures_draws_each_model_at_its_chosen_learning_rate(results, mon
     )
 
 
+def test_tasks_with_different_parameters_split_into_their_own_figures():
+    # two tasks in one folder (modern.toml): each has task columns the other lacks (NaN there)
+    runs = pd.DataFrame(
+        {
+            "run": ["a", "b"],
+            "task": ["delayed_recall", "selective_copy"],
+            "task_n_distractors": [8.0, np.nan],
+            "task_alphabet": [np.nan, 14.0],
+        }
+    )
+    assert sorted(writing.split_runs(runs)) == ["delayed_recall", "selective_copy"]
+
+
 def test_write_figures_skips_what_the_data_cannot_show(tmp_path, monkeypatch):
     monkeypatch.setattr(writing, "FIGURES", {k: writing.FIGURES[k] for k in ("memory_vs_gap", "growth_rate")})  # speed
     skipped = []

@@ -192,7 +192,7 @@ def split_runs(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     # the slug names the experiment when several, the task, and the task parameters that differ
     varying = [c for c in columns[1:] if as_text.groupby("task")[c].nunique().max() > 1]
     slugs = {}
-    for i, index in enumerate(as_text.groupby(keys, sort=True).groups.values()):
+    for i, index in enumerate(as_text.groupby(keys, sort=True, dropna=False).groups.values()):
         group = runs.loc[index]
         row = group.iloc[0]
         parts = ([str(row["experiment"])] if keys[0] == "experiment" else []) + [str(row["task"])]
