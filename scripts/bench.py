@@ -349,7 +349,7 @@ def bench_diagnostics(cells, T, batch, hidden, probe_size, rounds, log_every=50)
             steps=log_every, log_every=log_every, batch_size=batch, probe_size=probe_size, eval_size=batch
         )
         trainer = Trainer(Copy(gap=T - 20), ModelConfig(cell=cell, hidden=hidden), config)
-        state = jax.tree.map(lambda x: x[0], trainer.init(jnp.stack([jax.random.PRNGKey(0)])))
+        state = jax.tree.map(lambda x: x[0], trainer.initial_state([0]))  # member 0 of a one-member state
         data = trainer.task.sample(state.probe_key, probe_size)
 
         def block(state, stats: bool):
