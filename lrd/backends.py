@@ -32,7 +32,7 @@ from typing import NamedTuple, Protocol
 from lrd.experiment import Plugin, load_plugin
 from lrd.runtime import enable_compilation_cache, versions
 from lrd.train import RunResult, get_trainer
-from lrd.watchdog import Stalled
+from lrd.watchdog import Stalled, watch
 
 # Package versions a worker must share with the driver: they decide the numbers.
 PINNED = ("lrd", "jax", "jaxlib", "flax", "optax", "numpy")
@@ -103,7 +103,8 @@ def train(job: Job, emit: Callable[[Event], None]) -> Outcome:
         trainer = get_trainer(*pickle.loads(job.config))
         t0 = time.perf_counter()
         on_block = lambda done, total: emit(Block(job.index, done, total))
-        result = trainer.run(list(job.seeds), on_block=on_block, lrs=list(job.lrs))
+        with watch():  # a computation stalled inside XLA ends the process (exit 75; lrd.watchdog)
+            result = trainer.run(list(job.seeds), on_block=on_block, lrs=list(job.lrs))
     except Stalled:
         raise  # XLA is stuck in this process: nothing more can run here (lrd.watchdog)
     except Exception as err:

@@ -18,8 +18,12 @@ same command resumes, retraining the stalled group.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 STALL_S = 30.0  # seconds without CPU use, with a result pending, that count as a stall
@@ -65,3 +69,46 @@ def fetch(tree: Any, stall_s: float | None = None) -> Any:
             raise Stalled(f"XLA stopped computing (idle {2 * stall_s:.0f} s with a result pending)")
         print("lrd: the pending result arrived after the wake-up", file=sys.stderr)
     return jax.device_get(tree)
+
+
+def _exit_stalled(idle_s: float) -> None:
+    print(
+        f"lrd: XLA stopped computing (no CPU used for {idle_s:.0f} s while training); "
+        "finished runs are saved, run the same command to resume",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(75)  # the stalled call holds the main thread: nothing else can end the process
+
+
+@contextmanager
+def watch(stall_s: float | None = None, on_stall: Callable[[float], None] | None = None) -> Iterator[None]:
+    """Within the block, a thread ends the process (exit 75) once it has used no CPU for ``stall_s`` seconds.
+
+    With XLA's CPU computations run inline (``lrd.runtime.configure_jax``) a stalled computation
+    blocks the main thread inside the call, where ``fetch`` never gets to look; this thread
+    still can. Training and compiling keep the CPU busy, so only a stall trips it. Finished
+    runs are already written (atomically), so the same command resumes.
+    """
+    stall_s = 2 * STALL_S if stall_s is None else stall_s
+    on_stall = on_stall or _exit_stalled
+    stop = threading.Event()
+
+    def run() -> None:
+        period = min(1.0, stall_s / 4)
+        cpu, last, since = time.process_time(), time.monotonic(), time.monotonic()
+        while not stop.wait(period):
+            now_cpu, now = time.process_time(), time.monotonic()
+            if now_cpu - cpu >= 0.1 * (now - last):  # a tenth of a core or more since the last look: busy
+                since = now
+            elif now - since >= stall_s:
+                on_stall(now - since)
+                return
+            cpu, last = now_cpu, now
+
+    thread = threading.Thread(target=run, name="lrd-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()

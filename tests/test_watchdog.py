@@ -54,3 +54,23 @@ def test_lrd_runs_cpu_computations_inline():
     import lrd.train  # noqa: F401  (sets it on import)
 
     assert xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value is False
+
+
+def test_watch_ends_a_process_whose_computation_stopped_using_cpu():
+    import time
+
+    stalled = []
+    with watchdog.watch(stall_s=0.3, on_stall=stalled.append):
+        time.sleep(1.0)  # the main thread blocked, using no CPU: as inside a stalled XLA call
+    assert stalled and stalled[0] >= 0.3
+
+
+def test_watch_leaves_a_busy_process_alone():
+    import time
+
+    stalled = []
+    with watchdog.watch(stall_s=0.3, on_stall=stalled.append):
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:  # computing: CPU time grows
+            sum(range(1000))
+    assert not stalled
