@@ -145,9 +145,14 @@ def _range(values, fmt: str) -> str:
     return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{format(lo, fmt)}-{format(hi, fmt)}"
 
 
+def _group_keys(runs: pd.DataFrame) -> list[str]:
+    """The columns that tell a study's groups apart (one compiled program each: seeds x learning rates)."""
+    return [k for k in ("task", "gap", "model", "hidden") if k in runs]
+
+
 def _group_steps(runs: pd.DataFrame) -> tuple[int, int]:
     """(steps the groups trained, steps they were budgeted): a group runs until its last member stops."""
-    keys = [k for k in ("task", "gap", "model", "hidden") if k in runs]
+    keys = _group_keys(runs)
     runs = runs.assign(trained=runs["steps_trained"] if "steps_trained" in runs else runs["steps"])
     per_group = runs.groupby(keys).agg(trained=("trained", "max"), budget=("steps", "max"))
     return int(per_group["trained"].sum()), int(per_group["budget"].sum())
@@ -155,7 +160,7 @@ def _group_steps(runs: pd.DataFrame) -> tuple[int, int]:
 
 def _group_seconds(runs: pd.DataFrame) -> float:
     """Seconds the study's groups took to train, compilation included (each group's ``wall_time_s`` once)."""
-    keys = [k for k in ("task", "gap", "model", "hidden") if k in runs]
+    keys = _group_keys(runs)
     return float(runs.groupby(keys)["wall_time_s"].first().sum())
 
 
