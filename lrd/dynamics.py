@@ -141,10 +141,84 @@ class Spectrum(NamedTuple):
     lyapunov: jax.Array
 
 
+# --- dense linear algebra without LAPACK ------------------------------------------------------
+# The Jacobian spectra run inside the vmapped, looped training program. jnp.linalg.qr and svd
+# lower to batched LAPACK custom calls on CPU, which XLA runs on its intra-op thread pool
+# (jax::ParallelBatchMap); two of them occupying both threads of a 2-core pool each waited on
+# sub-tasks queued behind the other, and the sweep hung (docs/reliability.md, "The XLA CPU stall").
+# The few small factorisations the spectra need are written here in jnp, so a training program
+# holds no custom call at all (tests/test_dynamics.py checks the lowered programs of every cell).
+class QR(NamedTuple):
+    """Thin QR factors of an (n, k) matrix, n >= k: q (n, k) orthonormal columns, r (k, k) upper triangular."""
+
+    q: jax.Array
+    r: jax.Array
+
+
+def householder_qr(a: jax.Array) -> QR:
+    """Thin QR of a (n, k), n >= k, by Householder reflections (Golub & Van Loan, Algorithm 5.2.1).
+
+    LAPACK's convention (geqrf): the reflector of column j maps it to -sign(a_jj) ||a_j:|| e_j,
+    so q and r equal LAPACK's up to rounding, signs included; a column with nothing below its
+    diagonal gets the identity as its reflector (as in LAPACK's larfg: a zero column gives
+    r_jj = 0) and q stays orthonormal. Backward stable in float32, like LAPACK.
+    One ``fori_loop`` over the columns with masks, so the program does not grow with k.
+    """
+    n, k = a.shape
+    rows = jnp.arange(n)
+
+    def reflect(j, carry):
+        r, vs, betas = carry
+        x = jnp.where(rows >= j, r[:, j], 0.0)  # (n,) column j from row j down
+        alpha = x[j]
+        below = jnp.sum(jnp.where(rows > j, x * x, 0.0))  # nothing below the diagonal: no reflection (LAPACK)
+        sign = jnp.where(alpha >= 0, 1.0, -1.0)
+        v = x.at[j].add(sign * jnp.sqrt(alpha * alpha + below))  # x + sign ||x|| e_j
+        vv = jnp.sum(v * v)
+        beta = jnp.where(below > 0, 2.0 / jnp.where(vv > 0, vv, 1.0), 0.0)
+        r = r - beta * v[:, None] * (v @ r)[None, :]  # (I - beta v v^T) r
+        return r, vs.at[:, j].set(v), betas.at[j].set(beta)
+
+    zeros = jnp.zeros((n, k), a.dtype)
+    r, vs, betas = jax.lax.fori_loop(0, k, reflect, (a, zeros, jnp.zeros((k,), a.dtype)))
+
+    def accumulate(i, q):  # q <- H_j q for j = k-1 .. 0: q = H_0 ... H_(k-1) I[:, :k]
+        j = k - 1 - i
+        v = vs[:, j]
+        return q - betas[j] * v[:, None] * (v @ q)[None, :]
+
+    q = jax.lax.fori_loop(0, k, accumulate, jnp.eye(n, k, dtype=a.dtype))
+    return QR(q=q, r=jnp.triu(r[:k]))
+
+
+SQUARINGS = 32  # top_singular_value: the weight of an eigenvalue l_i < l_1 falls as (l_i / l_1)^(2^SQUARINGS)
+
+
+def top_singular_value(a: jax.Array) -> jax.Array:
+    """The largest singular value of a (m, p), without LAPACK: sqrt of the top eigenvalue of a^T a.
+
+    a is scaled by its largest entry first (a^T a would overflow float32 beyond 1.8e19).
+    The top eigenvalue l_1 of G = a^T a comes from repeated squaring: M <- M^2 / tr(M^2),
+    from M = G / tr(G), tends to the projector onto l_1's eigenspace divided by its
+    dimension, so tr(G M) -> l_1 whatever its multiplicity; an eigenvalue l_i contributes
+    with weight (l_i / l_1)^(2^SQUARINGS), which mixes in only eigenvalues that agree with
+    l_1 to float32 precision. A zero matrix gives 0.
+    """
+    scale = jnp.max(jnp.abs(a))
+    unit = a / jnp.where(scale > 0, scale, 1.0)
+    g = unit.T @ unit  # (p, p)
+
+    def normalised(m):
+        trace = jnp.trace(m)
+        return m / jnp.where(trace > 0, trace, 1.0)
+
+    m = jax.lax.fori_loop(0, SQUARINGS, lambda _, m: normalised(m @ m), normalised(g))
+    return scale * jnp.sqrt(jnp.maximum(jnp.sum(g * m.T), 0.0))  # sum(g * m^T) = tr(g m)
+
+
 def orthonormal_start(n: int, k: int, key: jax.Array) -> jax.Array:
     """(n, k) fixed random orthonormal columns: Q_0 of the QR iteration."""
-    q, _ = jnp.linalg.qr(jax.random.normal(key, (n, k)))
-    return q
+    return householder_qr(jax.random.normal(key, (n, k))).q
 
 
 def jacobian_spectrum(
@@ -174,11 +248,11 @@ def jacobian_spectrum(
         vjp_cols = jax.vmap(lambda w: vjp(w)[0], in_axes=1, out_axes=1)  # J^T W
 
         # warm start, with every direction present again (J_(t-1) may have zeroed some)
-        v = jnp.linalg.qr(v + 0.1 * v0)[0]
-        for _ in range(iterations):  # unrolled: few iterations, no loop overhead per timestep
-            v = jnp.linalg.qr(vjp_cols(jvp_cols(v)))[0]  # a zero Jacobian leaves an orthonormal V
-        sigma = jnp.linalg.svd(jvp_cols(v), compute_uv=False)[0]
-        q, r = jnp.linalg.qr(jvp_cols(q))  # (n, k), (k, k)
+        v = householder_qr(v + 0.1 * v0).q
+        power = lambda _, v: householder_qr(vjp_cols(jvp_cols(v))).q  # a zero Jacobian leaves an orthonormal V
+        v = jax.lax.fori_loop(0, iterations, power, v)
+        sigma = top_singular_value(jvp_cols(v))
+        q, r = householder_qr(jvp_cols(q))  # (n, k), (k, k)
         log_r = log_r + jnp.log(jnp.maximum(jnp.abs(jnp.diagonal(r)), FLOOR))
         return (v, q, log_r), sigma
 
@@ -308,7 +382,7 @@ def model_dynamics(
     if model_config.cell == "rnn":
         U = cell_params["U"]  # (H, H)
         h = gates["candidate"][:, :m]  # (T, m, H): the RNN's new state tanh(a_t)
-        log_bound = jnp.log(jnp.linalg.norm(U, 2)) + jnp.log(jnp.maximum(jnp.max(1.0 - h**2, axis=-1), FLOOR))
+        log_bound = jnp.log(top_singular_value(U)) + jnp.log(jnp.maximum(jnp.max(1.0 - h**2, axis=-1), FLOOR))
         pmb = jnp.exp(jnp.mean(log_bound, axis=1))  # (T,)
     else:
         pmb = jnp.full((inputs.shape[1],), jnp.nan, jnp.float32)

@@ -739,3 +739,15 @@ def test_lrd_tasks_lists_every_cell_with_its_parameter_count(capsys):
         assert cls.source.split()[0] in out
     assert "hidden 32" in out and "input width 18" in out
     assert "│ 3872 " in out  # the lru
+
+
+@pytest.mark.parametrize(("hidden", "scale"), [(4, 1.0), (32, 1.0), (64, 3.0), (16, 0.01), (8, 100.0)])
+def test_exprnn_expm_matches_scipy_and_is_orthogonal(hidden, scale):
+    """expRNN's U = expm(S) without LAPACK (lrd.models.exprnn.expm_skew) against scipy's Pade expm."""
+    from lrd.models.exprnn import expm_skew
+
+    a = np.random.default_rng(hidden).normal(size=(hidden, hidden)) * scale
+    s = (a - a.T).astype(np.float32)
+    got = np.asarray(expm_skew(jnp.asarray(s)), np.float64)
+    np.testing.assert_allclose(got, scipy.linalg.expm(s.astype(np.float64)), atol=5e-5)
+    np.testing.assert_allclose(got @ got.T, np.eye(hidden), atol=1e-4)

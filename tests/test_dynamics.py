@@ -263,3 +263,64 @@ def test_diagnostics_do_not_change_training():
     jax.tree.map(np.testing.assert_array_equal, on.final, off.final)
     assert on.records[-1].dynamics.lyapunov.shape == (1, 3)
     assert set(on.records[-1].dynamics.quantiles) == {"candidate"}
+
+
+# --- no LAPACK inside the training loop (the XLA CPU stall; docs/reliability.md) -----------------
+def _custom_calls(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"custom_call @(\w+)", text)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_training_and_evaluation_programs_hold_no_custom_call(cell):
+    """Batched LAPACK calls inside the looped training program deadlocked XLA's CPU thread pool.
+
+    The training block (with every diagnostic on) and the evaluation are plain HLO; the
+    initialisation, run once per group before any loop, may hold the orthogonal
+    initialiser's QR and nothing else.
+    """
+    heads = {"heads": 2} if cell == "attention" else {}
+    train = TrainConfig(
+        steps=2, log_every=1, batch_size=2, probe_size=2, eval_size=4, diagnostics=CELLS[cell].recurrent
+    )
+    trainer = get_trainer(Adding(gap=4), ModelConfig(cell=cell, hidden=4, **heads), train)
+    state = trainer.initial_state([0, 1], [1e-3, 3e-3])
+    assert _custom_calls(trainer.advance.lower(state, 1).as_text()) == []
+    assert _custom_calls(trainer.evaluate.lower(state).as_text()) == []
+    members = (jnp.stack([jax.random.PRNGKey(0)] * 2), jnp.ones(2))
+    assert set(_custom_calls(trainer.init.lower(members).as_text())) <= {"lapack_sgeqrf_ffi", "lapack_sorgqr_ffi"}
+
+
+@pytest.mark.parametrize(("n", "k"), [(8, 4), (64, 4), (33, 8), (5, 5), (3, 1)])
+def test_householder_qr_matches_numpy(n, k):
+    a = np.random.default_rng(n * k).normal(size=(n, k)).astype(np.float32)
+    got = dynamics.householder_qr(jnp.asarray(a))
+    q, r = np.linalg.qr(a.astype(np.float64))  # LAPACK's signs: the same factors, not only the same span
+    np.testing.assert_allclose(got.q, q, atol=2e-6)
+    np.testing.assert_allclose(got.r, r, atol=2e-5 * np.abs(r).max())
+    np.testing.assert_allclose(np.asarray(got.q).T @ np.asarray(got.q), np.eye(k), atol=1e-6)
+
+
+def test_householder_qr_of_a_rank_deficient_matrix_stays_orthonormal():
+    a = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    a[:, 1] = 0.0  # a unit switched off: J Q loses a column
+    got = dynamics.householder_qr(jnp.asarray(a))
+    np.testing.assert_allclose(np.asarray(got.q).T @ np.asarray(got.q), np.eye(3), atol=1e-6)
+    np.testing.assert_allclose(np.abs(np.diagonal(got.r)), np.abs(np.diagonal(np.linalg.qr(a)[1])), atol=1e-5)
+    zero = dynamics.householder_qr(jnp.zeros((4, 2)))
+    np.testing.assert_array_equal(zero.q, np.eye(4, 2))
+    np.testing.assert_array_equal(zero.r, 0.0)
+
+
+@pytest.mark.parametrize("shape", [(64, 4), (32, 32), (128, 128), (10, 3)])
+def test_top_singular_value_matches_numpy_svd(shape):
+    a = np.random.default_rng(sum(shape)).normal(size=shape).astype(np.float32)
+    want = np.linalg.svd(a.astype(np.float64), compute_uv=False)[0]
+    np.testing.assert_allclose(float(dynamics.top_singular_value(jnp.asarray(a))), want, rtol=2e-6)
+
+
+def test_top_singular_value_of_repeated_huge_and_zero_matrices():
+    assert float(dynamics.top_singular_value(jnp.diag(jnp.asarray([2.0, 2.0, 1.0])))) == pytest.approx(2.0, rel=1e-6)
+    assert float(dynamics.top_singular_value(1e30 * jnp.eye(3))) == pytest.approx(1e30, rel=1e-6)  # a^T a overflows
+    assert float(dynamics.top_singular_value(jnp.zeros((3, 3)))) == 0.0

@@ -21,7 +21,10 @@ copying problem (``lr_orth``); ``[train] recurrence_lr_factor = 0.1`` does that 
 Conventions that differ: the reference parametrises the full H x H matrix and keeps its
 upper triangle; here only the upper triangle is a parameter, so the parameter count is the
 model's real one. The reference code computes expm with its own Pade implementation and
-a custom backward; here ``jax.scipy.linalg.expm`` and JAX's derivative of it. h_0 = 0.
+a custom backward; here ``expm_skew`` (scaling and squaring of a Taylor polynomial, no LAPACK:
+``jax.scipy.linalg.expm`` solves a linear system with batched LAPACK custom calls, which
+could stall XLA's CPU thread pool inside the training loop; docs/reliability.md) and JAX's
+derivative of it. h_0 = 0.
 
 Probe: the perturbation is added to h_t after the modReLU, the moment it is computed.
 ``sequence`` computes U once and scans the step with ``lax.scan`` (the recurrence is
@@ -46,6 +49,32 @@ def skew(a: jax.Array, hidden: int) -> jax.Array:
     rows, cols = np.triu_indices(hidden, 1)
     upper = jnp.zeros((hidden, hidden), a.dtype).at[rows, cols].set(a)
     return upper - upper.T
+
+
+TAYLOR_DEGREE = 12  # expm_skew: the Taylor remainder at ||X|| <= 1/2 is below 0.5^13 / 13! (2e-14)
+MAX_SQUARINGS = 24  # expm_skew: matrices of norm up to 2^23 (a skew matrix's entries are angles)
+
+
+def expm_skew(s: jax.Array) -> jax.Array:
+    """exp(s) of a square matrix by scaling and squaring (Higham 2005, sec. 2), in plain jnp.
+
+    X = s / 2^k with k the smallest integer making ||X||_1 <= 1/2, exp(X) from its Taylor
+    polynomial of degree TAYLOR_DEGREE (Horner), then squared k times. For a skew-symmetric
+    s the result is orthogonal to float32 precision (tests/test_cells.py checks it against
+    scipy.linalg.expm). The squarings are MAX_SQUARINGS masked steps, so the function has a
+    fixed shape and reverse-mode derivatives.
+    """
+    n = s.shape[-1]
+    norm = jnp.max(jnp.sum(jnp.abs(s), axis=-2))  # ||s||_1
+    k = jnp.clip(jnp.ceil(jnp.log2(jnp.maximum(norm, 1e-30) / 0.5)), 0, MAX_SQUARINGS)
+    x = s * jnp.exp2(-k)
+    eye = jnp.eye(n, dtype=s.dtype)
+    result = eye
+    for i in range(TAYLOR_DEGREE, 0, -1):  # Horner: I + X/1 (I + X/2 (I + ... (I + X/d)))
+        result = eye + (x @ result) / i
+    for i in range(MAX_SQUARINGS):
+        result = jnp.where(i < k, result @ result, result)
+    return result
 
 
 def henaff_init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
@@ -90,7 +119,7 @@ class ExpRNNCell(Cell):
     def _terms(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """x W (..., H), U = expm(S) (H, H), the modReLU bias (H,)."""
         p = self.weights(x.shape[-1])
-        U = jax.scipy.linalg.expm(skew(p["A"], self.hidden))  # (H, H)
+        U = expm_skew(skew(p["A"], self.hidden))  # (H, H)
         return x @ p["W"], U, p["b"]
 
     def __call__(self, carry: Carry, x: jax.Array, eps: Eps = None) -> tuple[Carry, jax.Array]:
