@@ -32,7 +32,7 @@ from typing import NamedTuple, Protocol
 from lrd.experiment import Plugin, load_plugin
 from lrd.runtime import enable_compilation_cache, versions
 from lrd.train import RunResult, get_trainer
-from lrd.watchdog import Stalled, watch
+from lrd.watchdog import watch
 
 # Package versions a worker must share with the driver: they decide the numbers.
 PINNED = ("lrd", "jax", "jaxlib", "flax", "optax", "numpy")
@@ -105,8 +105,6 @@ def train(job: Job, emit: Callable[[Event], None]) -> Outcome:
         on_block = lambda done, total: emit(Block(job.index, done, total))
         with watch():  # a computation stalled inside XLA ends the process (exit 75; lrd.watchdog)
             result = trainer.run(list(job.seeds), on_block=on_block, lrs=list(job.lrs))
-    except Stalled:
-        raise  # XLA is stuck in this process: nothing more can run here (lrd.watchdog)
     except Exception as err:
         return Outcome(job.index, None, time.perf_counter() - t0, describe(err))
     return Outcome(job.index, result, time.perf_counter() - t0)

@@ -67,7 +67,6 @@ from lrd.models.network import ModelConfig, Perturbation, SequenceModel
 from lrd.probes import global_norm, probe
 from lrd.runtime import configure_jax
 from lrd.tasks.base import Task
-from lrd.watchdog import fetch
 
 configure_jax()  # before any computation: CPU computations inline (lrd.runtime)
 
@@ -421,19 +420,19 @@ class Trainer:
         """
         lrs = [self.train_config.lr] * len(seeds) if lrs is None else list(lrs)
         state, record = self.advance(self.initial_state(seeds, lrs), 0)
-        records = [fetch(record)]
+        records = [jax.device_get(record)]
         for block in range(self.n_blocks):
             state, record = self.advance(state, self.train_config.log_every)
-            records.append(fetch(record))
+            records.append(jax.device_get(record))
             if on_block is not None:
                 on_block(block + 1, self.n_blocks)
             if bool(np.all((np.asarray(state.diverged_step) >= 0) | (np.asarray(state.stopped_step) >= 0))):
                 break  # every member has diverged or solved; nothing left to train
-        final, final_valid = fetch(self.evaluate(state))
+        final, final_valid = jax.device_get(self.evaluate(state))
         diverged, stopped = (np.asarray(jax.device_get(x)) for x in (state.diverged_step, state.stopped_step))
         last = np.asarray(jax.device_get(state.step))
         steps_trained = np.where(diverged >= 0, diverged, np.where(stopped >= 0, stopped, last))
-        at_gaps = {g: fetch(evaluate(state)) for g, evaluate in self.evaluate_at.items()}
+        at_gaps = {g: jax.device_get(evaluate(state)) for g, evaluate in self.evaluate_at.items()}
         return RunResult(
             list(seeds),
             records,
