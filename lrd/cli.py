@@ -17,6 +17,7 @@ a sweep with failed runs exits 1 (rerun it to retry them).
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import re
@@ -28,7 +29,6 @@ from rich.console import Console
 from rich.table import Table
 
 from lrd.schema import SCHEMA_VERSION
-from lrd.watchdog import Stalled
 
 DEFAULT_EXPERIMENT = Path("experiments") / "quick.toml"
 DEFAULT_RESULTS = Path("results") / "quick"  # where `lrd run` writes the default experiment (not committed)
@@ -43,8 +43,9 @@ class UserError(Exception):
 
 def entry() -> None:
     """The ``lrd`` command: with LRD_MALLOC=tuned it first restarts with lrd's allocator settings (lrd.runtime)."""
-    from lrd import runtime
+    from lrd import interrupt, runtime
 
+    interrupt.exit_on_sigint()  # a Ctrl-C ends the command at once, one line, exit 130
     runtime.reexec_with_malloc_settings()
     sys.stdout = _BrokenPipeSafe(sys.stdout)
     sys.exit(main())
@@ -133,25 +134,33 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     console = Console(stderr=True, highlight=False)
+    from lrd import interrupt
+
     try:
         handlers = {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot, "upgrade": cmd_upgrade}
         handlers |= {"report": cmd_report, "verify": cmd_verify}
-        return handlers[args.command](args, console)
+        with interrupt.stop_on_sigint():  # a Ctrl-C swallowed anywhere (a gc callback) still ends the command
+            code = handlers[args.command](args, console)
+            sys.stdout.flush()  # a full disk or a closed pipe under stdout shows here, not at exit
+            return code
     except UserError as err:
         print(f"lrd: error: {err}", file=sys.stderr)
         return USER_ERROR
     except KeyboardInterrupt:
-        print("lrd: interrupted; finished runs are saved, run the same command to resume", file=sys.stderr)
-        return 130
-    except Stalled as err:
-        # XLA's runtime is stuck in this process, and exiting normally could wait on it: leave at once
-        print(f"lrd: {err}; finished runs are saved, run the same command to resume", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        _exit_now(STALLED)
+        print(interrupt.INTERRUPTED, file=sys.stderr)
+        return interrupt.EXIT_INTERRUPTED
+    except OSError as err:
+        if err.filename is not None or err.errno not in OUTPUT_ERRORS:
+            raise
+        # the output cannot be written (a full disk, a closed pipe): one line, and what is left unwritten goes nowhere
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        print(f"lrd: error: cannot write the output ({os.strerror(err.errno)})", file=sys.stderr)
+        return USER_ERROR
 
 
-STALLED = 75  # EX_TEMPFAIL: try again
-_exit_now = os._exit  # tests replace it
+OUTPUT_ERRORS = {errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EDQUOT, errno.EFBIG}
 
 
 # --- lrd run -----------------------------------------------------------------------------
@@ -177,7 +186,6 @@ def cmd_run(args, console: Console) -> int:
             f"{experiment.name}: a large grid of {len(experiment.runs)} runs; a time estimate follows the first group"
         )
 
-    from lrd import interrupt
     from lrd.progress import PlainReporter, RichReporter, TimeEstimate
     from lrd.runtime import enable_compilation_cache
     from lrd.store import StoreError, check_schema
@@ -190,7 +198,7 @@ def cmd_run(args, console: Console) -> int:
     enable_compilation_cache()
     reporter = RichReporter(console) if console.is_terminal else PlainReporter()
     try:
-        with interrupt.stop_on_sigint(), reporter:
+        with reporter:
             summary = run_sweep(experiment, out_dir, TimeEstimate(reporter, len(experiment.runs), LARGE_GRID), backend)
     except TooLarge as err:
         raise UserError(f"{args.experiment}: {err}") from None
@@ -337,7 +345,7 @@ def load_results(out_dir: Path, all_runs: bool = False):
     try:
         results = load(out_dir, all_runs=all_runs, on_damaged=damaged.__setitem__)
     except StoreError as err:
-        raise UserError(str(err)) from None
+        raise UserError(f"{err}: {_damage_list(damaged)}" if damaged else str(err)) from None
     if damaged:
         print(
             f"lrd: {_damaged_runs(damaged)} left out: {_damage_list(damaged)} "

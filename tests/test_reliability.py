@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -147,32 +148,92 @@ def test_ctrl_c_stops_the_sweep_with_exit_130_and_keeps_finished_runs(moment, re
     assert_same_tables(tmp_path / "out", reference)
 
 
+def _sweep_in_its_own_group(work: Path) -> subprocess.Popen:
+    """``lrd run`` through the installed command's first frame (lrd.__main__), in a process group of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lrd", "run", "exp.toml", "--out", "out"],
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+        start_new_session=True,
+    )
+
+
+def test_ctrl_c_at_ten_moments_of_a_real_sweep_ends_with_130_and_keeps_every_finished_run(
+    reference, tmp_path, cache_dir
+):
+    """SIGINT to the process group, as a terminal sends it, at 10 evenly spaced moments of a whole
+    ``lrd run`` (start-up and imports, compiling, training, writing, figures and report)."""
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "whole" / "exp.toml").write_text(TINY)
+    began = time.monotonic()
+    whole = _sweep_in_its_own_group(tmp_path / "whole")
+    _, stderr = whole.communicate(timeout=300)
+    assert whole.returncode == 0, stderr  # with the compilation cache warm, as below
+    duration = time.monotonic() - began
+    outcomes = []
+    for i in range(10):
+        work = tmp_path / f"at{i}"
+        work.mkdir()
+        (work / "exp.toml").write_text(TINY)
+        proc = _sweep_in_its_own_group(work)
+        time.sleep(duration * (i + 0.5) / 10)
+        with contextlib.suppress(ProcessLookupError):  # it finished first (the moment fell past its end)
+            os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+        outcomes.append(proc.returncode)
+        assert proc.returncode in (130, 0), f"moment {i}: exit {proc.returncode}\n{stdout}{stderr}"
+        if proc.returncode == 130:
+            assert stderr.strip().splitlines() == [INTERRUPTED], f"moment {i}: {stderr}"
+        if (work / "out").is_dir():
+            checks = store.check_runs(work / "out")
+            assert all(c.state == store.COMPLETE for c in checks.values()), f"moment {i}: {checks}"
+            assert_runs_match_reference(work / "out", reference)
+    assert outcomes.count(130) >= 9, outcomes  # the moments are within the sweep: nearly all interrupted it
+
+
 # --- a stalled XLA computation (lrd.watchdog) ----------------------------------------------
-def test_a_stalled_group_ends_the_sweep_with_exit_75_keeping_finished_runs(reference, tmp_path, cache_dir, monkeypatch):
-    from lrd.train import Trainer
-    from lrd.watchdog import Stalled
+STALLS_AT_SECOND_GROUP = """\
+import sys, threading
+import jax, jax.numpy as jnp, numpy as np
+from lrd import watchdog
+from lrd.cli import main
+from lrd.train import Trainer
 
+watchdog.STALL_S = 2.0
+real_run, calls, never = Trainer.run, [], threading.Event()
+
+
+def wait_forever(x):
+    never.wait()
+    return np.asarray(x)
+
+
+def second_group_deadlocks(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:  # a computation whose result never comes, as in the XLA stall
+        blocked = jax.jit(lambda x: jax.pure_callback(wait_forever, jax.ShapeDtypeStruct(x.shape, x.dtype), x))
+        blocked(jnp.ones(2)).block_until_ready()
+    return real_run(self, *args, **kwargs)
+
+
+Trainer.run = second_group_deadlocks
+sys.exit(main(["run", "exp.toml", "--out", "out", "--no-plot"]))
+"""
+
+
+def test_a_stalled_group_ends_the_sweep_with_exit_75_keeping_finished_runs(reference, tmp_path, cache_dir):
     (tmp_path / "exp.toml").write_text(TINY)
-    real_run, calls = Trainer.run, []
-
-    def second_group_stalls(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise Stalled("XLA stopped computing (idle 60 s with a result pending)")
-        return real_run(self, *args, **kwargs)
-
-    def exit_now(code):
-        raise SystemExit(code)
-
-    monkeypatch.setattr(Trainer, "run", second_group_stalls)
-    monkeypatch.setattr(cli, "_exit_now", exit_now)
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as ended:
-        main(["run", "exp.toml", "--out", "out", "--no-plot"])
-    assert ended.value.code == cli.STALLED == 75
+    stalled = subprocess.run(
+        [sys.executable, "-c", STALLS_AT_SECOND_GROUP], cwd=tmp_path, capture_output=True, text=True, env=env()
+    )
+    assert stalled.returncode == 75, stalled.stderr
+    assert stalled.stderr.strip().splitlines()[-1].startswith("lrd: the computation stopped"), stalled.stderr
     assert len(store.completed_runs(tmp_path / "out")) == 2  # the first group's runs, not the stalled group's
-    monkeypatch.setattr(Trainer, "run", real_run)
-    assert main(["run", "exp.toml", "--out", "out", "--no-plot"]) == 0  # the same command resumes
+    resumed = lrd("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)  # the same command resumes
+    assert resumed.returncode == 0, resumed.stderr
     assert_same_tables(tmp_path / "out", reference)
 
 
@@ -453,6 +514,37 @@ def test_show_and_plot_leave_a_damaged_run_out_and_name_it(how, reference, tmp_p
     )
     with pytest.warns(store.StoreWarning, match=f"damaged run {ids[1]} left out"):
         store.load(out)
+
+
+def test_a_folder_whose_runs_are_all_damaged_names_each_of_them(reference, tmp_path, capsys):
+    out = copy_of(reference, tmp_path)
+    ids = run_ids(out)
+    for run_id in ids:
+        damage(out / "runs" / run_id, "curves cut to half")
+    for command in (["show", str(out)], ["plot", str(out)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert all(f"{run_id}, curves.parquet unreadable" in err for run_id in ids), err
+
+
+@pytest.mark.parametrize("command", [["tasks"], ["show", "FOLDER"], ["run", "exp.toml", "--out", "out", "--no-plot"]])
+def test_output_to_a_full_disk_is_one_line_with_exit_2(command, reference, tmp_path):
+    """stdout on /dev/full (ENOSPC): one line on stderr naming it, exit 2, no traceback; the runs stay."""
+    out = copy_of(reference, tmp_path)
+    argv = [str(out) if word == "FOLDER" else word for word in command]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "lrd", *argv],
+            cwd=tmp_path,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == ["lrd: error: cannot write the output (No space left on device)"]
+    assert_same_tables(out, reference)
 
 
 def test_lrd_run_recomputes_damaged_runs_and_says_so_in_one_line(reference, tmp_path, cache_dir):
