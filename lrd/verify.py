@@ -115,7 +115,7 @@ def specs_of(out_dir: Path) -> tuple[dict[str, Any], list[RunSpec]]:
             spec = RunSpec(
                 TASKS[name](**task_config),
                 ModelConfig(**{k: v for k, v in model.items() if k != "params_target"}),
-                TrainConfig(**{k: v for k, v in train.items() if k != "stop_threshold"}),
+                TrainConfig(**{k: v for k, v in train.items() if k not in ("stop_threshold", "stop_check")}),
                 int(config["seed"]),
                 params_target=model.get("params_target"),
                 stop_threshold=train.get("stop_threshold"),

@@ -15,7 +15,7 @@ from conftest import TINY
 
 from lrd import sweep
 from lrd.cli import main
-from lrd.experiment import ExperimentError, load_experiment
+from lrd.experiment import STOP_CHECK, ExperimentError, load_experiment, run_id_of
 from lrd.models.network import ModelConfig, SequenceModel, hidden_for_params, param_count
 
 BAD = {
@@ -254,9 +254,19 @@ def test_committed_results_keep_their_run_ids(path):
     folder holds, so ``lrd run`` finds them done. (The shipped files of the reference studies
     already describe their reruns under issue 12's protocol, and so have other runs.)
     """
-    assert {s.run_id for s in load_experiment(path).runs} == set(
-        json.loads((path.parent / "experiment.json").read_text())["runs"]
-    )
+    stored = json.loads((path.parent / "experiment.json").read_text())["runs"]
+    runs = load_experiment(path).runs
+    assert {s.run_id for s in runs} == {_today(run_id, config) for run_id, config in stored.items()}
+
+
+def _today(run_id: str, config: dict) -> str:
+    """The id this lrd gives a stored run: its own, but a run stopped by ``stop_when_solved`` under the rule of
+    before issue 21 (its probe batch) is another run now (``train.stop_check``): the stored id stays the hash of
+    its configuration without the rule, so it is never found done."""
+    if not config["train"].get("stop_when_solved"):
+        return run_id
+    assert run_id_of(config) == run_id and "stop_check" not in config["train"]
+    return run_id_of({**config, "train": {**config["train"], "stop_check": STOP_CHECK}})
 
 
 def test_a_learning_rate_list_is_one_group_per_shape_and_keeps_each_runs_identity(write_experiment):
@@ -277,6 +287,7 @@ def test_stop_when_solved_and_valid_size_enter_the_identity_only_when_set(write_
     assert same.runs[0].run_id == base.run_id  # the default: the identity of before
     assert stop.runs[0].run_id != base.run_id and valid.runs[0].run_id != base.run_id
     assert stop.runs[0].config()["train"]["stop_threshold"] == 0.95  # the default [report] solve_threshold
+    assert stop.runs[0].config()["train"]["stop_check"] == STOP_CHECK  # the rule that stops it (issue 21)
     assert "stop_threshold" not in base.config()["train"]
     # with stop_when_solved the report threshold changes training: another threshold, other runs
     lenient = load_experiment(write_experiment(stopping + "[report]\nsolve_threshold = 0.5\n", "u.toml"))
