@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lrd import store
-from lrd.results import best_lr_runs, summary, wilson_interval
+from lrd.results import OUTCOME_RULE, best_lr_runs, outcome_text, summary, wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -61,10 +61,8 @@ def _setting(runs: pd.DataFrame) -> str:
 def _cell(row, loss: float | None) -> str:
     mse = f"MSE {loss:.2g}, " if loss is not None else ""
     lr = f"; lr {row.lr:g}" + (" (edge)" if row.lr_at_edge else "") if row.lrs > 1 else ""
-    return (
-        f"{row.solved}/{row.trained} [{row.success_lo:.2f}, {row.success_hi:.2f}]; {mse}{row.final_metric:.3f}{lr}"
-        + (f"; {row.still_improving} still improving" if row.still_improving else "")
-    )
+    counts = outcome_text(row.solved, row.undecided, row.trained)
+    return f"{counts} [{row.success_lo:.2f}, {row.success_hi:.2f}]; {mse}{row.final_metric:.3f}{lr}"
 
 
 def study_table(name: str) -> str:
@@ -81,7 +79,7 @@ def study_table(name: str) -> str:
     if name == "adding":
         baseline += f", MSE {runs['baseline_loss'].iloc[0]:.3g}"
     lines = [
-        f"{head} ({baseline})",
+        f"{head} ({baseline}). {OUTCOME_RULE}",
         "",
         "| model | " + " | ".join(f"gap {g}" for g in gaps) + " |",
         "|---|" + "---|" * len(gaps),
@@ -104,12 +102,15 @@ def shipped_table() -> str:
         parts = []
         for model in _models(table):
             mine = table[table["model"] == model].sort_values("gap")
-            values = ", ".join(f"{r.gap}: {r.final_metric:.2f} ({r.solved}/{r.trained})" for r in mine.itertuples())
+            values = ", ".join(
+                f"{r.gap}: {r.final_metric:.2f} ({outcome_text(r.solved, r.undecided, r.trained)})"
+                for r in mine.itertuples()
+            )
             parts.append(f"{model} {values}")
         gaps = ", ".join(str(g) for g in sorted(table["gap"].unique()))
         setting = f"gaps {gaps}; {_setting(runs)}; baseline {runs['baseline_metric'].iloc[0]:.3g}"
         lines.append(f"| `{name}` | {setting} | " + "; ".join(parts) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", OUTCOME_RULE]) + "\n"
 
 
 MODERN_ORDER = ("lstm", "gru", "lru", "mingru", "s6", "attention")
@@ -135,9 +136,9 @@ def modern_table() -> str:
                 if np.isfinite(row.growth_rate_init) and np.isfinite(row.growth_rate_final)
                 else ""
             )
-            cells.append(f"{row.solved}/{row.trained}; {row.final_metric:.2f}{rate}")
+            cells.append(f"{outcome_text(row.solved, row.undecided, row.trained)}; {row.final_metric:.2f}{rate}")
         lines.append(f"| {model} | {int(params[model]):,} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", OUTCOME_RULE]) + "\n"
 
 
 def _range(values, fmt: str) -> str:
