@@ -206,6 +206,51 @@ def dynamics_spans() -> dict[str, str]:
     return {k: v for k, v in out.items() if not k.removeprefix("dyn-").startswith(unused)}
 
 
+NAMES = {"rnn": "the tanh RNN", "lstm": "the LSTM", "gru": "the GRU", "bi-lstm": "the bidirectional LSTM"}
+
+
+def _outcomes_at(row) -> str:
+    """'every seed', 'none of 5', '3 of 5 (2 undecided)': a summary row's outcome in words."""
+    undecided = f" ({row.undecided} undecided)" if row.undecided else ""
+    if row.solved == row.trained:
+        return "every seed"
+    if row.solved == 0:
+        return f"none of {row.trained}{undecided}"
+    return f"{row.solved} of {row.trained}{undecided}"
+
+
+def findings(name: str) -> str:
+    """A study's outcomes in one sentence, per model and gap, at the chosen learning rates (``summary``)."""
+    table = summary(store.load(ROOT / "results" / name).runs)
+    parts = []
+    for model in _models(table):
+        mine = table[table["model"] == model].sort_values("gap")
+        gaps = ", ".join(f"gap {r.gap} with {_outcomes_at(r)}" for r in mine.itertuples())
+        parts.append(f"{NAMES.get(model, model)} solves {gaps}")
+    return "; ".join(parts)
+
+
+def diagnostics_studies() -> str:
+    """The committed studies whose runs carry the dynamics table (trained with diagnostics = true), in words."""
+    found = []
+    for folder in sorted(p for p in (ROOT / "results").iterdir() if (p / "experiment.json").is_file()):
+        runs = store.load(folder).runs
+        if "diagnostics" in runs and bool(runs["diagnostics"].fillna(False).astype(bool).any()):
+            found.append(f"`{folder.name}`")
+    return ", ".join(found) if found else "none"
+
+
+def modern_longest() -> str:
+    """Who solves delayed recall at the modern study's longest gap, in words."""
+    table = summary(store.load(ROOT / "results" / "modern").runs)
+    rows = table[table["task"] == "delayed_recall"]
+    gap = int(rows["gap"].max())
+    at = rows[rows["gap"] == gap]
+    order = sorted(at["model"], key=lambda m: (*MODERN_ORDER, m).index(m))
+    parts = [f"{m} {_outcomes_at(next(at[at['model'] == m].itertuples()))}" for m in order]
+    return f"at gap {gap} the seeds that solve delayed recall: " + ", ".join(parts)
+
+
 def spans() -> dict[str, str]:
     """The inline numbers."""
     copy = store.load(ROOT / "results" / "copy").runs
@@ -221,6 +266,14 @@ def spans() -> dict[str, str]:
         modern = store.load(ROOT / "results" / "modern").runs
         out["modern-minutes"] = f"{_group_seconds(modern) / 60:.1f}"
         out["modern-runs"] = f"{len(modern)}"
+    for name in REFERENCE:
+        out[f"{name}-findings"] = findings(name)
+    recall = reference["delayed_recall"]
+    gaps = ", ".join(str(g) for g in sorted(recall["gap"].unique()))
+    out["delayed_recall-setting"] = f"gaps {gaps}; {_setting(recall)}"
+    out["diagnostics-studies"] = diagnostics_studies()
+    if (ROOT / "results" / "modern").exists():
+        out["modern-longest"] = modern_longest()
     out["reference-all-solved-lo"] = f"{wilson_interval(min(seeds), min(seeds))[0]:.2f}"
     out["reference-none-solved-hi"] = f"{wilson_interval(0, min(seeds))[1]:.2f}"
     for name, runs in reference.items():
