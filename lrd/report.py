@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from lrd.plots import CAPTIONS
+from lrd.plots.base import split_runs, task_caption
 from lrd.results import OUTCOME_RULE, outcome_text, summary
 from lrd.schema import Results
 
@@ -98,9 +99,12 @@ def render(out_dir: Path, results: Results, figures: list[Path]) -> str:
             _eval_gaps_html(runs, results.eval_gaps),
         ]
     sections.append("<h2>Figures</h2>")
+    # the task's convention and baseline, in each figure's caption (the figures' titles leave them out)
+    drawn = runs[runs["status"] != "failed"]
+    tasks = {slug: task_caption(group) for slug, group in split_runs(drawn).items()} if len(drawn) else {}
     for path in figures:
         kind = _figure_name(path.stem)
-        caption = CAPTIONS.get(kind, "") if kind else ""
+        caption = " ".join(c for c in (CAPTIONS.get(kind, "") if kind else "", tasks.get(_slug(path.stem), "")) if c)
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         sections.append(
             f"<figure id='{_e(path.stem)}'><img alt='{_e(path.stem)}' src='data:image/png;base64,{data}'>"

@@ -29,13 +29,19 @@ Defined here once, used by the store, the sweep, the command line and the figure
   validation metric, reported with the evaluation metric, flagged at the grid's edge;
 - the ``eval_gaps`` table of ``[train] eval_gaps``: one row per (run, test gap);
 - the summary of ``lrd show`` (``summary``): seeds aggregated per task, gap and model, at
-  the chosen learning rate.
+  the chosen learning rate;
+- *time*: a run's series ends at the last step it trained (``last_trained_step``; a run
+  stopped by ``stop_when_solved`` or diverged is stored frozen after it, and ``until_stop``
+  leaves those rows out), so a mean over seeds at a step is over the runs still training;
+- the *spectrum statistic* (``spectrum_statistic``): per run and step, the median over the
+  timesteps (or the value at one index) of a dynamics quantity, as the figures draw it and
+  the README quotes it (then the median over the seeds).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -394,6 +400,29 @@ def outcome(runs: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(trained, result, ""), index=runs.index, dtype=object)
 
 
+class OutcomeCounts(NamedTuple):
+    """The outcomes of a set of runs (``OUTCOME_RULE``) and the Wilson 95% interval of the decided ones."""
+
+    solved: int
+    undecided: int
+    trained: int  # done or diverged
+    decided: int  # solved or failed: trained less undecided
+    success: float  # solved / decided (NaN when none decided)
+    lo: float
+    hi: float
+
+
+def outcome_counts(runs: pd.DataFrame) -> OutcomeCounts:
+    """``OutcomeCounts`` of ``runs`` (one configuration's seeds): the counts every table and figure shows."""
+    outcomes = outcome(runs)
+    trained = int((runs["status"] != STATUS_FAILED).sum())
+    solved = int((outcomes == SOLVED).sum())
+    undecided = int((outcomes == UNDECIDED).sum())
+    decided = trained - undecided
+    lo, hi = wilson_interval(solved, decided)
+    return OutcomeCounts(solved, undecided, trained, decided, solved / decided if decided else math.nan, lo, hi)
+
+
 def outcome_text(solved: int, undecided: int, trained: int) -> str:
     """'3 solved / 1 undecided / 5': the counts as every table prints them (``OUTCOME_RULE``)."""
     return f"{solved} solved / {undecided} undecided / {trained}"
@@ -524,11 +553,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
     for key, g in runs.groupby(SUMMARY_KEYS, sort=True):
         metric = g["final_metric"].dropna()
         solved_steps = g.loc[g["_outcome"] == SOLVED, "solved_step"].dropna()
-        trained = int((g["status"] != STATUS_FAILED).sum())
-        solved = int((g["_outcome"] == SOLVED).sum())
-        undecided = int((g["_outcome"] == UNDECIDED).sum())
-        decided = trained - undecided
-        lo, hi = wilson_interval(solved, decided)
+        solved, undecided, trained, decided, success, lo, hi = outcome_counts(g)
         lrs = g.loc[g["status"] != STATUS_FAILED, "lr"] if "lr" in g else pd.Series(dtype=float)
         rows.append(
             {
@@ -547,7 +572,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
                 "unsolved": decided - solved,
                 "trained": trained,
                 "decided": decided,
-                "success": solved / decided if decided else np.nan,
+                "success": success,
                 "success_lo": lo,
                 "success_hi": hi,
                 "solved_step": float(np.median(solved_steps)) if len(solved_steps) else np.nan,
@@ -557,3 +582,51 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+# --- time --------------------------------------------------------------------------------------
+def last_trained_step(runs: pd.DataFrame) -> pd.Series:
+    """Per run (indexed like ``runs``): the last step it trained, where its series end.
+
+    ``steps_trained`` where recorded (a run stopped by ``stop_when_solved`` at its stop, a
+    diverged run at its divergence), else the divergence step, else the budget ``steps``.
+    The log records after it hold the frozen state, not training.
+    """
+    nan = pd.Series(np.nan, index=runs.index)
+    trained, diverged = runs.get(STEPS_TRAINED, nan), runs.get("diverged_step", nan)
+    return trained.astype(float).fillna(diverged.astype(float)).fillna(runs["steps"].astype(float))
+
+
+def stopped_early(runs: pd.DataFrame) -> pd.Series:
+    """Per run: finished (status "done") before its budget, i.e. stopped by ``stop_when_solved``."""
+    return (runs["status"] == STATUS_DONE) & (last_trained_step(runs) < runs["steps"].astype(float))
+
+
+def until_stop(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a per-step table (curves, grad_norms, dynamics) of ``runs`` up to each run's last trained step.
+
+    A run's rows after ``last_trained_step`` (its frozen state, logged while the rest of its
+    group trained on) are left out, as are rows of runs not in ``runs``.
+    """
+    if table.empty:
+        return table
+    last = pd.Series(last_trained_step(runs).to_numpy(), index=runs["run"].to_numpy())
+    limit = table["run"].map(last)
+    return table[limit.notna() & (table["step"] <= limit)]
+
+
+# --- the spectrum statistic ------------------------------------------------------------------------
+def spectrum_statistic(
+    dynamics: pd.DataFrame, quantity: str, *, gate: str | None = None, index: int | None = None
+) -> pd.DataFrame:
+    """Per (run, step): the median over the index (timesteps, units) of ``quantity``, or its value at ``index``.
+
+    Columns run, step, value. ``gate`` narrows to one gate's rows. The README's numbers and
+    the spectrum figure read this, then take the median over the seeds.
+    """
+    rows = dynamics[dynamics["quantity"] == quantity]
+    if gate is not None:
+        rows = rows[rows["gate"] == gate]
+    if index is not None:
+        rows = rows[rows["index"] == index]
+    return rows.groupby(["run", "step"], as_index=False)["value"].median()
