@@ -371,10 +371,16 @@ def cmd_upgrade(args, console: Console) -> int:
         done = upgrade(Path(args.dir))
     except StoreError as err:
         raise UserError(str(err)) from None
+    if done.probe_stopped:
+        print(
+            f"{args.dir}: {done.probe_stopped} runs stopped by the probe-batch rule of before issue 21: "
+            'stop_check = "probe" recorded in its experiment.toml (their ids unchanged); no run retrained'
+        )
     if done.manifests:
         print(f"{args.dir}: {done.manifests} runs given a manifest (their files unchanged); no run retrained")
     elif done.runs == 0 and done.from_schema == SCHEMA_VERSION:
-        print(f"{args.dir}: already results schema {SCHEMA_VERSION}; nothing to do")
+        if not done.probe_stopped:
+            print(f"{args.dir}: already results schema {SCHEMA_VERSION}; nothing to do")
     else:
         print(
             f"{args.dir}: upgraded from results schema {done.from_schema} to {SCHEMA_VERSION}: {done.runs} runs "

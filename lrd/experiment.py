@@ -100,9 +100,6 @@ LATER_TRAIN_SETTINGS = {
     "saturation": 0.1,
     "spike_factor": 2.0,
 }
-# the rule by which stop_when_solved stops a run, part of the identity of such runs: the validation stop check set
-# of lrd.train.stop_check_size (runs stopped on their 64-sequence probe batch, before issue 21, lack it)
-STOP_CHECK = "valid"
 # Settings whose value is itself a list: a list of lists makes a grid axis over them.
 LIST_SETTINGS = {"train": ("eval_gaps",)}
 
@@ -127,9 +124,10 @@ class RunSpec(NamedTuple):
 
         Reporting settings (``ReportConfig``) are not part of it, with one exception: with
         ``stop_when_solved`` the solve threshold decides when training stops, so it is
-        recorded (under ``train.stop_threshold``), with the rule that decides the stop
-        (``train.stop_check``, ``STOP_CHECK``): runs stopped by the older rule (the probe batch)
-        are other runs, never found done by this lrd. The training settings added later
+        recorded (under ``train.stop_threshold``), with the rule that decides the stop where it is
+        the validation stop check set (``train.stop_check = "valid"``, the default): the runs
+        stopped by the rule of before (``"probe"``, ``lrd.train.STOP_CHECK_BEFORE``) keep the ids
+        of their configuration without it (``TrainConfig``'s dump). The training settings added later
         (``LATER_TRAIN_SETTINGS``) enter it only away from the value that reproduces the
         earlier runs, as the cell options a cell lacks stay out of ``model`` (``ModelConfig``),
         so the stored runs keep their ids.
@@ -140,7 +138,6 @@ class RunSpec(NamedTuple):
                 del train[key]
         if self.train.stop_when_solved:
             train["stop_threshold"] = self.stop_threshold
-            train["stop_check"] = STOP_CHECK
         model = self.model.model_dump()
         if self.params_target is not None:
             model["params_target"] = self.params_target

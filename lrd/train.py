@@ -41,7 +41,9 @@ reaches it stops (its parameters freeze, as for divergence; its number of steps 
 recorded), and the group ends once every member has stopped or diverged. A run's numbers
 therefore do not depend on the other members. Stopping decides nothing about *solved*:
 a stopped run is evaluated as every run is, and is solved only if its evaluation metric
-reaches the threshold (``lrd.results.with_solved``).
+reaches the threshold (``lrd.results.with_solved``). ``stop_check = "probe"`` keeps the
+rule of before issue 21 (the member's probe metric, compared as ``metric >= threshold``
+in float32) only to reproduce the runs trained with it (``lrd verify``).
 
 Diagnostics (``lrd.dynamics``): every log record carries the block's pre-clip
 gradient-norm, clipping and loss-spike statistics (reductions of values every
@@ -64,7 +66,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from lrd.dynamics import BlockStats, Dynamics, block_statistics, model_dynamics
 from lrd.models.cells import CELLS
@@ -87,6 +89,11 @@ OPTIMIZERS = {"adam": optax.adam, "rmsprop": optax.rmsprop, "sgd": optax.sgd}
 # the checks of a run, with probability below STOP_LEVEL
 STOP_MARGIN = 0.05
 STOP_LEVEL = 1e-3
+# the rules by which stop_when_solved stops a run (TrainConfig.stop_check): "valid", the stop check set above,
+# and "probe", the member's probe batch, the rule of the runs trained before issue 21. A stored configuration
+# with stop_when_solved and no stop_check was trained by STOP_CHECK_BEFORE (its id is the hash without it)
+StopCheck = Literal["valid", "probe"]
+STOP_CHECK_BEFORE: StopCheck = "probe"
 
 
 def _bernoulli_kl(a: float, b: float) -> float:
@@ -151,6 +158,13 @@ class TrainConfig(BaseModel):
     stop_when_solved: bool = Field(
         False, description="stop a run once its metric on the stop check set (stop_check_size) reaches the threshold"
     )
+    stop_check: StopCheck = Field(
+        "valid",
+        description="with stop_when_solved, what the stop decides on: 'valid', the stop check set of "
+        "stop_check_size validation sequences (lrd.results.reaches); 'probe', the run's probe batch compared "
+        "as metric >= threshold in float32, kept only to reproduce results trained before the validation "
+        "check (issue 21; a stored configuration without stop_check): never use it for new runs",
+    )
     eval_gaps: tuple[int, ...] = Field(
         (),
         description="after training, also evaluate every model on its task at these gaps (no retraining); "
@@ -197,12 +211,29 @@ class TrainConfig(BaseModel):
             raise ValueError(f"steps ({self.steps}) must be a multiple of log_every ({self.log_every})")
         return self
 
+    @model_serializer(mode="wrap")
+    def _stop_check_only_where_it_decides(self, handler) -> dict:
+        """The dump (a run's identity, the runs table) names ``stop_check`` only where it is "valid" and stops a run.
+
+        Without ``stop_when_solved`` it decides nothing; "probe" is the rule of the runs
+        stored before it existed, whose ids are the hash of their configuration without it.
+        """
+        data = handler(self)
+        if not self.stop_when_solved or self.stop_check == STOP_CHECK_BEFORE:
+            data.pop("stop_check", None)
+        return data
+
     def program(self) -> TrainConfig:
         """The settings compiled into a training program: the learning rate, a per-member value, reset to its default.
 
-        Runs whose configurations have the same ``program()`` train together in one program.
+        Runs whose configurations have the same ``program()`` train together in one program
+        (``stop_check``, which decides nothing without ``stop_when_solved``, is reset there too).
         """
-        return self.model_copy(update={"lr": type(self).model_fields["lr"].default})
+        fields = type(self).model_fields
+        update: dict[str, Any] = {"lr": fields["lr"].default}
+        if not self.stop_when_solved:
+            update["stop_check"] = fields["stop_check"].default
+        return self.model_copy(update=update)
 
     def optimizer_chain(self, lr: float | jax.Array | None = None) -> optax.GradientTransformation:
         """optax optimiser, after global-norm clipping (Pascanu, Mikolov & Bengio 2013) unless clip = 0.
@@ -306,10 +337,10 @@ class Trainer:
             raise ValueError("stop_when_solved needs a stop_threshold (the metric at which a run stops)")
         self.task, self.model_config, self.train_config = task, model, train
         self.stop_threshold = stop_threshold
-        # the stop check set: a check at step 0 and after every log block
+        # the stop check set: a check at step 0 and after every log block (none with the probe rule of before)
         self.stop_check_size = (
             stop_check_size(stop_threshold, train.steps // train.log_every + 1)
-            if train.stop_when_solved and stop_threshold is not None
+            if train.stop_when_solved and stop_threshold is not None and train.stop_check == "valid"
             else 0
         )
         self.model = SequenceModel(model, task.output_dim)
@@ -412,7 +443,12 @@ class Trainer:
         state, (losses, norms, taken) = jax.lax.scan(body, state, jnp.arange(config.log_every))  # each (log_every,)
         block = block_statistics(losses, norms, taken, config.clip, config.spike_factor)
         record = self._record(state, block)
-        if self.stop_threshold is not None and config.stop_when_solved:
+        if self.stop_threshold is not None and config.stop_when_solved and config.stop_check == STOP_CHECK_BEFORE:
+            # the rule of before issue 21, kept only to reproduce its runs: the probe metric, compared as it was
+            passed = record.metrics["metric"] >= self.stop_threshold
+            stops = passed & (state.stopped_step < 0) & (state.diverged_step < 0)
+            state = state._replace(stopped_step=jnp.where(stops, state.step, state.stopped_step))
+        elif self.stop_threshold is not None and config.stop_when_solved:
             n_chunks, chunk = self._chunks(self.stop_check_size)
             keys = jax.random.split(state.valid_key, n_chunks)
             check = jnp.mean(self._set_metrics(state.params, keys, chunk)["metric"], axis=0)  # equal chunks

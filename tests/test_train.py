@@ -176,6 +176,22 @@ def test_stop_when_solved_freezes_each_run_at_its_own_solve():
         np.testing.assert_allclose(both.final_valid[k][0], alone.final_valid[k][0], rtol=1e-5)
 
 
+def test_the_probe_stop_rule_of_before_stops_on_the_probe_metric():
+    """stop_check = "probe", kept to reproduce the runs trained before the validation check: a run stops at the
+    first log point where its probe metric (the logged metric) is >= the threshold, with no stop check set."""
+    train = TrainConfig(
+        steps=40, batch_size=16, log_every=10, eval_size=64, probe_size=16, stop_when_solved=True, stop_check="probe"
+    )
+    trainer = get_trainer(DelayedRecall(gap=2), MODEL, train, 0.5)
+    assert trainer.stop_check_size == 0
+    both = trainer.run([0, 0], lrs=[3e-2, 1e-5])
+    probe_metric = np.stack([r.metrics["metric"] for r in both.records])  # (log points, S)
+    assert all(r.stop_metric is None for r in both.records)
+    first = int(np.argmax(probe_metric[:, 0] >= np.float32(0.5)))
+    assert 0 < first < 4 and not np.any(probe_metric[:, 1] >= np.float32(0.5))
+    np.testing.assert_array_equal(both.steps_trained, [first * train.log_every, train.steps])
+
+
 def _binomial_tail(n: int, p: float, k: int) -> float:
     """P(X >= k) for X ~ Binomial(n, p), summed exactly in log space (independent of the Chernoff bound)."""
     from math import exp, lgamma, log

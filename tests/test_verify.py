@@ -14,7 +14,7 @@ from conftest import lrd
 
 from lrd import cli
 from lrd.sweep import plan
-from lrd.verify import VerifyError, _experiment, choose_groups, compare, machines, specs_of
+from lrd.verify import _experiment, choose_groups, compare, machines, specs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA1 = Path(__file__).parent / "data" / "schema1"
@@ -85,12 +85,11 @@ def test_the_groups_are_chosen_reproducibly_from_the_folder_name():
 
 
 def test_committed_runs_rebuild_to_their_stored_ids():
-    for folder in ("parity", "temporal_order"):
+    for folder in ("parity", "delayed_recall"):
         resolved, specs = specs_of(ROOT / "results" / folder)
         assert [s.run_id for s in specs] == list(resolved["runs"])
-    # runs stopped by stop_when_solved's probe-batch rule (before issue 21) cannot be retrained by this lrd
-    with pytest.raises(VerifyError, match="another id"):
-        specs_of(ROOT / "results" / "delayed_recall")
+    # delayed_recall's runs stopped on their probe batch (stored without stop_check): retrained by that rule
+    assert {s.train.stop_check for s in specs} == {"probe"} and all(s.train.stop_when_solved for s in specs)
 
 
 def test_compare_counts_bitwise_equal_values_and_finds_the_largest_relative_difference():
