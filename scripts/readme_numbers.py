@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lrd import store
-from lrd.results import OUTCOME_RULE, best_lr_runs, outcome_text, summary, wilson_interval
+from lrd.results import OUTCOME_RULE, best_lr_runs, outcome_text, spectrum_statistic, summary, wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -168,14 +168,9 @@ def _group_seconds(runs: pd.DataFrame) -> float:
 def _median_over_runs(dynamics: pd.DataFrame, runs: pd.Series, quantity: str, step: str, gate=None, index=None):
     """Per run the median over ``index`` (or the value at ``index``) of a quantity at step 0 / the last log point,
     then the median over the runs."""
-    d = dynamics[dynamics["run"].isin(runs) & (dynamics["quantity"] == quantity)]
-    if gate is not None:
-        d = d[d["gate"] == gate]
-    if index is not None:
-        d = d[d["index"] == index]
+    d = spectrum_statistic(dynamics[dynamics["run"].isin(runs)], quantity, gate=gate, index=index)
     last = d.groupby("run")["step"].transform("max")
-    d = d[d["step"] == (0 if step == "init" else last)]
-    return float(d.groupby("run")["value"].median().median())
+    return float(d.loc[d["step"] == (0 if step == "init" else last), "value"].median())
 
 
 def dynamics_spans() -> dict[str, str]:
@@ -251,6 +246,54 @@ def modern_longest() -> str:
     return f"at gap {gap} the seeds that solve delayed recall: " + ", ".join(parts)
 
 
+def _gaps_text(gaps) -> str:
+    """'30, 300 and 1000'."""
+    gaps = [str(int(g)) for g in sorted(set(gaps))]
+    return gaps[0] if len(gaps) == 1 else ", ".join(gaps[:-1]) + " and " + gaps[-1]
+
+
+def dynamics_outcomes() -> dict[str, str]:
+    """The outcome sentences of the delayed-recall diagnostics section, at its longest gap (``summary``)."""
+    table = summary(store.load(ROOT / "results" / "delayed_recall").runs)
+    gap = int(table["gap"].max())
+    at = {r.model: r for r in table[table["gap"] == gap].itertuples()}
+    bias = float(store.load(ROOT / "results" / "delayed_recall").runs["forget_bias"].dropna().iloc[0])
+    return {
+        "dyn-rnn-solves": f"the tanh RNN solves gap {gap} with {_outcomes_at(at['rnn'])}",
+        "dyn-gru-solves": f"it solves gap {gap} with {_outcomes_at(at['gru'])}",
+        "dyn-forget-gate-init": f"σ({bias:g}) ≈ {1 / (1 + np.exp(-bias)):.2f}",
+        "dyn-seeds": f"{int(table.loc[table['gap'] == gap, 'trained'].max())}",
+    }
+
+
+def modern_spans() -> dict[str, str]:
+    """The modern study's setting and the findings its prose quotes, from its tables."""
+    results = store.load(ROOT / "results" / "modern")
+    runs = results.runs
+    table = summary(runs)
+    longest = int(runs["gap"].max())
+    out = {
+        "modern-gaps": _gaps_text(runs["gap"]),
+        "modern-setting": f"{_setting(runs)}, batch {_range(runs['batch_size'], '.0f')}",
+        "modern-seeds": f"{runs['seed'].nunique()}",
+        "modern-steps": f"{_range(runs['steps'], '.0f')}",
+        "modern-longest-gap": f"{longest}",
+        "modern-long-gaps": f"{_range(sorted(runs['gap'].unique())[1:], '.0f')}",
+    }
+    # the LRU on selective copy: the gaps where no seed solved and its mean metric is within 0.02 of the baseline
+    lru = table[(table["model"] == "lru") & (table["task"] == "selective_copy")]
+    flat = lru[(lru["solved"] == 0) & (lru["final_metric"] - lru["baseline_metric"] <= 0.02)]
+    out["modern-lru-baseline-gaps"] = f"at gap{'s' if len(flat) > 1 else ''} {_gaps_text(flat['gap'])}"
+    # the minGRU's gradient at initialisation: the distance from which it lies below float32's range (median
+    # over its seeds of the first such distance), delayed recall at the longest gap, layer 0 forward
+    grads = results.grad_norms
+    ids = runs.loc[(runs["model"] == "mingru") & (runs["task"] == "delayed_recall") & (runs["gap"] == longest), "run"]
+    g = grads[grads["run"].isin(ids) & (grads["step"] == 0) & (grads["layer"] == 0) & (grads["direction"] == "fwd")]
+    below = g[g["below_floor"] & (g["distance"] >= 0)].groupby("run")["distance"].min()
+    out["modern-mingru-floor"] = f"{float(np.median(below)):.0f}"
+    return out
+
+
 def spans() -> dict[str, str]:
     """The inline numbers."""
     copy = store.load(ROOT / "results" / "copy").runs
@@ -266,6 +309,7 @@ def spans() -> dict[str, str]:
         modern = store.load(ROOT / "results" / "modern").runs
         out["modern-minutes"] = f"{_group_seconds(modern) / 60:.1f}"
         out["modern-runs"] = f"{len(modern)}"
+        out.update(modern_spans())
     for name in REFERENCE:
         out[f"{name}-findings"] = findings(name)
     recall = reference["delayed_recall"]
@@ -276,6 +320,11 @@ def spans() -> dict[str, str]:
         out["modern-longest"] = modern_longest()
     out["reference-all-solved-lo"] = f"{wilson_interval(min(seeds), min(seeds))[0]:.2f}"
     out["reference-none-solved-hi"] = f"{wilson_interval(0, min(seeds))[1]:.2f}"
+    out["reference-seeds"] = _range(seeds, ".0f")
+    lrs = pd.concat([runs["lr"] for runs in reference.values()])
+    out["reference-lr-range"] = f"{lrs.min():g} to {lrs.max():g}"
+    out["adding-steps"] = _range(reference["adding"]["steps"], ".0f")
+    out.update(dynamics_outcomes())
     for name, runs in reference.items():
         trained, budget = _group_steps(runs)
         out[f"{name}-steps-saved"] = f"{1 - trained / budget:.0%}"
