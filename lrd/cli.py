@@ -379,10 +379,16 @@ def cmd_upgrade(args, console: Console) -> int:
         done = upgrade(Path(args.dir))
     except StoreError as err:
         raise UserError(str(err)) from None
+    if done.probe_stopped:
+        print(
+            f"{args.dir}: {done.probe_stopped} runs stopped by the probe-batch rule of before issue 21: "
+            'stop_check = "probe" recorded in its experiment.toml (their ids unchanged); no run retrained'
+        )
     if done.manifests:
         print(f"{args.dir}: {done.manifests} runs given a manifest (their files unchanged); no run retrained")
     elif done.runs == 0 and done.from_schema == SCHEMA_VERSION:
-        print(f"{args.dir}: already results schema {SCHEMA_VERSION}; nothing to do")
+        if not done.probe_stopped:
+            print(f"{args.dir}: already results schema {SCHEMA_VERSION}; nothing to do")
     else:
         print(
             f"{args.dir}: upgraded from results schema {done.from_schema} to {SCHEMA_VERSION}: {done.runs} runs "
@@ -444,15 +450,15 @@ EDGE_NOTE = "best lr at the grid's edge: widen it"
 def summary_table(runs: pd.DataFrame, title: str) -> Table:
     """``lrd.results.summary`` of ``runs`` (at each configuration's chosen learning rate) as a table to print.
 
-    solved: k/n seeds with the Wilson 95% interval of the success rate; lr: the chosen
-    learning rate (of how many), marked where it lies at the grid's edge; still improving:
-    runs whose loss was still falling at the end (``lrd.results.still_improving``).
+    outcomes: k solved / m undecided / n trained, with the Wilson 95% interval of the
+    success rate over the decided runs (``lrd.results.OUTCOME_RULE``, printed as the table's
+    caption); lr: the chosen learning rate (of how many), marked where it lies at the grid's edge.
     """
-    from lrd.results import summary
+    from lrd.results import OUTCOME_RULE, outcome_text, summary
 
     rows = summary(runs)
     edge = bool(rows["lr_at_edge"].any()) if len(rows) else False
-    table = Table(title=title, caption=f"{EDGE_NOTE} (marked !)" if edge else None)
+    table = Table(title=title, caption=OUTCOME_RULE + (f" {EDGE_NOTE} (marked !)." if edge else ""))
     failures = (runs["status"] == "failed").any()
     columns = [
         "task",
@@ -463,11 +469,10 @@ def summary_table(runs: pd.DataFrame, title: str) -> Table:
         "seeds",
         "diverged",
         *(["failed"] if failures else []),
-        "solved (95% CI)",
+        "outcomes [95% CI, decided]",
         "final metric",
         "baseline",
         "solved at step",
-        "still improving",
         "grad growth /step init→final",
     ]
     for column in columns:
@@ -484,11 +489,10 @@ def summary_table(runs: pd.DataFrame, title: str) -> Table:
             str(row.seeds),
             str(row.diverged),
             *([str(row.failed)] if failures else []),
-            f"{row.solved}/{row.trained} [{row.success_lo:.2f},{row.success_hi:.2f}]",
+            f"{outcome_text(row.solved, row.undecided, row.trained)} [{row.success_lo:.2f},{row.success_hi:.2f}]",
             "—" if math.isnan(row.final_metric) else f"{row.final_metric:.3f}{spread}",
             f"{row.baseline_metric:.3f}",
             "—" if math.isnan(row.solved_step) else f"{row.solved_step:.0f}",
-            f"{row.still_improving}/{row.trained}",
             f"{_rate(row.growth_rate_init)} → {_rate(row.growth_rate_final)}",
         )
     return table

@@ -124,7 +124,10 @@ class RunSpec(NamedTuple):
 
         Reporting settings (``ReportConfig``) are not part of it, with one exception: with
         ``stop_when_solved`` the solve threshold decides when training stops, so it is
-        recorded (under ``train.stop_threshold``). The training settings added later
+        recorded (under ``train.stop_threshold``), with the rule that decides the stop where it is
+        the validation stop check set (``train.stop_check = "valid"``, the default): the runs
+        stopped by the rule of before (``"probe"``, ``lrd.train.STOP_CHECK_BEFORE``) keep the ids
+        of their configuration without it (``TrainConfig``'s dump). The training settings added later
         (``LATER_TRAIN_SETTINGS``) enter it only away from the value that reproduces the
         earlier runs, as the cell options a cell lacks stay out of ``model`` (``ModelConfig``),
         so the stored runs keep their ids.

@@ -24,7 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from lrd.plots import CAPTIONS
-from lrd.results import summary
+from lrd.plots.base import split_runs, task_caption
+from lrd.results import OUTCOME_RULE, outcome_text, summary
 from lrd.schema import Results
 
 REPORT = "report.html"
@@ -84,9 +85,10 @@ def render(out_dir: Path, results: Results, figures: list[Path]) -> str:
         f"<h1>{_e(name)}</h1>",
         f"<p>{_e(description)}</p>" if description else "",
         f"<p class='meta'>Results folder <code>{_e(out_dir)}</code>: {len(runs)} runs "
-        f"({_status_counts(runs)}); solved means final metric &ge; {_threshold(runs)}.</p>",
+        f"({_status_counts(runs)}); solve threshold {_threshold(runs)}.</p>",
         "<h2>Summary</h2>",
-        "<p>One row per task, gap and model, seeds aggregated (<code>lrd show</code>).</p>",
+        "<p>One row per task, gap and model, seeds aggregated at the chosen learning rate (<code>lrd show</code>). "
+        f"{_e(OUTCOME_RULE)}</p>",
         _summary_html(runs),
     ]
     if not results.eval_gaps.empty:
@@ -97,9 +99,12 @@ def render(out_dir: Path, results: Results, figures: list[Path]) -> str:
             _eval_gaps_html(runs, results.eval_gaps),
         ]
     sections.append("<h2>Figures</h2>")
+    # the task's convention and baseline, in each figure's caption (the figures' titles leave them out)
+    drawn = runs[runs["status"] != "failed"]
+    tasks = {slug: task_caption(group) for slug, group in split_runs(drawn).items()} if len(drawn) else {}
     for path in figures:
         kind = _figure_name(path.stem)
-        caption = CAPTIONS.get(kind, "") if kind else ""
+        caption = " ".join(c for c in (CAPTIONS.get(kind, "") if kind else "", tasks.get(_slug(path.stem), "")) if c)
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         sections.append(
             f"<figure id='{_e(path.stem)}'><img alt='{_e(path.stem)}' src='data:image/png;base64,{data}'>"
@@ -139,7 +144,7 @@ def _summary_html(runs: pd.DataFrame) -> str:
         "failed",
         "final metric",
         "baseline",
-        "solved",
+        "outcomes (Wilson 95% of decided)",
         "solved at step",
         "grad growth /step init → final",
     ]
@@ -156,7 +161,7 @@ def _summary_html(runs: pd.DataFrame) -> str:
             (r.failed, ""),
             ("—" if math.isnan(r.final_metric) else f"{r.final_metric:.3f}{spread}", ""),
             (f"{r.baseline_metric:.3f}", ""),
-            (f"{r.solved}/{r.seeds}", ""),
+            (f"{outcome_text(r.solved, r.undecided, r.trained)} [{r.success_lo:.2f}, {r.success_hi:.2f}]", ""),
             ("—" if math.isnan(r.solved_step) else f"{r.solved_step:.0f}", ""),
             (f"{_rate(r.growth_rate_init)} → {_rate(r.growth_rate_final)}", ""),
         ]

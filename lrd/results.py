@@ -9,8 +9,10 @@ Defined here once, used by the store, the sweep, the command line and the figure
   model's last state (``h``), with its e-folding length where it is negative;
 - the *dynamics* table of a run (``dynamics_table``): the Jacobian spectra and gate
   statistics of ``lrd.dynamics`` at every logged step, in long form;
-- *solved*: a finished run whose final metric reaches the solve threshold, and
-  *solved step*: the first logged step whose metric reaches it. The threshold is a
+- *reaches* (``reaches``): THE comparison of a metric with the solve threshold, in float32,
+  used by the compiled stop check of ``stop_when_solved`` and by every table and figure;
+- *solved*: a finished run whose final *evaluation* metric reaches the solve threshold, and
+  *solved step*: the first logged step whose probe metric reaches it. The threshold is a
   reporting setting (``[report] solve_threshold``), not part of a run, so both are
   derived when a folder is read (``with_solved``) and never stored: changing the
   threshold re-reports without retraining;
@@ -18,19 +20,28 @@ Defined here once, used by the store, the sweep, the command line and the figure
   still clearly falling over the last quarter of its curve, so its budget may not have
   sufficed to show whether it can bridge the gap; derived
   when a folder is read, like *solved*;
-- *success rates* (``wilson_interval``): the fraction of seeds that solved, with a Wilson
-  95% interval, the interval a handful of seeds supports (no bootstrap over 3 values);
+- the three *outcomes* of a run (``outcome``, ``OUTCOME_RULE``): solved, undecided (unsolved
+  and still improving) or failed;
+- *success rates* (``wilson_interval``): the fraction of the decided seeds (solved or
+  failed) that solved, with a Wilson 95% interval, the interval a handful of seeds supports
+  (no bootstrap over 3 values), the undecided count beside it;
 - the *selection rule* for learning rates (``choose_lr``, ``best_lr_runs``): chosen on the
   validation metric, reported with the evaluation metric, flagged at the grid's edge;
 - the ``eval_gaps`` table of ``[train] eval_gaps``: one row per (run, test gap);
 - the summary of ``lrd show`` (``summary``): seeds aggregated per task, gap and model, at
-  the chosen learning rate.
+  the chosen learning rate;
+- *time*: a run's series ends at the last step it trained (``last_trained_step``; a run
+  stopped by ``stop_when_solved`` or diverged is stored frozen after it, and ``until_stop``
+  leaves those rows out), so a mean over seeds at a step is over the runs still training;
+- the *spectrum statistic* (``spectrum_statistic``): per run and step, the median over the
+  timesteps (or the value at one index) of a dynamics quantity, as the figures draw it and
+  the README quotes it (then the median over the seeds).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -247,27 +258,55 @@ def _run_table(row: dict) -> pd.DataFrame:
 
 
 # --- solved -----------------------------------------------------------------------------------
+# float32 rounding of a metric that is a mean of fractions k/N (chunk means averaged in float32): a few units in
+# the last place below 1. A fraction k/N below a threshold p/q (in lowest terms) lies at least 1/(qN) below it,
+# more than this for qN < 2^22 (threshold 0.95 = 19/20: evaluation sets of up to 200,000 scored values)
+SOLVE_ROUNDING = 2.0**-22
+
+
+def solve_bound(threshold: float) -> np.float32:
+    """The float32 value a metric must reach to count as reaching ``threshold`` (``reaches``)."""
+    return np.float32(float(threshold) - SOLVE_ROUNDING)
+
+
+def reaches(metric, threshold: float):
+    """Whether ``metric`` reaches ``threshold``: THE comparison, for training (the stop check) and reporting.
+
+    Both compare in float32, the precision the metric is computed in, against
+    ``solve_bound(threshold)``: the threshold less ``SOLVE_ROUNDING`` (2^-22), which absorbs
+    the float32 rounding of a mean of fractions (608/640 computed in float32 is 0.94999999,
+    and as a chunked mean it may lie a unit or two lower) and no real difference: a metric
+    k/N below a threshold p/q lies at least 1/(qN) below it, more than 2^-22 while
+    qN < 2^22 (at 0.95 = 19/20, up to 200,000 scored values; the evaluation sets score at
+    most a few tens of thousands). So 608/640 reaches 0.95 and 607/640 does not, in the compiled stop check (a JAX
+    float32 array) and in the tables (NumPy or pandas values, cast to float32) alike. NaN
+    reaches nothing.
+    """
+    bound = solve_bound(threshold)
+    if isinstance(metric, pd.Series):
+        return metric.astype(np.float32) >= bound
+    if isinstance(metric, (int, float, np.number, np.ndarray, list, tuple)):
+        return np.asarray(metric, np.float32) >= bound
+    return metric >= bound  # a JAX float32 array inside the compiled programs
+
+
 def with_solved(runs: pd.DataFrame, curves: pd.DataFrame, solve_threshold: float) -> pd.DataFrame:
     """``runs`` with ``solve_threshold``, ``solved`` and ``solved_step`` (after the baseline columns).
 
-    solved: the run finished (status "done") and its final metric is >= the threshold; or it
-    was trained with ``stop_when_solved`` and stopped on reaching the threshold. Such a run
-    stops the moment its probe batch (sequences it never trained on) reaches the threshold,
-    so its evaluation metric scatters around the threshold, half of the time just below it:
-    counting those as unsolved would count runs that learnt the dependency as failures.
-    solved_step: the first logged step whose metric is >= the threshold (NaN if none;
-    a diverged run's curve counts up to its divergence).
+    solved: the run finished (status "done") and its final *evaluation* metric reaches the
+    threshold (``reaches``), full stop. A run trained with ``stop_when_solved`` that stopped
+    (its validation check passed) but evaluates below the threshold is not solved.
+    solved_step: the first logged step whose probe metric reaches the threshold (NaN if
+    none; a diverged run's curve counts up to its divergence).
     """
     runs = runs.drop(columns=list(SOLVED_COLUMNS), errors="ignore")
     final = runs["final_metric"] if "final_metric" in runs else pd.Series(np.nan, index=runs.index)  # all failed
     if len(curves):
-        reached = curves.loc[curves["metric"] >= solve_threshold].groupby("run")["step"].min().astype(float)
+        reached = curves.loc[reaches(curves["metric"], solve_threshold)].groupby("run")["step"].min().astype(float)
         solved_step = runs["run"].map(reached).astype(float)
     else:
         solved_step = pd.Series(np.nan, index=runs.index)
-    stopping = runs["stop_when_solved"].fillna(False).astype(bool) if "stop_when_solved" in runs else False
-    done = runs["status"] == STATUS_DONE
-    solved = done & ((final >= solve_threshold) | (stopping & solved_step.notna()))
+    solved = (runs["status"] == STATUS_DONE) & reaches(final.astype(float), solve_threshold)
     at = 1 + max((i for i, c in enumerate(runs.columns) if c.startswith("baseline_")), default=len(runs.columns) - 1)
     runs.insert(at, "solve_threshold", float(solve_threshold))
     runs.insert(at + 1, "solved", solved.astype(bool))
@@ -333,6 +372,60 @@ def with_trend(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
                 curve = curve[curve["step"] <= trained]
             flags[i] = still_improving(curve["step"], curve["loss"])
     return runs.assign(**{TREND_COLUMN: flags.astype(bool)})
+
+
+# --- three outcomes ------------------------------------------------------------------------------
+SOLVED, FAILED, UNDECIDED = "solved", "failed", "undecided"
+OUTCOMES = (SOLVED, FAILED, UNDECIDED)
+# the rule, in one sentence, printed beside every table and figure that counts outcomes (lrd show, the report,
+# the README's tables, the figure captions)
+OUTCOME_RULE = (
+    "A run is solved when its final evaluation metric reaches the solve threshold, undecided when it is not "
+    "solved and its loss was still falling at the end of its budget (still improving), and failed otherwise "
+    "(diverged runs included); counts read k solved / m undecided / n trained, and the Wilson 95% interval is "
+    "that of the success rate over the decided runs (solved or failed)."
+)
+
+
+def outcome(runs: pd.DataFrame) -> pd.Series:
+    """Per run: "solved", "failed" or "undecided" (``OUTCOME_RULE``); "" for a run never trained (status "failed").
+
+    Reads ``solved`` (``with_solved``) and ``still_improving`` (``with_trend``; absent: no run
+    undecided). A diverged run is failed: its budget did not run out, its training broke.
+    """
+    trained = runs["status"] != STATUS_FAILED
+    solved = runs["solved"].fillna(False).astype(bool) if "solved" in runs else pd.Series(False, index=runs.index)
+    rising = runs[TREND_COLUMN].fillna(False).astype(bool) if TREND_COLUMN in runs else False
+    result = np.where(solved, SOLVED, np.where(rising & ~solved, UNDECIDED, FAILED))
+    return pd.Series(np.where(trained, result, ""), index=runs.index, dtype=object)
+
+
+class OutcomeCounts(NamedTuple):
+    """The outcomes of a set of runs (``OUTCOME_RULE``) and the Wilson 95% interval of the decided ones."""
+
+    solved: int
+    undecided: int
+    trained: int  # done or diverged
+    decided: int  # solved or failed: trained less undecided
+    success: float  # solved / decided (NaN when none decided)
+    lo: float
+    hi: float
+
+
+def outcome_counts(runs: pd.DataFrame) -> OutcomeCounts:
+    """``OutcomeCounts`` of ``runs`` (one configuration's seeds): the counts every table and figure shows."""
+    outcomes = outcome(runs)
+    trained = int((runs["status"] != STATUS_FAILED).sum())
+    solved = int((outcomes == SOLVED).sum())
+    undecided = int((outcomes == UNDECIDED).sum())
+    decided = trained - undecided
+    lo, hi = wilson_interval(solved, decided)
+    return OutcomeCounts(solved, undecided, trained, decided, solved / decided if decided else math.nan, lo, hi)
+
+
+def outcome_text(solved: int, undecided: int, trained: int) -> str:
+    """'3 solved / 1 undecided / 5': the counts as every table prints them (``OUTCOME_RULE``)."""
+    return f"{solved} solved / {undecided} undecided / {trained}"
 
 
 # --- success rates -------------------------------------------------------------------------------
@@ -440,27 +533,27 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
 
     The runs are first narrowed to each configuration's chosen learning rate
     (``best_lr_runs``). Columns: the keys, ``lr`` (chosen), ``lrs`` (grid size), ``lr_at_edge``,
-    ``seeds`` (runs), ``diverged`` and ``failed`` (counts), ``final_metric`` and
+    ``seeds`` (runs), ``diverged`` and ``failed`` (counts of those statuses), ``final_metric`` and
     ``final_metric_std`` (mean and sample standard deviation over the runs with a final
-    metric; the std is NaN for one run), ``baseline_metric``, ``solved`` (count),
-    ``trained`` (runs that trained: done or diverged), ``success`` (solved / trained) with
-    its Wilson 95% interval ``success_lo``, ``success_hi``, ``solved_step`` (median over the
-    runs that reached the threshold), ``still_improving`` (count), ``growth_rate_init``
-    and ``growth_rate_final`` (medians, 1/step; NaN for results from before the signed
-    growth rate).
+    metric; the std is NaN for one run), ``baseline_metric``; the outcomes (``outcome``,
+    ``OUTCOME_RULE``): ``solved``, ``undecided`` and ``unsolved`` (failed outcome) counts,
+    ``trained`` (runs that trained: done or diverged), ``decided`` (solved + unsolved),
+    ``success`` (solved / decided) with the Wilson 95% interval of the decided runs
+    ``success_lo``, ``success_hi``; ``solved_step`` (median over the solved runs),
+    ``still_improving`` (count: the undecided runs), ``growth_rate_init`` and
+    ``growth_rate_final`` (medians, 1/step; NaN for results from before the signed growth rate).
     """
     for column in ("final_metric", "solved_step", "growth_rate_init", "growth_rate_final"):
         if column not in runs:  # every run failed: no results columns at all; or results from before the column
             runs = runs.assign(**{column: np.nan})
     if "lr" in runs:
         runs = best_lr_runs(runs)
+    runs = runs.assign(_outcome=outcome(runs))
     rows = []
     for key, g in runs.groupby(SUMMARY_KEYS, sort=True):
         metric = g["final_metric"].dropna()
-        solved_steps = g["solved_step"].dropna()
-        trained = int((g["status"] != STATUS_FAILED).sum())
-        solved = int(g["solved"].sum())
-        lo, hi = wilson_interval(solved, trained)
+        solved_steps = g.loc[g["_outcome"] == SOLVED, "solved_step"].dropna()
+        solved, undecided, trained, decided, success, lo, hi = outcome_counts(g)
         lrs = g.loc[g["status"] != STATUS_FAILED, "lr"] if "lr" in g else pd.Series(dtype=float)
         rows.append(
             {
@@ -475,14 +568,65 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
                 "final_metric_std": metric.std(ddof=1) if len(metric) > 1 else np.nan,
                 "baseline_metric": g["baseline_metric"].iloc[0],
                 "solved": solved,
+                "undecided": undecided,
+                "unsolved": decided - solved,
                 "trained": trained,
-                "success": solved / trained if trained else np.nan,
+                "decided": decided,
+                "success": success,
                 "success_lo": lo,
                 "success_hi": hi,
                 "solved_step": float(np.median(solved_steps)) if len(solved_steps) else np.nan,
-                "still_improving": int(g[TREND_COLUMN].sum()) if TREND_COLUMN in g else 0,
+                "still_improving": undecided,
                 "growth_rate_init": g["growth_rate_init"].median(),
                 "growth_rate_final": g["growth_rate_final"].median(),
             }
         )
     return pd.DataFrame(rows)
+
+
+# --- time --------------------------------------------------------------------------------------
+def last_trained_step(runs: pd.DataFrame) -> pd.Series:
+    """Per run (indexed like ``runs``): the last step it trained, where its series end.
+
+    ``steps_trained`` where recorded (a run stopped by ``stop_when_solved`` at its stop, a
+    diverged run at its divergence), else the divergence step, else the budget ``steps``.
+    The log records after it hold the frozen state, not training.
+    """
+    nan = pd.Series(np.nan, index=runs.index)
+    trained, diverged = runs.get(STEPS_TRAINED, nan), runs.get("diverged_step", nan)
+    return trained.astype(float).fillna(diverged.astype(float)).fillna(runs["steps"].astype(float))
+
+
+def stopped_early(runs: pd.DataFrame) -> pd.Series:
+    """Per run: finished (status "done") before its budget, i.e. stopped by ``stop_when_solved``."""
+    return (runs["status"] == STATUS_DONE) & (last_trained_step(runs) < runs["steps"].astype(float))
+
+
+def until_stop(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a per-step table (curves, grad_norms, dynamics) of ``runs`` up to each run's last trained step.
+
+    A run's rows after ``last_trained_step`` (its frozen state, logged while the rest of its
+    group trained on) are left out, as are rows of runs not in ``runs``.
+    """
+    if table.empty:
+        return table
+    last = pd.Series(last_trained_step(runs).to_numpy(), index=runs["run"].to_numpy())
+    limit = table["run"].map(last)
+    return table[limit.notna() & (table["step"] <= limit)]
+
+
+# --- the spectrum statistic ------------------------------------------------------------------------
+def spectrum_statistic(
+    dynamics: pd.DataFrame, quantity: str, *, gate: str | None = None, index: int | None = None
+) -> pd.DataFrame:
+    """Per (run, step): the median over the index (timesteps, units) of ``quantity``, or its value at ``index``.
+
+    Columns run, step, value. ``gate`` narrows to one gate's rows. The README's numbers and
+    the spectrum figure read this, then take the median over the seeds.
+    """
+    rows = dynamics[dynamics["quantity"] == quantity]
+    if gate is not None:
+        rows = rows[rows["gate"] == gate]
+    if index is not None:
+        rows = rows[rows["index"] == index]
+    return rows.groupby(["run", "step"], as_index=False)["value"].median()

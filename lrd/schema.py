@@ -99,6 +99,7 @@ TRAIN_COLUMNS = (
     "probe_size",
     "valid_size",
     "stop_when_solved",
+    "stop_check",  # only in rows of runs stopped on the validation check set (absent: the probe rule of before)
     "recurrence_lr_factor",
     *("diagnostics", "lyapunov_k", "power_iterations", "spectrum_size", "saturation", "spike_factor"),
 )

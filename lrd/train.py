@@ -33,10 +33,17 @@ and so every earlier number, as it was.
 Divergence: a step whose loss or gradient is not finite marks that member
 diverged at that step and freezes its parameters; other members are untouched.
 
-``stop_when_solved``: at every log point a member whose probe metric reaches the
-stop threshold (the experiment's ``[report] solve_threshold``) stops (its parameters freeze, as for divergence; its
-number of steps is recorded), and the group ends once every member has stopped
-or diverged. A run's numbers therefore do not depend on the other members.
+``stop_when_solved``: at every log point each member's metric on a *stop check set* of
+``stop_check_size`` validation sequences (the validation stream, ``valid_key``; never
+trained on) is compared with the stop threshold (the experiment's ``[report]
+solve_threshold``) by ``lrd.results.reaches``, the comparison the tables use; a member that
+reaches it stops (its parameters freeze, as for divergence; its number of steps is
+recorded), and the group ends once every member has stopped or diverged. A run's numbers
+therefore do not depend on the other members. Stopping decides nothing about *solved*:
+a stopped run is evaluated as every run is, and is solved only if its evaluation metric
+reaches the threshold (``lrd.results.with_solved``). ``stop_check = "probe"`` keeps the
+rule of before issue 21 (the member's probe metric, compared as ``metric >= threshold``
+in float32) only to reproduce the runs trained with it (``lrd verify``).
 
 Diagnostics (``lrd.dynamics``): every log record carries the block's pre-clip
 gradient-norm, clipping and loss-spike statistics (reductions of values every
@@ -59,12 +66,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from lrd.dynamics import BlockStats, Dynamics, block_statistics, model_dynamics
 from lrd.models.cells import CELLS
 from lrd.models.network import ModelConfig, Perturbation, SequenceModel
 from lrd.probes import global_norm, probe
+from lrd.results import reaches, solve_bound
 from lrd.runtime import configure_jax
 from lrd.tasks.base import Task
 
@@ -75,6 +83,59 @@ EVAL_CHUNK = 256
 # split(key, 4) hashes for the init, data, probe and evaluation keys: the validation set is a stream of its own
 VALID_FOLD = 0x76616C64
 OPTIMIZERS = {"adam": optax.adam, "rmsprop": optax.rmsprop, "sgd": optax.sgd}
+
+# the stop check of stop_when_solved (stop_check_size): a model STOP_MARGIN below the threshold stops, over all
+# the checks of a run, with probability below STOP_LEVEL
+STOP_MARGIN = 0.05
+STOP_LEVEL = 1e-3
+# the rules by which stop_when_solved stops a run (TrainConfig.stop_check): "valid", the stop check set above,
+# and "probe", the member's probe batch, the rule of the runs trained before issue 21. A stored configuration
+# with stop_when_solved and no stop_check was trained by STOP_CHECK_BEFORE (its id is the hash without it)
+StopCheck = Literal["valid", "probe"]
+STOP_CHECK_BEFORE: StopCheck = "probe"
+
+
+def _bernoulli_kl(a: float, b: float) -> float:
+    """KL(Bernoulli(a) || Bernoulli(b)), in nats (0 log 0 = 0)."""
+    term = lambda x, y: 0.0 if x == 0 else x * math.log(x / y)
+    return term(a, b) + term(1 - a, 1 - b)
+
+
+def stop_check_size(threshold: float, checks: int, margin: float = STOP_MARGIN, level: float = STOP_LEVEL) -> int:
+    """Sequences of the stop check set: a model ``margin`` below ``threshold`` passes any of ``checks`` checks
+    with probability below ``level``.
+
+    The metric of a check is a mean over n independent sequences of a per-sequence score
+    in [0, 1] (the fraction of its scored positions right, or 0/1 for a one-answer task).
+    For a model whose true metric is p = threshold - margin, the Chernoff-Hoeffding bound
+    (Hoeffding 1963, Theorem 1: it holds for any variables in [0, 1], the binomial being
+    the extreme case) gives the chance that the mean reaches the bound b of
+    ``lrd.results.reaches`` (the threshold less 2^-22)
+
+        P(mean >= b) <= exp(-n KL(b || p)),   KL the Bernoulli Kullback-Leibler divergence.
+
+    The check set is fixed (the same sequences at every check, drawn from the validation
+    stream, which training never sees) and the model changes between checks: each check
+    is a test of its own, and whether the model at check j passes depends on the set, so
+    the checks are not independent. A union bound needs no independence: over the
+    ``checks`` checks of a run the chance that a model at most ``margin`` below the
+    threshold stops is at most the sum of the per-check chances, so each check is held
+    to ``level / checks``:
+
+        n = ceil(ln(checks / level) / KL(b || p)).
+
+    At threshold 0.95, margin 0.05 (p = 0.90, KL = 0.0167 nats), level 1e-3: one check
+    needs 414 sequences, 41 checks (2000 steps logged every 50, and step 0) 636, 61
+    checks 660 (the exact binomial tail at 636 sequences is about 1e-7, far below the
+    bound). For comparison, the 64-sequence probe batch passes a model of true accuracy
+    0.90 with probability 0.11 per check. A threshold within ``margin`` of 0 has no model
+    ``margin`` below it: one sequence.
+    """
+    bound = float(solve_bound(threshold))
+    p = threshold - margin
+    if p <= 0:
+        return 1
+    return max(1, math.ceil(math.log(checks / level) / _bernoulli_kl(min(bound, 1.0), p)))
 
 
 class TrainConfig(BaseModel):
@@ -93,7 +154,16 @@ class TrainConfig(BaseModel):
     eval_size: int = Field(1024, gt=0)
     probe_size: int = Field(128, gt=0)
     valid_size: int = Field(1024, gt=0, description="validation sequences, for choosing among learning rates")
-    stop_when_solved: bool = Field(False, description="stop a run once its probe metric reaches the solve threshold")
+    stop_when_solved: bool = Field(
+        False, description="stop a run once its metric on the stop check set (stop_check_size) reaches the threshold"
+    )
+    stop_check: StopCheck = Field(
+        "valid",
+        description="with stop_when_solved, what the stop decides on: 'valid', the stop check set of "
+        "stop_check_size validation sequences (lrd.results.reaches); 'probe', the run's probe batch compared "
+        "as metric >= threshold in float32, kept only to reproduce results trained before the validation "
+        "check (issue 21; a stored configuration without stop_check): never use it for new runs",
+    )
     eval_gaps: tuple[int, ...] = Field(
         (),
         description="after training, also evaluate every model on its task at these gaps (no retraining); "
@@ -140,12 +210,29 @@ class TrainConfig(BaseModel):
             raise ValueError(f"steps ({self.steps}) must be a multiple of log_every ({self.log_every})")
         return self
 
+    @model_serializer(mode="wrap")
+    def _stop_check_only_where_it_decides(self, handler) -> dict:
+        """The dump (a run's identity, the runs table) names ``stop_check`` only where it is "valid" and stops a run.
+
+        Without ``stop_when_solved`` it decides nothing; "probe" is the rule of the runs
+        stored before it existed, whose ids are the hash of their configuration without it.
+        """
+        data = handler(self)
+        if not self.stop_when_solved or self.stop_check == STOP_CHECK_BEFORE:
+            data.pop("stop_check", None)
+        return data
+
     def program(self) -> TrainConfig:
         """The settings compiled into a training program: the learning rate, a per-member value, reset to its default.
 
-        Runs whose configurations have the same ``program()`` train together in one program.
+        Runs whose configurations have the same ``program()`` train together in one program
+        (``stop_check``, which decides nothing without ``stop_when_solved``, is reset there too).
         """
-        return self.model_copy(update={"lr": type(self).model_fields["lr"].default})
+        fields = type(self).model_fields
+        update: dict[str, Any] = {"lr": fields["lr"].default}
+        if not self.stop_when_solved:
+            update["stop_check"] = fields["stop_check"].default
+        return self.model_copy(update=update)
 
     def optimizer_chain(self, lr: float | jax.Array | None = None) -> optax.GradientTransformation:
         """optax optimiser, after global-norm clipping (Pascanu, Mikolov & Bengio 2013) unless clip = 0.
@@ -211,6 +298,7 @@ class LogRecord(NamedTuple):
     gmean_below_floor: Perturbation
     block: BlockStats  # the training steps since the previous record (nan at step 0)
     dynamics: Dynamics | None  # None when diagnostics are off
+    stop_metric: jax.Array | None = None  # with stop_when_solved: the metric on the stop check set
 
 
 class Evaluation(NamedTuple):
@@ -248,6 +336,12 @@ class Trainer:
             raise ValueError("stop_when_solved needs a stop_threshold (the metric at which a run stops)")
         self.task, self.model_config, self.train_config = task, model, train
         self.stop_threshold = stop_threshold
+        # the stop check set: a check at step 0 and after every log block (none with the probe rule of before)
+        self.stop_check_size = (
+            stop_check_size(stop_threshold, train.steps // train.log_every + 1)
+            if train.stop_when_solved and stop_threshold is not None and train.stop_check == "valid"
+            else 0
+        )
         self.model = SequenceModel(model, task.output_dim)
         self.tx = self.optimizer()  # updates at the learning rate in each member's state
         self.init = Program(self._init)
@@ -348,11 +442,28 @@ class Trainer:
         state, (losses, norms, taken) = jax.lax.scan(body, state, jnp.arange(config.log_every))  # each (log_every,)
         block = block_statistics(losses, norms, taken, config.clip, config.spike_factor)
         record = self._record(state, block)
-        if self.stop_threshold is not None and config.stop_when_solved:
-            solved = record.metrics["metric"] >= self.stop_threshold
-            stops = solved & (state.stopped_step < 0) & (state.diverged_step < 0)
+        if self.stop_threshold is not None and config.stop_when_solved and config.stop_check == STOP_CHECK_BEFORE:
+            # the rule of before issue 21, kept only to reproduce its runs: the probe metric, compared as it was
+            passed = record.metrics["metric"] >= self.stop_threshold
+            stops = passed & (state.stopped_step < 0) & (state.diverged_step < 0)
             state = state._replace(stopped_step=jnp.where(stops, state.step, state.stopped_step))
+        elif self.stop_threshold is not None and config.stop_when_solved:
+            n_chunks, chunk = self._chunks(self.stop_check_size)
+            keys = jax.random.split(state.valid_key, n_chunks)
+            check = jnp.mean(self._set_metrics(state.params, keys, chunk)["metric"], axis=0)  # equal chunks
+            stops = reaches(check, self.stop_threshold) & (state.stopped_step < 0) & (state.diverged_step < 0)
+            state = state._replace(stopped_step=jnp.where(stops, state.step, state.stopped_step))
+            record = record._replace(stop_metric=check)
         return state, record
+
+    def _set_metrics(self, params, keys: jax.Array, chunk: int) -> dict[str, jax.Array]:
+        """The task's metrics of ``params`` on ``chunk`` sequences per key, one row per key (a ``lax.map``)."""
+
+        def one(key):
+            batch = self.task.sample(key, chunk)
+            return self.task.metrics(self.model.apply(params, batch.inputs), batch)
+
+        return jax.lax.map(one, keys)  # leading axis: chunks
 
     def _evaluate(self, state: TrainState) -> Evaluation:
         """Metrics on at least ``eval_size`` evaluation and ``valid_size`` validation sequences.
@@ -362,14 +473,7 @@ class Trainer:
         """
         sizes = [self._chunks(self.train_config.eval_size), self._chunks(self.train_config.valid_size)]
         keys = [jax.random.split(state.eval_key, sizes[0][0]), jax.random.split(state.valid_key, sizes[1][0])]
-
-        def metrics(keys, chunk):
-            def one(key):
-                batch = self.task.sample(key, chunk)
-                return self.task.metrics(self.model.apply(state.params, batch.inputs), batch)
-
-            return jax.lax.map(one, keys)  # leading axis: chunks
-
+        metrics = functools.partial(self._set_metrics, state.params)
         mean = lambda values: jax.tree.map(lambda m: jnp.mean(m, axis=0), values)  # equal chunks: mean of means
         if sizes[0][1] == sizes[1][1]:
             both = metrics(jnp.concatenate(keys), sizes[0][1])  # (n_eval + n_valid chunks, ...)

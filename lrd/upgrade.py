@@ -20,16 +20,27 @@ A folder of the current schema whose runs were written before manifests
 (``lrd.store.check_run``) gets a manifest for each run that checks: the files are
 not touched, so the numbers are the same bytes; a damaged run is left for
 ``lrd run`` to compute again.
+
+A folder whose ``stop_when_solved`` runs were stopped by the rule of before issue 21
+(their probe batch; a stored configuration without ``train.stop_check``) keeps its
+experiment.json as it is: each run's id is the hash of that configuration, and
+``lrd verify`` reads the rule's absence as that rule (``lrd.train.STOP_CHECK_BEFORE``).
+Its experiment.toml, the file as it was run, would today describe other runs (the
+validation stop check is the default now), so ``stop_check = "probe"`` is recorded in its
+``[train]`` table (``record_stop_check``): ``lrd run`` of that file then finds the stored
+runs done, checked before the file is written.
 """
 
 from __future__ import annotations
 
 import copy
+import re
+import tomllib
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from lrd import store
-from lrd.experiment import run_id_of
+from lrd.experiment import ExperimentError, load_experiment, run_id_of
 from lrd.schema import RUN, SCHEMA_VERSION, SOLVE_THRESHOLD, SOLVED_COLUMNS, TASK_PREFIX
 from lrd.store import RUNS, StoreError
 
@@ -42,6 +53,7 @@ class Upgraded(NamedTuple):
     runs: int  # run folders rewritten
     solve_threshold: float
     manifests: int = 0  # runs of this schema written before manifests, given one (their files unchanged)
+    probe_stopped: int = 0  # stop_when_solved runs of the rule of before issue 21, recorded in experiment.toml
 
 
 def upgrade(out_dir: str | Path) -> Upgraded:
@@ -65,7 +77,7 @@ def _upgrade(out_dir: Path) -> Upgraded:
         store.check_schema(out_dir)  # says: newer than this lrd
     if found == SCHEMA_VERSION:
         added = sum(store.add_manifest(out_dir / RUNS / run_id) for run_id in sorted(store.stored_runs(out_dir)))
-        return Upgraded(found, 0, store.solve_threshold(out_dir), added)
+        return Upgraded(found, 0, store.solve_threshold(out_dir), added, record_stop_check(out_dir, resolved))
 
     configs = resolved["runs"]
     thresholds = {config["task"].get("solve_threshold", SOLVE_THRESHOLD) for config in configs.values()}
@@ -95,3 +107,51 @@ def _upgrade(out_dir: Path) -> Upgraded:
     if (out_dir / "summary.csv").exists():
         store.write_summary(out_dir, store.load(out_dir).runs)
     return Upgraded(found, rewritten, threshold)
+
+
+# the line record_stop_check adds under [train]
+STOP_CHECK_LINES = (
+    "# recorded by `lrd upgrade`: these runs stopped on their probe batch, the rule of before issue 21;\n"
+    '# kept only to reproduce them (lrd.train.TrainConfig.stop_check)\nstop_check = "probe"\n'
+)
+
+
+def record_stop_check(out_dir: Path, resolved: dict[str, Any]) -> int:
+    """Record ``stop_check = "probe"`` in DIR/experiment.toml where its stop_when_solved runs were stopped so.
+
+    The runs: those of experiment.json with ``stop_when_solved`` and no ``stop_check``.
+    Returns how many (0: nothing to record, or already recorded). The file is rewritten
+    only if, read again, it gives exactly the ids of experiment.json; StoreError otherwise.
+    """
+    probe = [
+        i for i, c in resolved["runs"].items() if c["train"].get("stop_when_solved") and "stop_check" not in c["train"]
+    ]
+    path = out_dir / "experiment.toml"
+    if not probe or not path.is_file():
+        return 0
+    source = path.read_text()
+    try:
+        train = tomllib.loads(source).get("train", {})
+    except tomllib.TOMLDecodeError:
+        raise StoreError(f"{path}: not valid TOML; cannot record stop_check there") from None
+    if "stop_check" in train:
+        return 0
+    header = re.search(r"^\[train\][ \t]*(#[^\n]*)?\n", source, flags=re.MULTILINE)
+    if header is None:
+        raise StoreError(f"{path}: no [train] table to record stop_check in, though {len(probe)} runs stop when solved")
+    text = source[: header.end()] + STOP_CHECK_LINES + source[header.end() :]
+    check = path.with_name(f"{store.TMP_PREFIX}upgrade-{path.name}")  # beside it: its imports resolve the same
+    try:
+        check.write_text(text)
+        ids = {spec.run_id for spec in load_experiment(check).runs}
+    except ExperimentError as err:
+        raise StoreError(f'{path}: with stop_check = "probe" it does not load ({err}); left unchanged') from None
+    finally:
+        check.unlink(missing_ok=True)
+    if ids != set(resolved["runs"]):
+        raise StoreError(
+            f'{path}: with stop_check = "probe" it still does not give the runs of experiment.json '
+            f"({len(ids - set(resolved['runs']))} others); left unchanged"
+        )
+    store._write_text(path, text)
+    return len(probe)

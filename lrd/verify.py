@@ -4,7 +4,9 @@
 the seeds that train together in one vmapped program, ``lrd.sweep.plan``), chosen by a
 ``random.Random`` seeded with the folder's experiment name, so the same folder always
 checks the same groups. It rebuilds each run from ``experiment.json`` (the resolved
-configuration the run's id is the hash of), trains the groups with the sweep, whole and
+configuration the run's id is the hash of; a ``stop_when_solved`` run stored without
+``train.stop_check`` was stopped by the probe-batch rule of before issue 21, and is retrained
+with it, ``lrd.train.STOP_CHECK_BEFORE``), trains the groups with the sweep, whole and
 with all their seeds, into a temporary folder, and compares the stored tables with the
 new ones value by value.
 
@@ -40,7 +42,7 @@ from lrd.runtime import versions
 from lrd.schema import OPTIONAL_TABLES, TABLES
 from lrd.sweep import Group, Reporter, plan, run_sweep
 from lrd.tasks import TASKS
-from lrd.train import TrainConfig
+from lrd.train import STOP_CHECK_BEFORE, TrainConfig
 
 # the default bound on the largest relative difference (README, "Checking a results folder"): none on the
 # machine and versions that wrote the folder; elsewhere what last-bit differences grow to in stable runs
@@ -112,6 +114,8 @@ def specs_of(out_dir: Path) -> tuple[dict[str, Any], list[RunSpec]]:
             if name not in TASKS:
                 raise VerifyError(f"{where}: run {run_id}: task {name!r} is not registered here (a task file?)")
             model, train = dict(config["model"]), dict(config["train"])
+            if train.get("stop_when_solved"):  # stored without the rule: trained by the rule of before issue 21
+                train.setdefault("stop_check", STOP_CHECK_BEFORE)
             spec = RunSpec(
                 TASKS[name](**task_config),
                 ModelConfig(**{k: v for k, v in model.items() if k != "params_target"}),

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lrd import store
-from lrd.results import best_lr_runs, summary, wilson_interval
+from lrd.results import OUTCOME_RULE, best_lr_runs, outcome_text, spectrum_statistic, summary, wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -61,10 +61,8 @@ def _setting(runs: pd.DataFrame) -> str:
 def _cell(row, loss: float | None) -> str:
     mse = f"MSE {loss:.2g}, " if loss is not None else ""
     lr = f"; lr {row.lr:g}" + (" (edge)" if row.lr_at_edge else "") if row.lrs > 1 else ""
-    return (
-        f"{row.solved}/{row.trained} [{row.success_lo:.2f}, {row.success_hi:.2f}]; {mse}{row.final_metric:.3f}{lr}"
-        + (f"; {row.still_improving} still improving" if row.still_improving else "")
-    )
+    counts = outcome_text(row.solved, row.undecided, row.trained)
+    return f"{counts} [{row.success_lo:.2f}, {row.success_hi:.2f}]; {mse}{row.final_metric:.3f}{lr}"
 
 
 def study_table(name: str) -> str:
@@ -81,7 +79,7 @@ def study_table(name: str) -> str:
     if name == "adding":
         baseline += f", MSE {runs['baseline_loss'].iloc[0]:.3g}"
     lines = [
-        f"{head} ({baseline})",
+        f"{head} ({baseline}). {OUTCOME_RULE}",
         "",
         "| model | " + " | ".join(f"gap {g}" for g in gaps) + " |",
         "|---|" + "---|" * len(gaps),
@@ -104,12 +102,15 @@ def shipped_table() -> str:
         parts = []
         for model in _models(table):
             mine = table[table["model"] == model].sort_values("gap")
-            values = ", ".join(f"{r.gap}: {r.final_metric:.2f} ({r.solved}/{r.trained})" for r in mine.itertuples())
+            values = ", ".join(
+                f"{r.gap}: {r.final_metric:.2f} ({outcome_text(r.solved, r.undecided, r.trained)})"
+                for r in mine.itertuples()
+            )
             parts.append(f"{model} {values}")
         gaps = ", ".join(str(g) for g in sorted(table["gap"].unique()))
         setting = f"gaps {gaps}; {_setting(runs)}; baseline {runs['baseline_metric'].iloc[0]:.3g}"
         lines.append(f"| `{name}` | {setting} | " + "; ".join(parts) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", OUTCOME_RULE]) + "\n"
 
 
 MODERN_ORDER = ("lstm", "gru", "lru", "mingru", "s6", "attention")
@@ -135,9 +136,9 @@ def modern_table() -> str:
                 if np.isfinite(row.growth_rate_init) and np.isfinite(row.growth_rate_final)
                 else ""
             )
-            cells.append(f"{row.solved}/{row.trained}; {row.final_metric:.2f}{rate}")
+            cells.append(f"{outcome_text(row.solved, row.undecided, row.trained)}; {row.final_metric:.2f}{rate}")
         lines.append(f"| {model} | {int(params[model]):,} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", OUTCOME_RULE]) + "\n"
 
 
 def _range(values, fmt: str) -> str:
@@ -167,14 +168,9 @@ def _group_seconds(runs: pd.DataFrame) -> float:
 def _median_over_runs(dynamics: pd.DataFrame, runs: pd.Series, quantity: str, step: str, gate=None, index=None):
     """Per run the median over ``index`` (or the value at ``index``) of a quantity at step 0 / the last log point,
     then the median over the runs."""
-    d = dynamics[dynamics["run"].isin(runs) & (dynamics["quantity"] == quantity)]
-    if gate is not None:
-        d = d[d["gate"] == gate]
-    if index is not None:
-        d = d[d["index"] == index]
+    d = spectrum_statistic(dynamics[dynamics["run"].isin(runs)], quantity, gate=gate, index=index)
     last = d.groupby("run")["step"].transform("max")
-    d = d[d["step"] == (0 if step == "init" else last)]
-    return float(d.groupby("run")["value"].median().median())
+    return float(d.loc[d["step"] == (0 if step == "init" else last), "value"].median())
 
 
 def dynamics_spans() -> dict[str, str]:
@@ -205,6 +201,99 @@ def dynamics_spans() -> dict[str, str]:
     return {k: v for k, v in out.items() if not k.removeprefix("dyn-").startswith(unused)}
 
 
+NAMES = {"rnn": "the tanh RNN", "lstm": "the LSTM", "gru": "the GRU", "bi-lstm": "the bidirectional LSTM"}
+
+
+def _outcomes_at(row) -> str:
+    """'every seed', 'none of 5', '3 of 5 (2 undecided)': a summary row's outcome in words."""
+    undecided = f" ({row.undecided} undecided)" if row.undecided else ""
+    if row.solved == row.trained:
+        return "every seed"
+    if row.solved == 0:
+        return f"none of {row.trained}{undecided}"
+    return f"{row.solved} of {row.trained}{undecided}"
+
+
+def findings(name: str) -> str:
+    """A study's outcomes in one sentence, per model and gap, at the chosen learning rates (``summary``)."""
+    table = summary(store.load(ROOT / "results" / name).runs)
+    parts = []
+    for model in _models(table):
+        mine = table[table["model"] == model].sort_values("gap")
+        gaps = ", ".join(f"gap {r.gap} with {_outcomes_at(r)}" for r in mine.itertuples())
+        parts.append(f"{NAMES.get(model, model)} solves {gaps}")
+    return "; ".join(parts)
+
+
+def diagnostics_studies() -> str:
+    """The committed studies whose runs carry the dynamics table (trained with diagnostics = true), in words."""
+    found = []
+    for folder in sorted(p for p in (ROOT / "results").iterdir() if (p / "experiment.json").is_file()):
+        runs = store.load(folder).runs
+        if "diagnostics" in runs and bool(runs["diagnostics"].fillna(False).astype(bool).any()):
+            found.append(f"`{folder.name}`")
+    return ", ".join(found) if found else "none"
+
+
+def modern_longest() -> str:
+    """Who solves delayed recall at the modern study's longest gap, in words."""
+    table = summary(store.load(ROOT / "results" / "modern").runs)
+    rows = table[table["task"] == "delayed_recall"]
+    gap = int(rows["gap"].max())
+    at = rows[rows["gap"] == gap]
+    order = sorted(at["model"], key=lambda m: (*MODERN_ORDER, m).index(m))
+    parts = [f"{m} {_outcomes_at(next(at[at['model'] == m].itertuples()))}" for m in order]
+    return f"at gap {gap} the seeds that solve delayed recall: " + ", ".join(parts)
+
+
+def _gaps_text(gaps) -> str:
+    """'30, 300 and 1000'."""
+    gaps = [str(int(g)) for g in sorted(set(gaps))]
+    return gaps[0] if len(gaps) == 1 else ", ".join(gaps[:-1]) + " and " + gaps[-1]
+
+
+def dynamics_outcomes() -> dict[str, str]:
+    """The outcome sentences of the delayed-recall diagnostics section, at its longest gap (``summary``)."""
+    table = summary(store.load(ROOT / "results" / "delayed_recall").runs)
+    gap = int(table["gap"].max())
+    at = {r.model: r for r in table[table["gap"] == gap].itertuples()}
+    bias = float(store.load(ROOT / "results" / "delayed_recall").runs["forget_bias"].dropna().iloc[0])
+    return {
+        "dyn-rnn-solves": f"the tanh RNN solves gap {gap} with {_outcomes_at(at['rnn'])}",
+        "dyn-gru-solves": f"it solves gap {gap} with {_outcomes_at(at['gru'])}",
+        "dyn-forget-gate-init": f"σ({bias:g}) ≈ {1 / (1 + np.exp(-bias)):.2f}",
+        "dyn-seeds": f"{int(table.loc[table['gap'] == gap, 'trained'].max())}",
+    }
+
+
+def modern_spans() -> dict[str, str]:
+    """The modern study's setting and the findings its prose quotes, from its tables."""
+    results = store.load(ROOT / "results" / "modern")
+    runs = results.runs
+    table = summary(runs)
+    longest = int(runs["gap"].max())
+    out = {
+        "modern-gaps": _gaps_text(runs["gap"]),
+        "modern-setting": f"{_setting(runs)}, batch {_range(runs['batch_size'], '.0f')}",
+        "modern-seeds": f"{runs['seed'].nunique()}",
+        "modern-steps": f"{_range(runs['steps'], '.0f')}",
+        "modern-longest-gap": f"{longest}",
+        "modern-long-gaps": f"{_range(sorted(runs['gap'].unique())[1:], '.0f')}",
+    }
+    # the LRU on selective copy: the gaps where no seed solved and its mean metric is within 0.02 of the baseline
+    lru = table[(table["model"] == "lru") & (table["task"] == "selective_copy")]
+    flat = lru[(lru["solved"] == 0) & (lru["final_metric"] - lru["baseline_metric"] <= 0.02)]
+    out["modern-lru-baseline-gaps"] = f"at gap{'s' if len(flat) > 1 else ''} {_gaps_text(flat['gap'])}"
+    # the minGRU's gradient at initialisation: the distance from which it lies below float32's range (median
+    # over its seeds of the first such distance), delayed recall at the longest gap, layer 0 forward
+    grads = results.grad_norms
+    ids = runs.loc[(runs["model"] == "mingru") & (runs["task"] == "delayed_recall") & (runs["gap"] == longest), "run"]
+    g = grads[grads["run"].isin(ids) & (grads["step"] == 0) & (grads["layer"] == 0) & (grads["direction"] == "fwd")]
+    below = g[g["below_floor"] & (g["distance"] >= 0)].groupby("run")["distance"].min()
+    out["modern-mingru-floor"] = f"{float(np.median(below)):.0f}"
+    return out
+
+
 def spans() -> dict[str, str]:
     """The inline numbers."""
     copy = store.load(ROOT / "results" / "copy").runs
@@ -220,8 +309,22 @@ def spans() -> dict[str, str]:
         modern = store.load(ROOT / "results" / "modern").runs
         out["modern-minutes"] = f"{_group_seconds(modern) / 60:.1f}"
         out["modern-runs"] = f"{len(modern)}"
+        out.update(modern_spans())
+    for name in REFERENCE:
+        out[f"{name}-findings"] = findings(name)
+    recall = reference["delayed_recall"]
+    gaps = ", ".join(str(g) for g in sorted(recall["gap"].unique()))
+    out["delayed_recall-setting"] = f"gaps {gaps}; {_setting(recall)}"
+    out["diagnostics-studies"] = diagnostics_studies()
+    if (ROOT / "results" / "modern").exists():
+        out["modern-longest"] = modern_longest()
     out["reference-all-solved-lo"] = f"{wilson_interval(min(seeds), min(seeds))[0]:.2f}"
     out["reference-none-solved-hi"] = f"{wilson_interval(0, min(seeds))[1]:.2f}"
+    out["reference-seeds"] = _range(seeds, ".0f")
+    lrs = pd.concat([runs["lr"] for runs in reference.values()])
+    out["reference-lr-range"] = f"{lrs.min():g} to {lrs.max():g}"
+    out["adding-steps"] = _range(reference["adding"]["steps"], ".0f")
+    out.update(dynamics_outcomes())
     for name, runs in reference.items():
         trained, budget = _group_steps(runs)
         out[f"{name}-steps-saved"] = f"{1 - trained / budget:.0%}"

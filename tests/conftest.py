@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,24 @@ def lrd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def comparable(results: Results) -> list[pd.DataFrame]:
     """The four tables without what may differ between two computations of the same runs."""
     return [results.runs.drop(columns=["wall_time_s"]), results.curves, results.grad_norms, results.dynamics]
+
+
+def as_upgraded(folder: Path, tmp: Path) -> Path:
+    """The experiment file of results ``folder`` as ``lrd upgrade`` records it, in a copy under ``tmp``.
+
+    Only experiment.json and experiment.toml are copied (the folder is not touched): where the
+    folder's ``stop_when_solved`` runs were stopped by the probe-batch rule of before issue 21,
+    the upgrade records ``stop_check = "probe"`` in the file (``lrd.upgrade.record_stop_check``).
+    """
+    from lrd.upgrade import upgrade
+
+    copy = tmp / folder.name
+    copy.mkdir(parents=True)
+    for name in ("experiment.json", "experiment.toml"):
+        shutil.copy(folder / name, copy / name)
+    upgrade(copy)
+    assert (copy / "experiment.json").read_bytes() == (folder / "experiment.json").read_bytes()  # ids kept
+    return copy / "experiment.toml"
 
 
 @pytest.fixture(scope="session")

@@ -54,9 +54,16 @@ def test_summary_table_renders_the_aggregate():
     cells = [c.strip() for c in line.strip("│ ").split("│")]
     assert cells == [
         *("adding", "10", "lstm", "8", "—", "3", "0", "1"),
-        *("1/2 [0.09,0.91]", "0.950 ± 0.071", "0.100", "40", "0/2", "-0.500 → +0.013"),  # Wilson: 1 of 2 trained
+        # Wilson: 1 of 2 decided (seed 0 failed, not still improving)
+        *("1 solved / 0 undecided / 2 [0.09,0.91]", "0.950 ± 0.071", "0.100", "40", "-0.500 → +0.013"),
     ]
     assert "grid's edge" not in text
+    assert "A run is solved when its final evaluation metric reaches" in " ".join(text.split())  # the rule, beside it
+    # seed 0 still improving: undecided, and the interval is that of 1 of 1 decided
+    console = Console(width=200, record=True)
+    console.print(summary_table(runs.assign(still_improving=[True, False, False]), "t"))
+    line = next(line for line in console.export_text().splitlines() if "adding" in line)
+    assert "1 solved / 1 undecided / 2 [0.21,1.00]" in line
 
 
 def test_summary_table_shows_the_chosen_learning_rate_and_flags_the_grids_edge():
@@ -75,7 +82,7 @@ def test_summary_table_shows_the_chosen_learning_rate_and_flags_the_grids_edge()
     console.print(summary_table(pd.DataFrame(rows), "t"))
     text = console.export_text()
     cells = [c.strip() for c in next(line for line in text.splitlines() if "copy" in line).strip("│ ").split("│")]
-    assert cells[4] == "0.01 of 3 !" and cells[5] == "2" and cells[-2] == "1/2"
+    assert cells[4] == "0.01 of 3 !" and cells[5] == "2" and cells[7].startswith("0 solved / 1 undecided / 2 ")
     assert "best lr at the grid's edge: widen it" in text
 
 
@@ -89,10 +96,11 @@ def test_show_prints_success_interval_learning_rate_and_still_improving_for_each
 
     assert main(["show", str(REFERENCE / study)]) == 0
     out = capsys.readouterr().out
-    for header in ("lr", "solved (95% CI)", "still improving"):
+    for header in ("lr", "outcomes [95% CI, decided]"):
         assert header in out
     rows = summary(store.load(REFERENCE / study).runs)
     assert len(rows) == 9  # 3 gaps x 3 models, each at its chosen learning rate of the grid
     for row in rows.itertuples():
-        assert f"{row.solved}/{row.trained} [{row.success_lo:.2f},{row.success_hi:.2f}]" in out
+        counts = f"{row.solved} solved / {row.undecided} undecided / {row.trained}"
+        assert f"{counts} [{row.success_lo:.2f},{row.success_hi:.2f}]" in out
         assert f"{row.lr:g} of {row.lrs}{' !' if row.lr_at_edge else ''}" in out

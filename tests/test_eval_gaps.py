@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, as_upgraded
 
 from lrd import store
 from lrd.experiment import ExperimentError, load_experiment
@@ -65,8 +65,8 @@ def test_a_folder_without_eval_gaps_loads_and_leaves_the_figure_out_silently(tmp
 
 
 @pytest.mark.parametrize("folder", ["parity", "delayed_recall"])
-def test_the_new_setting_at_its_default_keeps_every_stored_run_id(folder):
-    experiment = load_experiment(ROOT / "results" / folder / "experiment.toml")
+def test_the_new_setting_at_its_default_keeps_every_stored_run_id(folder, tmp_path):
+    experiment = load_experiment(as_upgraded(ROOT / "results" / folder, tmp_path))  # the file as lrd upgrade leaves it
     stored = json.loads((ROOT / "results" / folder / "experiment.json").read_text())["runs"]
     assert {spec.run_id for spec in experiment.runs} == set(stored)
     assert all("eval_gaps" not in spec.config()["train"] for spec in experiment.runs)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, as_upgraded
 
 from lrd import sweep
 from lrd.cli import main
@@ -247,16 +247,22 @@ STORED = sorted(SHIPPED_RESULTS.glob("*/experiment.toml"))
 
 
 @pytest.mark.parametrize("path", STORED, ids=[p.parent.name for p in STORED])
-def test_committed_results_keep_their_run_ids(path):
+def test_committed_results_keep_their_run_ids(path, tmp_path):
     """New settings (lr grids, valid_size, stop_when_solved, params) leave the identities of stored runs alone.
 
-    The experiment file as it was run (saved in the results folder) gives today the run ids the
-    folder holds, so ``lrd run`` finds them done. (The shipped files of the reference studies
-    already describe their reruns under issue 12's protocol, and so have other runs.)
+    The experiment file as it was run (saved in the results folder), as ``lrd upgrade`` leaves it,
+    gives today the run ids the folder holds, so ``lrd run`` finds them done. (The shipped files of
+    the reference studies already describe their reruns under issue 12's protocol, and so have other
+    runs.) The upgrade records ``stop_check = "probe"`` in the files whose runs stopped on their
+    probe batch, and only there: without it they are runs of the validation stop check (the default).
     """
-    assert {s.run_id for s in load_experiment(path).runs} == set(
-        json.loads((path.parent / "experiment.json").read_text())["runs"]
-    )
+    stored = json.loads((path.parent / "experiment.json").read_text())["runs"]
+    upgraded = as_upgraded(path.parent, tmp_path)
+    assert {s.run_id for s in load_experiment(upgraded).runs} == set(stored)
+    stopping = {i for i, c in stored.items() if c["train"].get("stop_when_solved")}
+    assert ('stop_check = "probe"' in upgraded.read_text()) == bool(stopping)
+    as_committed = {s.run_id for s in load_experiment(path).runs}
+    assert set(stored) - as_committed == stopping  # without it, exactly the probe-stopped runs are other runs
 
 
 def test_a_learning_rate_list_is_one_group_per_shape_and_keeps_each_runs_identity(write_experiment):
@@ -277,12 +283,38 @@ def test_stop_when_solved_and_valid_size_enter_the_identity_only_when_set(write_
     assert same.runs[0].run_id == base.run_id  # the default: the identity of before
     assert stop.runs[0].run_id != base.run_id and valid.runs[0].run_id != base.run_id
     assert stop.runs[0].config()["train"]["stop_threshold"] == 0.95  # the default [report] solve_threshold
+    assert stop.runs[0].config()["train"]["stop_check"] == "valid"  # the rule that stops it (issue 21), the default
     assert "stop_threshold" not in base.config()["train"]
     # with stop_when_solved the report threshold changes training: another threshold, other runs
     lenient = load_experiment(write_experiment(stopping + "[report]\nsolve_threshold = 0.5\n", "u.toml"))
     assert lenient.runs[0].config()["train"]["stop_threshold"] == 0.5
     assert lenient.runs[0].run_id != stop.runs[0].run_id
     assert lenient.runs[0].group_key != stop.runs[0].group_key  # and another compiled program
+
+
+def test_the_probe_stop_rule_of_before_keeps_the_ids_of_the_runs_it_stopped(write_experiment):
+    """stop_check = "probe" (the rule of before issue 21) stays out of the identity: a run stopped so has the id of
+    its configuration without the setting, as stored; "valid" (the default) is in it; without stop_when_solved the
+    setting decides nothing, so it changes neither the id nor the compiled program."""
+    import hashlib
+    import json as json_
+
+    from lrd.schema import SCHEMA_VERSION
+
+    stopping = TINY.replace("steps = 20", "steps = 20\nstop_when_solved = true")
+    valid = load_experiment(write_experiment(stopping, "v.toml")).runs[0]
+    probe = load_experiment(write_experiment(stopping.replace("[train]", '[train]\nstop_check = "probe"'), "p.toml"))
+    config = probe.runs[0].config()
+    assert "stop_check" not in config["train"] and config["train"]["stop_when_solved"] is True
+    # the id is the hash of the configuration as it was stored before the setting existed
+    payload = json_.dumps({**config, "schema": SCHEMA_VERSION}, sort_keys=True)
+    assert probe.runs[0].run_id == hashlib.sha256(payload.encode()).hexdigest()[:16]
+    assert probe.runs[0].run_id != valid.run_id and probe.runs[0].group_key != valid.group_key
+    plain = load_experiment(write_experiment(TINY, "a.toml")).runs[0]
+    ignored = load_experiment(write_experiment(TINY.replace("[train]", '[train]\nstop_check = "probe"'), "b.toml"))
+    assert ignored.runs[0].run_id == plain.run_id and ignored.runs[0].group_key == plain.group_key
+    with pytest.raises(ExperimentError, match="stop_check"):
+        load_experiment(write_experiment(stopping.replace("[train]", '[train]\nstop_check = "eval"'), "c.toml"))
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pydantic
 import pytest
+from conftest import as_upgraded
 
 from lrd.experiment import load_experiment
 from lrd.models import CELLS, ModelConfig, RNNCell, SequenceModel, kernels
@@ -199,9 +200,10 @@ def test_forcing_the_kernel_without_a_gpu_is_one_line_exit_2(write_experiment, t
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "results").iterdir() if p.is_dir()))
-def test_committed_results_keep_their_run_ids(name):
+def test_committed_results_keep_their_run_ids(name, tmp_path):
     """The default time_loop stays out of the run id: every committed run is still found as done."""
     stored = json.loads((ROOT / "results" / name / "experiment.json").read_text())["runs"]
-    experiment = load_experiment(ROOT / "results" / name / "experiment.toml")  # the file as it was run
+    # the file as it was run, as lrd upgrade leaves it (stop_check = "probe" where its runs stopped so)
+    experiment = load_experiment(as_upgraded(ROOT / "results" / name, tmp_path))
     assert {spec.run_id for spec in experiment.runs} == set(stored)
     assert all(spec.model.time_loop == "auto" for spec in experiment.runs)

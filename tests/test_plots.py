@@ -192,6 +192,11 @@ def artists(fig, gid):
     return [a for ax in fig.axes for a in ax.get_children() if a.get_gid() == gid]
 
 
+def notes(fig) -> str:
+    """The notes on the data under a figure (its legend's heading), one line."""
+    return " ".join(fig.legends[0].get_title().get_text().split())
+
+
 def one(fig, gid):
     found = artists(fig, gid)
     assert len(found) == 1, f"{gid}: {len(found)} artists"
@@ -223,8 +228,11 @@ def test_vanishing_gradients_plots_geometric_mean_over_seeds(results):
     assert len(artists(fig, "floor_band")) == 2
     assert "below float32 range" in [t.get_text() for t in fig.legends[0].get_texts()][-3]
     title = fig._suptitle.get_text()
-    assert "gap 6" in title and "delayed_recall" in title and "one symbol, gap distractors" in title
-    assert "loss 2.079" in title and "accuracy 0.125" in title and "1 diverged run" in title
+    assert "gap 6" in title and "delayed_recall" in title and len(title.splitlines()) <= 2
+    assert "convention" not in title and "baseline" not in title  # in the caption, not the title
+    caption = plots.base.task_caption(results.runs)
+    assert "one symbol, gap distractors" in caption and "loss 2.079" in caption and "accuracy 0.125" in caption
+    assert "1 diverged run" in notes(fig)
 
 
 def test_vanishing_gradients_at_a_chosen_gap_without_floor(results):
@@ -279,22 +287,29 @@ def test_memory_vs_gap_draws_the_fraction_solved_with_wilson_intervals(results):
     # rnn at gap 6: one seed finished unsolved, one diverged: 0 of 2 trained
     rnn = {round(s[0, 0]): (s[0, 1], s[1, 1]) for s in one(fig, "interval:rnn").get_segments()}
     assert rnn[6] == pytest.approx(wilson_interval(0, 2))
-    assert "Wilson 95% interval" in fig.texts[0].get_text() and "bootstrap" not in fig.texts[0].get_text()
+    caption = plots.CAPTIONS["memory_vs_gap"]
+    assert "Wilson 95% interval" in caption and "decided" in caption and "bootstrap" not in notes(fig)
 
 
 def test_memory_vs_gap_rings_runs_still_improving_and_draws_the_chosen_learning_rate(results):
     runs = results.runs.assign(still_improving=results.runs["seed"] == 0)
     fig = plots.memory_vs_gap(runs)
-    rings = one(fig, "improving:lstm").get_offsets()
-    assert sorted(map(tuple, rings.tolist())) == [(3.0, 1.0), (6.0, 0.97)]  # lstm seed 0 at both gaps
+    # the rings are the undecided runs (unsolved and still improving): rnn seed 0 at both gaps, not the lstm's
+    # seed 0, which solved
+    rings = one(fig, "improving:rnn").get_offsets()
+    assert sorted(map(tuple, rings.tolist())) == [(3.0, 0.6), (6.0, 0.2)]
+    assert not artists(fig, "improving:lstm")
+    # and the fraction is over the decided runs, as the tables count: rnn gap 3, 0 of 1 (seed 0 undecided)
+    rnn = {round(s[0, 0]): (s[0, 1], s[1, 1]) for s in one(fig, "interval:rnn").get_segments()}
+    assert rnn[3] == pytest.approx(wilson_interval(0, 1)) and rnn[6] == pytest.approx(wilson_interval(0, 1))
     # a learning-rate grid: a copy of every run at lr 1e-2 that validates worse; the figure draws the chosen 1e-3
     low = runs.assign(final_valid_metric=0.9, final_valid_loss=1.0)
     high = low.assign(run=low["run"] + "-hi", lr=1e-2, final_valid_metric=0.1, final_metric=0.0)
     fig = plots.memory_vs_gap(pd.concat([low, high]))
     np.testing.assert_allclose(one(fig, "mean:lstm").get_xydata(), [[3, 0.99], [6, 0.935]])
-    text = fig.texts[0].get_text()
-    assert "learning rate chosen per gap and model on the validation metric, of 2" in " ".join(text.split())
-    assert "at the grid's edge: widen it" in " ".join(text.split())  # 1e-3 is the grid's smallest (a wrapped line)
+    text = notes(fig)
+    assert "learning rate chosen per gap and model on the validation metric, of 2" in text
+    assert "at the grid's edge: widen it" in text  # 1e-3 is the grid's smallest (a wrapped line)
 
 
 # --- 3b. steps to solve ---------------------------------------------------------------------------
@@ -309,8 +324,14 @@ def test_steps_to_solve_draws_unsolved_runs_censored_at_their_budget(results):
     assert np.all(np.isnan(one(fig, "median:rnn").get_ydata()))  # no gap where half the rnn seeds solved
     np.testing.assert_allclose(one(fig, "median:lstm").get_ydata(), [10, 10])
     np.testing.assert_allclose(one(fig, "budget").get_ydata(), [20, 20])
-    with pytest.raises(FigureSkipped, match="no run reached"):
-        plots.steps_to_solve(results.runs.assign(solved_step=math.nan))
+    with pytest.raises(FigureSkipped, match="no run solved"):
+        plots.steps_to_solve(results.runs.assign(solved=False))
+    # solved is the tables' rule (the evaluation metric): a run whose probe reached the threshold but that
+    # evaluates below it is censored, and a solved run whose probe never reached it is drawn at its budget
+    edited = runs.assign(solved_step=np.where(runs["model"] == "rnn", 10.0, math.nan))
+    fig = plots.steps_to_solve(edited)
+    assert sorted(map(tuple, one(fig, "censored:rnn").get_offsets().tolist())) == want
+    np.testing.assert_allclose(one(fig, "solved:lstm").get_offsets()[:, 1], 20.0)
 
 
 # --- 4. learning curves ---------------------------------------------------------------------------
@@ -342,13 +363,15 @@ def test_growth_rate_draws_both_signs(results):
 
 
 # --- 6-8. Jacobian spectrum, gates, clipping --------------------------------------------------------
-def test_spectrum_lines_are_seed_means(results):
+def test_spectrum_lines_are_seed_medians_of_the_quoted_statistic(results):
     fig = plots.spectrum_curves(results.runs, results.dynamics)  # gap 6
     for model in ("lstm", "rnn"):
         seeds = (0, 1) if model == "lstm" else (0,)  # rnn seed 1 diverged
         want = [np.mean([lyapunov(model, s, step) for s in seeds]) for step in STEPS]
         np.testing.assert_allclose(one(fig, f"lyapunov:{model}").get_ydata(), want)
-        np.testing.assert_allclose(one(fig, f"sigma:{model}").get_ydata(), want, atol=1e-12)  # ln exp(lambda)
+        # the median over timesteps of sigma_max (exp(lambda) at every timestep), then over the seeds
+        sigma = [np.median([math.exp(lyapunov(model, s, step)) for s in seeds]) for step in STEPS]
+        np.testing.assert_allclose(one(fig, f"sigma:{model}").get_ydata(), sigma, rtol=1e-12)
     assert not artists(fig, "bound:rnn")  # no pmb_bound rows in these tables
     assert "(1/timestep)" in fig.axes[0].get_ylabel()
 
@@ -368,7 +391,7 @@ def test_clipping_lines_are_block_statistics(results):
     np.testing.assert_allclose(one(fig, "max:lstm").get_xydata(), [[10, 3.5], [20, 4.5]])  # mean of 2 + step/10 + seed
     np.testing.assert_allclose(one(fig, "clipped:lstm").get_ydata(), [0.25, 0.25])
     np.testing.assert_allclose(one(fig, "clip").get_ydata(), [1.0, 1.0])
-    assert "lstm 2" in fig._suptitle.get_text()  # loss spikes: seed 1 has one per block, two blocks
+    assert "lstm 2" in notes(fig)  # loss spikes: seed 1 has one per block, two blocks
 
 
 def test_results_from_before_the_diagnostics_skip_the_new_figures(tmp_path):
@@ -469,9 +492,7 @@ def test_write_figures_draws_each_model_at_its_chosen_learning_rate(results, mon
             one(fig, f"lyapunov:{model}").get_ydata(), one(reference, f"lyapunov:{model}").get_ydata()
         )
     assert not [a for a in fig.findobj() if "lr=" in str(a.get_gid() or "")]  # no per-lr series
-    assert "learning rate chosen per gap and model on the validation metric, of 2" in " ".join(
-        fig.get_suptitle().split()
-    )
+    assert "learning rate chosen per gap and model on the validation metric, of 2" in notes(fig)
 
 
 def test_tasks_with_different_parameters_split_into_their_own_figures():
@@ -553,3 +574,30 @@ def test_figure_functions_check_their_own_tables(results):
         plots.spectrum_curves(results.runs, results.dynamics.drop(columns="value"))
     with pytest.raises(PlotError, match="grad_norms table has no rows for the 4 selected run"):
         plots.gradient_heatmap(results.runs, results.grad_norms.assign(run="other"), gap=3)
+
+
+# --- time: a run's series ends where its training ended ----------------------------------------------
+def test_a_stopped_run_is_drawn_to_its_stop_and_left_out_of_the_means_after_it(results):
+    """lstm gap 6 seed 1 stopped at step 10 (its rows at step 20 are its frozen state): every time series ends
+    there, with a stop mark at its last value, and the means after step 10 are over seed 0 alone."""
+    runs = results.runs.assign(steps_trained=20.0)
+    stopped = (runs["model"] == "lstm") & (runs["gap"] == 6) & (runs["seed"] == 1)
+    runs.loc[stopped, "steps_trained"] = 10.0
+    fig = plots.learning_curves(runs, results.curves)
+    means = [
+        loss("lstm", 6, 0, 0) / 2 + loss("lstm", 6, 1, 0) / 2,
+        loss("lstm", 6, 0, 10) / 2 + loss("lstm", 6, 1, 10) / 2,
+    ]
+    np.testing.assert_allclose(one(fig, "mean:lstm:6").get_ydata(), [*means, loss("lstm", 6, 0, 20)])
+    np.testing.assert_allclose(one(fig, "stop:lstm:6").get_xydata(), [[10, loss("lstm", 6, 1, 10)]])
+    assert not artists(fig, "stop:lstm:3")  # the others trained to the budget
+    fig = plots.growth_rate_curves(runs, results.curves)  # gap 6
+    want = [np.mean([rate("lstm", 6, s, step) for s in SEEDS]) for step in (0, 10)] + [rate("lstm", 6, 0, 20)]
+    np.testing.assert_allclose(one(fig, "mean:lstm").get_ydata(), want)
+    np.testing.assert_allclose(one(fig, "stop:lstm").get_xydata(), [[10, rate("lstm", 6, 1, 10)]])
+    fig = plots.clipping_curves(runs, results.curves)
+    np.testing.assert_allclose(one(fig, "max:lstm").get_xydata(), [[10, 3.5], [20, 4.0]])  # seed 0 alone at 20
+    fig = plots.vanishing_gradients(runs, results.grad_norms)
+    assert fig.axes[1].get_title() == "after training (steps 10 to 20)"  # each run's last trained step
+    fig = plots.gradient_heatmap(runs, results.grad_norms)
+    np.testing.assert_allclose(one(fig, "stop:lstm").get_ydata(), [10.0])

@@ -15,6 +15,7 @@ from conftest import lrd
 from PIL import Image
 
 from lrd.plots import CAPTIONS
+from lrd.plots.base import task_caption
 from lrd.results import summary
 from lrd.store import load
 
@@ -66,17 +67,21 @@ def test_the_report_holds_every_figure_inline_the_summary_the_captions_and_the_e
     out, _ = at_gaps_run
     page = parse(out / "report.html")
     figures = sorted((out / "figures").glob("*.png"))
-    drawn = {k: v for k, v in CAPTIONS.items() if k not in ("jacobian_spectrum", "gates")}  # diagnostics off
+    results = load(out)
+    # diagnostics off; steps to solve only where a run solved
+    left_out = ("jacobian_spectrum", "gates", *(() if results.runs["solved"].any() else ("steps_to_solve",)))
+    drawn = {k: v for k, v in CAPTIONS.items() if k not in left_out}
     assert len(figures) == len(page.images) == len(drawn)  # one task configuration: every figure once
     inline = sorted(base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in page.images)
     assert all(src.startswith("data:image/png;base64,") for src in page.images)
     assert inline == sorted(p.read_bytes() for p in figures)  # the figures themselves, nothing fetched
     assert page.links == []
-    results = load(out)
     assert page.tables["summary"] == 1 + len(summary(results.runs))  # header + one row per task, gap, model
     assert page.tables["eval-gaps"] == 1 + results.runs["gap"].nunique()  # header + one row per training gap
     for caption in drawn.values():
         assert " ".join(caption.split()) in page.text
+    task = " ".join(task_caption(results.runs).split())  # the convention and baseline, beside every figure
+    assert page.text.count(task) == len(drawn)
     assert " ".join((out / "experiment.toml").read_text().split()) in page.text
     assert '"jaxlib"' in page.text and "eval_gaps = [3, 5, 9, 2]" in page.text
 

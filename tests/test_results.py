@@ -11,7 +11,19 @@ from conftest import TINY
 
 from lrd import store
 from lrd.cli import main
-from lrd.results import best_lr_runs, choose_lr, still_improving, summary, wilson_interval, with_solved, with_trend
+from lrd.results import (
+    OUTCOME_RULE,
+    best_lr_runs,
+    choose_lr,
+    outcome,
+    outcome_text,
+    reaches,
+    still_improving,
+    summary,
+    wilson_interval,
+    with_solved,
+    with_trend,
+)
 
 
 def runs_table() -> pd.DataFrame:
@@ -57,14 +69,75 @@ def test_solved_is_a_finished_run_at_or_above_the_threshold():
     np.testing.assert_array_equal(again["solved_step"], [10, 10, 10, np.nan])
 
 
-def test_a_run_stopped_on_reaching_the_threshold_counts_as_solved():
-    # stop_when_solved: a stops when its probe metric reaches 0.95, then evaluates at 0.94 (just below);
-    # b never reaches it; c reached it and diverged later; the same a trained without stopping is unsolved
+def test_a_run_that_stopped_counts_as_solved_only_if_its_evaluation_reaches_the_threshold():
+    # stop_when_solved: a stopped (its check passed, its probe reached 0.95) and then evaluates at 0.94: below
+    # the threshold, so unsolved, with or without stopping; the stop decides nothing about solved
     runs = runs_table().assign(final_metric=[0.94, 0.5, math.nan, math.nan], stop_when_solved=True)
     curves = curves_table()
     curves.loc[(curves["run"] == "a") & (curves["step"] == 20), "metric"] = 0.95
-    assert with_solved(runs, curves, 0.95)["solved"].tolist() == [True, False, False, False]
+    assert with_solved(runs, curves, 0.95)["solved"].tolist() == [False] * 4
     assert with_solved(runs.assign(stop_when_solved=False), curves, 0.95)["solved"].tolist() == [False] * 4
+    assert with_solved(runs.assign(final_metric=[0.95, 0.5, 1.0, 1.0]), curves, 0.95)["solved"].tolist() == [
+        True,
+        False,
+        False,  # diverged: no final model
+        False,  # never trained
+    ]
+
+
+def test_the_threshold_comparison_is_exact_at_the_boundary_in_every_precision():
+    """608/640 reaches 0.95 and 607/640 does not: as float32 (training, JAX), float64 and pandas (the tables)."""
+    import jax.numpy as jnp
+
+    at, below = 608 / 640, 607 / 640
+    assert float(np.float32(at)) < 0.95  # the float32 rounding that made stopped runs look unsolved
+    for value, want in ((at, True), (below, False), (1.0, True), (0.0, False), (math.nan, False)):
+        assert bool(reaches(value, 0.95)) is want
+        assert bool(reaches(np.float32(value), 0.95)) is want
+        assert bool(reaches(jnp.float32(value), 0.95)) is want  # the compiled stop check's operands
+        assert reaches(pd.Series([value]), 0.95).tolist() == [want]
+    # a float32 mean of chunk means, as the evaluation computes it, lands on the same side
+    chunks = np.array([152 / 160, 150 / 160, 154 / 160, 152 / 160], np.float32)  # 608 of 640 in 4 chunks
+    assert bool(reaches(jnp.mean(jnp.asarray(chunks)), 0.95))
+    chunks[0] = np.float32(151 / 160)  # 607 of 640
+    assert not bool(reaches(jnp.mean(jnp.asarray(chunks)), 0.95))
+    # one count below the threshold is below it, for every set of up to 200,000 scored values at 19/20
+    for n in (20, 640, 1000, 10240, 2**17, 200_000):
+        k = math.ceil(0.95 * n - 1e-9)
+        assert bool(reaches(np.float32(k / n), 0.95)) and not bool(reaches(np.float32((k - 1) / n), 0.95))
+
+
+def test_three_outcomes_solved_failed_undecided():
+    runs = with_solved(runs_table().assign(final_metric=[0.97, 0.5, math.nan, math.nan]), curves_table(), 0.95)
+    runs["still_improving"] = [False, True, False, False]
+    assert outcome(runs).tolist() == ["solved", "undecided", "failed", ""]  # done, improving, diverged, never trained
+    runs["still_improving"] = False
+    assert outcome(runs).tolist() == ["solved", "failed", "failed", ""]
+    assert outcome_text(3, 1, 5) == "3 solved / 1 undecided / 5"
+    assert "final evaluation metric" in OUTCOME_RULE and "decided" in OUTCOME_RULE
+
+
+def test_the_success_interval_is_over_the_decided_runs():
+    """0 solved, 4 undecided, 1 failed of 5: the interval of 0/1, not of 0/5, with the 4 undecided beside it."""
+    runs = pd.DataFrame(
+        {
+            "run": list("abcde"),
+            "task": "copy",
+            "gap": 20,
+            "model": "lstm",
+            "hidden": 8,
+            "seed": range(5),
+            "status": "done",
+            "final_metric": [0.5, 0.6, 0.7, 0.8, 0.3],
+            "baseline_metric": 0.125,
+        }
+    )
+    runs = with_solved(runs, pd.DataFrame(), 0.95).assign(still_improving=[True, True, True, True, False])
+    row = summary(runs).iloc[0]
+    assert (row["solved"], row["undecided"], row["unsolved"], row["decided"], row["trained"]) == (0, 4, 1, 1, 5)
+    assert (row["success_lo"], row["success_hi"]) == wilson_interval(0, 1)
+    assert row["success"] == 0.0
+    assert summary(runs.assign(still_improving=False)).iloc[0]["success_hi"] == wilson_interval(0, 5)[1]
 
 
 def test_solved_when_every_run_failed():
@@ -84,7 +157,7 @@ def test_summary_aggregates_seeds_per_configuration():
     assert lstm["final_metric"] == np.mean([0.97, 0.5])
     assert lstm["final_metric_std"] == np.std([0.97, 0.5], ddof=1)
     assert math.isnan(rnn["final_metric_std"])  # one run: no spread
-    assert lstm["solved_step"] == 15.0  # median of 20 (a) and 10 (c)
+    assert lstm["solved_step"] == 20.0  # over the solved runs only: a (c reached it on its probe, then diverged)
     assert lstm["growth_rate_init"] == -0.25 and lstm["growth_rate_final"] == 0.05  # medians, NaN skipped
     assert lstm["baseline_metric"] == 0.1
 
@@ -229,5 +302,5 @@ def test_summary_reports_success_with_its_interval_at_the_chosen_learning_rate()
     table = summary(runs).set_index("gap")
     row = table.loc[10]  # lr 3e-3: final metrics 0.7, 0.7 -> none solved at 0.75
     assert (row["lr"], row["lrs"], row["seeds"], row["solved"], row["trained"]) == (3e-3, 3, 2, 0, 2)
-    assert (row["success_lo"], row["success_hi"]) == wilson_interval(0, 2)
-    assert row["still_improving"] == 1 and row["final_metric"] == pytest.approx(0.7)
+    assert (row["success_lo"], row["success_hi"]) == wilson_interval(0, 1)  # seed 0 undecided: 0 of 1 decided
+    assert row["still_improving"] == 1 and row["undecided"] == 1 and row["final_metric"] == pytest.approx(0.7)

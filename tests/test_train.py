@@ -10,10 +10,11 @@ import optax
 import pytest
 
 from lrd.models import ModelConfig
+from lrd.results import reaches
 from lrd.tasks.adding import Adding
 from lrd.tasks.copy import Copy
 from lrd.tasks.delayed_recall import DelayedRecall
-from lrd.train import OPTIMIZERS, VALID_FOLD, TrainConfig, Trainer, get_trainer
+from lrd.train import OPTIMIZERS, STOP_LEVEL, VALID_FOLD, TrainConfig, Trainer, get_trainer, stop_check_size
 
 TASK = Adding(gap=10)
 MODEL = ModelConfig(cell="lstm", hidden=8)
@@ -147,8 +148,9 @@ def test_the_validation_size_leaves_the_evaluation_alone():
 
 
 def test_stop_when_solved_freezes_each_run_at_its_own_solve():
-    """A run stops at the first log point where its probe metric reaches the threshold; the others go on; each
-    run's numbers are those it has alone; a group whose members all solved stops early."""
+    """A run stops at the first log point where its metric on the stop check set (validation sequences, not the
+    probe batch) reaches the threshold; the others go on; each run's numbers are those it has alone; a group whose
+    members all stopped ends early."""
     task = DelayedRecall(gap=2)
     train = TrainConfig(
         steps=40, batch_size=16, log_every=10, eval_size=64, probe_size=16, valid_size=64, stop_when_solved=True
@@ -156,13 +158,15 @@ def test_stop_when_solved_freezes_each_run_at_its_own_solve():
     with pytest.raises(ValueError, match="stop_threshold"):
         get_trainer(task, MODEL, train)  # stop_when_solved without the threshold to stop at
     trainer = get_trainer(task, MODEL, train, 0.5)
+    assert trainer.stop_check_size == stop_check_size(0.5, 5)  # 5 checks: step 0 and 4 blocks
     both = trainer.run([0, 0], lrs=[3e-2, 1e-5])  # the tiny learning rate never solves
-    metric = np.stack([r.metrics["metric"] for r in both.records])  # (log points, S)
+    check = np.stack([r.stop_metric for r in both.records])  # (log points, S)
     assert len(both.records) == 5  # the slow member kept the group to the end
-    first = int(np.argmax(metric[:, 0] >= 0.5))
-    assert 0 < first < 4 and not np.any(metric[:, 1] >= 0.5)
+    first = int(np.argmax(reaches(check[:, 0], 0.5)))
+    assert 0 < first < 4 and not np.any(reaches(check[:, 1], 0.5))
+    assert not np.array_equal(check[:, 0], np.stack([r.metrics["metric"] for r in both.records])[:, 0])
     np.testing.assert_array_equal(both.steps_trained, [first * train.log_every, train.steps])
-    np.testing.assert_array_equal(metric[first:, 0], metric[first, 0])  # frozen: the probe metric stays put
+    np.testing.assert_array_equal(check[first:, 0], check[first, 0])  # frozen: the check metric stays put
 
     alone = trainer.run([0], lrs=[3e-2])
     assert len(alone.records) == first + 1  # alone, it stops the group at its solve
@@ -170,6 +174,62 @@ def test_stop_when_solved_freezes_each_run_at_its_own_solve():
     for k in both.final:
         np.testing.assert_allclose(both.final[k][0], alone.final[k][0], rtol=1e-5)
         np.testing.assert_allclose(both.final_valid[k][0], alone.final_valid[k][0], rtol=1e-5)
+
+
+def test_the_probe_stop_rule_of_before_stops_on_the_probe_metric():
+    """stop_check = "probe", kept to reproduce the runs trained before the validation check: a run stops at the
+    first log point where its probe metric (the logged metric) is >= the threshold, with no stop check set."""
+    train = TrainConfig(
+        steps=40, batch_size=16, log_every=10, eval_size=64, probe_size=16, stop_when_solved=True, stop_check="probe"
+    )
+    trainer = get_trainer(DelayedRecall(gap=2), MODEL, train, 0.5)
+    assert trainer.stop_check_size == 0
+    both = trainer.run([0, 0], lrs=[3e-2, 1e-5])
+    probe_metric = np.stack([r.metrics["metric"] for r in both.records])  # (log points, S)
+    assert all(r.stop_metric is None for r in both.records)
+    first = int(np.argmax(probe_metric[:, 0] >= np.float32(0.5)))
+    assert 0 < first < 4 and not np.any(probe_metric[:, 1] >= np.float32(0.5))
+    np.testing.assert_array_equal(both.steps_trained, [first * train.log_every, train.steps])
+
+
+def _binomial_tail(n: int, p: float, k: int) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed exactly in log space (independent of the Chernoff bound)."""
+    from math import exp, lgamma, log
+
+    return sum(
+        exp(lgamma(n + 1) - lgamma(i + 1) - lgamma(n - i + 1) + i * log(p) + (n - i) * log(1 - p))
+        for i in range(k, n + 1)
+    )
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.9, 0.95, 0.99, 1.0])
+@pytest.mark.parametrize("checks", [1, 41, 61])
+def test_the_stop_check_set_bounds_a_false_stop_over_all_checks(threshold, checks):
+    """A model 0.05 below the threshold passes one check with probability below STOP_LEVEL / checks (exact binomial
+    tail at the derived size), so any of the checks with probability below STOP_LEVEL (union bound); at a tenth of
+    the size it would not."""
+    n = stop_check_size(threshold, checks)
+    p = threshold - 0.05
+    need = next(k for k in range(n + 1) if reaches(np.float32(k / n), threshold))  # the fewest correct that pass
+    assert checks * _binomial_tail(n, p, need) < STOP_LEVEL
+    small = max(1, n // 10)
+    need_small = next(k for k in range(small + 1) if reaches(np.float32(k / small), threshold))
+    assert checks * _binomial_tail(small, p, need_small) > STOP_LEVEL  # the size is not idly large
+    assert stop_check_size(threshold, 10 * checks) > n  # more checks, a stricter level per check
+
+
+def test_a_synthetic_model_of_known_accuracy_rarely_stops_and_a_good_one_does():
+    """Bernoulli outcomes: a model of accuracy 0.90 against 0.95, checked 41 times on sets of the derived size;
+    the 64-sequence probe batch of before passes it about one check in nine."""
+    rng = np.random.default_rng(0)
+    n = stop_check_size(0.95, 41)
+    trials = 200_000
+    fraction = rng.binomial(n, 0.90, size=trials) / n
+    assert reaches(fraction, 0.95).mean() < STOP_LEVEL / 41
+    probe = rng.binomial(64, 0.90, size=trials) / 64
+    assert 0.09 < reaches(probe, 0.95).mean() < 0.13  # the issue's 0.11
+    good = rng.binomial(n, 0.97, size=trials) / n
+    assert reaches(good, 0.95).mean() > 0.99  # a model above the threshold stops
 
 
 def test_divergence_is_marked(pair):

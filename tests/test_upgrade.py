@@ -17,6 +17,7 @@ from lrd import store
 from lrd.cli import main
 from lrd.schema import SCHEMA_VERSION
 from lrd.store import StoreError
+from lrd.upgrade import upgrade
 
 SCHEMA1 = Path(__file__).parent / "data" / "schema1"
 EXPERIMENT = """\
@@ -101,3 +102,43 @@ def test_a_task_solve_threshold_in_an_experiment_file_points_to_report(write_exp
     err = capsys.readouterr().err.strip()
     assert "task.solve_threshold: moved to [report] solve_threshold" in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_upgrade_records_the_probe_stop_rule_in_the_file_of_runs_stopped_by_it(tmp_path, capsys, write_experiment):
+    """A folder whose stop_when_solved runs were stored without stop_check (stopped on their probe batch, before
+    issue 21): experiment.json stays as it is (the ids are its hashes), experiment.toml gets stop_check = "probe",
+    so that it gives the stored ids again; once only; a file that would still not give them is left alone."""
+    from lrd.experiment import load_experiment
+
+    source = EXPERIMENT.replace("probe_size = 16", "probe_size = 16\nstop_when_solved = true")
+    probe = load_experiment(write_experiment(source.replace("[train]", '[train]\nstop_check = "probe"'), "p.toml"))
+    folder = tmp_path / "stopped"
+    folder.mkdir()
+    store.write_experiment_json(
+        folder,
+        {
+            "schema": SCHEMA_VERSION,
+            "name": "schema1",
+            "report": {"solve_threshold": 0.1},
+            "runs": {s.run_id: s.config() for s in probe.runs},
+        },
+    )
+    (folder / "experiment.toml").write_text(source)  # the file as it was run, before stop_check existed
+    before = (folder / "experiment.json").read_bytes()
+    probe_ids = {s.run_id for s in probe.runs}
+    assert {s.run_id for s in load_experiment(folder / "experiment.toml").runs}.isdisjoint(probe_ids)  # "valid" now
+    assert main(["upgrade", str(folder)]) == 0
+    assert '2 runs stopped by the probe-batch rule of before issue 21: stop_check = "probe" recorded' in (
+        capsys.readouterr().out
+    )
+    assert (folder / "experiment.json").read_bytes() == before
+    assert {s.run_id for s in load_experiment(folder / "experiment.toml").runs} == probe_ids
+    assert main(["upgrade", str(folder)]) == 0  # recorded already: nothing to do
+    assert "nothing to do" in capsys.readouterr().out
+    assert (folder / "experiment.toml").read_text().count('stop_check = "probe"') == 1
+
+    (folder / "experiment.toml").write_text(source.replace("gap = 4", "gap = 5"))  # another experiment's file
+    with pytest.raises(StoreError, match=r"still does not give the runs of experiment\.json"):
+        upgrade(folder)
+    assert "stop_check" not in (folder / "experiment.toml").read_text()
+    assert not list(folder.glob(".tmp-*"))

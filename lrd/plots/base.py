@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 
 from lrd.schema import DERIVED_TASK_COLUMNS, FLOOR, TASK_PREFIX
 
@@ -108,15 +109,46 @@ def baseline_text(runs: pd.DataFrame) -> str:
     return "memoryless baseline: " + (", ".join(parts) if parts else "not recorded")
 
 
-def title(fig: Figure, runs: pd.DataFrame, heading: str, notes: Iterable[str] = ()) -> None:
-    """Suptitle: heading and task, its convention, its baseline, then notes on the data."""
+def task_caption(runs: pd.DataFrame) -> str:
+    """The task, its convention and its memoryless baseline: the part of every caption that depends on the task."""
     row = runs.iloc[0]
     convention = str(row["task_convention"]) if "task_convention" in runs else "not recorded"
-    lines = [f"{heading}: {task_description(row, task_columns(runs))}"]
-    lines += textwrap.wrap(f"convention: {convention}", 120)
-    lines.append(baseline_text(runs))
-    lines += [line for n in notes if n for line in textwrap.wrap(n, 120)]
-    fig.suptitle("\n".join(lines), fontsize=9)
+    return f"Task: {task_description(row, task_columns(runs))}; convention: {convention}; {baseline_text(runs)}."
+
+
+def title(fig: Figure, runs: pd.DataFrame, heading: str, notes: Iterable[str] = ()) -> None:
+    """The suptitle, two lines: what is plotted (``heading``, one line) and the task; ``notes`` go below (``note``).
+
+    The task's convention and memoryless baseline are not repeated here: they are in the
+    caption (``task_caption``), with what the figure shows (each module's ``CAPTION``).
+    """
+    fig.suptitle(f"{heading}\n{task_description(runs.iloc[0], task_columns(runs))}", fontsize=9)
+    for text in notes:
+        note(fig, text)
+
+
+NOTE_SIZE = 7  # points: the notes under a figure
+NOTE_CHARS_PER_INCH = 72 / (0.62 * NOTE_SIZE)  # a wide character is about 0.62 em
+
+
+def note(fig: Figure, text: str) -> None:
+    """Add ``text`` (a note on the data: seeds per line, diverged runs, the learning rate) below the figure.
+
+    Notes head the figure's legend, below the axes (the layout keeps it clear of them),
+    wrapped to the figure's width; a figure without a legend carries them as its footer.
+    """
+    if not text:
+        return
+    width = int(fig.get_figwidth() * NOTE_CHARS_PER_INCH)
+    lines = textwrap.wrap(text, width)
+    if fig.legends:
+        box = fig.legends[0]
+        old = box.get_title().get_text()
+        box.set_title("\n".join(([old] if old else []) + lines), prop=FontProperties(size=NOTE_SIZE))
+        box.get_title().set_color("0.25")
+        return
+    old = fig.get_supxlabel()
+    fig.supxlabel("\n".join(([old] if old else []) + lines), fontsize=NOTE_SIZE, color="0.25")
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -128,6 +160,56 @@ def new_figure(width: float, height: float) -> Figure:
 def legend(fig: Figure, handles: list) -> None:
     """One legend for the whole figure, below the axes (the title block owns the top)."""
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8, frameon=False)
+
+
+# a run's stop (stop_when_solved): a vertical bar at its last trained point
+STOP_MARKER = dict(marker="|", markersize=9, markeredgewidth=1.6, linestyle="none")
+
+
+def until_stop(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``lrd.results.until_stop``: the rows of ``runs`` up to each run's last trained step."""
+    from lrd.results import until_stop as cut
+
+    return cut(table, runs)
+
+
+def stop_marks(ax, rows: pd.DataFrame, runs: pd.DataFrame, value: str, colour, gid: str, **kwargs) -> int:
+    """Mark each run of ``runs`` that stopped before its budget at its last point in ``rows``; returns how many.
+
+    ``rows``: the runs' per-step rows, already cut at their stops (``until_stop``).
+    """
+    from lrd.results import stopped_early
+
+    stopped = runs.loc[stopped_early(runs), "run"]
+    last = rows[rows["run"].isin(stopped)].sort_values("step").groupby("run").tail(1)
+    last = last[np.isfinite(last[value].to_numpy(float))]
+    if len(last):
+        ax.plot(
+            last["step"].to_numpy(float), last[value].to_numpy(float), color=colour, gid=gid, **STOP_MARKER, **kwargs
+        )
+    return len(last)
+
+
+def stop_handle():
+    """The legend entry of ``stop_marks``."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color="0.3", label="a seed's stop (stopped when solved)", **STOP_MARKER)
+
+
+def present_mean(rows: pd.DataFrame, value: str, how: str = "mean") -> pd.Series:
+    """Per step: the mean (or median) of ``value`` over the runs present at that step (rows cut at their stops).
+
+    NaN where a present run's value is NaN (no value is dropped silently).
+    """
+    reduce = (lambda v: v.mean()) if how == "mean" else (lambda v: float(np.median(v)))
+    stats = rows.groupby("step")[value].agg(lambda v: reduce(v.to_numpy(float)))
+    return stats.sort_index()
+
+
+def present_counts(rows: pd.DataFrame) -> pd.Series:
+    """Per (series, step): the runs present, for the notes' 'n to m seeds'."""
+    return rows.groupby(["series", "step"])["run"].nunique()
 
 
 def diverged_note(runs: pd.DataFrame) -> str:

@@ -14,10 +14,11 @@ from lrd.plots.base import (
     join,
     legend,
     new_figure,
+    present_mean,
     runs_at,
     title,
+    until_stop,
 )
-from lrd.plots.spectrum import seed_mean
 from lrd.plots.style import SeriesStyle, line_kwargs, prepare
 from lrd.schema import BLOCK_COLUMNS, CURVE_KEY
 
@@ -29,8 +30,9 @@ BEFORE_BLOCKS = (
 CAPTION = (
     "Exploding gradients: left, the largest (solid) and mean (dashed) pre-clip global gradient norm over each "
     "block of training steps between log points, with the clipping threshold (dotted); right, the fraction of "
-    "the block's steps that were clipped; both against training step (means over finished seeds; loss spikes "
-    "counted in the title). Norm spikes that clipping absorbs show as a clipped fraction above 0."
+    "the block's steps that were clipped; both against training step (means over the finished seeds still "
+    "training at each step: a run's series ends at its stop; loss spikes counted in the note below). Norm spikes "
+    "that clipping absorbs show as a clipped fraction above 0."
 )
 
 
@@ -44,7 +46,8 @@ def clipping_curves(
     """Left: the maximum (solid) and mean (dashed) pre-clip gradient norm of each log block, with the clipping
     threshold (dotted); right: the fraction of the block's steps that were clipped; both against step.
 
-    Lines: means over finished seeds; loss spikes are counted in the title. Gids ``max:<series>``,
+    Lines: means over the finished seeds still training at each step (``until_stop``); loss
+    spikes are counted in a note. Gids ``max:<series>``,
     ``mean:<series>``, ``clipped:<series>``, ``clip``.
     """
     runs, order, styles = prepare(runs, ("clip",), styles)
@@ -52,7 +55,7 @@ def clipping_curves(
     if not set(BLOCK_COLUMNS) <= set(curves):
         raise FigureSkipped(BEFORE_BLOCKS)
     gap, done, at = runs_at(runs, gap)
-    rows = join(curves, done, "curves").dropna(subset=["grad_norm_max"])  # step 0 has no block
+    rows = until_stop(join(curves, done, "curves"), done).dropna(subset=["grad_norm_max"])  # step 0 has no block
     if rows.empty:
         raise FigureSkipped(f"no training blocks logged at gap {gap}")
     fig = new_figure(11, 4.6)
@@ -68,7 +71,7 @@ def clipping_curves(
             ("grad_norm_mean", "mean", "--", left),
             ("clipped_fraction", "clipped", "-", right),
         ):
-            mean = seed_mean(mine, column)
+            mean = present_mean(mine, column)
             ax.plot(mean.index, mean.to_numpy(), linestyle=style, linewidth=1.4, gid=f"{gid}:{series}", **kwargs)
         handles.append(Line2D([], [], linewidth=1.4, label=series, **kwargs))
     clips = sorted(set(done["clip"].astype(float)))
@@ -93,9 +96,10 @@ def clipping_curves(
     title(
         fig,
         at,
-        f"Exploding gradients: pre-clip gradient norm and clipping at gap {gap}",
+        f"Pre-clip gradient norm and clipping at gap {gap}",
         [
-            f"training batches, every step of each log block; lines: mean over {count_text(n_seeds)} seeds",
+            f"training batches, every step of each log block; lines: mean over the {count_text(n_seeds)} finished "
+            "seeds still training",
             spike_note,
             diverged_note(at),
         ],

@@ -91,7 +91,7 @@ def eval_gaps_curves(
     title(
         fig,
         runs,
-        "Evaluation at other gaps",
+        f"{metric_name} at test gaps, without retraining",
         [
             f"line: mean over finished seeds ({count_text(n_seeds)} per point); ring: the training gap; "
             "no retraining at the test gaps",

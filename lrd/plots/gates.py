@@ -9,7 +9,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from lrd.plots.base import FigureSkipped, count_text, diverged_note, join, legend, new_figure, runs_at, title
+from lrd.plots.base import (
+    FigureSkipped,
+    count_text,
+    diverged_note,
+    join,
+    legend,
+    new_figure,
+    runs_at,
+    title,
+    until_stop,
+)
 from lrd.plots.spectrum import dynamics_rows
 from lrd.plots.style import SeriesStyle, prepare
 
@@ -17,8 +27,10 @@ WHEN = {"init": ("0.55", -0.15), "end": ("black", 0.15)}  # colour, x offset
 CAPTION = (
     "Gate activations of layer 0 on the probe batch, at initialisation (grey) and at the end (black): per gate, "
     "the quantiles over sequences, timesteps and units (thin bar 5-95%, thick 25-75%, dot the median; means "
-    "over finished seeds); the x labels give the fraction of saturated activations and the median time "
-    "constant. Gates pinned near 0 or 1 pass no gradient through their own derivative."
+    "over finished seeds; the end is each run's last trained step, its stop for a run stopped when solved); the x "
+    "labels give each gate's fraction of saturated activations (derivative below the saturation threshold x its "
+    "maximum), initialisation → end, and the panel titles the median time constant 1/(1-k) of the gate that keeps "
+    "the state. Gates pinned near 0 or 1 pass no gradient through their own derivative."
 )
 
 
@@ -43,7 +55,8 @@ def gate_distributions(
 ) -> Figure:
     """Per series with gates, one panel: each gate's quantiles over the probe batch, timesteps and units, at
     the first and the last logged step (thin bar: 5-95%, thick: 25-75%, dot: median; means over finished
-    seeds), with the fraction of saturated activations and the median time constant in the x labels.
+    seeds), with the fraction of saturated activations in the x labels and the median time constant in the
+    panel titles. The end is each run's last trained step (``until_stop``).
 
     Gids ``gate:<series>:<gate>:<init|end>`` (the median's marker; its data is (x, median)).
     """
@@ -52,9 +65,9 @@ def gate_distributions(
     gap, done, at = runs_at(runs, gap)
     if quantiles.empty:
         raise FigureSkipped("no gate statistics (the cells have no gates to record)")
-    rows = join(quantiles, done, "dynamics")
-    saturated = dynamics_rows(dynamics, "saturated").merge(done[["run", "series", "seed"]], on="run")
-    tau = dynamics_rows(dynamics, "time_constant").merge(done[["run", "series", "seed"]], on="run")
+    rows = until_stop(join(quantiles, done, "dynamics"), done)  # each run's rows up to its stop
+    saturated = until_stop(dynamics_rows(dynamics, "saturated").merge(done[["run", "series", "seed"]], on="run"), done)
+    tau = until_stop(dynamics_rows(dynamics, "time_constant").merge(done[["run", "series", "seed"]], on="run"), done)
     present = [s for s in order if s in set(rows["series"])]
     if not present:
         raise FigureSkipped(f"no gate statistics at gap {gap}")
@@ -89,9 +102,7 @@ def gate_distributions(
         mine_tau = tau[(tau["series"] == series) & (tau["index"] == 50)].groupby("when")["value"].mean()
         heading = series
         if len(mine_tau):
-            heading += (
-                f": median tau = 1/(1-k) {mine_tau.get('init', np.nan):.3g} → {mine_tau.get('end', np.nan):.3g} steps"
-            )
+            heading += f": median tau {mine_tau.get('init', np.nan):.3g} → {mine_tau.get('end', np.nan):.3g} steps"
         ax.set_title(heading, color=styles[series].colour, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
     for ax in axes[len(present) :]:
@@ -105,10 +116,9 @@ def gate_distributions(
     title(
         fig,
         at,
-        f"Gate activations over the probe batch, timesteps and units at gap {gap}",
+        f"Gate activations at initialisation and at the end, gap {gap}",
         [
-            "bars: 5-95% and 25-75% quantiles, dot: median, layer 0 forward; sat.: fraction with derivative below "
-            f"the saturation threshold x its maximum; means over {count_text(n_seeds)} seeds",
+            f"bars: 5-95% and 25-75% quantiles, dot: median, layer 0 forward; means over {count_text(n_seeds)} seeds",
             diverged_note(at),
         ],
     )

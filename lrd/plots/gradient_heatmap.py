@@ -20,6 +20,7 @@ from lrd.plots.base import (
     new_figure,
     runs_at,
     title,
+    until_stop,
 )
 from lrd.plots.style import (
     BELOW_FLOOR_GREY,
@@ -27,6 +28,7 @@ from lrd.plots.style import (
     SeriesStyle,
     prepare,
 )
+from lrd.results import last_trained_step, stopped_early
 from lrd.schema import GRAD_COLUMNS
 
 
@@ -42,8 +44,10 @@ def _edges(centres: np.ndarray) -> np.ndarray:
 # what the figure shows, for a reader who sees it alone (the report prints it under the figure)
 CAPTION = (
     "Gradient norms during training: log10 ||dL/dh_t|| for every timestep (x) and logged training step (y), mean "
-    "over finished seeds, one panel per model; grey where a seed's norm was below float32's range; the dashed line "
-    "marks the first scored position. It shows whether training opens a path for the gradient across the gap."
+    "over the finished seeds still training at that step, one panel per model; a panel ends at its last seed's "
+    "stop, and a triangle right of it marks each seed's stop; grey where a seed's norm was below float32's range; "
+    "the triangle above each panel marks the first scored position. It shows whether training opens a path for "
+    "the gradient across the gap."
 )
 
 
@@ -59,15 +63,17 @@ def gradient_heatmap(
 ) -> Figure:
     """log10 ||dL/dh_t|| over (timestep, training step), one panel per series.
 
-    Each cell is the mean over finished seeds of log10 norm; cells where any seed was
-    below float32's range are masked (grey). One colour scale and colorbar for all
-    panels; a dashed white line marks the first scored position (distance 0).
-    Meshes carry gids ``heatmap:<series>``.
+    Each cell is the mean of log10 norm over the finished seeds still training at that step
+    (rows cut at each run's stop, ``until_stop``): a panel ends at its last seed's stop, and
+    a triangle right of it marks each seed's stop (gid ``stop:<series>``). Cells where any
+    seed was below float32's range are masked (grey). One colour scale and colorbar for all
+    panels; a triangle above each panel marks the first scored position (distance 0; gid
+    ``scored:<series>``), which may lie at the panel's edge. Meshes carry gids ``heatmap:<series>``.
     """
     runs, order, styles = prepare(runs, (), styles)
     check_table(grad_norms, "grad_norms", GRAD_COLUMNS)
     gap, done, at = runs_at(runs, gap)
-    rows = join(grad_norms, done, "grad_norms")
+    rows = until_stop(join(grad_norms, done, "grad_norms"), done)
     rows = rows[(rows["layer"] == layer) & (rows["direction"] == direction) & (rows["state"] == state)]
     if rows.empty:
         raise FigureSkipped(f"no gradient norms for layer {layer}, direction {direction!r}, state {state!r}, gap {gap}")
@@ -99,8 +105,31 @@ def gradient_heatmap(
             gid=f"heatmap:{series}",
         )
         ax.set_facecolor(BELOW_FLOOR_GREY)
-        for t in zero:
-            ax.axvline(t, color="white", linestyle="--", linewidth=0.8)
+        # the first scored position: a triangle above the panel (a line there may sit on the panel's edge)
+        ax.plot(
+            zero,
+            np.ones(len(zero)),
+            marker="v",
+            markersize=6,
+            color="black",
+            linestyle="none",
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            gid=f"scored:{series}",
+        )
+        stopped = done[stopped_early(done) & (done["series"] == series)]
+        if len(stopped):  # each seed's stop: a triangle right of the panel
+            ax.plot(
+                np.ones(len(stopped)),
+                last_trained_step(stopped).to_numpy(float),
+                marker="<",
+                markersize=5,
+                color="black",
+                linestyle="none",
+                transform=ax.get_yaxis_transform(),
+                clip_on=False,
+                gid=f"stop:{series}",
+            )
         ax.set_title(series, color=styles[series].colour, fontsize=10)
         ax.set_xlabel("timestep")
         ax.set_ylabel("training step")
@@ -113,11 +142,10 @@ def gradient_heatmap(
     title(
         fig,
         at,
-        f"Gradient norm over training at gap {gap}",
+        f"log10 ||dL/d{state}_t|| over timestep and training step at gap {gap}",
         [
             f"layer {layer}, {DIRECTION.get(direction, direction)} direction, state {state}; "
-            f"mean over {count_text(n_seeds)} seeds of log10 norm; grey: below float32 range in some seed; "
-            "dashed: first scored position",
+            f"mean over the {count_text(n_seeds)} finished seeds still training",
             diverged_note(at),
         ],
     )

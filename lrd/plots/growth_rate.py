@@ -14,8 +14,12 @@ from lrd.plots.base import (
     join,
     legend,
     new_figure,
+    present_mean,
     runs_at,
+    stop_handle,
+    stop_marks,
     title,
+    until_stop,
 )
 from lrd.plots.style import SeriesStyle, line_kwargs, prepare
 from lrd.schema import CURVE_KEY
@@ -26,10 +30,13 @@ BEFORE_GROWTH_RATE = (
 )
 
 CAPTION = (
-    "Signed growth rate of the gradient norm ||dL/dh_t|| with distance from the loss (1/step, fitted on the "
-    "probe batch) against training step, mean over finished seeds. Below 0 the gradient vanishes with distance "
-    "(its e-folding length is -1/rate), above 0 it explodes; 0 (dotted) carries it unchanged; dashed: "
-    "-1/gap, the rate at which the gradient falls by a factor e across the gap."
+    "Signed growth rate of the gradient norm ||dL/dh_t|| with distance from the loss (1/timestep: the slope of the "
+    "log geometric mean over the probe batch against distance, layer 0 forward, readout term and initial transient "
+    "left out) against training step. Line: mean over the finished seeds still training at that step (a bar marks a "
+    "seed's stop; steps where a present seed has no fit are left out). Below 0 the gradient vanishes with distance "
+    "(its e-folding length is -1/rate), above 0 it explodes; dotted: 0, which carries it unchanged; dashed: -1/gap, "
+    "the rate at which the gradient falls by a factor e across the gap. The y axis is linear within 1/(2 gap) of 0 "
+    "and logarithmic beyond (symlog), so that -1/gap stands apart from 0."
 )
 
 
@@ -43,65 +50,63 @@ def growth_rate_curves(
     """Signed per-step log growth rate of ||dL/dh_t|| with distance (``lrd.dynamics.growth_rate``) against step.
 
     Negative: the gradient vanishes with distance; positive: it grows (explodes). One
-    line per series: mean over finished seeds at the steps where every seed has a fit
-    (steps without one are counted in the title). Dotted: zero; dashed: -1/gap, the
-    rate at which the gradient falls by a factor e across the gap. Gids ``mean:<series>``,
-    ``zero``, ``gap``. FigureSkipped for results from before the growth rate.
+    line per series: mean over the finished seeds still training at each step (rows cut at
+    each run's stop, ``until_stop``), at the steps where every such seed has a fit (steps
+    without one are counted in a note); a bar marks a seed's stop. Dotted: zero; dashed:
+    -1/gap, the rate at which the gradient falls by a factor e across the gap; a symlog y
+    axis (linear within 1/(2 gap) of 0) keeps the two apart. Gids ``mean:<series>``,
+    ``stop:<series>``, ``zero``, ``gap``. FigureSkipped for results from before the growth rate.
     """
     runs, order, styles = prepare(runs, (), styles)
     check_table(curves, "curves", CURVE_KEY)
     if "growth_rate" not in curves:
         raise FigureSkipped(BEFORE_GROWTH_RATE)
     gap, done, at = runs_at(runs, gap)
-    rows = join(curves, done, "curves")
+    rows = until_stop(join(curves, done, "curves"), done)
     fig = new_figure(8.5, 4.8)
     ax = fig.subplots()
-    skipped, drawn = {}, 0
+    skipped, drawn, stops = {}, 0, 0
     for series in order:
         mine = rows[rows["series"] == series]
         if mine.empty:
             continue
-        values = mine.pivot(index="step", columns="seed", values="growth_rate")  # missing: NaN
-        table = values.to_numpy(float)  # (steps, seeds)
-        finite = np.isfinite(table).all(axis=1)
+        mean = present_mean(mine, "growth_rate")  # NaN where a present seed has no fit
+        finite = np.isfinite(mean.to_numpy(float))
         if (~finite).any():
             skipped[series] = int((~finite).sum())
-        mean = np.full(len(table), np.nan)
-        mean[finite] = table[finite].mean(axis=1)
         drawn += int(finite.sum())
+        kwargs = line_kwargs(styles[series], len(mean))
         ax.plot(
-            values.index.to_numpy(float),
-            mean,
+            mean.index.to_numpy(float),
+            mean.to_numpy(float),
             label=series,
             linewidth=1.6,
             gid=f"mean:{series}",
-            **line_kwargs(styles[series], len(mean)),
+            **kwargs,
         )
+        stops += stop_marks(ax, mine, done, "growth_rate", styles[series].colour, f"stop:{series}")
     if drawn == 0:
         raise FigureSkipped(f"no growth rate could be fitted at any logged step at gap {gap} (too short a window)")
     ax.axhline(0.0, color="0.2", linestyle=":", linewidth=1.0, label="0: neither vanishing nor growing", gid="zero")
     ax.axhline(
-        -1.0 / gap, color="0.4", linestyle="--", linewidth=1.0, label=f"-1/gap: factor e over {gap} steps", gid="gap"
+        -1.0 / gap, color="0.4", linestyle="--", linewidth=1.2, label=f"-1/gap: factor e over {gap} steps", gid="gap"
     )
+    ax.set_yscale("symlog", linthresh=1.0 / (2 * gap), linscale=0.6)
     ax.set_xlabel("training step")
     ax.set_ylabel("growth rate of ln ||dL/dh_t|| (1/timestep)")
     ax.grid(True, which="major", alpha=0.3)
-    legend(fig, ax.get_legend_handles_labels()[0])
+    handles = ax.get_legend_handles_labels()[0] + ([stop_handle()] if stops else [])
+    legend(fig, handles)
     note = ""
     if skipped:
-        note = "skipped where a seed has no fit: " + ", ".join(
+        note = "left out where a seed has no fit: " + ", ".join(
             f"{s} {n} step{'s' if n != 1 else ''}" for s, n in skipped.items()
         )
     n_seeds = done.groupby("series")["seed"].nunique()
     title(
         fig,
         at,
-        f"Growth rate of the gradient norm with distance from the loss at gap {gap} (< 0 vanishing, > 0 exploding)",
-        [
-            "slope of the log geometric mean over the probe batch of ||dL/dh_t|| against distance, layer 0 forward, "
-            f"readout term and initial transient left out; line: mean over {count_text(n_seeds)} seeds",
-            note,
-            diverged_note(at),
-        ],
+        f"Growth rate of ||dL/dh_t|| with distance at gap {gap}",
+        [f"line: mean over the {count_text(n_seeds)} finished seeds still training", note, diverged_note(at)],
     )
     return fig

@@ -10,7 +10,19 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from lrd.plots.base import check_table, count_text, diverged_note, join, legend, new_figure, title
+from lrd.plots.base import (
+    check_table,
+    count_text,
+    diverged_note,
+    join,
+    legend,
+    new_figure,
+    present_mean,
+    stop_handle,
+    stop_marks,
+    title,
+    until_stop,
+)
 from lrd.plots.style import (
     GAP_CMAP,
     SeriesStyle,
@@ -21,7 +33,9 @@ from lrd.schema import CURVE_KEY
 # what the figure shows, for a reader who sees it alone (the report prints it under the figure)
 CAPTION = (
     "Learning curves: the training loss on the probe batch against training step, one panel per model, one line per"
-    " gap (mean over finished seeds); thin lines ending in x are diverged runs; dashed: the memoryless baseline "
+    " gap. A run's curve ends where its training ended: a bar marks a seed that stopped when solved (its loss there),"
+    " and the line is the mean over the finished seeds still training at each step, so it ends at the last stop and"
+    " may jump where a seed leaves it; thin lines ending in x are diverged runs; dashed: the memoryless baseline "
     "loss. A curve that stays at the baseline never learned the dependency."
 )
 
@@ -31,13 +45,15 @@ def learning_curves(
 ) -> Figure:
     """Loss against training step, one panel per series, one line per gap.
 
-    Solid: mean over finished seeds; thin line ending in 'x': a diverged run, up to its
-    divergence; dashed: the memoryless baseline loss. Gids: ``mean:<series>:<gap>``,
+    Every run's rows end at its last trained step (``lrd.results.until_stop``). Solid: mean
+    over the finished seeds still training at each step; a bar: a seed's stop; thin line
+    ending in 'x': a diverged run, up to its divergence; dashed: the memoryless baseline
+    loss. Gids: ``mean:<series>:<gap>``, ``stop:<series>:<gap>``,
     ``diverged:<series>:<gap>:<seed>``, ``baseline:<series>[:<gap>]``.
     """
     runs, order, styles = prepare(runs, ("baseline_loss",), styles)
     check_table(curves, "curves", (*CURVE_KEY, "loss"))
-    rows = join(curves, runs, "curves").merge(runs[["run", "gap", "status"]], on="run")
+    rows = until_stop(join(curves, runs, "curves"), runs).merge(runs[["run", "gap", "status"]], on="run")
     present = [s for s in order if s in set(rows["series"])]
     gaps = sorted(runs["gap"].unique())
     cmap = colormaps[GAP_CMAP]
@@ -48,13 +64,14 @@ def learning_curves(
     fig = new_figure(3.8 * ncols + 1.6, 3.1 * nrows + 1.0)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)).ravel()
     positive = bool((rows["loss"].dropna() > 0).all())
+    stops = 0
     for ax, series in zip(axes, present):
         mine = rows[rows["series"] == series]
         for g in gaps:
             at = mine[mine["gap"] == g]
             done = at[at["status"] == "done"]
             if len(done):
-                mean = done.groupby("step")["loss"].mean()
+                mean = present_mean(done, "loss")
                 ax.plot(
                     mean.index.to_numpy(float),
                     mean.to_numpy(float),
@@ -62,6 +79,7 @@ def learning_curves(
                     linewidth=1.5,
                     gid=f"mean:{series}:{g}",
                 )
+                stops += stop_marks(ax, done, runs, "loss", gap_colour[g], f"stop:{series}:{g}")
             for (seed,), run in at[at["status"] == "diverged"].groupby(["seed"]):
                 run = run.sort_values("step")
                 ax.plot(
@@ -91,17 +109,21 @@ def learning_curves(
         ax.set_visible(False)
     handles = [Line2D([], [], color=gap_colour[g], label=f"gap {g}") for g in gaps]
     handles.append(Line2D([], [], color="0.4", linestyle="--", label="memoryless baseline"))
+    if stops:
+        handles.append(stop_handle())
     if (runs["status"] == "diverged").any():
         label = "diverged run (until divergence)"
         handles.append(Line2D([], [], color="0.3", linewidth=0.7, marker="x", label=label))
     legend(fig, handles)
     n_seeds = runs[runs["status"] == "done"].groupby(["series", "gap"])["seed"].nunique()
+    present = rows[rows["status"] == "done"].groupby(["series", "gap", "step"])["run"].nunique()
+    still = f", {count_text(present)} still training at a step" if stops else ""
     title(
         fig,
         runs,
-        "Learning curves",
+        "Training loss on the probe batch against step",
         [
-            f"loss on the probe batch; line: mean over finished seeds ({count_text(n_seeds)} per line)",
+            f"line: mean over the finished seeds still training ({count_text(n_seeds)} per line{still})",
             diverged_note(runs),
         ],
     )

@@ -1,9 +1,10 @@
 """Figure 3, the headline: final metric and success rate against gap, every seed drawn.
 
 Upper panel: the final metric of every seed (dots), their mean (line), diverged runs
-('x' at the baseline), runs still improving at the end ringed. Lower panel: the
-fraction of seeds that solved, with its Wilson 95% interval (``lrd.results.wilson_interval``),
-the interval a handful of seeds supports: no interval is drawn around the mean metric,
+('x' at the baseline), undecided runs (unsolved, still improving at the end) ringed.
+Lower panel: the fraction of the decided seeds that solved, with its Wilson 95% interval,
+counted by the tables' rule (``lrd.results.outcome_counts``, ``OUTCOME_RULE``), the
+interval a handful of seeds supports: no interval is drawn around the mean metric,
 since with n = 3 a 95% percentile bootstrap interval is [min, max] (issue 12).
 With a learning-rate grid each (gap, model) is drawn at its chosen learning rate
 (``lrd.results.choose_lr``).
@@ -33,8 +34,7 @@ from lrd.plots.style import (
     SeriesStyle,
     prepare,
 )
-from lrd.results import wilson_interval
-from lrd.schema import TREND_COLUMN
+from lrd.results import OUTCOME_RULE, UNDECIDED, outcome, outcome_counts
 
 
 def gap_axis(ax, gaps) -> None:
@@ -49,10 +49,11 @@ def gap_axis(ax, gaps) -> None:
 
 # what the figure shows, for a reader who sees it alone (the report prints it under the figure)
 CAPTION = (
-    "Memory vs gap, the headline. Upper panel: the final metric of every seed (dots) and their mean over finished "
-    "seeds (line, no interval: a handful of seeds supports none), diverged runs as 'x' at the baseline, runs still "
-    "improving at the end ringed. Lower panel: the fraction of seeds that solved, with its Wilson 95% interval. "
-    "Dashed: the memoryless baseline (the best predictor that ignores the past); dotted: the solve threshold."
+    "Memory vs gap, the headline. Upper panel: the final evaluation metric of every seed (dots) and their mean over "
+    "finished seeds (line, no interval: a handful of seeds supports none), diverged runs as 'x' at the baseline, "
+    "undecided runs ringed. Lower panel: the fraction of the decided seeds that solved, with its Wilson 95% "
+    "interval, as in the tables: " + OUTCOME_RULE + " Dashed: the memoryless baseline (the best predictor that "
+    "ignores the past); dotted: the solve threshold, which a solved seed's dot reaches."
 )
 
 
@@ -60,11 +61,12 @@ def memory_vs_gap(runs: pd.DataFrame, *, styles: dict[str, SeriesStyle] | None =
     """Final metric and fraction solved against gap, one series per model (the headline figure).
 
     Upper panel: dots, the seeds' final metrics; line, their mean over finished seeds
-    (no interval); 'x', diverged runs at the baseline metric; a black ring, a finished run
-    still improving at the end (``still_improving``). Grey dashed: memoryless baseline;
-    dotted: the solve threshold. Lower panel: solved / trained seeds, with the Wilson 95%
-    interval as a vertical bar. Artists carry gids ``mean:<series>``, ``seeds:<series>``,
-    ``diverged:<series>``, ``improving:<series>``, ``success:<series>``, ``interval:<series>``,
+    (no interval); 'x', diverged runs at the baseline metric; a black ring, an undecided
+    run (``lrd.results.outcome``). Grey dashed: memoryless baseline; dotted: the solve
+    threshold. Lower panel: solved / decided seeds with the Wilson 95% interval of the
+    decided ones as a vertical bar (``lrd.results.outcome_counts``, the tables' counts).
+    Artists carry gids ``mean:<series>``, ``seeds:<series>``, ``diverged:<series>``,
+    ``improving:<series>``, ``success:<series>``, ``interval:<series>``,
     ``baseline`` and ``threshold``.
     """
     runs, lr_note = at_chosen_lr(runs)
@@ -73,7 +75,7 @@ def memory_vs_gap(runs: pd.DataFrame, *, styles: dict[str, SeriesStyle] | None =
     if len(gaps) < 2:
         raise FigureSkipped(f"memory vs gap needs at least two gaps; the runs have only gap {gaps[0]}")
     metric_name = str(runs["metric_name"].iloc[0]) if "metric_name" in runs else "metric"
-    improving = runs[TREND_COLUMN].eq(True) if TREND_COLUMN in runs else pd.Series(False, index=runs.index)
+    improving = outcome(runs).eq(UNDECIDED)
 
     fig = new_figure(8.5, 6.5)
     ax, ax_success = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
@@ -93,9 +95,8 @@ def memory_vs_gap(runs: pd.DataFrame, *, styles: dict[str, SeriesStyle] | None =
             values = mine.loc[mine["gap"] == g, "final_metric"].to_numpy(float)
             values = values[np.isfinite(values)]
             mean_rows.append((g, values.mean() if values.size else math.nan))
-            at = trained[(trained["series"] == series) & (trained["gap"] == g)]
-            k, n = int(at["solved"].eq(True).sum()), len(at)
-            success_rows.append((g, k / n if n else math.nan, *wilson_interval(k, n)))
+            counts = outcome_counts(trained[(trained["series"] == series) & (trained["gap"] == g)])
+            success_rows.append((g, counts.success, counts.lo, counts.hi))
         means, success = np.array(mean_rows, float), np.array(success_rows, float)  # (gaps, 2), (gaps, 4)
         marker = dict(
             marker=style.marker, markersize=6, markerfacecolor="white" if style.bidirectional else style.colour
@@ -138,7 +139,7 @@ def memory_vs_gap(runs: pd.DataFrame, *, styles: dict[str, SeriesStyle] | None =
                 zorder=4,
                 transform=dodge,
             )
-        ok = np.isfinite(success[:, 1])
+        ok = np.isfinite(success[:, 1])  # no decided seed: no point
         ax_success.plot(
             success[ok, 0],
             success[ok, 1],
@@ -176,26 +177,25 @@ def memory_vs_gap(runs: pd.DataFrame, *, styles: dict[str, SeriesStyle] | None =
     handles.append(Line2D([], [], color="0.3", marker="o", markersize=3, linestyle="none", label="one seed"))
     if improving[done.index].any():
         handles.append(
-            Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="none", label="still improving")
+            Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="none", label="undecided")
         )
     gap_axis(ax_success, gaps)
     ax_success.set_xlabel("gap (timesteps)")
     ax.set_ylabel(f"final {metric_name}")
-    ax_success.set_ylabel("fraction solved")
+    ax_success.set_ylabel("solved / decided")
     ax.set_ylim(-0.03, 1.03)
     ax_success.set_ylim(-0.05, 1.05)
     for a in (ax, ax_success):
         a.grid(True, alpha=0.3)
     legend(fig, handles)
     n_seeds = trained.groupby(["series", "gap"])["seed"].nunique()
+    n_undecided = int(improving[trained.index].sum())
     title(
         fig,
         runs,
-        "Memory vs gap",
+        "Final metric and fraction solved against gap",
         [
-            f"top: dots, seeds; line, their mean ({count_text(n_seeds)} seeds per point; no interval drawn); "
-            "ring: still improving at the end",
-            "bottom: fraction of seeds solved, bar: Wilson 95% interval",
+            f"{count_text(n_seeds)} seeds per point, {n_undecided} undecided in all (ringed; not in the fractions)",
             lr_note,
             diverged_note(runs),
         ],

@@ -1,7 +1,9 @@
 """Steps to solve against gap: how much of the budget learning a dependency takes, censored runs shown.
 
-A run that solved is drawn at its ``solved_step`` (the first logged step whose probe
-metric reached the solve threshold); a run that never did is *censored*: all we know is
+A run that solved (the tables' rule, ``lrd.results.outcome``: its final evaluation metric
+reaches the threshold) is drawn at its ``solved_step`` (the first logged step whose probe
+metric reached the solve threshold; at the steps it trained if its probe never did); a run
+that did not is *censored*: all we know is
 that it needs more than its budget, so it is drawn as an upward triangle at the steps it
 trained (``steps_trained``, else ``steps``; a diverged run at its divergence), never as a
 value. The line joins the (lower) median over the seeds where at least half solved (the median
@@ -22,14 +24,19 @@ from matplotlib.transforms import ScaledTranslation
 from lrd.plots.base import FigureSkipped, at_chosen_lr, legend, new_figure, title
 from lrd.plots.memory_vs_gap import gap_axis
 from lrd.plots.style import SeriesStyle, prepare
-from lrd.schema import STEPS_TRAINED
+from lrd.results import OUTCOME_RULE, SOLVED, last_trained_step, outcome
+
+CAPTION = (
+    "Steps to solve against gap: a dot per solved seed at the first logged step whose probe metric reached the "
+    "solve threshold (at the steps it trained if its probe never did), the line their (lower) median where at least "
+    "half the seeds solved; a triangle per seed that did not solve, at the steps it trained (censored: it would "
+    "need more, if it can at all); dashed: the largest budget. Solved is the tables' rule: " + OUTCOME_RULE
+)
 
 
 def budget(runs: pd.DataFrame) -> pd.Series:
-    """The steps each run trained: ``steps_trained`` where recorded, else its divergence step or ``steps``."""
-    trained = runs[STEPS_TRAINED] if STEPS_TRAINED in runs else pd.Series(np.nan, index=runs.index)
-    diverged = runs["diverged_step"] if "diverged_step" in runs else pd.Series(np.nan, index=runs.index)
-    return trained.fillna(diverged).fillna(runs["steps"]).astype(float)
+    """The steps each run trained: ``lrd.results.last_trained_step``."""
+    return last_trained_step(runs)
 
 
 def steps_to_solve(runs: pd.DataFrame, *, styles: dict[str, SeriesStyle] | None = None) -> Figure:
@@ -44,10 +51,11 @@ def steps_to_solve(runs: pd.DataFrame, *, styles: dict[str, SeriesStyle] | None 
     gaps = sorted(runs["gap"].unique())
     if len(gaps) < 2:
         raise FigureSkipped(f"steps to solve needs at least two gaps; the runs have only gap {gaps[0]}")
-    reached = runs["solved_step"].notna() & runs["status"].eq("done")
+    reached = outcome(runs).eq(SOLVED)  # the tables' rule: the final evaluation metric reaches the threshold
     if not reached.any():
-        raise FigureSkipped("steps to solve: no run reached the solve threshold")
+        raise FigureSkipped("steps to solve: no run solved")
     runs = runs.assign(budget=budget(runs), reached=reached)
+    runs = runs.assign(solved_step=runs["solved_step"].where(runs["solved_step"].notna(), runs["budget"]))
 
     fig = new_figure(8.5, 5.0)
     ax = fig.subplots()
@@ -128,18 +136,5 @@ def steps_to_solve(runs: pd.DataFrame, *, styles: dict[str, SeriesStyle] | None 
     ax.set_ylabel("steps to solve (first log point at the threshold)")
     ax.grid(True, alpha=0.3)
     legend(fig, handles)
-    threshold = (
-        ", ".join(f"{t:g}" for t in sorted(runs["solve_threshold"].unique())) if "solve_threshold" in runs else ""
-    )
-    title(
-        fig,
-        runs,
-        "Steps to solve vs gap",
-        [
-            f"dots: first logged step with the probe metric >= {threshold}; line: their (lower) median where at least "
-            "half the seeds solved",
-            "triangles: never solved, drawn at the steps trained (censored: it needs more)",
-            lr_note,
-        ],
-    )
+    title(fig, runs, "Steps to solve against gap", ["triangles: not solved, at the steps trained (censored)", lr_note])
     return fig

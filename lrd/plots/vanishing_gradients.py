@@ -21,6 +21,7 @@ from lrd.plots.base import (
     new_figure,
     runs_at,
     title,
+    until_stop,
 )
 from lrd.plots.style import (
     STATE_LINESTYLES,
@@ -34,7 +35,8 @@ from lrd.schema import FLOOR, GRAD_COLUMNS
 CAPTION = (
     "Vanishing gradients: the norm of the gradient of the loss with respect to the model's state, ||dL/d state_t||,"
     " against the distance (in timesteps) from the first scored position, at initialisation (left) and after "
-    "training (right), on a fixed probe batch. Lines: geometric mean over finished seeds; bands: min to max over "
+    "training (right: each run's last trained step, its stop for a run stopped when solved), on a fixed probe "
+    "batch. Lines: geometric mean over finished seeds; bands: min to max over "
     "seeds; hatched: below float32's smallest normal number, where the norm was not measured. A straight falling "
     "line on this log scale is an exponential decay of the learning signal with distance."
 )
@@ -62,7 +64,7 @@ def vanishing_gradients(
     runs, order, styles = prepare(runs, (), styles)
     check_table(grad_norms, "grad_norms", GRAD_COLUMNS)
     gap, done, at = runs_at(runs, gap)
-    rows = join(grad_norms, done, "grad_norms")
+    rows = until_stop(join(grad_norms, done, "grad_norms"), done)  # "after training": each run's last trained step
     rows = rows[(rows["layer"] == layer) & (rows["direction"] == direction) & (rows["distance"] >= 0)]
     if rows.empty:
         raise FigureSkipped(f"no gradient norms at distance >= 0 for layer {layer}, direction {direction!r}, gap {gap}")
@@ -155,7 +157,7 @@ def vanishing_gradients(
     title(
         fig,
         at,
-        f"Vanishing gradients at gap {gap}",
+        f"||dL/d state_t|| against distance from the loss at gap {gap}",
         [
             f"layer {layer}, {DIRECTION.get(direction, direction)} direction; "
             "distance: timesteps before the first scored position; "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pandas as pd
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
-from lrd.plots.base import FigureSkipped, NotAskedFor, PlotError, at_chosen_lr, check_table, split_runs
+from lrd.plots.base import FigureSkipped, NotAskedFor, PlotError, at_chosen_lr, check_table, note, split_runs
 from lrd.plots.clipping import CAPTION as CLIPPING_CAPTION
 from lrd.plots.clipping import clipping_curves
 from lrd.plots.eval_gaps import CAPTION as EVAL_GAPS_CAPTION
@@ -29,6 +28,7 @@ from lrd.plots.memory_vs_gap import CAPTION as MEMORY_VS_GAP_CAPTION
 from lrd.plots.memory_vs_gap import memory_vs_gap
 from lrd.plots.spectrum import CAPTION as SPECTRUM_CAPTION
 from lrd.plots.spectrum import spectrum_curves
+from lrd.plots.steps_to_solve import CAPTION as STEPS_TO_SOLVE_CAPTION
 from lrd.plots.steps_to_solve import steps_to_solve
 from lrd.plots.style import SeriesStyle, series_styles, with_series
 from lrd.plots.vanishing_gradients import CAPTION as VANISHING_GRADIENTS_CAPTION
@@ -121,6 +121,7 @@ CAPTIONS: dict[str, str] = {
     "vanishing_gradients": VANISHING_GRADIENTS_CAPTION,
     "gradient_heatmap": GRADIENT_HEATMAP_CAPTION,
     "memory_vs_gap": MEMORY_VS_GAP_CAPTION,
+    "steps_to_solve": STEPS_TO_SOLVE_CAPTION,
     "learning_curves": LEARNING_CURVES_CAPTION,
     "growth_rate": GROWTH_RATE_CAPTION,
     "jacobian_spectrum": SPECTRUM_CAPTION,
@@ -184,6 +185,6 @@ def write_figures(
                 report(stem, str(skipped))
                 continue
             if narrowed:
-                fig.suptitle("\n".join([fig.get_suptitle(), *textwrap.wrap(lr_note, 120)]), fontsize=9)
+                note(fig, lr_note)
             written += [save_figure(fig, out_dir / f"{stem}.{fmt}", dpi) for fmt in formats]
     return written
