@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from lrd import store
 from lrd.schema import Results
 
 TINY = """\
@@ -45,6 +47,24 @@ def lrd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def comparable(results: Results) -> list[pd.DataFrame]:
     """The four tables without what may differ between two computations of the same runs."""
     return [results.runs.drop(columns=["wall_time_s"]), results.curves, results.grad_norms, results.dynamics]
+
+
+def unpack(out: Path) -> list[str]:
+    """Turn a packed results folder back into one run folder per run (as a sweep leaves it before packing).
+
+    Each run's tables as ``store.read_run`` gives them (its own columns and dtypes) go to
+    ``DIR/runs/<id>/`` through ``store.write_run``; then DIR/tables is removed. Returns the run ids.
+    """
+    ids = sorted(store.stored_runs(out))
+    for run_id in ids:
+        store.write_run(out, run_id, store.read_run(out, run_id))
+    shutil.rmtree(out / store.PACKED)
+    return ids
+
+
+def snapshot_files(folder: Path) -> dict[str, int]:
+    """Every file under ``folder`` (relative name) and its modification time, to show that nothing was rewritten."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="session")

@@ -149,7 +149,7 @@ def write_figures(
     results,
     out_dir: str | Path,
     *,
-    formats: tuple[str, ...] = ("png", "pdf"),
+    formats: tuple[str, ...] = ("png",),
     dpi: int = 150,
     on_skip: Callable[[str, str], None] | None = None,
 ) -> list[Path]:
