@@ -156,6 +156,8 @@ def test_packed_tables_are_small_where_nothing_is_lost(unpacked, tmp_path):
     column = metadata.row_group(0).column(schema.get_field_index("direction"))
     assert column.compression == "ZSTD" and column.statistics is None
     assert "RLE_DICTIONARY" in column.encodings  # the strings: dictionary-encoded
+    norms = metadata.row_group(0).column(schema.get_field_index("norm"))
+    assert "BYTE_STREAM_SPLIT" in norms.encodings and norms.statistics is None
     runs = pq.read_schema(out / "tables" / "runs.parquet")
     assert runs.field("lr").type == pa.float64()  # 0.001 is no float32: kept as it was
 
