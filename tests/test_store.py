@@ -115,9 +115,9 @@ def copy_of(folder: Path, tmp_path: Path) -> Path:
     return tmp_path / "out"
 
 
-def assert_loads_the_same(got: Results, want: Results) -> None:
+def assert_loads_the_same(got: Results, want: Results, empty: tuple[str, ...] = ("eval_gaps",)) -> None:
     for name, a, b in zip(Results._fields, got, want):
-        assert len(b) or name == "eval_gaps", name  # every table has rows to compare
+        assert len(b) or name in empty, name  # every other table has rows to compare
         pd.testing.assert_frame_equal(a, b, check_exact=True, obj=name)
 
 
@@ -168,9 +168,9 @@ def test_a_study_whose_runs_differ_in_columns_loads_the_same_packed_and_unpacked
     packed = store.load(out)
     unpack(out)
     assert not (out / store.PACKED).exists() and len(list((out / "runs").iterdir())) == 72
-    assert_loads_the_same(store.load(out), packed)
+    assert_loads_the_same(store.load(out), packed, empty=("eval_gaps", "dynamics"))
     store.pack(out)
-    assert_loads_the_same(store.load(out), packed)
+    assert_loads_the_same(store.load(out), packed, empty=("eval_gaps", "dynamics"))
 
 
 def test_the_sweep_packs_a_folder_whose_runs_all_finished(unpacked, tmp_path, capsys):
