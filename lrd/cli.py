@@ -5,10 +5,11 @@
                                        KEY=VALUE overrides a value of the experiment (model.cell=[lstm,gru])
     lrd tasks                          registered tasks and models, conventions, baselines
     lrd show DIR                       the summary table of a results folder
-    lrd plot [DIR]                     (re)draw every figure of a results folder into DIR/figures
+    lrd plot [DIR] [--pdf]             (re)draw every figure of a results folder into DIR/figures (PNG; --pdf: PDF too)
     lrd report DIR                     one self-contained page, DIR/report.html (made by `lrd run` too)
     lrd verify DIR [--sample N]        retrain N groups of a results folder and compare every number
-    lrd upgrade DIR                    rewrite a results folder of an older lrd to this one (same numbers)
+    lrd upgrade DIR                    rewrite a results folder of an older lrd to this one (same numbers), packed
+    lrd pack DIR                       pack a results folder's finished runs into one table per kind (DIR/tables)
 
 User errors (a bad experiment file, a missing folder) print one line and exit 2;
 a sweep with failed runs exits 1 (rerun it to retry them).
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--all", action="store_true", help="include runs of earlier versions of the experiment")
     plot = commands.add_parser("plot", help="redraw every figure of a results folder from its stored tables")
     plot.add_argument("dir", nargs="?", help=f"results folder (default: {DEFAULT_RESULTS}, once `lrd run` made it)")
+    plot.add_argument("--pdf", action="store_true", help="also write each figure as PDF (default: PNG only)")
     run.add_argument("--no-plot", action="store_true", help="do not draw the figures at the end")
     report = commands.add_parser("report", help="write DIR/report.html: summary, figures, experiment, versions")
     report.add_argument("dir", help="results folder (with figures: `lrd plot DIR` draws them)")
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     upgrade = commands.add_parser("upgrade", help="rewrite a results folder of an older lrd in place (no retraining)")
     upgrade.add_argument("dir", help="results folder")
+    pack = commands.add_parser("pack", help="pack a results folder's finished runs into one table per kind")
+    pack.add_argument("dir", help="results folder")
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "run" and not any(item.startswith("-") for item in extra):
         args.items += extra  # overrides after an option: lrd run EXP --out DIR train.lr=1e-3
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         handlers = {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot, "upgrade": cmd_upgrade}
-        handlers |= {"report": cmd_report, "verify": cmd_verify}
+        handlers |= {"report": cmd_report, "verify": cmd_verify, "pack": cmd_pack}
         with interrupt.stop_on_sigint():  # a Ctrl-C swallowed anywhere (a gc callback) still ends the command
             code = handlers[args.command](args, console)
             sys.stdout.flush()  # a full disk or a closed pipe under stdout shows here, not at exit
@@ -210,6 +214,8 @@ def cmd_run(args, console: Console) -> int:
         raise UserError(f"{out_dir}: cannot write the results ({err.strerror}: {err.filename})") from None
     if summary.damaged:
         print(f"{_damaged_runs(summary.damaged)} recomputed: {_damage_list(summary.damaged)}")
+    if summary.not_packed:
+        print(f"lrd: not packed: {summary.not_packed}", file=sys.stderr)
     print(
         f"{experiment.name}: {summary.computed} runs computed, {summary.already_done} already done, "
         f"{summary.diverged} diverged, {summary.failed} failed, {summary.wall_time_s:.1f} s; results in {out_dir}"
@@ -309,12 +315,12 @@ def cmd_plot(args, console: Console) -> int:
             f"{DEFAULT_RESULTS}: no such folder yet; `lrd run` makes it, or name a results folder "
             "(lrd plot results/delayed_recall)"
         )
-    draw_figures(Path(args.dir) if args.dir is not None else DEFAULT_RESULTS)
+    draw_figures(Path(args.dir) if args.dir is not None else DEFAULT_RESULTS, pdf=args.pdf)
     return 0
 
 
-def draw_figures(out_dir: Path) -> None:
-    """Every figure of a results folder, from its stored tables alone, into out_dir/figures."""
+def draw_figures(out_dir: Path, pdf: bool = False) -> None:
+    """Every figure of a results folder, from its stored tables alone, into out_dir/figures (PNG; with ``pdf``, PDF)."""
     from lrd.plots import PlotError, write_figures
 
     results = load_results(out_dir)
@@ -326,6 +332,7 @@ def draw_figures(out_dir: Path) -> None:
         paths = write_figures(
             results,
             out_dir / "figures",
+            formats=("png", "pdf") if pdf else ("png",),
             on_skip=lambda stem, reason: print(f"skipped {stem}: {reason}"),
         )
     except PlotError as err:
@@ -360,8 +367,13 @@ def _damaged_runs(damaged: dict[str, str]) -> str:
 
 
 def _damage_list(damaged: dict[str, str]) -> str:
-    """``id, reason`` of each damaged run, on one line."""
-    return "; ".join(f"{run_id}, {reason}" for run_id, reason in sorted(damaged.items()))
+    """``id, reason`` of each damaged run, on one line; runs damaged by one packed file as ``N runs, reason``."""
+    by_reason: dict[str, list[str]] = {}
+    for run_id, reason in sorted(damaged.items()):
+        by_reason.setdefault(reason, []).append(run_id)
+    return "; ".join(
+        f"{ids[0] if len(ids) == 1 else f'{len(ids)} runs'}, {reason}" for reason, ids in sorted(by_reason.items())
+    )
 
 
 def _stdout_console() -> Console:
@@ -379,22 +391,56 @@ def cmd_upgrade(args, console: Console) -> int:
         done = upgrade(Path(args.dir))
     except StoreError as err:
         raise UserError(str(err)) from None
+    except OSError as err:
+        raise UserError(f"{args.dir}: cannot write the results ({err.strerror}: {err.filename})") from None
     if done.probe_stopped:
         print(
-            f"{args.dir}: {done.probe_stopped} runs stopped by the probe-batch rule of before issue 21: "
-            'stop_check = "probe" recorded in its experiment.toml (their ids unchanged); no run retrained'
+            f"{args.dir}: {done.probe_stopped} runs stopped by the probe-batch rule of before the validation stop "
+            'check: stop_check = "probe" recorded in its experiment.toml (their ids unchanged); no run retrained'
         )
-    if done.manifests:
-        print(f"{args.dir}: {done.manifests} runs given a manifest (their files unchanged); no run retrained")
-    elif done.runs == 0 and done.from_schema == SCHEMA_VERSION:
-        if not done.probe_stopped:
-            print(f"{args.dir}: already results schema {SCHEMA_VERSION}; nothing to do")
-    else:
+    if done.from_schema != SCHEMA_VERSION:
         print(
             f"{args.dir}: upgraded from results schema {done.from_schema} to {SCHEMA_VERSION}: {done.runs} runs "
             f"rewritten, solve threshold {done.solve_threshold:g} ([report] of the folder); no run retrained"
         )
+    elif not done.packed.added and not done.probe_stopped:
+        print(f"{args.dir}: already results schema {SCHEMA_VERSION} and packed; nothing to do")
+    _say_packed(args.dir, done.packed)
     return 0
+
+
+# --- lrd pack -------------------------------------------------------------------------------
+def cmd_pack(args, console: Console) -> int:
+    from lrd import store
+
+    out_dir = Path(args.dir)
+    if not out_dir.is_dir():
+        raise UserError(f"{out_dir}: no such results folder")
+    try:
+        with store.lock(out_dir):
+            done = store.pack(out_dir)
+    except store.StoreError as err:
+        raise UserError(str(err)) from None
+    except OSError as err:
+        raise UserError(f"{out_dir}: cannot write the results ({err.strerror}: {err.filename})") from None
+    if not done.added and not done.left:
+        print(f"{out_dir}: nothing to pack ({done.runs} runs packed already)")
+    _say_packed(args.dir, done)
+    return 0
+
+
+def _say_packed(name: str, done) -> None:
+    """One line: what ``store.pack`` did (nothing when it had nothing to do), and the run folders it left."""
+    if done.added:
+        print(
+            f"{name}: {done.added} runs packed, {done.runs} in all, into {Path(name) / 'tables'} "
+            f"({done.bytes / 1e6:.1f} MB); values checked against the run folders, which are removed"
+        )
+    if done.left:
+        print(
+            f"{name}: {_damaged_runs(done.left).replace('damaged', 'failed or damaged')} left as run folders: "
+            f"{_damage_list(done.left)} (`lrd run` computes them again)"
+        )
 
 
 # --- lrd tasks -----------------------------------------------------------------------------

@@ -33,7 +33,8 @@ import pandas as pd
 
 SCHEMA_VERSION = 2  # part of every run's hash and of experiment.json: bump when stored results change meaning
 
-# file stems of a run's tables (DIR/runs/<id>/<stem>.parquet); the runs table is stored one row per file
+# file stems of a run's tables (DIR/runs/<id>/<stem>.parquet, one row of the runs table per run folder);
+# packed, DIR/tables/<kind>.parquet holds every run's rows (runs.parquet for RUN, see lrd.store)
 RUN, CURVES, GRAD_NORMS = "run", "curves", "grad_norms"
 TABLES = (RUN, CURVES, GRAD_NORMS)
 EVAL_GAPS = "eval_gaps"  # only in runs with [train] eval_gaps; folders without it still load

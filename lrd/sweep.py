@@ -12,6 +12,9 @@ vmaps over, so a group is always trained with all of its members: a group
 interrupted in the milliseconds between writing two of its runs is retrained
 whole and only its missing runs are written. The numbers therefore never
 depend on where a sweep was interrupted, nor on which backend ran it.
+
+A sweep that ends with every run of its experiment complete packs the folder
+(``store.pack``): one table per kind instead of a folder per run.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class SweepSummary(NamedTuple):
     failed: int  # runs recorded as failed; the next sweep computes them again
     wall_time_s: float
     damaged: dict[str, str] = {}  # noqa: RUF012  # run id -> what was wrong, for the damaged runs computed again
+    not_packed: str = ""  # why a folder whose runs all finished was not packed (store.pack); "" when it was
 
 
 class Group(NamedTuple):
@@ -167,9 +171,26 @@ def _compute(
         failed += sum(row["status"] == "failed" for row in rows)
         reporter.group_done(group.label, rows)
         interrupt.check()
+    not_packed = _pack_if_finished(experiment, out_dir)
     store.write_summary(out_dir, store.load(out_dir).runs)
     elapsed = time.perf_counter() - start
-    return SweepSummary(len(experiment.runs), len(done), computed, diverged, failed, elapsed, damaged)
+    return SweepSummary(len(experiment.runs), len(done), computed, diverged, failed, elapsed, damaged, not_packed)
+
+
+def _pack_if_finished(experiment: Experiment, out_dir: Path) -> str:
+    """Pack the folder (``store.pack``) when every run of the experiment is complete; why not, if it could not.
+
+    With failed runs the folder stays as it is: the next sweep computes them, then packs.
+    """
+    ids = {spec.run_id for spec in experiment.runs}
+    checks = store.check_runs(out_dir, ids)
+    if len(checks) < len(ids) or any(check.state != store.COMPLETE for check in checks.values()):
+        return ""
+    try:
+        store.pack(out_dir)
+    except store.StoreError as err:
+        return str(err)
+    return ""
 
 
 # --- memory ----------------------------------------------------------------------------------

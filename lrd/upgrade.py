@@ -16,10 +16,11 @@ configuration was not recorded, and they are never looked up by id.
 The runs are rewritten first, one by one, and experiment.json last: a crash at
 any point leaves a folder that the same command upgrades.
 
-A folder of the current schema whose runs were written before manifests
-(``lrd.store.check_run``) gets a manifest for each run that checks: the files are
-not touched, so the numbers are the same bytes; a damaged run is left for
-``lrd run`` to compute again.
+Then, whatever its schema was, the folder is packed (``lrd.store.pack``): one table
+per kind, checked value for value against the run folders before they are removed.
+Runs written before manifests (``lrd.store.check_run``) are packed the same way, and
+the packed tables have a manifest; a damaged or failed run is left as its run folder
+for ``lrd run`` to compute again.
 
 A folder whose ``stop_when_solved`` runs were stopped by the rule of before issue 21
 (their probe batch; a stored configuration without ``train.stop_check``) keeps its
@@ -42,7 +43,7 @@ from typing import Any, NamedTuple
 from lrd import store
 from lrd.experiment import ExperimentError, load_experiment, run_id_of
 from lrd.schema import RUN, SCHEMA_VERSION, SOLVE_THRESHOLD, SOLVED_COLUMNS, TASK_PREFIX
-from lrd.store import RUNS, StoreError
+from lrd.store import StoreError
 
 # run-table columns that schema 1 stored and schema 2 derives or no longer has
 SCHEMA1_ONLY = (f"{TASK_PREFIX}solve_threshold", *SOLVED_COLUMNS)
@@ -52,8 +53,8 @@ class Upgraded(NamedTuple):
     from_schema: int
     runs: int  # run folders rewritten
     solve_threshold: float
-    manifests: int = 0  # runs of this schema written before manifests, given one (their files unchanged)
-    probe_stopped: int = 0  # stop_when_solved runs of the rule of before issue 21, recorded in experiment.toml
+    packed: store.Packed  # what packing the folder did
+    probe_stopped: int = 0  # stop_when_solved runs stopped by the probe-batch rule, recorded in experiment.toml
 
 
 def upgrade(out_dir: str | Path) -> Upgraded:
@@ -76,8 +77,8 @@ def _upgrade(out_dir: Path) -> Upgraded:
     if found > SCHEMA_VERSION:
         store.check_schema(out_dir)  # says: newer than this lrd
     if found == SCHEMA_VERSION:
-        added = sum(store.add_manifest(out_dir / RUNS / run_id) for run_id in sorted(store.stored_runs(out_dir)))
-        return Upgraded(found, 0, store.solve_threshold(out_dir), added, record_stop_check(out_dir, resolved))
+        probe_stopped = record_stop_check(out_dir, resolved)
+        return Upgraded(found, 0, store.solve_threshold(out_dir), store.pack(out_dir), probe_stopped)
 
     configs = resolved["runs"]
     thresholds = {config["task"].get("solve_threshold", SOLVE_THRESHOLD) for config in configs.values()}
@@ -97,16 +98,17 @@ def _upgrade(out_dir: Path) -> Upgraded:
     rewritten = 0
     for old_id in sorted(store.stored_runs(out_dir)):
         new_id = new_ids.get(old_id, old_id)
-        tables = store.read_run(out_dir / RUNS / old_id)
+        tables = store.read_run(out_dir, old_id)
         tables = {name: table.assign(run=new_id) for name, table in tables.items()}
         tables[RUN] = tables[RUN].drop(columns=list(SCHEMA1_ONLY), errors="ignore")
         store.rewrite_run(out_dir, old_id, new_id, tables)
         rewritten += 1
     resolved = {**resolved, "schema": SCHEMA_VERSION, "report": {"solve_threshold": threshold}, "runs": runs}
     store.write_experiment_json(out_dir, resolved)
+    packed = store.pack(out_dir)
     if (out_dir / "summary.csv").exists():
         store.write_summary(out_dir, store.load(out_dir).runs)
-    return Upgraded(found, rewritten, threshold)
+    return Upgraded(found, rewritten, threshold, packed)
 
 
 # the line record_stop_check adds under [train]

@@ -173,12 +173,8 @@ def _experiment(resolved: dict[str, Any], runs: list[RunSpec]) -> Experiment:
 
 
 def _tables(out_dir: Path, runs: list[RunSpec]) -> dict[str, pd.DataFrame]:
-    """The stored tables of ``runs`` in ``out_dir``, concatenated in run order."""
-    frames: dict[str, list[pd.DataFrame]] = {}
-    for spec in runs:
-        for name, table in store.read_run(out_dir / store.RUNS / spec.run_id).items():
-            frames.setdefault(name, []).append(table)
-    return {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}
+    """The stored tables of ``runs`` in ``out_dir`` (packed or not), rows in run-id order."""
+    return store.read_tables(out_dir, [spec.run_id for spec in runs])
 
 
 def compare(name: str, old: pd.DataFrame | None, new: pd.DataFrame | None) -> TableCheck:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from lrd import store
 from lrd.schema import Results
 
 TINY = """\
@@ -64,6 +65,24 @@ def as_upgraded(folder: Path, tmp: Path) -> Path:
     upgrade(copy)
     assert (copy / "experiment.json").read_bytes() == (folder / "experiment.json").read_bytes()  # ids kept
     return copy / "experiment.toml"
+
+
+def unpack(out: Path) -> list[str]:
+    """Turn a packed results folder back into one run folder per run (as a sweep leaves it before packing).
+
+    Each run's tables as ``store.read_run`` gives them (its own columns and dtypes) go to
+    ``DIR/runs/<id>/`` through ``store.write_run``; then DIR/tables is removed. Returns the run ids.
+    """
+    ids = sorted(store.stored_runs(out))
+    for run_id in ids:
+        store.write_run(out, run_id, store.read_run(out, run_id))
+    shutil.rmtree(out / store.PACKED)
+    return ids
+
+
+def snapshot_files(folder: Path) -> dict[str, int]:
+    """Every file under ``folder`` (relative name) and its modification time, to show that nothing was rewritten."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="session")

@@ -457,8 +457,9 @@ def test_cells_without_a_colour_of_their_own_draw_deterministically():
 
 # --- writing ---------------------------------------------------------------------------------------------
 def test_write_figures_png_pdf_byte_identical(results, tmp_path):
-    first = plots.write_figures(results, tmp_path / "a", dpi=40)
-    second = plots.write_figures(results, tmp_path / "b", dpi=40)
+    both = ("png", "pdf")
+    first = plots.write_figures(results, tmp_path / "a", formats=both, dpi=40)
+    second = plots.write_figures(results, tmp_path / "b", formats=both, dpi=40)
     names = [p.name for p in first]
     drawn = [f for f in plots.FIGURE_NAMES if f != "eval_gaps"]  # skipped: these tables have no eval_gaps
     assert names == [f"delayed_recall_{f}.{ext}" for f in drawn for ext in ("png", "pdf")]

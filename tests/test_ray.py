@@ -218,8 +218,8 @@ def test_a_killed_worker_is_retried_and_no_run_is_lost_or_repeated(cluster, refe
     assert proc.returncode == 0, out
     assert "(attempt 2: its worker died)" in out, out
     assert "6 runs computed, 0 already done, 0 diverged, 0 failed" in out
-    runs_dir = tmp_path / "out" / "runs"
-    assert sorted(p.name for p in runs_dir.iterdir()) == sorted(reference.runs["run"])  # no temporary folder left
+    assert sorted(store.stored_runs(tmp_path / "out")) == sorted(reference.runs["run"])
+    assert not (tmp_path / "out" / "runs").exists()  # packed, no temporary folder left
     assert_same_tables(store.load(tmp_path / "out"), reference)
 
 
@@ -268,11 +268,8 @@ def test_a_group_whose_worker_always_dies_is_recorded_failed_then_retried(cluste
     assert set(runs.loc[runs["gap"] == 4, "status"]) == {"done"} and runs.loc[runs["gap"] == 4, "error"].isna().all()
     assert set(curves["run"]) == set(grad_norms["run"]) == set(runs.loc[runs["gap"] == 4, "run"])
 
-    done_before = {
-        p.name: p.stat().st_mtime_ns
-        for p in (tmp_path / "out" / "runs").iterdir()
-        if p.name in set(runs.loc[runs["gap"] == 4, "run"])
-    }
+    assert not (tmp_path / "out" / "tables").exists()  # runs failed: not packed yet
+    done_before = {run_id: store.read_run(tmp_path / "out", run_id) for run_id in runs.loc[runs["gap"] == 4, "run"]}
     marker.unlink()
     proc = lrd(*ray_run, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -280,9 +277,10 @@ def test_a_group_whose_worker_always_dies_is_recorded_failed_then_retried(cluste
     assert "gap=4" not in proc.stdout  # only the failed group trained again
     runs = store.load(tmp_path / "out").runs
     assert set(runs["status"]) == {"done"} and len(runs) == 4 and runs["error"].isna().all()
-    for name, mtime in done_before.items():
-        assert (tmp_path / "out" / "runs" / name).stat().st_mtime_ns == mtime
-    assert not list((tmp_path / "out" / "runs").glob(".tmp*"))
+    for run_id, tables in done_before.items():  # not recomputed: packed as they were
+        for name, table in store.read_run(tmp_path / "out", run_id).items():
+            pd.testing.assert_frame_equal(table, tables[name], check_exact=True)
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 # --- options --------------------------------------------------------------------------------

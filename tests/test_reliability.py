@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TINY, comparable, lrd
+from conftest import TINY, comparable, lrd, unpack
 
 from lrd import backends, cli, interrupt, store
 from lrd.cli import main
@@ -52,8 +52,9 @@ def assert_runs_match_reference(out: Path, reference: Path) -> None:
     """Every run stored in ``out`` is complete and equals the undisturbed run's tables."""
     ref = store.load(reference)
     for run_id in store.stored_runs(out):
+        stored = store.read_run(out, run_id)
         for name, table in zip(store.TABLES, comparable(ref)):
-            got = pd.read_parquet(out / store.RUNS / run_id / f"{name}.parquet")
+            got = stored[name]
             want = table[table["run"] == run_id].reset_index(drop=True)
             if name == "run":  # store.load adds the error to every run and derives solved (and more) at read time
                 want = want.drop(columns=["error", *DERIVED_COLUMNS])
@@ -434,9 +435,15 @@ def test_the_memory_estimate_is_near_the_measured_peaks(cell, gap, hidden, measu
 
 
 # --- damaged runs ------------------------------------------------------------------------------
-def copy_of(reference: Path, tmp_path: Path) -> Path:
-    """The undisturbed results (and exp.toml) in tmp_path; returns the results folder."""
+def copy_of(reference: Path, tmp_path: Path, unpacked: bool = False) -> Path:
+    """The undisturbed results (and exp.toml) in tmp_path, packed (as the sweep left them) or ``unpacked``.
+
+    ``unpacked``: one run folder per run, as a sweep leaves them before it packs (conftest.unpack).
+    """
     shutil.copytree(reference.parent, tmp_path, dirs_exist_ok=True)
+    assert (tmp_path / "out" / store.PACKED).is_dir() and not (tmp_path / "out" / store.RUNS).exists()
+    if unpacked:
+        unpack(tmp_path / "out")
     return tmp_path / "out"
 
 
@@ -491,7 +498,7 @@ DAMAGES = {  # how -> the reason named
 
 @pytest.mark.parametrize("how", list(DAMAGES))
 def test_show_and_plot_leave_a_damaged_run_out_and_name_it(how, reference, tmp_path, capsys):
-    out = copy_of(reference, tmp_path)
+    out = copy_of(reference, tmp_path, unpacked=True)
     ids = run_ids(out)
     damage(out / "runs" / ids[1], how)
     want = [i for i in ids if i != ids[1]]
@@ -548,16 +555,14 @@ def test_output_to_a_full_disk_is_one_line_with_exit_2(command, reference, tmp_p
 
 
 def test_lrd_run_recomputes_damaged_runs_and_says_so_in_one_line(reference, tmp_path, cache_dir):
-    out = copy_of(reference, tmp_path)
+    out = copy_of(reference, tmp_path, unpacked=True)
     ids = run_ids(out)
+    healthy = (out / "runs" / ids[3] / "curves.parquet").read_bytes()
     damage(out / "runs" / ids[0], "curves cut to half")
     damage(out / "runs" / ids[1], "legacy grad_norms deleted")
     damage(out / "runs" / ids[2], "run deleted")
     damage(out / "runs" / ids[3], "legacy curves cut to half")  # the only run of its group: retrained alone
-    (out / "runs" / ids[3] / "curves.parquet").write_bytes(
-        (reference / "runs" / ids[3] / "curves.parquet").read_bytes()
-    )
-    (out / "runs" / ids[3] / store.MANIFEST).unlink(missing_ok=True)  # healthy again, as written before manifests
+    (out / "runs" / ids[3] / "curves.parquet").write_bytes(healthy)  # healthy again, as written before manifests
     run = lrd("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr
@@ -569,8 +574,65 @@ def test_lrd_run_recomputes_damaged_runs_and_says_so_in_one_line(reference, tmp_
         assert f"{run_id}, {reason}" in lines[0]
     assert "3 runs computed, 1 already done" in run.stdout
     assert_same_tables(out, reference)
-    assert all(store.check_run(out / "runs" / i).state == store.COMPLETE for i in ids)
-    assert not (out / "runs" / ids[3] / store.MANIFEST).exists()  # kept as it was
+    assert all(check.state == store.COMPLETE for check in store.check_runs(out).values())
+    assert sorted(store.stored_runs(out)) == sorted(ids) and not (out / "runs").exists()  # every run done: packed
+
+
+PACKED_DAMAGES = {  # how -> the reason named
+    "curves cut to half": r"tables/curves\.parquet unreadable \(\d+ bytes, \d+ written\)",
+    "grad_norms byte flipped": r"tables/grad_norms\.parquet unreadable \(its SHA-256 is not the one written\)",
+    "runs deleted": r"tables/runs\.parquet missing",
+    "manifest garbage": r"tables/manifest\.json unreadable",
+}
+
+
+@pytest.mark.parametrize("how", list(PACKED_DAMAGES))
+def test_a_damaged_packed_table_is_named_in_one_line_and_lrd_run_recomputes_its_runs(how, reference, tmp_path):
+    out = copy_of(reference, tmp_path)
+    tables = out / store.PACKED
+    if how == "curves cut to half":
+        cut_half(tables / "curves.parquet")
+    elif how == "grad_norms byte flipped":
+        flip_a_byte(tables / "grad_norms.parquet")
+    elif how == "runs deleted":
+        (tables / "runs.parquet").unlink()
+    else:
+        (tables / store.MANIFEST).write_text("{not json")
+    show = lrd("show", "out", cwd=tmp_path)
+    assert show.returncode == 2 and "Traceback" not in show.stderr, show.stderr
+    [line] = show.stderr.strip().splitlines()
+    why = rf"\({PACKED_DAMAGES[how]}; `lrd run` computes them again\)"
+    assert re.fullmatch(rf"lrd: error: out: no readable runs here, 4 damaged {why}", line), line
+    run = lrd("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert "4 runs computed, 0 already done" in run.stdout
+    [said] = [line for line in run.stdout.splitlines() if "damaged" in line]
+    assert re.fullmatch(rf"4 damaged runs recomputed: 4 runs, {PACKED_DAMAGES[how]}", said), said
+    assert_same_tables(out, reference)  # packed again, whole
+    assert not (out / "runs").exists() and not (out / store.PACKED_OLD).exists()
+
+
+def test_a_damaged_packed_table_beside_run_folders_leaves_only_its_runs_out(reference, tmp_path, capsys):
+    out = copy_of(reference, tmp_path, unpacked=True)
+    ids = run_ids(out)
+    for run_id in ids[:2]:  # two runs packed, two in run folders
+        shutil.move(out / "runs" / run_id, tmp_path / run_id)
+    store.pack(out)
+    for run_id in ids[:2]:
+        shutil.move(tmp_path / run_id, out / "runs" / run_id)
+    cut_half(out / store.PACKED / "curves.parquet")  # the packed runs are ids 2 and 3
+    assert main(["show", str(out)]) == 0
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(
+        r"lrd: 2 damaged runs left out: 2 runs, tables/curves\.parquet unreadable \(\d+ bytes, \d+ written\) "
+        r"\(`lrd run` of the experiment computes them again\)",
+        err,
+    ), err
+    assert store.load(out, on_damaged=lambda *_: None).runs["run"].tolist() == ids[:2]
+    assert main(["pack", str(out)]) == 2  # it would lose the damaged table's runs, which no run folder holds
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lrd: error: {out / 'tables'}: curves.parquet unreadable (") and "\n" not in err
+    assert "2 of its runs are in no run folder, so packing now would lose them" in err
 
 
 @pytest.mark.parametrize(
@@ -593,32 +655,37 @@ def test_a_garbage_experiment_json_is_one_line_exit_2(text, words, reference, tm
     assert (out / "experiment.json").read_text() == text  # nothing rewritten
 
 
-def test_committed_results_check_without_manifests():
-    """The committed results/ were written before manifests: every run checks (parsed) and none is damaged."""
-    folders = sorted(p for p in (Path(WORKTREE) / "results").iterdir() if (p / "runs").is_dir())
-    assert folders
+def test_committed_results_are_packed_and_check():
+    """Each committed study is its packed tables (every run checks against the manifest), experiment files and PNGs."""
+    folders = sorted(p for p in (Path(WORKTREE) / "results").iterdir() if p.is_dir())
+    assert len(folders) >= 9
     for folder in folders:
+        assert not (folder / "runs").exists() and (folder / store.PACKED / store.MANIFEST).is_file(), folder
         found = store.check_runs(folder)
-        assert found and all(check.state == store.COMPLETE for check in found.values()), (folder, found)
+        assert set(found) == set(store.current_run_ids(folder) or []), folder
+        assert all(check.state == store.COMPLETE for check in found.values()), (folder, found)
+        figures = {p.suffix for p in (folder / "figures").iterdir()}
+        assert figures == {".png"}, (folder, figures)  # PDFs on demand only (lrd plot --pdf)
 
 
-def test_upgrade_gives_runs_written_before_manifests_the_same_manifest(reference, tmp_path, capsys):
-    out = copy_of(reference, tmp_path)
+def test_upgrade_packs_runs_written_before_manifests_and_leaves_a_damaged_one(reference, tmp_path, capsys):
+    out = copy_of(reference, tmp_path, unpacked=True)
     ids = run_ids(out)
-    written = {i: (out / "runs" / i / store.MANIFEST).read_text() for i in ids}
     for i in ids:
-        (out / "runs" / i / store.MANIFEST).unlink()
+        (out / "runs" / i / store.MANIFEST).unlink()  # as the committed results were written
     damage(out / "runs" / ids[0], "curves cut to half")
-    before = snapshot(out / "runs")
+    damaged = snapshot(out / "runs" / ids[0])
     assert main(["upgrade", str(out)]) == 0
-    assert "3 runs given a manifest (their files unchanged); no run retrained" in capsys.readouterr().out
-    after = snapshot(out / "runs")
-    assert {k: v for k, v in after.items() if not k.endswith(store.MANIFEST)} == before  # parquet files untouched
-    assert not (out / "runs" / ids[0] / store.MANIFEST).exists()  # damaged: left for lrd run
-    for i in ids[1:]:
-        assert (out / "runs" / i / store.MANIFEST).read_text() == written[i]  # the same sizes, rows and checksums
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said[0].startswith(f"{out}: 3 runs packed, 3 in all, into {out / 'tables'} (") and len(said) == 2
+    assert said[1].startswith(f"{out}: 1 failed or damaged run left as run folders: {ids[0]}, curves.parquet unread")
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [ids[0]]  # damaged: left for lrd run, untouched
+    assert snapshot(out / "runs" / ids[0]) == damaged
+    want = store.load(reference).runs
+    got = store.load(out, on_damaged=lambda *_: None).runs
+    pd.testing.assert_frame_equal(got, want[want["run"] != ids[0]].reset_index(drop=True), check_exact=True)
     assert main(["upgrade", str(out)]) == 0
-    assert "nothing to do" in capsys.readouterr().out
+    assert "already results schema 2 and packed; nothing to do" in capsys.readouterr().out
 
 
 # --- the lock ----------------------------------------------------------------------------------
@@ -639,7 +706,7 @@ def hold_lock(out: Path) -> subprocess.Popen:
 
 
 def test_a_second_lrd_run_exits_2_naming_the_holder_and_show_needs_no_lock(reference, tmp_path, cache_dir):
-    out = copy_of(reference, tmp_path)
+    out = copy_of(reference, tmp_path, unpacked=True)
     shutil.rmtree(out / "runs" / run_ids(out)[0])  # something to compute
     before = snapshot(out)
     holder = hold_lock(out)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import THREE_GROUPS, comparable, lrd
+from conftest import THREE_GROUPS, comparable, lrd, snapshot_files
 
 from lrd import store
 from lrd.cli import main
@@ -59,12 +59,12 @@ def test_end_to_end_through_the_command(uninterrupted):
 
 
 def test_rerun_computes_nothing(uninterrupted):
-    before = {p.name: p.stat().st_mtime_ns for p in (uninterrupted / "out" / "runs").iterdir()}
+    before = snapshot_files(uninterrupted / "out" / "tables")
+    assert len(before) == 5  # packed: runs, curves, grad_norms, dynamics and the manifest
     proc = lrd("run", "exp.toml", "--out", "out", "--no-plot", cwd=uninterrupted)
     assert proc.returncode == 0, proc.stderr
     assert "0 runs computed, 6 already done" in proc.stdout
-    after = {p.name: p.stat().st_mtime_ns for p in (uninterrupted / "out" / "runs").iterdir()}
-    assert after == before
+    assert snapshot_files(uninterrupted / "out" / "tables") == before
 
 
 def test_sigkill_mid_sweep_then_resume_gives_the_same_tables(uninterrupted, tmp_path, cache_dir):
@@ -82,18 +82,21 @@ def test_sigkill_mid_sweep_then_resume_gives_the_same_tables(uninterrupted, tmp_
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    survived = {p.name: p.stat().st_mtime_ns for p in runs_dir.iterdir() if not p.name.startswith(".tmp")}
-    assert 2 <= len(survived) < 6, "the kill should land mid-sweep"
-    for name in survived:  # every run folder left behind is complete and readable
+    names = [p.name for p in runs_dir.iterdir() if not p.name.startswith(".tmp")]
+    assert 2 <= len(names) < 6, "the kill should land mid-sweep"
+    survived = {}
+    for name in names:  # every run folder left behind is complete and readable
         for table in TABLES:
             pd.read_parquet(runs_dir / name / f"{table}.parquet")
+        survived[name] = store.read_run(tmp_path / "out", name)
 
     proc = lrd("run", "exp.toml", "--out", "out", "--no-plot", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"{len(survived)} already done" in proc.stdout
-    for name, mtime in survived.items():  # finished runs were not rewritten
-        assert (runs_dir / name).stat().st_mtime_ns == mtime
-    assert not list(runs_dir.glob(".tmp*"))
+    for name, tables in survived.items():  # finished runs were not recomputed: packed as they were
+        for table, frame in store.read_run(tmp_path / "out", name).items():
+            pd.testing.assert_frame_equal(frame, tables[table], check_exact=True)
+    assert not runs_dir.exists() and (tmp_path / "out" / "tables").is_dir()  # every run finished: packed
     for resumed, reference in zip(
         comparable(store.load(tmp_path / "out")), comparable(store.load(uninterrupted / "out"))
     ):
@@ -213,6 +216,7 @@ def test_a_group_that_raises_is_recorded_failed_and_a_rerun_retries_only_it(tmp_
     assert sorted(failed["gap"]) == [6, 6] and not failed["solved"].any() and failed["final_metric"].isna().all()
     assert set(failed["error"]) == {"ValueError: no samples today (at brittle.py:15)"}
     assert not set(failed["run"]) & set(curves["run"])
+    assert not (tmp_path / "out" / "tables").exists()  # runs failed: not packed, the next sweep retries them
     show = lrd("show", "out", cwd=tmp_path)
     assert show.returncode == 0 and "failed: brittle gaps 6 rnn seeds 0,1: ValueError: no samples today" in show.stdout
 
@@ -222,4 +226,4 @@ def test_a_group_that_raises_is_recorded_failed_and_a_rerun_retries_only_it(tmp_
     assert "2 runs computed, 2 already done, 0 diverged, 0 failed" in proc.stdout
     runs = store.load(tmp_path / "out").runs
     assert set(runs["status"]) == {"done"} and runs["error"].isna().all()
-    assert not list((tmp_path / "out" / "runs").glob(".tmp*"))
+    assert not (tmp_path / "out" / "runs").exists()  # the failed runs done at last: packed, no run folder left

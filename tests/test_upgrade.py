@@ -54,7 +54,7 @@ def stored(folder: Path) -> dict[str, dict[str, pd.DataFrame]]:
     """Each run's tables as stored, keyed by (model) since the ids change."""
     found = {}
     for run_dir in (folder / "runs").iterdir():
-        tables = store.read_run(run_dir)
+        tables = store.read_run(folder, run_dir.name)
         found[tables["run"]["model"].iloc[0]] = tables
     return found
 
@@ -73,7 +73,10 @@ def test_an_old_folder_is_refused_with_one_line_saying_how_to_upgrade(old, capsy
 def test_upgrade_keeps_the_numbers_and_the_runs_are_found_again(old, capsys, write_experiment, cache_dir):
     was = stored(old)
     assert main(["upgrade", str(old)]) == 0
-    assert "upgraded from results schema 1 to 2: 2 runs rewritten, solve threshold 0.1" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "upgraded from results schema 1 to 2: 2 runs rewritten, solve threshold 0.1" in said
+    assert f"{old}: 2 runs packed, 2 in all, into {old / 'tables'}" in said
+    assert (old / "tables" / "manifest.json").is_file() and not (old / "runs").exists()  # upgraded and packed
     resolved = json.loads((old / "experiment.json").read_text())
     assert resolved["schema"] == SCHEMA_VERSION and resolved["report"] == {"solve_threshold": 0.1}
     runs, curves, grad_norms, _, dynamics = store.load(old)
@@ -93,7 +96,7 @@ def test_upgrade_keeps_the_numbers_and_the_runs_are_found_again(old, capsys, wri
     assert main(["run", str(write_experiment(EXPERIMENT)), "--out", str(old), "--no-plot"]) == 0
     assert "0 runs computed, 2 already done" in capsys.readouterr().out
     assert main(["upgrade", str(old)]) == 0
-    assert "already results schema 2; nothing to do" in capsys.readouterr().out
+    assert "already results schema 2 and packed; nothing to do" in capsys.readouterr().out
 
 
 def test_a_task_solve_threshold_in_an_experiment_file_points_to_report(write_experiment, tmp_path, capsys):

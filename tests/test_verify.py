@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -28,13 +29,14 @@ def checks(stdout: str) -> dict[str, tuple[int, int, float]]:
 
 def test_a_folder_verified_on_the_machine_that_wrote_it_is_bitwise_equal(at_gaps_run, tmp_path):
     out, _ = at_gaps_run
-    proc = lrd("verify", str(out), "--sample", "1", cwd=tmp_path)
+    assert (out / "tables").is_dir() and not (out / "runs").exists()  # packed when the sweep ended
+    proc = lrd("verify", str(out), "--sample", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     found = checks(proc.stdout)
     assert set(found) == {"run", "curves", "grad_norms", "eval_gaps"}
     for name, (same, total, diff) in found.items():
         assert total > 0 and same == total and diff == 0, name
-    assert "retrained 1 groups (2 runs)" in proc.stdout  # a group trains whole: both its seeds
+    assert "retrained 2 groups (4 runs)" in proc.stdout  # a group trains whole: both its seeds
     assert proc.stdout.strip().endswith(
         "verified: every difference within tolerance 0 (same CPU and versions: bitwise)"
     )
@@ -44,13 +46,15 @@ def test_a_changed_number_is_found_and_fails_the_check(at_gaps_run, tmp_path):
     out, _ = at_gaps_run
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    for path in (copy / "runs").glob("*/curves.parquet"):
-        curves = pd.read_parquet(path)
-        curves.loc[curves["step"] == 10, "loss"] *= 1.5  # relative difference 1/3
-        curves.to_parquet(path, index=False)
-        # the manifest's checksum would now call the run damaged; without one it is checked as an
-        # older run is (every page readable), so verify sees a stored run whose number differs
-        (path.parent / "manifest.json").unlink()
+    path = copy / "tables" / "curves.parquet"  # packed: the sweep ended with every run finished
+    curves = pd.read_parquet(path)
+    curves.loc[curves["step"] == 10, "loss"] *= 1.5  # relative difference 1/3
+    curves.to_parquet(path, index=False)
+    # the manifest's checksum would now call the runs damaged: record the new file, as if it had been written so
+    manifest = json.loads((copy / "tables" / "manifest.json").read_text())
+    data = path.read_bytes()
+    manifest["files"]["curves.parquet"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (copy / "tables" / "manifest.json").write_text(json.dumps(manifest))
     proc = lrd("verify", str(copy), "--sample", "1", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     found = checks(proc.stdout)
