@@ -346,13 +346,17 @@ def draw_figures(out_dir: Path, pdf: bool = False) -> None:
 
 def load_results(out_dir: Path, all_runs: bool = False):
     """``lrd.store.load``, damaged runs left out and named in one line on stderr; UserError if unreadable."""
+    from lrd import store
     from lrd.store import StoreError, load
 
     damaged: dict[str, str] = {}
     try:
         results = load(out_dir, all_runs=all_runs, on_damaged=damaged.__setitem__)
     except StoreError as err:
-        raise UserError(f"{err}: {_damage_list(damaged)}" if damaged else str(err)) from None
+        # name the damaged run folders (a damaged packed table is named in the message already)
+        folders = {i: why for i, why in damaged.items() if not why.startswith(f"{store.PACKED}/")}
+        named = "; ".join(f"{run_id}, {why}" for run_id, why in sorted(folders.items()))
+        raise UserError(f"{err}: {named}" if folders else str(err)) from None
     if damaged:
         print(
             f"lrd: {_damaged_runs(damaged)} left out: {_damage_list(damaged)} "

@@ -525,7 +525,7 @@ def test_show_and_plot_leave_a_damaged_run_out_and_name_it(how, reference, tmp_p
 
 def test_a_folder_whose_runs_are_all_damaged_names_each_of_them(reference, tmp_path, capsys):
     out = copy_of(reference, tmp_path)
-    ids = run_ids(out)
+    ids = unpack(out)  # as a sweep leaves it before packing: one folder per run
     for run_id in ids:
         damage(out / "runs" / run_id, "curves cut to half")
     for command in (["show", str(out)], ["plot", str(out)]):
