@@ -63,6 +63,8 @@ from lrd.schema import SCHEMA_VERSION, SOLVE_THRESHOLD
 from lrd.tasks import TASKS, Task
 from lrd.train import TrainConfig
 
+# how a task or cell of one's own is loaded, said when an unknown name is close to no built-in one
+IMPORTS_HINT = 'imports = ["my_{kind}.py"] at the top of the experiment file'
 TOP_LEVEL_KEYS = ("name", "description", "seeds", "imports", "task", "model", "train", "report")
 SECTIONS = ("task", "model", "train", "report")
 
@@ -533,7 +535,11 @@ def _expand_task(where: str, table) -> list[Task]:
     for combo in _grid(where, "task", table):
         name = combo.pop("name")
         if not isinstance(name, str) or name not in TASKS:
-            message = unknown_name_message(name, TASKS) if isinstance(name, str) else f"must be a string (got {name!r})"
+            message = (
+                unknown_name_message(name, TASKS, imports_hint=IMPORTS_HINT.format(kind="task"))
+                if isinstance(name, str)
+                else f"must be a string (got {name!r})"
+            )
             raise ExperimentError(f"{where}: task.name: {message}")
         cls = TASKS[name]
         tasks.append(_validate(where, "task", cls, combo, f"task {name!r}"))
