@@ -164,6 +164,17 @@ def test_the_default_results_are_written_by_lrd_run_not_committed():
     assert tracked.stdout == ""
     ignored = subprocess.run(["git", "check-ignore", "-q", "results/quick/summary.csv"], cwd=REPO)
     assert ignored.returncode == 0
+    # so is a results folder of one's own; the committed studies are not ignored
+    mine = subprocess.run(["git", "check-ignore", "--no-index", "-q", "results/my-sweep/summary.csv"], cwd=REPO)
+    assert mine.returncode == 0
+    studies = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True, check=True)
+    committed = sorted({path.split("/")[1] for path in studies.stdout.splitlines()})
+    assert "delayed_recall" in committed
+    for study in committed:
+        tracked = subprocess.run(
+            ["git", "check-ignore", "--no-index", "-q", f"results/{study}/experiment.json"], cwd=REPO
+        )
+        assert tracked.returncode == 1, f"results/{study} is committed but ignored: add !results/{study}/"
     # the README's figures come from committed results that `lrd run` does not touch
     readme = (REPO / "README.md").read_text()
     figures = [line for line in readme.splitlines() if line.startswith("![")]
