@@ -347,6 +347,7 @@ def draw_figures(out_dir: Path) -> None:
             results,
             out_dir / "figures",
             on_skip=lambda stem, reason: print(f"skipped {stem}: {reason}"),
+            overridden=stored_overrides(out_dir),
         )
     except PlotError as err:
         raise UserError(str(err)) from None
@@ -355,6 +356,18 @@ def draw_figures(out_dir: Path) -> None:
     print(
         f"{len(paths)} figure files in {out_dir / 'figures'}" + (f"; {failed} failed runs not drawn" if failed else "")
     )
+
+
+def stored_overrides(out_dir: Path) -> str:
+    """The "overridden: ..." note of the experiment stored in a results folder ("" if run as its file says)."""
+    from lrd.experiment import overridden_part
+    from lrd.store import StoreError, read_experiment_json
+
+    try:
+        resolved = read_experiment_json(out_dir) or {}
+    except StoreError:  # unreadable: load_results has already said so, or will
+        return ""
+    return overridden_part(str(resolved.get("description", "")))
 
 
 def load_results(out_dir: Path, all_runs: bool = False):
