@@ -414,7 +414,7 @@ def cmd_upgrade(args, console: Console) -> int:
         raise UserError(str(err)) from None
     if done.probe_stopped:
         print(
-            f"{args.dir}: {done.probe_stopped} runs stopped by the probe-batch rule of before issue 21: "
+            f"{args.dir}: {done.probe_stopped} runs stopped by the older probe-batch rule: "
             'stop_check = "probe" recorded in its experiment.toml (their ids unchanged); no run retrained'
         )
     if done.manifests:
