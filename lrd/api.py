@@ -83,9 +83,10 @@ def run(
     if failed:
         print(f"{failed} runs failed (see results.runs['error']); run again to retry them")
     if figures and failed < len(results.runs):
+        from lrd.cli import stored_overrides
         from lrd.plots import write_figures
 
-        paths = write_figures(results, out_dir / "figures")
+        paths = write_figures(results, out_dir / "figures", overridden=stored_overrides(out_dir))
         if progress:
             print(f"{len(paths)} figure files in {out_dir / 'figures'}")
     return results

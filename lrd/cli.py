@@ -3,8 +3,9 @@
     lrd run [EXPERIMENT] [KEY=VALUE ...] [--out DIR] [--backend local|ray] [--address ADDR]
                                        run (or resume) a sweep; default experiments/quick.toml;
                                        KEY=VALUE overrides a value of the experiment (model.cell=[lstm,gru])
-    lrd tasks                          registered tasks and models, conventions, baselines
-    lrd show DIR                       the summary table of a results folder
+    lrd tasks [NAME] [--import MODULE] registered tasks and models; with a name, its parameters, defaults, source
+    lrd show DIR [--where KEY=VALUE ...] [--format table|csv|markdown|json] [--wide]
+                                       the summary of a results folder (fits 100 columns; --wide: every column)
     lrd plot [DIR] [--pdf]             (re)draw every figure of a results folder into DIR/figures (PNG; --pdf: PDF too)
     lrd report DIR                     one self-contained page, DIR/report.html (made by `lrd run` too)
     lrd verify DIR [--sample N]        retrain N groups of a results folder and compare every number
@@ -86,6 +87,7 @@ class _BrokenPipeSafe:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lrd", description="Long-range-dependency experiments in JAX.")
+    parser.add_argument("--version", action="version", version=f"lrd {lrd_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run",
@@ -109,10 +111,28 @@ def main(argv: list[str] | None = None) -> int:
         "--address",
         help="with --backend ray: the cluster to join (the head's host:port); default: start a local Ray cluster",
     )
-    commands.add_parser("tasks", help="list the registered tasks and models")
+    tasks = commands.add_parser("tasks", help="list the registered tasks and models, or show one")
+    tasks.add_argument("name", nargs="?", help="a task or cell: its parameters, defaults and source file")
+    tasks.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a file (my_task.py) or module that registers tasks or cells, as an experiment's imports; repeatable",
+    )
     show = commands.add_parser("show", help="summary table of a results folder")
     show.add_argument("dir", help="results folder")
     show.add_argument("--all", action="store_true", help="include runs of earlier versions of the experiment")
+    show.add_argument(
+        "--where",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep the runs whose column KEY has VALUE (model=lstm gap=50; VALUE may list several: gap=50,200)",
+    )
+    show.add_argument("--format", choices=SHOW_FORMATS, default="table", help="table (default), csv, markdown or json")
+    show.add_argument("--wide", action="store_true", help="every column of the table (default: what fits 100 columns)")
     plot = commands.add_parser("plot", help="redraw every figure of a results folder from its stored tables")
     plot.add_argument("dir", nargs="?", help=f"results folder (default: {DEFAULT_RESULTS}, once `lrd run` made it)")
     plot.add_argument("--pdf", action="store_true", help="also write each figure as PDF (default: PNG only)")
@@ -334,6 +354,7 @@ def draw_figures(out_dir: Path, pdf: bool = False) -> None:
             out_dir / "figures",
             formats=("png", "pdf") if pdf else ("png",),
             on_skip=lambda stem, reason: print(f"skipped {stem}: {reason}"),
+            overridden=stored_overrides(out_dir),
         )
     except PlotError as err:
         raise UserError(str(err)) from None
@@ -342,6 +363,18 @@ def draw_figures(out_dir: Path, pdf: bool = False) -> None:
     print(
         f"{len(paths)} figure files in {out_dir / 'figures'}" + (f"; {failed} failed runs not drawn" if failed else "")
     )
+
+
+def stored_overrides(out_dir: Path) -> str:
+    """The "overridden: ..." note of the experiment stored in a results folder ("" if run as its file says)."""
+    from lrd.experiment import overridden_part
+    from lrd.store import StoreError, read_experiment_json
+
+    try:
+        resolved = read_experiment_json(out_dir) or {}
+    except StoreError:  # unreadable: load_results has already said so, or will
+        return ""
+    return overridden_part(str(resolved.get("description", "")))
 
 
 def load_results(out_dir: Path, all_runs: bool = False):
@@ -399,8 +432,8 @@ def cmd_upgrade(args, console: Console) -> int:
         raise UserError(f"{args.dir}: cannot write the results ({err.strerror}: {err.filename})") from None
     if done.probe_stopped:
         print(
-            f"{args.dir}: {done.probe_stopped} runs stopped by the probe-batch rule of before the validation stop "
-            'check: stop_check = "probe" recorded in its experiment.toml (their ids unchanged); no run retrained'
+            f"{args.dir}: {done.probe_stopped} runs stopped by the older probe-batch rule: "
+            'stop_check = "probe" recorded in its experiment.toml (their ids unchanged); no run retrained'
         )
     if done.from_schema != SCHEMA_VERSION:
         print(
@@ -448,7 +481,99 @@ def _say_packed(name: str, done) -> None:
 
 
 # --- lrd tasks -----------------------------------------------------------------------------
+def lrd_version() -> str:
+    """The installed lrd's version (the package metadata), or "unknown" for a source tree not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("lrd")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def cmd_tasks(args, console: Console) -> int:
+    from lrd.experiment import ExperimentError, _import_plugins
+    from lrd.models import CELLS
+    from lrd.tasks import TASKS
+
+    try:
+        _import_plugins("--import", Path.cwd(), list(args.imports))
+    except ExperimentError as err:
+        raise UserError(str(err)) from None
+    if args.name is not None:
+        if args.name in TASKS:
+            return _show_task(TASKS[args.name])
+        if args.name in CELLS:
+            return _show_cell(CELLS[args.name])
+        from lrd.names import unknown_name_message
+
+        message = unknown_name_message(args.name, [*TASKS, *CELLS], imports_hint="lrd tasks NAME --import my_task.py")
+        raise UserError(f"tasks {args.name}: {message}")
+    return _list_tasks()
+
+
+def _source_file(cls) -> str:
+    """Where a task or cell class is defined: relative to the current folder when it lies below it."""
+    import inspect
+
+    try:
+        path = Path(inspect.getsourcefile(cls) or "?")
+    except TypeError:
+        return "?"
+    registered = getattr(sys.modules.get(cls.__module__), "__file__", None)  # a task file imported from its text
+    path = Path(registered) if registered and not path.is_file() else path
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _title(kind: str, name: str, cls) -> str:
+    """ "task copy: <the first line of its docstring, or of its module's>"."""
+    doc = (cls.__doc__ or getattr(sys.modules.get(cls.__module__), "__doc__", None) or "").strip()
+    return f"{kind} {name}: {doc.splitlines()[0]}" if doc else f"{kind} {name}"
+
+
+def _type_name(annotation) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
+def _show_task(cls) -> int:
+    from pydantic_core import PydanticUndefined
+
+    out = _stdout_console()
+    out.print(_title("task", cls.name, cls), markup=False)
+    out.print(f"source: {cls.source}\nconvention: {cls.convention}\nfile: {_source_file(cls)}", markup=False)
+    table = Table(title=f"parameters of {cls.name} (\\[task] keys of an experiment file)")
+    for column in ("parameter", "type", "default", "description"):
+        table.add_column(column, overflow="fold")
+    for name, field in cls.model_fields.items():
+        default = "(required)" if field.default is PydanticUndefined else repr(field.default)
+        table.add_row(name, _type_name(field.annotation), default, field.description or "")
+    out.print(table)
+    return 0
+
+
+def _show_cell(cell) -> int:
+    import dataclasses
+
+    out = _stdout_console()
+    out.print(_title("cell", cell.cell_name, cell), markup=False)
+    states = ", ".join(cell.state_names)
+    out.print(f"equations: {cell.equations}\nsource: {cell.source}\nstates: {states}", markup=False)
+    out.print(f"file: {_source_file(cell)}", markup=False)
+    table = Table(title=f"options of {cell.cell_name} (\\[model] keys of an experiment file, besides cell and hidden)")
+    for column in ("option", "type", "default"):
+        table.add_column(column, overflow="fold")
+    for field in dataclasses.fields(cell):
+        if field.name in cell.options():
+            default = "(required)" if field.default is dataclasses.MISSING else repr(field.default)
+            table.add_row(field.name, _type_name(field.type), default)
+    out.print(table)
+    return 0
+
+
+def _list_tasks() -> int:
     from lrd.models import CELLS, ModelConfig, parameter_count
     from lrd.tasks import TASKS
 
@@ -476,40 +601,121 @@ def cmd_tasks(args, console: Console) -> int:
         options = ", ".join(cell.options()) or "-"
         models.add_row(name, ", ".join(cell.state_names), cell.equations, cell.source, options, str(n_params))
     out.print(models)
+    out.print("`lrd tasks NAME` shows one task or cell: its parameters, defaults and source file.")
     return 0
 
 
 # --- lrd show ------------------------------------------------------------------------------
+SHOW_FORMATS = ("table", "csv", "markdown", "json")
+SHOW_WIDTH = 100  # the default table fits a terminal this wide; --wide shows every column
+
+
 def cmd_show(args, console: Console) -> int:
     results = load_results(Path(args.dir), all_runs=args.all)
+    runs = select_runs(results.runs, args.where)
+    if args.format == "csv":
+        sys.stdout.write(show_summary(runs).to_csv(index=False))
+        return 0
+    if args.format == "json":
+        sys.stdout.write(show_summary(runs).to_json(orient="records", indent=1) + "\n")
+        return 0
+    if args.format == "markdown":
+        sys.stdout.write(markdown_table(runs, title=str(args.dir)))
+        return 0
     out = _stdout_console()
-    out.print(summary_table(results.runs, title=str(args.dir)))
-    failed = results.runs[results.runs["status"] == "failed"]
+    if not args.wide:
+        out = Console(highlight=False, width=min(out.width, SHOW_WIDTH) if out.is_terminal else SHOW_WIDTH)
+    out.print(summary_table(runs, title=str(args.dir), wide=args.wide))
+    failed = runs[runs["status"] == "failed"]
     for (label, error), g in failed.groupby(["model", "error"], sort=True):
         seeds = ",".join(str(s) for s in sorted(g["seed"]))
-        out.print(
-            f"failed: {g['task'].iloc[0]} gaps {','.join(str(x) for x in sorted(set(g['gap'])))} {label} "
-            f"seeds {seeds}: {error}"
-        )
+        gaps = ",".join(str(x) for x in sorted(set(g["gap"])))
+        print(f"failed: {g['task'].iloc[0]} gaps {gaps} {label} seeds {seeds}: {error}")  # one line, never wrapped
     return 0
+
+
+def select_runs(runs: pd.DataFrame, where: list[str]) -> pd.DataFrame:
+    """The runs whose columns hold the values of ``KEY=VALUE`` items (all of them; ``gap=50,200``: either).
+
+    A value is compared with the column's values as text and, for a numeric column, as a
+    number (``lr=0.01`` matches 1e-2). An unknown column or an item without ``=`` is a UserError.
+    """
+    from lrd.names import did_you_mean
+
+    keep = pd.Series(True, index=runs.index)
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--where {item}: expected KEY=VALUE, for example model=lstm or gap=50,200")
+        if key not in runs:
+            hint = did_you_mean(key, runs.columns)
+            raise UserError(f"--where {item}: no column {key!r} in the runs table{hint}")
+        column = runs[key]
+        wanted = [v.strip() for v in value.split(",")]
+        match = column.astype(str).isin(wanted)
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            numbers = pd.to_numeric(pd.Series(wanted), errors="coerce").dropna()
+            match |= column.isin(numbers.tolist())
+        keep &= match
+    selected = runs[keep]
+    if where and selected.empty:
+        raise UserError(f"--where {' '.join(where)}: no run matches")
+    return selected
+
+
+def show_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """``lrd.results.summary`` of ``runs``: the numbers behind the table, for --format csv and json."""
+    from lrd.results import summary
+
+    return summary(runs)
 
 
 EDGE_NOTE = "best lr at the grid's edge: widen it"
 
 
-def summary_table(runs: pd.DataFrame, title: str) -> Table:
-    """``lrd.results.summary`` of ``runs`` (at each configuration's chosen learning rate) as a table to print.
+def summary_cells(runs: pd.DataFrame, wide: bool = True) -> tuple[list[str], list[list[str]], str]:
+    """(column names, rows of text, caption) of ``lrd.results.summary`` of ``runs``.
 
     outcomes: k solved / m undecided / n trained, with the Wilson 95% interval of the
-    success rate over the decided runs (``lrd.results.OUTCOME_RULE``, printed as the table's
-    caption); lr: the chosen learning rate (of how many), marked where it lies at the grid's edge.
+    success rate over the decided runs (``lrd.results.OUTCOME_RULE``, the caption); lr: the
+    chosen learning rate (of how many), marked ! where it lies at the grid's edge.
+    ``wide=False`` keeps what fits 100 columns: a column whose value is the same in every row
+    (task, hidden size, baseline) moves to the caption, outcomes read k/m/n, and the seeds,
+    diverged and solved-step columns are left to ``--wide``.
     """
     from lrd.results import OUTCOME_RULE, outcome_text, summary
 
     rows = summary(runs)
     edge = bool(rows["lr_at_edge"].any()) if len(rows) else False
-    table = Table(title=title, caption=OUTCOME_RULE + (f" {EDGE_NOTE} (marked !)." if edge else ""))
-    failures = (runs["status"] == "failed").any()
+    caption = OUTCOME_RULE + (f" {EDGE_NOTE} (marked !)." if edge else "")
+    failures = bool((runs["status"] == "failed").any())
+    cells: list[dict[str, str]] = []
+    for row in rows.itertuples(index=False):
+        spread = "" if math.isnan(row.final_metric_std) else f" ± {row.final_metric_std:.3f}"
+        lr = "—" if math.isnan(row.lr) else f"{row.lr:g}" + (f" of {row.lrs}" if row.lrs > 1 and wide else "")
+        interval = f"[{row.success_lo:.2f},{row.success_hi:.2f}]"
+        counts = (
+            outcome_text(row.solved, row.undecided, row.trained)
+            if wide
+            else f"{row.solved}/{row.undecided}/{row.trained}"
+        )
+        cells.append(
+            {
+                "task": row.task,
+                "gap": str(row.gap),
+                "model": row.model,
+                "h": str(row.hidden),
+                "lr": lr + (" !" if row.lr_at_edge else ""),
+                "seeds": str(row.seeds),
+                "diverged": str(row.diverged),
+                "failed": str(row.failed),
+                "outcomes [95% CI, decided]": f"{counts} {interval}",
+                "final metric": "—" if math.isnan(row.final_metric) else f"{row.final_metric:.3f}{spread}",
+                "baseline": f"{row.baseline_metric:.3f}",
+                "solved at step": "—" if math.isnan(row.solved_step) else f"{row.solved_step:.0f}",
+                "grad growth /step init→final": f"{_rate(row.growth_rate_init)} → {_rate(row.growth_rate_final)}",
+            }
+        )
     columns = [
         "task",
         "gap",
@@ -525,27 +731,40 @@ def summary_table(runs: pd.DataFrame, title: str) -> Table:
         "solved at step",
         "grad growth /step init→final",
     ]
+    if not wide:
+        same = [c for c in ("task", "h", "baseline") if cells and len({r[c] for r in cells}) == 1]
+        if same:
+            caption = "; ".join(f"{c} {cells[0][c]}" for c in same) + ". " + caption
+        if len(rows) and (rows["lrs"] > 1).any():
+            caption = f"lr: chosen of a grid of {int(rows['lrs'].max())}. " + caption
+        caption = "outcomes: solved/undecided/trained. " + caption
+        dropped = {*same, "seeds", "diverged", "solved at step"}
+        columns = [c for c in columns if c not in dropped]
+        short = {"outcomes [95% CI, decided]": "outcomes [95% CI]", "grad growth /step init→final": "growth init→final"}
+        for r in cells:
+            r.update({new: r[old] for old, new in short.items()})
+        columns = [short.get(c, c) for c in columns]
+    return columns, [[r[c] for c in columns] for r in cells], caption
+
+
+def summary_table(runs: pd.DataFrame, title: str, wide: bool = True) -> Table:
+    """``summary_cells`` of ``runs`` (at each configuration's chosen learning rate) as a table to print."""
+    columns, rows, caption = summary_cells(runs, wide)
+    table = Table(title=title, caption=caption)
     for column in columns:
-        table.add_column(column, justify="right" if column not in ("task", "model") else "left")
-    for row in rows.itertuples(index=False):
-        spread = "" if math.isnan(row.final_metric_std) else f" ± {row.final_metric_std:.3f}"
-        lr = "—" if math.isnan(row.lr) else f"{row.lr:g}" + (f" of {row.lrs}" if row.lrs > 1 else "")
-        table.add_row(
-            row.task,
-            str(row.gap),
-            row.model,
-            str(row.hidden),
-            lr + (" !" if row.lr_at_edge else ""),
-            str(row.seeds),
-            str(row.diverged),
-            *([str(row.failed)] if failures else []),
-            f"{outcome_text(row.solved, row.undecided, row.trained)} [{row.success_lo:.2f},{row.success_hi:.2f}]",
-            "—" if math.isnan(row.final_metric) else f"{row.final_metric:.3f}{spread}",
-            f"{row.baseline_metric:.3f}",
-            "—" if math.isnan(row.solved_step) else f"{row.solved_step:.0f}",
-            f"{_rate(row.growth_rate_init)} → {_rate(row.growth_rate_final)}",
-        )
+        table.add_column(column, justify="left" if column in ("task", "model") else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+def markdown_table(runs: pd.DataFrame, title: str) -> str:
+    """``summary_cells`` of ``runs``, every column, as a Markdown (pipe) table under its title, the caption after."""
+    columns, rows, caption = summary_cells(runs, wide=True)
+    escape = lambda text: text.replace("|", "\\|")
+    lines = [f"**{escape(title)}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(escape(cell) for cell in row) + " |" for row in rows]
+    return "\n".join([*lines, "", caption]) + "\n"
 
 
 def _rate(value: float) -> str:

@@ -63,6 +63,8 @@ from lrd.schema import SCHEMA_VERSION, SOLVE_THRESHOLD
 from lrd.tasks import TASKS, Task
 from lrd.train import TrainConfig
 
+# how a task or cell of one's own is loaded, said when an unknown name is close to no built-in one
+IMPORTS_HINT = 'imports = ["my_{kind}.py"] at the top of the experiment file'
 TOP_LEVEL_KEYS = ("name", "description", "seeds", "imports", "task", "model", "train", "report")
 SECTIONS = ("task", "model", "train", "report")
 
@@ -247,6 +249,9 @@ def _build(where: str, raw: dict, source: str | None, path: Path, overrides: Map
     _check_keys(where, "", raw, TOP_LEVEL_KEYS)
     name = _scalar(where, "name", raw.get("name", path.stem), str)
     description = _scalar(where, "description", raw.get("description", ""), str)
+    if overrides:  # the file's description no longer says what runs: say what changed
+        description = overridden_description(description, overrides)
+        raw = {**raw, "description": description}
     plugins = _import_plugins(where, path.parent, raw.get("imports", []))
     seeds = _seeds(where, raw.get("seeds", [0]))
 
@@ -328,6 +333,43 @@ def _check_eval_gaps(
 
 
 # --- overrides -----------------------------------------------------------------------
+OVERRIDDEN = "overridden: "
+
+
+def _override_value(value: Any) -> str:
+    """A value as the command line writes it: ``[rnn,lstm]``, ``3e-3``, ``true``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    return str(value)
+
+
+def overridden_description(description: str, overrides: Mapping[str, Any]) -> str:
+    """``description`` with "overridden: KEY=VALUE ..." appended (an overridden description is kept as given).
+
+    A section given as a dict (``model={"cell": "gru"}``, the Python API) reads as its dotted keys.
+    """
+    items = []
+    for key, value in overrides.items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            items += [f"{key}.{inner}={_override_value(v)}" for inner, v in value.items()]
+        elif key != "description":
+            items.append(f"{key}={_override_value(value)}")
+    if not items:
+        return description
+    note = OVERRIDDEN + " ".join(items)
+    return f"{description.rstrip()} ({note})" if description.strip() else note
+
+
+def overridden_part(description: str) -> str:
+    """The "overridden: ..." note of a stored description, or "" for an experiment run as its file says."""
+    at = description.rfind(OVERRIDDEN)
+    return description[at:].rstrip(")") if at >= 0 else ""
+
+
 _KEYWORDS = ("true", "false", "inf", "nan")
 # a quoted string (kept as it is), or a bare word that TOML would refuse: not part of a number like 3e-3
 _BARE_WORD = re.compile(r"""("(?:[^"\\]|\\.)*"|'[^']*')|(?<![\w.+\-])([A-Za-z_][\w.\-/]*)""")
@@ -533,7 +575,11 @@ def _expand_task(where: str, table) -> list[Task]:
     for combo in _grid(where, "task", table):
         name = combo.pop("name")
         if not isinstance(name, str) or name not in TASKS:
-            message = unknown_name_message(name, TASKS) if isinstance(name, str) else f"must be a string (got {name!r})"
+            message = (
+                unknown_name_message(name, TASKS, imports_hint=IMPORTS_HINT.format(kind="task"))
+                if isinstance(name, str)
+                else f"must be a string (got {name!r})"
+            )
             raise ExperimentError(f"{where}: task.name: {message}")
         cls = TASKS[name]
         tasks.append(_validate(where, "task", cls, combo, f"task {name!r}"))

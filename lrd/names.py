@@ -6,9 +6,17 @@ import difflib
 from collections.abc import Iterable
 
 
-def unknown_name_message(name: str, known: Iterable[str]) -> str:
-    """ "unknown name 'lsmt'; allowed: gru, lstm, rnn (did you mean 'lstm'?)"."""
-    return f"unknown name {name!r}; allowed: {', '.join(sorted(known))}{did_you_mean(name, known)}"
+def unknown_name_message(name: str, known: Iterable[str], imports_hint: str | None = None) -> str:
+    """ "unknown name 'lsmt'; allowed: gru, lstm, rnn (did you mean 'lstm'?)".
+
+    With ``imports_hint`` (what registers names of one's own, e.g. ``imports = ["my_task.py"]``),
+    a name close to no built-in one is taken for a user's own and the message says how to load it.
+    """
+    known = list(known)
+    hint = did_you_mean(name, known)
+    if not hint and imports_hint:
+        hint = f"; a name of your own is registered by its file: {imports_hint}"
+    return f"unknown name {name!r}; allowed: {', '.join(sorted(known))}{hint}"
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

@@ -162,7 +162,7 @@ class TrainConfig(BaseModel):
         description="with stop_when_solved, what the stop decides on: 'valid', the stop check set of "
         "stop_check_size validation sequences (lrd.results.reaches); 'probe', the run's probe batch compared "
         "as metric >= threshold in float32, kept only to reproduce results trained before the validation "
-        "check (issue 21; a stored configuration without stop_check): never use it for new runs",
+        "check (a stored configuration without stop_check): never use it for new runs",
     )
     eval_gaps: tuple[int, ...] = Field(
         (),

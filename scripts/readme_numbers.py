@@ -1,11 +1,12 @@
-"""The README's numbers, computed from the committed tables (results/*/runs).
+"""The numbers of the README and of the manual (docs/*.md), computed from the committed tables (results/*/runs).
 
     python scripts/readme_numbers.py            # print every generated block and span
-    python scripts/readme_numbers.py --write    # rewrite them in README.md in place
-    python scripts/readme_numbers.py --check    # exit 1 if README.md differs from the tables
+    python scripts/readme_numbers.py --write    # rewrite them in README.md and docs/*.md in place
+    python scripts/readme_numbers.py --check    # exit 1 if a page differs from the tables
 
-The README marks what this script generates, so that every number there can be
-recomputed from the committed tables (``tests/test_readme.py`` checks it):
+The pages mark what this script generates, so that every number there can be
+recomputed from the committed tables (``tests/test_readme.py`` checks it); a block or
+span may appear on several pages, and every one is generated on at least one:
 
     <!-- numbers: NAME -->         a block (a table), up to <!-- /numbers -->
     <!-- n: NAME -->TEXT<!-- /n -->   an inline span
@@ -31,6 +32,13 @@ from lrd.results import OUTCOME_RULE, best_lr_runs, outcome_text, spectrum_stati
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+
+
+def pages() -> list[Path]:
+    """The pages whose marked parts this script generates: the README and every page of the manual."""
+    return [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
 BLOCK = re.compile(r"(<!-- numbers: ([\w.-]+) -->\n)(.*?)(<!-- /numbers -->)", re.S)
 SPAN = re.compile(r"(<!-- n: ([\w.-]+) -->)(.*?)(<!-- /n -->)", re.S)
 
@@ -343,7 +351,7 @@ def generate() -> dict[str, str]:
 
 
 def found_in(text: str) -> dict[str, str]:
-    """The generated parts a README text holds now, by name."""
+    """The generated parts a page's text holds now, by name."""
     found = {f"block:{m.group(2)}": m.group(3) for m in BLOCK.finditer(text)}
     found.update({f"span:{m.group(2)}": m.group(3) for m in SPAN.finditer(text)})
     return found
@@ -358,25 +366,33 @@ def rewrite(text: str, generated: dict[str, str]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="rewrite the marked parts of README.md")
-    mode.add_argument("--check", action="store_true", help="exit 1 if README.md differs from the tables")
+    mode.add_argument("--write", action="store_true", help="rewrite the marked parts of README.md and docs/*.md")
+    mode.add_argument("--check", action="store_true", help="exit 1 if a page differs from the tables")
     args = parser.parse_args()
     generated = generate()
-    text = README.read_text()
-    missing = sorted(set(generated) - set(found_in(text)))
-    unknown = sorted(set(found_in(text)) - set(generated))
-    if unknown:
-        print(f"README.md marks parts this script does not generate: {', '.join(unknown)}", file=sys.stderr)
-        return 1
+    texts = {page: page.read_text() for page in pages()}
+    marked = {name for text in texts.values() for name in found_in(text)}
+    missing = sorted(set(generated) - marked)
+    for page, text in texts.items():
+        unknown = sorted(set(found_in(text)) - set(generated))
+        if unknown:
+            where = page.relative_to(ROOT)
+            print(f"{where} marks parts this script does not generate: {', '.join(unknown)}", file=sys.stderr)
+            return 1
     if args.write:
-        README.write_text(rewrite(text, generated))
+        for page, text in texts.items():
+            if rewrite(text, generated) != text:
+                page.write_text(rewrite(text, generated))
         if missing:
-            print(f"not marked in README.md (not written): {', '.join(missing)}", file=sys.stderr)
+            print(f"not marked on any page (not written): {', '.join(missing)}", file=sys.stderr)
         return 0
     if args.check:
-        stale = [k for k, v in found_in(text).items() if v != generated[k]]
-        for name in stale + missing:
-            print(f"README.md: {name} differs from the tables (run scripts/readme_numbers.py --write)", file=sys.stderr)
+        stale = [(page, k) for page, text in texts.items() for k, v in found_in(text).items() if v != generated[k]]
+        for page, name in stale:
+            where = page.relative_to(ROOT)
+            print(f"{where}: {name} differs from the tables (run scripts/readme_numbers.py --write)", file=sys.stderr)
+        for name in missing:
+            print(f"{name} is marked on no page (README.md, docs/*.md)", file=sys.stderr)
         return 1 if stale or missing else 0
     for name, value in generated.items():
         print(f"== {name}\n{value}" if name.startswith("block:") else f"== {name}: {value}")

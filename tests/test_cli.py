@@ -94,7 +94,7 @@ def test_show_prints_success_interval_learning_rate_and_still_improving_for_each
     from lrd import store
     from lrd.results import summary
 
-    assert main(["show", str(REFERENCE / study)]) == 0
+    assert main(["show", str(REFERENCE / study), "--wide"]) == 0
     out = capsys.readouterr().out
     for header in ("lr", "outcomes [95% CI, decided]"):
         assert header in out
@@ -104,3 +104,150 @@ def test_show_prints_success_interval_learning_rate_and_still_improving_for_each
         counts = f"{row.solved} solved / {row.undecided} undecided / {row.trained}"
         assert f"{counts} [{row.success_lo:.2f},{row.success_hi:.2f}]" in out
         assert f"{row.lr:g} of {row.lrs}{' !' if row.lr_at_edge else ''}" in out
+
+
+# --- lrd show: fits 100 columns, formats, row selection -------------------------------------------------
+RECALL = REFERENCE / "delayed_recall"
+
+
+def _recall_summary():
+    from lrd import store
+    from lrd.results import summary
+
+    return summary(store.load(RECALL).runs)
+
+
+def test_show_fits_100_columns_by_default_and_wide_shows_every_column(capsys):
+    assert main(["show", str(RECALL)]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100
+    assert "…" not in out  # nothing cut
+    rows = _recall_summary()
+    for row in rows.itertuples():  # every configuration's outcome, whole
+        assert f"{row.solved}/{row.undecided}/{row.trained} [{row.success_lo:.2f},{row.success_hi:.2f}]" in out
+    assert "task delayed_recall; h 32; baseline 0.125" in " ".join(out.split())  # the same in every row: the caption
+    assert main(["show", str(RECALL), "--wide"]) == 0
+    wide = capsys.readouterr().out
+    assert max(len(line) for line in wide.splitlines()) > 100
+    assert "solved at step" in wide and "solved at step" not in out
+
+
+def test_show_csv_parses_with_pandas_and_json_and_markdown_hold_every_row(capsys):
+    import io
+    import json
+
+    rows = _recall_summary()
+    assert main(["show", str(RECALL), "--format", "csv"]) == 0
+    csv = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(csv.columns) == list(rows.columns) and len(csv) == len(rows) == 9
+    pd.testing.assert_series_equal(csv["solved"], rows["solved"], check_dtype=False)
+    assert csv["final_metric"].to_numpy() == pytest.approx(rows["final_metric"].to_numpy())
+    assert main(["show", str(RECALL), "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["model"] for r in records] == list(rows["model"]) and records[0]["lr"] == rows["lr"].iloc[0]
+    assert main(["show", str(RECALL), "--format", "markdown"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 9 and table[1].startswith("|---|")
+    assert all(line.count(" | ") == table[0].count(" | ") for line in table[2:])  # no cell breaks the columns
+
+
+def test_show_where_selects_rows(capsys):
+    import io
+
+    assert main(["show", str(RECALL), "--format", "csv", "--where", "model=lstm", "gap=200"]) == 0
+    one = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(zip(one["model"], one["gap"])) == [("lstm", 200)]
+    assert main(["show", str(RECALL), "--format", "csv", "--where", "gap=50,200", "lr=1e-2"]) == 0
+    some = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert set(some["gap"]) == {50, 200} and set(some["lr"]) == {0.01}  # lr matched as a number
+    assert main(["show", str(RECALL), "--where", "modle=lstm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no column 'modle'" in err and "did you mean 'model'" in err
+    assert main(["show", str(RECALL), "--where", "model=transformer"]) == 2
+    assert "no run matches" in capsys.readouterr().err
+    assert main(["show", str(RECALL), "--where", "model"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+# --- lrd --version, lrd tasks NAME ------------------------------------------------------------------------
+def test_version(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"lrd {metadata.version('lrd')}"
+
+
+def test_tasks_name_shows_parameters_defaults_and_source(capsys):
+    assert main(["tasks", "delayed_recall"]) == 0
+    out = capsys.readouterr().out
+    assert "file: " in out and "lrd/tasks/delayed_recall.py" in out
+    n_symbols = next(line for line in out.splitlines() if "n_symbols" in line)
+    assert "int" in n_symbols and " 8 " in n_symbols
+    assert "gap" in out and "(required)" in out
+    assert main(["tasks", "lstm"]) == 0
+    out = capsys.readouterr().out
+    assert "lrd/models/cells.py" in out and "forget_bias" in out and "1.0" in out and "states: c, h" in out
+
+
+USER_TASK = """\"\"\"flip: say the first bit at the end.\"\"\"
+from pydantic import Field
+
+from lrd.tasks import Baseline, register
+from lrd.tasks.parity import Parity
+
+
+@register
+class Flip(Parity):
+    name = "flip_{suffix}"
+    source = "a test"
+    flips: int = Field(default=3, gt=0, description="how many flips")
+
+    def baseline(self):
+        return Baseline.uniform(2)
+"""
+
+
+def test_tasks_name_of_a_users_own_task_loaded_with_import(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    suffix = tmp_path.name.replace("-", "_")  # a name no other test registers
+    (tmp_path / "my_task.py").write_text(USER_TASK.replace("{suffix}", suffix))
+    assert main(["tasks", f"flip_{suffix}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--import my_task.py" in err  # not built in: how to load it
+    assert main(["tasks", f"flip_{suffix}", "--import", "my_task.py"]) == 0
+    out = capsys.readouterr().out
+    assert "task flip_" in out and "flip: say the first bit at the end." in out
+    assert "file: my_task.py" in out
+    flips = next(line for line in out.splitlines() if "flips" in line)
+    assert " 3 " in flips and "how many flips" in flips
+
+
+def test_an_unknown_task_or_cell_suggests_imports_unless_a_built_in_name_is_close(write_experiment):
+    from lrd.experiment import ExperimentError, load_experiment
+
+    path = write_experiment(TINY_TASK.format(task="first_bit", cell="rnn"))
+    with pytest.raises(ExperimentError, match=r'task\.name: unknown name .first_bit.*imports = \["my_task\.py"\]'):
+        load_experiment(path)
+    path = write_experiment(TINY_TASK.format(task="delayed_recal", cell="rnn"))
+    with pytest.raises(ExperimentError, match="did you mean 'delayed_recall'") as typo:
+        load_experiment(path)
+    assert "imports" not in str(typo.value)
+    path = write_experiment(TINY_TASK.format(task="delayed_recall", cell="leaky"))
+    with pytest.raises(ExperimentError, match=r'unknown name .leaky.*imports = \["my_cell\.py"\]'):
+        load_experiment(path)
+
+
+TINY_TASK = """\
+name = "t"
+[task]
+name = "{task}"
+gap = 4
+[model]
+cell = "{cell}"
+hidden = 8
+[train]
+steps = 20
+log_every = 10
+"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -164,9 +165,59 @@ def test_the_default_results_are_written_by_lrd_run_not_committed():
     assert tracked.stdout == ""
     ignored = subprocess.run(["git", "check-ignore", "-q", "results/quick/summary.csv"], cwd=REPO)
     assert ignored.returncode == 0
+    # so is a results folder of one's own; the committed studies are not ignored
+    mine = subprocess.run(["git", "check-ignore", "--no-index", "-q", "results/my-sweep/summary.csv"], cwd=REPO)
+    assert mine.returncode == 0
+    studies = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True, check=True)
+    committed = sorted({path.split("/")[1] for path in studies.stdout.splitlines()})
+    assert "delayed_recall" in committed
+    for study in committed:
+        tracked = subprocess.run(
+            ["git", "check-ignore", "--no-index", "-q", f"results/{study}/experiment.json"], cwd=REPO
+        )
+        assert tracked.returncode == 1, f"results/{study} is committed but ignored: add !results/{study}/"
     # the README's figures come from committed results that `lrd run` does not touch
     readme = (REPO / "README.md").read_text()
     figures = [line for line in readme.splitlines() if line.startswith("![")]
     assert figures and not any("results/quick" in line for line in figures)
     for line in figures:
         assert (REPO / line[line.index("(") + 1 : -1]).is_file(), line
+
+
+# --- overrides rewrite the description ------------------------------------------------------------------
+def test_overrides_append_to_the_description_in_the_experiment_as_run(write_experiment):
+    from lrd.experiment import load_experiment, overridden_part
+
+    path = write_experiment('description = "gaps 4: rnn vs lstm"\n' + TINY)
+    assert load_experiment(path).description == "gaps 4: rnn vs lstm"  # no override: the file's words
+    experiment = load_experiment(path, {"model.cell": ["gru"], "task.gap": [5, 20], "train.lr": 3e-3})
+    want = "gaps 4: rnn vs lstm (overridden: model.cell=[gru] task.gap=[5,20] train.lr=0.003)"
+    assert experiment.description == want
+    assert tomllib.loads(experiment.source)["description"] == want  # experiment.toml records it
+    assert overridden_part(want) == "overridden: model.cell=[gru] task.gap=[5,20] train.lr=0.003"
+    assert overridden_part("gaps 4: rnn vs lstm") == ""
+    # an overridden description is the user's words, the other overrides still said; a section as a dict reads dotted
+    given = load_experiment(path, {"description": "mine", "model": {"cell": "gru"}, "seeds": [0]}).description
+    assert given == "mine (overridden: model.cell=gru seeds=[0])"
+    assert load_experiment(write_experiment(TINY, "bare.toml"), {"seeds": [1]}).description == "overridden: seeds=[1]"
+
+
+def test_an_overridden_sweep_says_so_in_its_stored_experiment_report_and_figures(
+    write_experiment, tmp_path, monkeypatch, cache_dir
+):
+    import json
+
+    from lrd.plots import writing
+
+    notes = []
+    real_note = writing.note
+    monkeypatch.setattr(writing, "note", lambda fig, text: (notes.append(text), real_note(fig, text)))
+    path = write_experiment('description = "tiny"\n' + TINY)
+    out = tmp_path / "out"
+    assert main(["run", str(path), "model.cell=[rnn]", "seeds=[0]", "--out", str(out)]) == 0
+    want = "overridden: model.cell=[rnn] seeds=[0]"
+    assert json.loads((out / "experiment.json").read_text())["description"] == f"tiny ({want})"
+    assert want in (out / "experiment.toml").read_text()
+    assert want in (out / "report.html").read_text()
+    figures = {p.stem for p in (out / "figures").glob("*.png")}
+    assert figures and notes.count(want) == len(figures)  # every figure carries the note

@@ -1,4 +1,5 @@
-"""The README's "Add a task" example, run exactly as written, end to end."""
+"""The README and the manual (docs/*.md): the "Add a task" and "Add a cell" examples run exactly as
+written, end to end; every result number generated from the committed tables; no issue numbers."""
 
 from __future__ import annotations
 
@@ -10,12 +11,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]  # the README and the manual's pages
 BLOCK = re.compile(r"<!-- (file|run): ([\w.\-]+) -->\n```\w*\n(.*?)```", re.S)
 
 
 def readme_blocks() -> dict[tuple[str, str], str]:
-    return {(kind, name): body for kind, name, body in BLOCK.findall(README.read_text())}
+    """The marked example blocks of every page (a name marked on two pages must hold the same text)."""
+    blocks: dict[tuple[str, str], str] = {}
+    for page in PAGES:
+        for kind, name, body in BLOCK.findall(page.read_text()):
+            assert blocks.setdefault((kind, name), body) == body, f"{page.name}: {kind} {name} differs elsewhere"
+    return blocks
 
 
 def test_add_a_task_example_end_to_end(tmp_path, cache_dir):
@@ -70,10 +78,17 @@ def readme_numbers():
 def test_the_readmes_numbers_are_recomputed_from_the_committed_tables():
     script = readme_numbers()
     generated = script.generate()
-    found = script.found_in(README.read_text())
-    assert set(found) == set(generated), "every generated block and span is marked in the README, and only those"
-    for name, value in generated.items():
-        assert found[name] == value, f"README.md: {name} differs from the tables; run scripts/readme_numbers.py --write"
+    assert script.pages() == PAGES
+    marked = set()
+    for page in PAGES:
+        found = script.found_in(page.read_text())
+        assert set(found) <= set(generated), f"{page.name} marks parts the script does not generate"
+        for name, value in found.items():
+            assert value == generated[name], f"{page.name}: {name} differs from the tables (readme_numbers.py --write)"
+        marked |= set(found)
+    assert marked == set(generated), "every generated block and span is marked on some page"
+    # the landing page quotes the delayed-recall study's findings, generated
+    assert "delayed_recall-findings" in {k.split(":", 1)[1] for k in script.found_in(README.read_text())}
     # the generated parts hold what the runs table says, e.g. for delayed recall's LSTM at its longest gap
     from lrd import store
     from lrd.results import best_lr_runs, wilson_interval
@@ -101,12 +116,13 @@ def test_rewrite_replaces_only_the_marked_parts():
 
 
 # --- no result number typed by hand in a results section -----------------------------------------------
-# the README's sections that report the committed studies' results (each with its subsections)
-RESULTS_SECTIONS = (
-    "What the default run produces",
-    "Reference studies",
-    "What the committed delayed-recall study shows",
-)
+# the pages' sections that report the committed studies' results (each with its subsections); None: the whole page
+RESULTS_SECTIONS = {
+    "README.md": ("What lrd shows",),
+    "docs/getting-started.md": ("What the default run produces",),
+    "docs/studies.md": None,
+    "docs/dynamics.md": ("What the committed delayed-recall study shows",),
+}
 # what may carry a digit there without being generated, each a narrow pattern (see hand_typed_numbers)
 ALLOWED = {
     "generated block": r"<!-- numbers: [\w.\-]+ -->.*?<!-- /numbers -->",
@@ -118,17 +134,16 @@ ALLOWED = {
     "a paper's section, table, equation or experiment": r"\b(?:exp\.|Table|Section|Sec\.|Eq\.|Fig\.) \d+[a-z]?\b",
     "a name with a digit (float32, log10, S6)": r"\b[A-Za-z][A-Za-z_]*\d\w*",
     "the Wilson interval's level": r"\bWilson 95%",
-    "an issue of this project": r"\bissue \d+\b",
 }
 
 
-def results_text(text: str) -> dict[str, str]:
-    """Each results section of a README text (``RESULTS_SECTIONS``) with its subsections, by heading."""
+def results_text(text: str, wanted=("Reference studies",)) -> dict[str, str]:
+    """Each section of a page's text headed by a name in ``wanted``, with its subsections, by heading."""
     lines = text.splitlines(keepends=True)
     sections = {}
     for i, line in enumerate(lines):
         heading = re.match(r"(#+) (.*)", line)
-        if heading and heading.group(2).strip() in RESULTS_SECTIONS:
+        if heading and heading.group(2).strip() in wanted:
             level = len(heading.group(1))
             end = next(
                 (j for j in range(i + 1, len(lines)) if re.match(rf"#{{1,{level}}} ", lines[j])),
@@ -146,11 +161,30 @@ def hand_typed_numbers(text: str) -> list[str]:
 
 
 def test_no_result_number_is_typed_by_hand_in_a_results_section():
-    sections = results_text(README.read_text())
-    assert set(sections) == set(RESULTS_SECTIONS), "a results section was renamed: update RESULTS_SECTIONS"
-    found = {name: hand_typed_numbers(body) for name, body in sections.items()}
-    found = {name: numbers for name, numbers in found.items() if numbers}
+    found = {}
+    for page, wanted in RESULTS_SECTIONS.items():
+        text = (ROOT / page).read_text()
+        if wanted is None:  # the whole page reports results
+            sections = {page: text}
+        else:
+            sections = {f"{page}: {name}": body for name, body in results_text(text, wanted).items()}
+            assert len(sections) == len(wanted), f"{page}: a results section was renamed: update RESULTS_SECTIONS"
+        for name, body in sections.items():
+            assert re.search(r"<!-- (n|numbers): ", body), f"{name} holds no generated number"
+            if numbers := hand_typed_numbers(body):
+                found[name] = numbers
     assert not found, f"digits outside generated parts (generate them with scripts/readme_numbers.py): {found}"
+
+
+ISSUE = re.compile(r"\bissues? #?\d+", re.I)
+
+
+def test_no_issue_number_in_user_facing_text():
+    """The README and the manual speak to users: no references to this project's issue tracker."""
+    assert ISSUE.search("the protocol of issue 12") and ISSUE.search("(Issue #7)")
+    assert not ISSUE.search("the programs issue several QRs")
+    found = [f"{page.name}: {m.group(0)}" for page in PAGES for m in ISSUE.finditer(page.read_text())]
+    assert not found, found
 
 
 def test_the_hand_typed_number_check_finds_what_it_should():
@@ -173,6 +207,6 @@ def test_the_hand_typed_number_check_finds_what_it_should():
     ]
     for text in allowed:
         assert not hand_typed_numbers(text), (text, hand_typed_numbers(text))
-    assert results_text("# A\n1\n## Reference studies\nx 2\n### Sub\ny 3\n## Next\nz 4\n") == {
+    assert results_text("# A\n1\n## Reference studies\nx 2\n### Sub\ny 3\n## Next\nz 4\n", ("Reference studies",)) == {
         "Reference studies": "x 2\n### Sub\ny 3\n"
     }

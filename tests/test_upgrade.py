@@ -131,8 +131,7 @@ def test_upgrade_records_the_probe_stop_rule_in_the_file_of_runs_stopped_by_it(t
     probe_ids = {s.run_id for s in probe.runs}
     assert {s.run_id for s in load_experiment(folder / "experiment.toml").runs}.isdisjoint(probe_ids)  # "valid" now
     assert main(["upgrade", str(folder)]) == 0
-    out = capsys.readouterr().out
-    assert '2 runs stopped by the probe-batch rule of before the validation stop check: stop_check = "probe"' in out
+    assert '2 runs stopped by the older probe-batch rule: stop_check = "probe" recorded' in (capsys.readouterr().out)
     assert (folder / "experiment.json").read_bytes() == before
     assert {s.run_id for s in load_experiment(folder / "experiment.toml").runs} == probe_ids
     assert main(["upgrade", str(folder)]) == 0  # recorded already: nothing to do

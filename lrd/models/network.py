@@ -80,7 +80,8 @@ class ModelConfig(BaseModel):
     @classmethod
     def _known_cell(cls, value: str) -> str:
         if value not in CELLS:
-            raise ValueError(unknown_name_message(value, CELLS))
+            hint = 'imports = ["my_cell.py"] at the top of the experiment file'
+            raise ValueError(unknown_name_message(value, CELLS, imports_hint=hint))
         return value
 
     @field_validator("time_loop")

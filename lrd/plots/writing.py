@@ -165,12 +165,15 @@ def write_figures(
     formats: tuple[str, ...] = ("png",),
     dpi: int = 150,
     on_skip: Callable[[str, str], None] | None = None,
+    overridden: str = "",
 ) -> list[Path]:
     """Write every figure the data allows, per task configuration, as ``<slug>_<figure>.<fmt>``.
 
     A figure the data cannot support (e.g. memory vs gap with a single gap) is skipped:
     ``on_skip(stem, reason)`` is called (default: a logged warning). Tables that are
     empty or lack columns raise PlotError. Returns the written paths, in order.
+    ``overridden`` ("overridden: KEY=VALUE ...", ``lrd.experiment.overridden_part`` of the stored
+    description) heads every figure's notes, so a figure of an overridden sweep says so.
     """
     tables = split_by_task(results)
     unknown = [f for f in formats if f not in METADATA]
@@ -196,6 +199,7 @@ def write_figures(
             except FigureSkipped as skipped:
                 report(stem, str(skipped))
                 continue
+            note(fig, overridden)
             if narrowed:
                 note(fig, lr_note)
             written += [save_figure(fig, out_dir / f"{stem}.{fmt}", dpi) for fmt in formats]
