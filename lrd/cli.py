@@ -23,6 +23,7 @@ import errno
 import math
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -50,7 +51,10 @@ def entry() -> None:
     interrupt.exit_on_sigint()  # a Ctrl-C ends the command at once, one line, exit 130
     runtime.reexec_with_malloc_settings()
     sys.stdout = _BrokenPipeSafe(sys.stdout)
-    sys.exit(main())
+    code = main()
+    # the command is done; Python's teardown restores SIGINT's default action, which would kill it (exit -2)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 class _BrokenPipeSafe:

@@ -32,14 +32,16 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": WORKTREE}
 
 
-def start(*args: str, cwd: Path, stdout=subprocess.PIPE) -> subprocess.Popen:
+def start(*args: str, cwd: Path, stdout=subprocess.PIPE, own_group: bool = False) -> subprocess.Popen:
+    """``lrd ARGS`` through the installed command's first frame (lrd.__main__); ``own_group``: a new process group."""
     return subprocess.Popen(
-        [sys.executable, "-m", "lrd.cli", *args],
+        [sys.executable, "-m", "lrd", *args],
         cwd=cwd,
         stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
         env=env(),
+        start_new_session=own_group,
     )
 
 
@@ -150,16 +152,7 @@ def test_ctrl_c_stops_the_sweep_with_exit_130_and_keeps_finished_runs(moment, re
 
 
 def _sweep_in_its_own_group(work: Path) -> subprocess.Popen:
-    """``lrd run`` through the installed command's first frame (lrd.__main__), in a process group of its own."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "lrd", "run", "exp.toml", "--out", "out"],
-        cwd=work,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
-        start_new_session=True,
-    )
+    return start("run", "exp.toml", "--out", "out", cwd=work, own_group=True)
 
 
 def test_ctrl_c_at_ten_moments_of_a_real_sweep_ends_with_130_and_keeps_every_finished_run(
