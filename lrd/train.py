@@ -344,7 +344,8 @@ class Trainer:
         )
         self.model = SequenceModel(model, task.output_dim)
         self.tx = self.optimizer()  # updates at the learning rate in each member's state
-        self.init = Program(self._init)
+        # one member at a time: see Program's ``sequential``
+        self.init = Program(self._init, sequential=True)
         # n_steps is shared by all members (not vmapped), so the per-step lax.cond stays a real branch
         self.advance = Program(self._advance, donate=True)
         self.evaluate = Program(self._evaluate)
@@ -567,12 +568,20 @@ class Program:
     compiles about twice as fast on CPU (measured: 8.0 s -> 3.9 s for a training
     block), and compilation dominates short runs. Fixing it here keeps the random
     streams independent of the user's JAX configuration.
+
+    ``sequential=True`` runs the members one after another (``lax.map``) instead of
+    vmapping them: the initialisation does, since its orthogonal initialiser's QR is a
+    LAPACK call that, batched over members, jaxlib 0.10 splits across XLA's intra-op
+    pool and waits for; two such waits at once deadlocked a 2-thread pool
+    (docs/reliability.md). On one matrix at a time the call runs inline, and the numbers
+    are the same (tested).
     """
 
-    def __init__(self, fn: Callable, donate: bool = False):
+    def __init__(self, fn: Callable, donate: bool = False, sequential: bool = False):
         donate_argnums = (0,) if donate else ()
         in_axes = (0,) + (None,) * (len(inspect.signature(fn).parameters) - 1)
-        self.batched = jax.jit(jax.vmap(fn, in_axes=in_axes), donate_argnums=donate_argnums)
+        members = _one_at_a_time(fn) if sequential else jax.vmap(fn, in_axes=in_axes)
+        self.batched = jax.jit(members, donate_argnums=donate_argnums)
         self.single = jax.jit(_single_seed(fn), donate_argnums=donate_argnums)
 
     def _pick(self, first):
@@ -588,6 +597,15 @@ class Program:
 
     def _cache_size(self) -> int:
         return self.batched._cache_size() + self.single._cache_size()  # type: ignore[attr-defined]
+
+
+def _one_at_a_time(fn: Callable) -> Callable:
+    """``fn`` over a leading member axis, member after member (``lax.map``), the shared arguments closed over."""
+
+    def members(first, *shared):
+        return jax.lax.map(lambda member: fn(member, *shared), first)
+
+    return members
 
 
 def _single_seed(fn: Callable) -> Callable:

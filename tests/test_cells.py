@@ -752,21 +752,3 @@ def test_exprnn_expm_matches_scipy_and_is_orthogonal(hidden, scale):
     # float32 rounding doubles with each squaring (about 11 at scale 100, entries near 800): 5e-4 there
     np.testing.assert_allclose(got, scipy.linalg.expm(s.astype(np.float64)), atol=5e-4)
     np.testing.assert_allclose(got @ got.T, np.eye(hidden), atol=5e-4)
-
-
-@pytest.mark.parametrize("n_gates", [1, 3, 4])
-def test_recurrent_init_in_sequence_draws_the_same_orthogonal_blocks(n_gates):
-    """The blocks' QRs run one after another (an optimization barrier; docs/reliability.md), values unchanged."""
-    import flax.linen as nn
-
-    from lrd.models.cells import recurrent_init
-
-    hidden, keys = 8, jnp.stack([jax.random.PRNGKey(s) for s in range(5)])
-    init = recurrent_init("orthogonal", hidden, n_gates)
-    got = jax.jit(jax.vmap(lambda k: init(k, (hidden, n_gates * hidden))))(keys)
-    plain = lambda k: jnp.concatenate(
-        [nn.initializers.orthogonal()(g, (hidden, hidden)) for g in jax.random.split(k, n_gates)], axis=1
-    )
-    np.testing.assert_array_equal(got, jax.jit(jax.vmap(plain))(keys))
-    text = jax.jit(jax.vmap(lambda k: init(k, (hidden, n_gates * hidden)))).lower(keys).as_text()
-    assert text.count("optimization_barrier") == n_gates - 1

@@ -278,7 +278,8 @@ def test_training_and_evaluation_programs_hold_no_custom_call(cell):
 
     The training block (with every diagnostic on) and the evaluation are plain HLO; the
     initialisation, run once per group before any loop, may hold the orthogonal
-    initialiser's QR and nothing else.
+    initialiser's QR and nothing else, on one matrix at a time (no member axis: the
+    members are mapped, not vmapped), which jaxlib runs inline, off the pool.
     """
     heads = {"heads": 2} if cell == "attention" else {}
     train = TrainConfig(
@@ -289,7 +290,24 @@ def test_training_and_evaluation_programs_hold_no_custom_call(cell):
     assert _custom_calls(trainer.advance.lower(state, 1).as_text()) == []
     assert _custom_calls(trainer.evaluate.lower(state).as_text()) == []
     members = (jnp.stack([jax.random.PRNGKey(0)] * 2), jnp.ones(2))
-    assert set(_custom_calls(trainer.init.lower(members).as_text())) <= {"lapack_sgeqrf_ffi", "lapack_sorgqr_ffi"}
+    init = trainer.init.lower(members).as_text()
+    assert set(_custom_calls(init)) <= {"lapack_sgeqrf_ffi", "lapack_sorgqr_ffi"}
+    import re
+
+    calls = re.findall(r"custom_call @lapack_\w+\((.*)", init)
+    assert all('num_batch_dims = "0"' in call for call in calls), calls  # never batched over the members
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_initialisation_one_member_at_a_time_draws_the_same_weights(cell):
+    """The init program maps the members (lax.map, no batched LAPACK: docs/reliability.md); same weights as vmapped."""
+    from lrd.train import Trainer
+
+    trainer = get_trainer(Adding(gap=4), ModelConfig(cell=cell, hidden=48), TrainConfig(steps=2, log_every=1))
+    members = (jnp.stack([jax.random.PRNGKey(s) for s in range(3)]), jnp.asarray([1e-3, 3e-3, 1e-2]))
+    vmapped = jax.jit(jax.vmap(Trainer._init.__get__(trainer)))
+    with jax.threefry_partitionable(False):
+        jax.tree.map(np.testing.assert_array_equal, trainer.init(members), vmapped(members))
 
 
 @pytest.mark.parametrize(("n", "k"), [(8, 4), (64, 4), (33, 8), (5, 5), (3, 1)])

@@ -51,12 +51,9 @@ Eps = dict[str, jax.Array] | None  # {state name: (B, S)} per step, or (B, T, S)
 def recurrent_init(kind: str, hidden: int, n_gates: int) -> Callable:
     """Initializer for a (H, n_gates*H) recurrent matrix, one H x H block per gate.
 
-    Each orthogonal block waits for the one before: ``jnp.linalg.qr`` is a batched LAPACK
-    call on CPU, and two of them running at once in one program, vmapped over a group's
-    members, deadlocked XLA's 2-thread intra-op pool (each occupied a pool thread and waited
-    for its batch's chunks, queued behind the other: docs/reliability.md).
-    ``lax.optimization_barrier`` on (key, previous block) makes each QR's input depend on
-    the previous QR's output; the values are unchanged (the barrier is the identity).
+    The orthogonal blocks' QR is a LAPACK call on CPU; the initialisation program runs the
+    members one at a time (``Program(sequential=True)`` in lrd.train) so that no batched
+    LAPACK call can deadlock XLA's intra-op pool (docs/reliability.md).
     """
 
     def init(key, shape, dtype=jnp.float32):
@@ -64,11 +61,7 @@ def recurrent_init(kind: str, hidden: int, n_gates: int) -> Callable:
         if kind == "identity":
             blocks = [jnp.eye(hidden, dtype=dtype)] * n_gates
         else:
-            blocks: list[jax.Array] = []
-            for k in jax.random.split(key, n_gates):
-                if blocks:  # after the previous block's QR: see the docstring
-                    k, _ = jax.lax.optimization_barrier((k, blocks[-1]))
-                blocks.append(nn.initializers.orthogonal()(k, (hidden, hidden), dtype))
+            blocks = [nn.initializers.orthogonal()(k, (hidden, hidden), dtype) for k in jax.random.split(key, n_gates)]
         return jnp.concatenate(blocks, axis=1)  # (H, G*H)
 
     return init
