@@ -50,7 +50,8 @@ gradient-norm, clipping and loss-spike statistics (reductions of values every
 step computes anyway, gathered inside the scan) and the per-sequence
 gradient-norm geometric means of the probe; with ``diagnostics = true`` (off by default, so committed results keep
 their run ids) also the Jacobian spectra and gate statistics of layer 0 on the probe
-batch.
+batch, computed by a program of their own (``Trainer.diagnose``) at each log point, so
+the training block compiles the same with them on or off.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ from lrd.models.network import ModelConfig, Perturbation, SequenceModel
 from lrd.probes import global_norm, probe
 from lrd.results import reaches, solve_bound
 from lrd.runtime import configure_jax
-from lrd.tasks.base import Task
+from lrd.tasks.base import Batch, Task
 
 configure_jax()  # before any computation: CPU computations inline (lrd.runtime)
 
@@ -349,6 +350,7 @@ class Trainer:
         # n_steps is shared by all members (not vmapped), so the per-step lax.cond stays a real branch
         self.advance = Program(self._advance, donate=True)
         self.evaluate = Program(self._evaluate)
+        self.diagnose = Program(self._diagnose)
         self.evaluate_at = {g: Program(functools.partial(self._evaluate_at, task.at_gap(g))) for g in train.eval_gaps}
 
     def optimizer(self, lr: float | jax.Array | None = None) -> optax.GradientTransformation:
@@ -381,21 +383,8 @@ class Trainer:
         )
 
     def _record(self, state: TrainState, block: BlockStats) -> LogRecord:
-        config = self.train_config
-        batch = self.task.sample(state.probe_key, config.probe_size)
-        result = probe(self.task, self.model, state.params, batch)
-        dynamics = None
-        if config.diagnostics:
-            dynamics = model_dynamics(
-                self.model_config,
-                state.params,
-                batch.inputs,
-                lyapunov_k=config.lyapunov_k,
-                iterations=config.power_iterations,
-                spectrum_size=config.spectrum_size,
-                saturation=config.saturation,
-                key=jax.random.fold_in(state.probe_key, 1),
-            )
+        """The probe's record of ``state``; its ``dynamics`` are left to ``diagnose`` (a program of their own)."""
+        result = probe(self.task, self.model, state.params, self._probe_batch(state))
         return LogRecord(
             state.step,
             result.metrics,
@@ -405,8 +394,35 @@ class Trainer:
             result.log_gmean_norms,
             result.gmean_below_floor,
             block,
-            dynamics,
+            None,
         )
+
+    def _probe_batch(self, state: TrainState) -> Batch:
+        return self.task.sample(state.probe_key, self.train_config.probe_size)
+
+    def _diagnose(self, state: TrainState) -> Dynamics:
+        """The diagnostics (``lrd.dynamics``) of ``state`` on the probe batch.
+
+        Their own program, run at each log point on the logged state: the training block
+        is the same program with the diagnostics on or off, and compiles as fast.
+        """
+        config = self.train_config
+        return model_dynamics(
+            self.model_config,
+            state.params,
+            self._probe_batch(state).inputs,
+            lyapunov_k=config.lyapunov_k,
+            iterations=config.power_iterations,
+            spectrum_size=config.spectrum_size,
+            saturation=config.saturation,
+            key=jax.random.fold_in(state.probe_key, 1),
+        )
+
+    def _logged(self, state: TrainState, record: LogRecord) -> LogRecord:
+        """``record`` fetched to the host, with the diagnostics of ``state`` when they are on."""
+        if self.train_config.diagnostics:
+            record = record._replace(dynamics=self.diagnose(state))
+        return jax.device_get(record)
 
     def _train_step(self, state: TrainState) -> tuple[TrainState, tuple[jax.Array, jax.Array, jax.Array]]:
         """One optimiser step; also (loss, pre-clip gradient norm, whether the step counted) for the block stats."""
@@ -525,10 +541,10 @@ class Trainer:
         """
         lrs = [self.train_config.lr] * len(seeds) if lrs is None else list(lrs)
         state, record = self.advance(self.initial_state(seeds, lrs), 0)
-        records = [jax.device_get(record)]
+        records = [self._logged(state, record)]
         for block in range(self.n_blocks):
             state, record = self.advance(state, self.train_config.log_every)
-            records.append(jax.device_get(record))
+            records.append(self._logged(state, record))
             if on_block is not None:
                 on_block(block + 1, self.n_blocks)
             if bool(np.all((np.asarray(state.diverged_step) >= 0) | (np.asarray(state.stopped_step) >= 0))):

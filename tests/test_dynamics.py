@@ -265,6 +265,27 @@ def test_diagnostics_do_not_change_training():
     assert set(on.records[-1].dynamics.quantiles) == {"candidate"}
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_diagnostics_are_a_program_of_their_own_with_the_numbers_of_one_program(cell):
+    """The training block is the same program with the diagnostics on or off; their numbers are
+    those of the diagnostics computed in the training block's own program, as before (bitwise)."""
+    train = dict(steps=4, log_every=2, batch_size=4, probe_size=4, eval_size=4, lyapunov_k=2)
+    model = ModelConfig(cell=cell, hidden=8)
+    on = get_trainer(Adding(gap=5), model, TrainConfig(**train, diagnostics=True))
+    off = get_trainer(Adding(gap=5), model, TrainConfig(**train, diagnostics=False))
+    state = on.initial_state([0, 1], [1e-2, 3e-2])
+    assert on.advance.lower(state, 2).as_text() == off.advance.lower(state, 2).as_text()
+
+    def fused(state, n):  # the diagnostics inside the block's program, as they were computed before
+        state, record = on._advance(state, n)
+        return state, record._replace(dynamics=on._diagnose(state))
+
+    with jax.threefry_partitionable(False):
+        _, want = jax.jit(jax.vmap(fused, in_axes=(0, None)))(state, 2)
+    got = on.run([0, 1], lrs=[1e-2, 3e-2]).records[1]
+    jax.tree.map(np.testing.assert_array_equal, got.dynamics, jax.device_get(want.dynamics))
+
+
 # --- no LAPACK inside the training loop (the XLA CPU stall; docs/reliability.md) -----------------
 def _custom_calls(text: str) -> list[str]:
     import re
@@ -276,7 +297,7 @@ def _custom_calls(text: str) -> list[str]:
 def test_training_and_evaluation_programs_hold_no_custom_call(cell):
     """Batched LAPACK calls inside the looped training program deadlocked XLA's CPU thread pool.
 
-    The training block (with every diagnostic on) and the evaluation are plain HLO; the
+    The training block, the diagnostics (every one on) and the evaluation are plain HLO; the
     initialisation, run once per group before any loop, may hold the orthogonal
     initialiser's QR and nothing else, on one matrix at a time (no member axis: the
     members are mapped, not vmapped), which jaxlib runs inline, off the pool.
@@ -289,6 +310,8 @@ def test_training_and_evaluation_programs_hold_no_custom_call(cell):
     state = trainer.initial_state([0, 1], [1e-3, 3e-3])
     assert _custom_calls(trainer.advance.lower(state, 1).as_text()) == []
     assert _custom_calls(trainer.evaluate.lower(state).as_text()) == []
+    if train.diagnostics:
+        assert _custom_calls(trainer.diagnose.lower(state).as_text()) == []
     members = (jnp.stack([jax.random.PRNGKey(0)] * 2), jnp.ones(2))
     init = trainer.init.lower(members).as_text()
     assert set(_custom_calls(init)) <= {"lapack_sgeqrf_ffi", "lapack_sorgqr_ffi"}
