@@ -19,10 +19,12 @@ failed ``Outcome``; the other groups go on.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
 import pickle
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -31,8 +33,8 @@ from typing import NamedTuple, Protocol
 
 from lrd.experiment import Plugin, load_plugin
 from lrd.runtime import enable_compilation_cache, versions
-from lrd.train import RunResult, get_trainer
-from lrd.watchdog import watch
+from lrd.train import RunResult, Trainer, get_trainer
+from lrd.watchdog import COMPILE_THREAD, watch
 
 # Package versions a worker must share with the driver: they decide the numbers.
 PINNED = ("lrd", "jax", "jaxlib", "flax", "optax", "numpy")
@@ -92,18 +94,32 @@ def pinned_versions() -> dict[str, str]:
     return {name: found[name] for name in PINNED}
 
 
-def train(job: Job, emit: Callable[[Event], None]) -> Outcome:
-    """Run one job in this process. Exceptions become a failed Outcome; the caller goes on."""
+def _nothing() -> None:
+    pass
+
+
+def _trainer(job: Job) -> Trainer:
+    """The job's Trainer, in this process: its versions checked, its plugins loaded."""
+    _check_versions(job.versions)
+    for plugin in job.plugins:
+        load_plugin(plugin)
+    return get_trainer(*pickle.loads(job.config))
+
+
+def train(job: Job, emit: Callable[[Event], None], compiled: Callable[[], None] = _nothing) -> Outcome:
+    """Run one job in this process. Exceptions become a failed Outcome; the caller goes on.
+
+    ``compiled()`` is called once the job's programs are compiled, before its training.
+    """
     emit(Started(job.index))
     t0 = time.perf_counter()
     try:
-        _check_versions(job.versions)
-        for plugin in job.plugins:
-            load_plugin(plugin)
-        trainer = get_trainer(*pickle.loads(job.config))
+        trainer = _trainer(job)
         t0 = time.perf_counter()
         on_block = lambda done, total: emit(Block(job.index, done, total))
         with watch():  # a computation stalled inside XLA ends the process (exit 75; lrd.watchdog)
+            trainer.compile(len(job.seeds))
+            compiled()
             result = trainer.run(list(job.seeds), on_block=on_block, lrs=list(job.lrs))
     except Exception as err:
         return Outcome(job.index, None, time.perf_counter() - t0, describe(err))
@@ -133,11 +149,29 @@ def _check_versions(expected: dict[str, str]) -> None:
 
 # --- this process ---------------------------------------------------------------------
 class LocalBackend:
-    """The groups one after another, in the driver's process."""
+    """The groups one after another, in the driver's process.
+
+    While a group trains, the next group's programs compile in a thread (``compile_ahead``):
+    XLA compiles on one core while training often leaves the other idle.
+    """
 
     def run(self, jobs: list[Job], emit: Callable[[Event], None]) -> Iterator[Outcome]:
-        for job in jobs:
-            yield train(job, emit)
+        for i, job in enumerate(jobs):
+            ahead: Callable[[], None] = functools.partial(compile_ahead, jobs[i + 1]) if i + 1 < len(jobs) else _nothing
+            yield train(job, emit, compiled=ahead)
+
+
+def compile_ahead(job: Job) -> None:
+    """Compile ``job``'s programs in a daemon thread; its ``train`` waits for them (``Trainer.compile``).
+
+    An error here is left for ``train`` to meet and report, so it is dropped.
+    """
+
+    def prepare() -> None:
+        with contextlib.suppress(Exception):
+            _trainer(job).compile(len(job.seeds))
+
+    threading.Thread(target=prepare, name=f"{COMPILE_THREAD}-ahead", daemon=True).start()
 
 
 # --- Ray ------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
@@ -76,6 +77,7 @@ from lrd.probes import global_norm, probe
 from lrd.results import reaches, solve_bound
 from lrd.runtime import configure_jax
 from lrd.tasks.base import Batch, Task
+from lrd.watchdog import COMPILE_THREAD
 
 configure_jax()  # before any computation: CPU computations inline (lrd.runtime)
 
@@ -352,6 +354,8 @@ class Trainer:
         self.evaluate = Program(self._evaluate)
         self.diagnose = Program(self._diagnose)
         self.evaluate_at = {g: Program(functools.partial(self._evaluate_at, task.at_gap(g))) for g in train.eval_gaps}
+        self._compiling = threading.Lock()
+        self._compiled: set[int] = set()  # the member counts compile() has compiled for
 
     def optimizer(self, lr: float | jax.Array | None = None) -> optax.GradientTransformation:
         """The optimiser chain (``TrainConfig.optimizer_chain``) with the recurrence at ``recurrence_lr_factor`` x lr.
@@ -516,6 +520,38 @@ class Trainer:
         return n_chunks, math.ceil(size / n_chunks)
 
     # --- driver --------------------------------------------------------------------
+    def programs(self, n_members: int) -> dict[str, tuple[Program, tuple]]:
+        """The programs ``run`` calls for ``n_members`` members, each with abstract arguments of the shapes it gets.
+
+        Keys: "init", "advance", "evaluate", then "diagnose" when the diagnostics are on and
+        "evaluate_at_<gap>" for each of ``train.eval_gaps``.
+        """
+        members = (jax.ShapeDtypeStruct((n_members, 2), jnp.uint32), jax.ShapeDtypeStruct((n_members,), jnp.float32))
+        state = self.init.trace(members).out_info  # the state's shapes, as init returns it
+        programs: dict[str, tuple[Program, tuple]] = {
+            "init": (self.init, (members,)),
+            "advance": (self.advance, (state, 0)),  # n_steps: a Python int, as run passes it
+            "evaluate": (self.evaluate, (state,)),
+        }
+        if self.train_config.diagnostics:
+            programs["diagnose"] = (self.diagnose, (state,))
+        programs.update({f"evaluate_at_{gap}": (p, (state,)) for gap, p in self.evaluate_at.items()})
+        return programs
+
+    def compile(self, n_members: int) -> None:
+        """Compile the programs of ``run`` for ``n_members`` members, each in a thread of its own.
+
+        Tracing and lowering hold Python's lock and run one after another; XLA compiles
+        without it, so the programs compile concurrently. ``run`` then finds them compiled
+        (JAX keeps a lowered program's executable for the jitted function's later calls).
+        """
+        with self._compiling:  # a second caller (the next group's compilation ahead, lrd.backends) waits here
+            if n_members in self._compiled:
+                return
+            lowered = [program.lower(*args) for program, args in self.programs(n_members).values()]
+            in_threads([lower.compile for lower in lowered])
+            self._compiled.add(n_members)
+
     @property
     def n_blocks(self) -> int:
         return self.train_config.steps // self.train_config.log_every
@@ -540,6 +576,7 @@ class Trainer:
         is called after each log block.
         """
         lrs = [self.train_config.lr] * len(seeds) if lrs is None else list(lrs)
+        self.compile(len(seeds))
         state, record = self.advance(self.initial_state(seeds, lrs), 0)
         records = [self._logged(state, record)]
         for block in range(self.n_blocks):
@@ -611,8 +648,40 @@ class Program:
         with jax.threefry_partitionable(False):
             return self._pick(args[0]).lower(*args)
 
+    def trace(self, *args):
+        """The traced program for ``args`` (arrays or ``jax.ShapeDtypeStruct``); ``.lower().compile()`` follow."""
+        with jax.threefry_partitionable(False):
+            return self._pick(args[0]).trace(*args)
+
     def _cache_size(self) -> int:
         return self.batched._cache_size() + self.single._cache_size()  # type: ignore[attr-defined]
+
+
+def in_threads(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Each call in a daemon thread of its own (COMPILE_THREAD), all at once; their results in order.
+
+    The first exception a call raised is raised here, once every call has ended. Daemon
+    threads, so that an interrupted process exits without waiting for a compilation.
+    """
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def call(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except BaseException as err:  # handed to the caller's thread
+            errors.append(err)
+
+    threads = [
+        threading.Thread(target=call, args=(i,), name=f"{COMPILE_THREAD}-{i}", daemon=True) for i in range(len(calls))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def _one_at_a_time(fn: Callable) -> Callable:
@@ -634,10 +703,18 @@ def _single_seed(fn: Callable) -> Callable:
     return one
 
 
-@functools.lru_cache(maxsize=64)
+_trainers = threading.Lock()  # a thread compiling ahead (lrd.backends) and the main thread ask for the same Trainer
+
+
 def get_trainer(task: Task, model: ModelConfig, train: TrainConfig, stop_threshold: float | None = None) -> Trainer:
     """The Trainer of a configuration, shared so a shape compiles once per process.
 
     Pass ``train.program()`` (as a sweep does, ``RunSpec.group_key``) to share one Trainer across learning rates.
     """
+    with _trainers:
+        return _cached_trainer(task, model, train, stop_threshold)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_trainer(task: Task, model: ModelConfig, train: TrainConfig, stop_threshold: float | None) -> Trainer:
     return Trainer(task, model, train, stop_threshold)

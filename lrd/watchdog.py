@@ -33,19 +33,26 @@ ACTIVE_SHARE = 0.01  # run + runnable-wait time of the other threads, as a share
 IDLE_CORE_SHARE = 0.1  # the fallback where /proc says nothing: CPU time below a tenth of a core is idle
 STALLED = 75  # EX_TEMPFAIL: try again
 TASKS = Path("/proc/self/task")
+COMPILE_THREAD = "lrd-compile"  # the name's start of the threads that compile: computing threads
 
 
 class Activity:
     """Run and runnable-wait time of the threads that compute, from /proc.
 
-    Those are the main thread (which waits for a computation, or runs it inline) and the
-    threads Python did not start (XLA's thread pools). Python's own other threads (this
-    watchdog, a progress display's refresh thread) wake on timers, and are left out.
+    Those are the main thread (which waits for a computation, or runs it inline), the
+    threads Python did not start (XLA's thread pools) and the threads named COMPILE_THREAD
+    (which trace and compile programs, ``lrd.train.in_threads``). Python's own other threads
+    (this watchdog, a progress display's refresh thread) wake on timers, and are left out.
     """
 
     @staticmethod
     def _python_threads() -> set[str]:
-        return {str(t.native_id) for t in threading.enumerate() if t is not threading.main_thread()}
+        """Python's threads that wait on timers: all but the main thread and the threads that compile."""
+        return {
+            str(t.native_id)
+            for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.name.startswith(COMPILE_THREAD)
+        }
 
     def sample(self) -> tuple[dict[str, int], bool] | None:
         """({thread id: run + wait nanoseconds} of the computing threads, whether one is runnable or in disk wait).

@@ -38,6 +38,17 @@ this section alone), and the compile time at growing T. The ``lrd`` column is
 lrd's default time loop: the scan on a CPU, the kernels on a GPU when the model
 fits them. PyTorch is optional (``pip install -e '.[bench]'``);
 without it the torch columns are left out.
+
+``--compile-only`` measures the default experiment's compilation instead: per group and
+program, the seconds to trace, lower and compile and the program's size (StableHLO
+operations, optimised-HLO instructions), diagnostics on and off; then whole ``lrd run``
+commands from a fresh compilation cache (compilations counted from ``JAX_LOG_COMPILES``,
+their seconds, the sweep's and the command's wall time) and a warm rerun with one
+override. ``--before DIR`` (a source tree of an older lrd, such as a ``git worktree``)
+measures that tree too, each repeat running both in turn:
+
+    git worktree add /tmp/lrd-before <commit>
+    python scripts/bench.py --compile-only --before /tmp/lrd-before --repeats 3
 """
 
 from __future__ import annotations
@@ -46,12 +57,14 @@ import argparse
 import contextlib
 import functools
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -413,6 +426,137 @@ def bench_compile(cells, lengths, batch, hidden) -> None:
         print(f"{cell:5} " + "   ".join(parts), flush=True)
 
 
+# --- compilation of the default experiment ---------------------------------------------------
+DEFAULT_EXPERIMENT = "experiments/quick.toml"
+COMPILE_LINE = re.compile(r"Finished XLA compilation of jit\((\S+)\) in ([0-9.]+) sec")
+
+
+def group_programs(trainer: Trainer, n_members: int) -> dict:
+    """{name: (Program, abstract arguments)} of a group's run; an lrd without ``Trainer.programs`` gets its three."""
+    if hasattr(trainer, "programs"):
+        return trainer.programs(n_members)
+    members = (jax.ShapeDtypeStruct((n_members, 2), jnp.uint32), jax.ShapeDtypeStruct((n_members,), jnp.float32))
+    with jax.threefry_partitionable(False):
+        state = jax.eval_shape(trainer.init._pick(members), members)
+    return {
+        "init": (trainer.init, (members,)),
+        "advance": (trainer.advance, (state, 0)),
+        "evaluate": (trainer.evaluate, (state,)),
+    }
+
+
+def _size(text: str) -> int:
+    """Operations in a module's text: its lines that assign a value."""
+    return sum(" = " in line for line in text.splitlines())
+
+
+def child_programs(diagnostics: bool) -> None:
+    """One JSON line per group and program of the default experiment: trace, lower, compile seconds; sizes."""
+    import json
+
+    from lrd.experiment import load_experiment
+    from lrd.sweep import plan
+
+    experiment = load_experiment(DEFAULT_EXPERIMENT, {"train.diagnostics": diagnostics})
+    for group in plan(experiment, set()):
+        trainer = Trainer(*group.specs[0].group_key)  # fresh: nothing compiled
+        for name, (program, args) in group_programs(trainer, len(group.specs)).items():
+            with jax.threefry_partitionable(False):
+                t0 = time.perf_counter()
+                traced = program._pick(args[0]).trace(*args)
+                t1 = time.perf_counter()
+                lowered = traced.lower()
+                t2 = time.perf_counter()
+                compiled = lowered.compile()
+                t3 = time.perf_counter()
+            row = {"group": group.label, "program": name, "trace_s": t1 - t0, "lower_s": t2 - t1, "compile_s": t3 - t2}
+            row |= {"stablehlo_ops": _size(lowered.as_text()), "hlo_ops": _size(compiled.as_text())}
+            print(json.dumps(row), flush=True)
+
+
+def _child(tree: Path, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None):
+    """This script (or ``lrd``) run with ``tree`` as its lrd; (stdout, stderr, wall seconds)."""
+    full = dict(os.environ, PYTHONPATH=str(tree), **(env or {}))
+    t0 = time.perf_counter()
+    done = subprocess.run(args, env=full, cwd=cwd or tree, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} in {tree}: exit {done.returncode}: {done.stderr[-2000:]}")
+    return done.stdout, done.stderr, wall
+
+
+def bench_programs(trees: dict[str, Path]) -> None:
+    """Per group and program: trace, lower and compile seconds and sizes, diagnostics on and off, per tree."""
+    import json
+
+    for label, tree in trees.items():
+        for diagnostics in (True, False):
+            out, _, _ = _child(
+                tree, [sys.executable, str(Path(__file__).resolve()), "--programs-child", str(diagnostics)]
+            )
+            rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+            print(f"\n{label}, diagnostics {'on' if diagnostics else 'off'} (one program at a time, no cache):")
+            print(f"  {'group':44} {'program':12} {'trace':>6} {'lower':>6} {'compile':>8} {'StableHLO':>9} {'HLO':>6}")
+            for r in rows:
+                print(
+                    f"  {r['group'][:44]:44} {r['program']:12} {r['trace_s']:6.2f} {r['lower_s']:6.2f}"
+                    f" {r['compile_s']:8.2f} {r['stablehlo_ops']:9} {r['hlo_ops']:6}"
+                )
+            by_program: dict[str, list[float]] = {}
+            for r in rows:
+                by_program.setdefault(r["program"], []).append(r["trace_s"] + r["lower_s"] + r["compile_s"])
+            total = sum(sum(v) for v in by_program.values())
+            print(
+                f"  total {total:.1f} s over {len(rows)} programs: "
+                + ", ".join(f"{k} {sum(v):.1f} s" for k, v in by_program.items()),
+                flush=True,
+            )
+
+
+def _compilations(stderr: str) -> tuple[int, float, int, float]:
+    """(compilations, their seconds, those of at least 0.5 s, their seconds) in a JAX_LOG_COMPILES log."""
+    seconds = [float(m.group(2)) for m in COMPILE_LINE.finditer(stderr)]
+    big = [s for s in seconds if s >= 0.5]
+    return len(seconds), sum(seconds), len(big), sum(big)
+
+
+def bench_command(trees: dict[str, Path], repeats: int) -> None:
+    """``lrd run`` of the default experiment from a fresh cache, then a warm rerun with one override; per tree."""
+    import tempfile
+
+    print(
+        f"\n{'tree':8} {'repeat':>6} {'command':>8} {'sweep':>6} {'compiles':>8} {'compile s':>9}"
+        f" {'>=0.5 s':>7} {'their s':>7} | warm rerun {'command':>8} {'compiles':>8}"
+    )
+    sweep_line = re.compile(r"([0-9.]+) s; results in")
+    for repeat in range(repeats):
+        for label, tree in trees.items():
+            with tempfile.TemporaryDirectory(prefix="lrd-bench-") as work:
+                env = {"LRD_CACHE_DIR": f"{work}/cache", "JAX_LOG_COMPILES": "1"}
+                lrd = [sys.executable, "-m", "lrd", "run", str(tree / DEFAULT_EXPERIMENT)]
+                out, err, wall = _child(tree, [*lrd, "--out", f"{work}/first"], env, cwd=Path(work))
+                n, secs, n_big, big_secs = _compilations(err)
+                sweep = float(sweep_line.search(out).group(1))  # type: ignore[union-attr]
+                _, err2, wall2 = _child(tree, [*lrd, "train.lr=1e-3", "--out", f"{work}/second"], env, cwd=Path(work))
+                print(
+                    f"{label:8} {repeat + 1:6} {wall:8.1f} {sweep:6.1f} {n:8} {secs:9.1f} {n_big:7} {big_secs:7.1f} |"
+                    f" {'':10} {wall2:8.1f} {_compilations(err2)[0]:8}",
+                    flush=True,
+                )
+
+
+def run_bench_compile(before: Path | None, repeats: int) -> None:
+    trees = {"now": Path(__file__).resolve().parents[1]}
+    if before is not None:
+        trees = {"before": before.resolve(), **trees}
+    print(f"load average at the start: {os.getloadavg()[0]:.2f}")
+    print("\n== compilation of the default experiment's programs (seconds; sizes in operations)")
+    bench_programs(trees)
+    print(f"\n== lrd run {DEFAULT_EXPERIMENT}: a fresh compilation cache, then a warm rerun (seconds)")
+    bench_command(trees, repeats)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+
+
 # --- the time loop on a GPU (issue 17) ---------------------------------------------------------
 # XLA's command buffers (CUDA graphs) including while loops and conditionals, for graphs of any size:
 # the scan's per-timestep kernel launches replayed from one graph instead of issued by the host.
@@ -559,9 +703,17 @@ def main() -> None:
         default="tuned",
         help="allocator settings of every contender (lrd.runtime)",
     )
+    parser.add_argument("--compile-only", action="store_true", help="only the default experiment's compilation")
+    parser.add_argument("--before", type=Path, help="with --compile-only: an older lrd's source tree, measured too")
+    parser.add_argument("--repeats", type=int, default=3, help="with --compile-only: whole commands per tree")
+    parser.add_argument("--programs-child", help=argparse.SUPPRESS)  # diagnostics True/False: per-program numbers
     parser.add_argument("--child-steps", help=argparse.SUPPRESS)  # T values: scan steps only (command buffers)
     parser.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.programs_child:
+        return child_programs(args.programs_child == "True")
+    if args.compile_only:
+        return run_bench_compile(args.before, args.repeats)
     if args.child_steps:
         return child_steps([int(t) for t in args.child_steps.split(",")], args.batch, args.hidden, args.rounds)
     if args.malloc == "tuned":

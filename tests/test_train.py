@@ -114,6 +114,31 @@ def test_compilations_do_not_grow_with_the_learning_rate_grid():
     assert counts == {1: [1, 1, 1], 3: [1, 1, 1]}
 
 
+def _compiled_programs(caplog) -> list[str]:
+    """The names of the jitted functions XLA compiled, from JAX's compile log."""
+    return [
+        r.getMessage().split("jit(")[1].split(")")[0]
+        for r in caplog.records
+        if "Finished XLA compilation" in r.getMessage()
+    ]
+
+
+def test_compile_compiles_every_program_of_a_run_so_the_run_compiles_none(caplog):
+    """Trainer.compile (the programs at once, in threads) leaves run nothing to compile; same numbers."""
+    tiny = TrainConfig(steps=4, batch_size=4, log_every=2, eval_size=4, valid_size=4, probe_size=4, diagnostics=True)
+    trainer = Trainer(Adding(gap=4), ModelConfig(cell="gru", hidden=4), tiny)  # fresh: nothing compiled yet
+    reference = trainer.run([7, 8])  # also compiles the helpers (key stacking) outside the log below
+    with caplog.at_level("DEBUG"), jax.log_compiles(True):
+        fresh = Trainer(Adding(gap=4), ModelConfig(cell="gru", hidden=4), tiny)
+        fresh.compile(2)
+        compiled = _compiled_programs(caplog)
+        caplog.clear()
+        result = fresh.run([7, 8])
+        assert _compiled_programs(caplog) == []
+    assert sorted(compiled) == sorted(["members", "_advance", "_evaluate", "_diagnose"])  # members: init's lax.map
+    jax.tree.map(np.testing.assert_array_equal, _outputs(result), _outputs(reference))
+
+
 def test_a_single_learning_rate_gives_the_numbers_of_a_constant_one(pair, monkeypatch):
     """The learning rate as a state value (inject_hyperparams) changes no bit against optax's constant form."""
 
@@ -350,3 +375,20 @@ def test_recurrence_lr_factor_enters_the_run_id_only_away_from_its_default(tmp_p
     ]
     reduced = [r for r in grid if r.train.recurrence_lr_factor == 0.1]
     assert all(r.config()["train"]["recurrence_lr_factor"] == 0.1 for r in reduced)
+
+
+def test_the_local_backend_compiles_the_next_group_while_a_group_trains(caplog):
+    """Each group's programs compile once, the second group's in the thread that compiles ahead; plain numbers."""
+    from lrd import backends
+
+    tiny = TrainConfig(steps=4, batch_size=4, log_every=2, eval_size=4, valid_size=4, probe_size=4)
+    keys = [(Adding(gap=gap), ModelConfig(cell="rnn", hidden=4), tiny, None) for gap in (3, 5)]
+    jobs = [backends.make_job(i, key, [(0, 1e-3), (1, 1e-3)], ()) for i, key in enumerate(keys)]
+    with caplog.at_level("DEBUG"), jax.log_compiles(True):
+        outcomes = list(backends.LocalBackend().run(jobs, lambda event: None))
+    lowered_in = [r.threadName for r in caplog.records if r.getMessage().startswith("Compiling jit(_advance)")]
+    assert lowered_in == ["MainThread", f"{backends.COMPILE_THREAD}-ahead"]  # once per group, the second ahead
+    for outcome, key in zip(outcomes, keys, strict=True):
+        assert outcome.error is None
+        alone = Trainer(*key).run([0, 1], lrs=[1e-3, 1e-3])
+        jax.tree.map(np.testing.assert_array_equal, _outputs(outcome.result), _outputs(alone))

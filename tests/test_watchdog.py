@@ -111,6 +111,24 @@ def test_a_main_thread_asleep_is_a_stall_even_beside_a_busy_python_thread():
     assert stalled and stalled[0] >= 0.4
 
 
+def test_a_main_thread_waiting_for_a_compiling_thread_is_not_a_stall():
+    """The threads that compile (named COMPILE_THREAD) compute: the main thread may wait for them."""
+    import threading
+
+    stalled: list[float] = []
+
+    def compile_like():
+        end = time.monotonic() + 1.2
+        while time.monotonic() < end:
+            sum(range(20000))
+
+    worker = threading.Thread(target=compile_like, name=f"{watchdog.COMPILE_THREAD}-0", daemon=True)
+    with watchdog.watch(stall_s=0.4, on_stall=stalled.append):
+        worker.start()
+        worker.join()  # the main thread blocked, as while a group's programs compile
+    assert not stalled
+
+
 @pytest.mark.parametrize(
     ("active_ns", "busy", "stall"),
     [(0, False, True), (9_000_000, False, True), (11_000_000, False, False), (0, True, False)],
