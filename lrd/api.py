@@ -37,7 +37,8 @@ def run(
             {...}, ...}``). Text and dicts must set ``name``.
         out: the results folder; default ``results/<name>`` under the current folder.
             Runs already stored there are not computed again.
-        figures: also draw every figure into ``out/figures`` (as ``lrd plot``).
+        figures: also draw every figure into ``out/figures`` (as ``lrd plot``) and write
+            ``out/report.html`` (as ``lrd report``), as ``lrd run`` does.
         progress: print a line per group of runs as it trains.
         **overrides: values that replace the experiment's, validated exactly as a
             file's: dotted keys through a dict (``**{"model.cell": ["lstm", "gru"],
@@ -85,10 +86,12 @@ def run(
     if figures and failed < len(results.runs):
         from lrd.cli import stored_overrides
         from lrd.plots import write_figures
+        from lrd.report import write_report
 
         paths = write_figures(results, out_dir / "figures", overridden=stored_overrides(out_dir))
+        report = write_report(out_dir, results)
         if progress:
-            print(f"{len(paths)} figure files in {out_dir / 'figures'}")
+            print(f"{len(paths)} figure files in {out_dir / 'figures'}; report: {report}")
     return results
 
 

@@ -111,6 +111,12 @@ def test_run_returns_what_load_returns_and_matches_the_command(write_experiment,
     again = api.run(path, tmp_path / "api", progress=False, model={"cell": ["gru"]}, **{"train.lr": 3e-3})
     assert capsys.readouterr().out == ""
     assert again.runs.equals(results.runs)
+    # with figures: the figures and the report, as the command writes them
+    api.run(path, tmp_path / "api", figures=True, model={"cell": ["gru"]}, **{"train.lr": 3e-3})
+    assert capsys.readouterr().out.strip().endswith(f"report: {tmp_path / 'api' / 'report.html'}")
+    drawn = {p.name for p in (tmp_path / "api" / "figures").iterdir()}
+    assert drawn == {p.name for p in (tmp_path / "cli" / "figures").iterdir()}
+    assert "<img" in (tmp_path / "api" / "report.html").read_text()
 
 
 def test_import_lrd_does_not_import_jax():
