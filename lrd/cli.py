@@ -6,6 +6,8 @@
     lrd tasks [NAME] [--import MODULE] registered tasks and models; with a name, its parameters, defaults, source
     lrd show DIR [--where KEY=VALUE ...] [--format table|csv|markdown|json] [--wide]
                                        the summary of a results folder (fits 100 columns; --wide: every column)
+    lrd compare BEFORE AFTER [--format ...]
+                                       two results folders side by side: outcomes, metric, what changed
     lrd plot [DIR] [--pdf]             (re)draw every figure of a results folder into DIR/figures (PNG; --pdf: PDF too)
     lrd report DIR                     one self-contained page, DIR/report.html (made by `lrd run` too)
     lrd verify DIR [--sample N]        retrain N groups of a results folder and compare every number
@@ -137,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     show.add_argument("--format", choices=SHOW_FORMATS, default="table", help="table (default), csv, markdown or json")
     show.add_argument("--wide", action="store_true", help="every column of the table (default: what fits 100 columns)")
+    compare = commands.add_parser("compare", help="two results folders side by side (before and after a change)")
+    compare.add_argument("before", help="results folder")
+    compare.add_argument("after", help="results folder")
+    compare.add_argument(
+        "--format", choices=SHOW_FORMATS, default="table", help="table (default), csv, markdown or json"
+    )
     plot = commands.add_parser("plot", help="redraw every figure of a results folder from its stored tables")
     plot.add_argument("dir", nargs="?", help=f"results folder (default: {DEFAULT_RESULTS}, once `lrd run` made it)")
     plot.add_argument("--pdf", action="store_true", help="also write each figure as PDF (default: PNG only)")
@@ -166,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         handlers = {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot, "upgrade": cmd_upgrade}
+        handlers |= {"compare": cmd_compare}
         handlers |= {"report": cmd_report, "verify": cmd_verify, "pack": cmd_pack}
         with interrupt.stop_on_sigint():  # a Ctrl-C swallowed anywhere (a gc callback) still ends the command
             code = handlers[args.command](args, console)
@@ -769,6 +778,61 @@ def markdown_table(runs: pd.DataFrame, title: str) -> str:
     lines = [f"**{escape(title)}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(escape(cell) for cell in row) + " |" for row in rows]
     return "\n".join([*lines, "", caption]) + "\n"
+
+
+def cmd_compare(args, console: Console) -> int:
+    """``lrd.results.compare`` of two folders: a table (or csv, markdown, json) and a line on their shared runs."""
+    from lrd.results import compare
+
+    before, after = Path(args.before), Path(args.after)
+    rows, same = compare(load_results(before).runs, load_results(after).runs)
+    shared = f"{same['runs']} runs in both (the same run id): {same['identical']} with the same final metric" + (
+        f", the largest difference {same['largest_difference']:.3g}" if same["identical"] < same["runs"] else ""
+    )
+    if args.format in ("csv", "json"):
+        data = rows.to_csv(index=False) if args.format == "csv" else rows.to_json(orient="records", indent=1) + "\n"
+        sys.stdout.write(data)
+        return 0
+    columns = ["task", "gap", "model", "h", "lr", "outcomes", "final metric", "change"]
+    lines = []
+    for r in rows.to_dict("records"):
+        was, now = _compared_side(r, "before"), _compared_side(r, "after")
+        change = "" if math.isnan(r["metric_change"]) else f"{r['metric_change']:+.3f}"
+        lines.append(
+            [r["task"], str(r["gap"]), r["model"], str(r["hidden"])]
+            + [f"{a} → {b}" for a, b in zip(was, now, strict=True)]
+            + [change + (" *" if r["changed"] else "")]
+        )
+    caption = (
+        f"{before} → {after}. outcomes: solved/undecided/trained at the chosen lr; * the outcomes or the chosen lr "
+        f"changed. {shared}."
+    )
+    if args.format == "markdown":
+        escape = lambda text: text.replace("|", "\\|")
+        out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        out += ["| " + " | ".join(escape(cell) for cell in line) + " |" for line in lines]
+        sys.stdout.write("\n".join([*out, "", caption]) + "\n")
+        return 0
+    table = Table(title=f"{before} → {after}", caption=caption)
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("task", "model") else "right", overflow="fold")
+    for line in lines:
+        table.add_row(*line)
+    out_console = _stdout_console()
+    Console(highlight=False, width=min(out_console.width, SHOW_WIDTH) if out_console.is_terminal else SHOW_WIDTH).print(
+        table
+    )
+    return 0
+
+
+def _compared_side(row: dict, which: str) -> tuple[str, str, str]:
+    """(lr, solved/undecided/trained, final metric) of one side of a ``compare`` row; dashes where it has none."""
+    if math.isnan(row[f"trained_{which}"]):
+        return "—", "—", "—"
+    counts = "/".join(f"{row[f'{c}_{which}']:.0f}" for c in ("solved", "undecided", "trained"))
+    metric = row[f"final_metric_{which}"]
+    lr = row[f"lr_{which}"]
+    return "—" if math.isnan(lr) else f"{lr:g}", counts, "—" if math.isnan(metric) else f"{metric:.3f}"
 
 
 def _rate(value: float) -> str:

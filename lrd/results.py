@@ -528,6 +528,43 @@ def best_lr_runs(runs: pd.DataFrame) -> pd.DataFrame:
 SUMMARY_KEYS = list(RUN_ORDER[:-1])  # task, gap, model, hidden: the seeds are aggregated
 
 
+COMPARED = ("lr", "solved", "undecided", "trained", "final_metric", "final_metric_std")
+
+
+def compare(before: pd.DataFrame, after: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Two runs tables (a results folder before and after a change) side by side.
+
+    Returns (rows, same): rows, one per task, gap, model and hidden size in either table,
+    with ``summary``'s COMPARED columns of each (suffixes ``_before``, ``_after``; NaN where
+    a configuration is in one table only), ``metric_change`` (after - before) and ``changed``
+    (the outcome counts or the chosen learning rate differ, or a configuration is in one
+    table only); same: over the runs in both tables (the same run id, so the same
+    configuration and seed), ``runs``, ``identical`` (the same final metric, bit for bit)
+    and ``largest_difference`` (the largest absolute difference of the final metric).
+    """
+    columns = [*SUMMARY_KEYS, *COMPARED]
+    rows = summary(before)[columns].merge(
+        summary(after)[columns], on=list(SUMMARY_KEYS), how="outer", suffixes=("_before", "_after"), sort=True
+    )
+    rows["metric_change"] = rows["final_metric_after"] - rows["final_metric_before"]
+    differs = [
+        rows[f"{c}_before"].ne(rows[f"{c}_after"]) & ~(rows[f"{c}_before"].isna() & rows[f"{c}_after"].isna())
+        for c in ("lr", "solved", "undecided", "trained")
+    ]
+    rows["changed"] = np.logical_or.reduce(differs)  # a configuration in one table only: NaN on one side
+    both = before[["run", "final_metric"]].merge(after[["run", "final_metric"]], on="run", suffixes=("_b", "_a"))
+    gap = (both["final_metric_a"] - both["final_metric_b"]).abs()
+    same_value = (both["final_metric_a"] == both["final_metric_b"]) | (
+        both["final_metric_a"].isna() & both["final_metric_b"].isna()
+    )
+    same = {
+        "runs": len(both),
+        "identical": int(same_value.sum()),
+        "largest_difference": float(gap.max()) if gap.notna().any() else 0.0,
+    }
+    return rows, same
+
+
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Seeds aggregated at the chosen learning rate: one row per task, gap, model and hidden size, in that order.
 

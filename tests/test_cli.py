@@ -169,6 +169,45 @@ def test_show_where_selects_rows(capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
 
 
+def test_compare_finds_what_changed_between_two_tables():
+    from lrd.results import compare, summary
+    from lrd.store import load
+
+    before = load(RECALL).runs
+    chosen = summary(before).iloc[0]  # the first configuration, at its chosen lr
+    rows_of = (before["gap"] == chosen["gap"]) & (before["model"] == chosen["model"]) & (before["lr"] == chosen["lr"])
+    after = before.copy()
+    first = after.index[rows_of][0]
+    after.loc[first, "final_metric"] = after.loc[first, "final_metric"] - 0.5  # one run falls below the threshold
+    after.loc[first, "solved"] = after.loc[first, "final_metric"] >= after.loc[first, "solve_threshold"]
+    after = after[after["model"] != "rnn"]  # and the tanh RNN is gone
+    rows, same = compare(before, after)
+    changed = rows[rows["changed"]]
+    rnn = rows["model"] == "rnn"
+    assert rnn.any() and rows.loc[rnn, "trained_after"].isna().all() and changed["model"].eq("rnn").sum() == rnn.sum()
+    one = rows[(rows["gap"] == chosen["gap"]) & (rows["model"] == chosen["model"])].iloc[0]
+    assert one["lr_after"] == one["lr_before"]  # chosen on the validation metric, which did not move
+    assert one["metric_change"] == pytest.approx(-0.5 / chosen["seeds"], rel=1e-6)
+    was_solved = before.loc[first, "final_metric"] >= before.loc[first, "solve_threshold"]
+    assert one["changed"] == was_solved and one["solved_after"] == one["solved_before"] - was_solved
+    assert same["runs"] == len(after) and same["identical"] == len(after) - 1
+    assert same["largest_difference"] == pytest.approx(0.5)
+
+
+def test_compare_command_on_a_folder_and_itself(capsys):
+    import io
+
+    assert main(["compare", str(RECALL), str(RECALL), "--format", "csv"]) == 0
+    rows = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert len(rows) == 9 and not rows["changed"].any() and (rows["metric_change"] == 0).all()
+    assert main(["compare", str(RECALL), str(RECALL)]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100
+    runs = len(__import__("lrd.store", fromlist=["load"]).load(RECALL).runs)
+    assert f"{runs} runs in both (the same run id): {runs} with the same final metric." in " ".join(out.split())
+    assert main(["compare", str(RECALL), "no/such/folder"]) == 2
+
+
 # --- lrd --version, lrd tasks NAME ------------------------------------------------------------------------
 def test_version(capsys):
     from importlib import metadata
