@@ -537,8 +537,9 @@ def compare(before: pd.DataFrame, after: pd.DataFrame) -> tuple[pd.DataFrame, di
     Returns (rows, same): rows, one per task, gap, model and hidden size in either table,
     with ``summary``'s COMPARED columns of each (suffixes ``_before``, ``_after``; NaN where
     a configuration is in one table only), ``metric_change`` (after - before) and ``changed``
-    (the outcome counts or the chosen learning rate differ, or a configuration is in one
-    table only); same: over the runs in both tables (the same run id, so the same
+    (the outcome counts or the chosen learning rate differ, the mean metric moved by more
+    than the seeds' spread, the larger of the two standard deviations, or a configuration is
+    in one table only); same: over the runs in both tables (the same run id, so the same
     configuration and seed), ``runs``, ``identical`` (the same final metric, bit for bit)
     and ``largest_difference`` (the largest absolute difference of the final metric).
     """
@@ -551,6 +552,8 @@ def compare(before: pd.DataFrame, after: pd.DataFrame) -> tuple[pd.DataFrame, di
         rows[f"{c}_before"].ne(rows[f"{c}_after"]) & ~(rows[f"{c}_before"].isna() & rows[f"{c}_after"].isna())
         for c in ("lr", "solved", "undecided", "trained")
     ]
+    spread = rows[["final_metric_std_before", "final_metric_std_after"]].max(axis=1).fillna(0.0)  # NaN: one seed
+    differs.append(rows["metric_change"].abs() > spread)
     rows["changed"] = np.logical_or.reduce(differs)  # a configuration in one table only: NaN on one side
     both = before[["run", "final_metric"]].merge(after[["run", "final_metric"]], on="run", suffixes=("_b", "_a"))
     gap = (both["final_metric_a"] - both["final_metric_b"]).abs()
@@ -667,3 +670,167 @@ def spectrum_statistic(
     if index is not None:
         rows = rows[rows["index"] == index]
     return rows.groupby(["run", "step"], as_index=False)["value"].median()
+
+
+# --- the diagnostics against theory ---------------------------------------------------------------
+class LineFit(NamedTuple):
+    """A least-squares line y = slope x + intercept over n points, with Pearson's r."""
+
+    slope: float
+    intercept: float
+    r: float
+    n: int
+
+
+def fit_line(x, y) -> LineFit:
+    """The least-squares line through the finite (x, y) pairs; NaN slope and r below three points or no spread."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return LineFit(math.nan, math.nan, math.nan, len(x))
+    slope, intercept = np.polyfit(x, y, 1)
+    return LineFit(float(slope), float(intercept), float(np.corrcoef(x, y)[0, 1]), len(x))
+
+
+def growth_and_exponent(runs: pd.DataFrame, curves: pd.DataFrame, dynamics: pd.DataFrame) -> pd.DataFrame:
+    """Engelken's identity, per run: the gradient's growth rate against the top Lyapunov exponent.
+
+    Engelken 2023 ("Gradient flossing"): the slope of ln ||dL/dh_t|| against the distance
+    from the loss is the largest Lyapunov exponent of the forward dynamics. Per run, at
+    its first logged step ("init") and its last trained step ("final", ``until_stop``):
+    ``growth_rate`` (the signed growth rate of the curves table, 1/step) and
+    ``top_exponent`` (the largest of the k exponents of the dynamics table, 1/step; the
+    exponents come in QR order, which is not sorted at a finite length). Columns run,
+    model, gap, stage, step, growth_rate, top_exponent; runs without diagnostics are absent.
+    """
+    exponents = dynamics[dynamics["quantity"] == "lyapunov"]
+    if exponents.empty:
+        return pd.DataFrame(columns=["run", "model", "gap", "stage", "step", "growth_rate", "top_exponent"])
+    top = exponents.groupby(["run", "step"], as_index=False)["value"].max().rename(columns={"value": "top_exponent"})
+    both = until_stop(curves[["run", "step", "growth_rate"]], runs).merge(top, on=["run", "step"])
+    first = both.loc[both.groupby("run")["step"].idxmin()].assign(stage="init")
+    last = both.loc[both.groupby("run")["step"].idxmax()].assign(stage="final")
+    table = pd.concat([first, last], ignore_index=True).merge(runs[["run", "model", "gap"]], on="run")
+    columns = ["run", "model", "gap", "stage", "step", "growth_rate", "top_exponent"]
+    return table[columns].sort_values(["stage", "model", "gap", "run"], ignore_index=True)
+
+
+class Auc(NamedTuple):
+    """The area under the ROC curve of a score for two classes, with its 95% interval (Hanley & McNeil 1982)."""
+
+    auc: float
+    lo: float
+    hi: float
+    positives: int
+    negatives: int
+
+
+def rank_auc(scores, positive) -> Auc:
+    """P(score of a positive > score of a negative), ties counting half; NaN without both classes.
+
+    The interval is auc +- 1.96 SE with Hanley & McNeil's (1982) standard error, clipped to [0, 1].
+    """
+    scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
+    pos, neg = scores[positive], scores[~positive]
+    n1, n0 = len(pos), len(neg)
+    if n1 == 0 or n0 == 0:
+        return Auc(math.nan, math.nan, math.nan, n1, n0)
+    auc = float(np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])))
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    se = math.sqrt(max(auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2), 0.0) / (n1 * n0))
+    return Auc(auc, max(0.0, auc - Z95 * se), min(1.0, auc + Z95 * se), n1, n0)
+
+
+def early_exponent(runs: pd.DataFrame, dynamics: pd.DataFrame, step: int) -> pd.DataFrame:
+    """Per decided run (solved or failed, ``outcome``): the top Lyapunov exponent at log step ``step``.
+
+    For the early-prediction check (Vogt et al. 2022: early Lyapunov spectra predict the
+    final loss): columns run, model, gap, lr, seed, top_exponent, solved.
+    """
+    exponents = dynamics[(dynamics["quantity"] == "lyapunov") & (dynamics["step"] == step)]
+    top = exponents.groupby("run", as_index=False)["value"].max().rename(columns={"value": "top_exponent"})
+    decided = runs.assign(_outcome=outcome(runs))
+    decided = decided[decided["_outcome"].isin([SOLVED, FAILED])]
+    table = decided[["run", "model", "gap", "lr", "seed", "_outcome"]].merge(top, on="run")
+    return table.assign(solved=table.pop("_outcome") == SOLVED)
+
+
+# --- the summary as text: lrd show and the report -----------------------------------------
+EDGE_NOTE = "best lr at the grid's edge: widen it"
+
+
+def summary_cells(runs: pd.DataFrame, wide: bool = True) -> tuple[list[str], list[list[str]], str]:
+    """(column names, rows of text, caption) of ``summary`` of ``runs``: what ``lrd show`` and the report print.
+
+    outcomes: k solved / m undecided / n trained, with the Wilson 95% interval of the
+    success rate over the decided runs (``lrd.results.OUTCOME_RULE``, the caption); lr: the
+    chosen learning rate (of how many), marked ! where it lies at the grid's edge.
+    ``wide=False`` keeps what fits 100 columns: a column whose value is the same in every row
+    (task, hidden size, baseline) moves to the caption, outcomes read k/m/n, and the seeds,
+    diverged and solved-step columns are left to ``--wide``.
+    """
+    rows = summary(runs)
+    edge = bool(rows["lr_at_edge"].any()) if len(rows) else False
+    caption = OUTCOME_RULE + (f" {EDGE_NOTE} (marked !)." if edge else "")
+    failures = bool((runs["status"] == "failed").any())
+    cells: list[dict[str, str]] = []
+    for row in rows.itertuples(index=False):
+        spread = "" if math.isnan(row.final_metric_std) else f" ± {row.final_metric_std:.3f}"
+        lr = "—" if math.isnan(row.lr) else f"{row.lr:g}" + (f" of {row.lrs}" if row.lrs > 1 and wide else "")
+        interval = f"[{row.success_lo:.2f},{row.success_hi:.2f}]"
+        counts = (
+            outcome_text(row.solved, row.undecided, row.trained)
+            if wide
+            else f"{row.solved}/{row.undecided}/{row.trained}"
+        )
+        cells.append(
+            {
+                "task": row.task,
+                "gap": str(row.gap),
+                "model": row.model,
+                "h": str(row.hidden),
+                "lr": lr + (" !" if row.lr_at_edge else ""),
+                "seeds": str(row.seeds),
+                "diverged": str(row.diverged),
+                "failed": str(row.failed),
+                "outcomes [95% CI, decided]": f"{counts} {interval}",
+                "final metric": "—" if math.isnan(row.final_metric) else f"{row.final_metric:.3f}{spread}",
+                "baseline": f"{row.baseline_metric:.3f}",
+                "solved at step": "—" if math.isnan(row.solved_step) else f"{row.solved_step:.0f}",
+                "grad growth /step init→final": f"{_rate(row.growth_rate_init)} → {_rate(row.growth_rate_final)}",
+            }
+        )
+    columns = [
+        "task",
+        "gap",
+        "model",
+        "h",
+        "lr",
+        "seeds",
+        "diverged",
+        *(["failed"] if failures else []),
+        "outcomes [95% CI, decided]",
+        "final metric",
+        "baseline",
+        "solved at step",
+        "grad growth /step init→final",
+    ]
+    if not wide:
+        same = [c for c in ("task", "h", "baseline") if cells and len({r[c] for r in cells}) == 1]
+        if same:
+            caption = "; ".join(f"{c} {cells[0][c]}" for c in same) + ". " + caption
+        if len(rows) and (rows["lrs"] > 1).any():
+            caption = f"lr: chosen of a grid of {int(rows['lrs'].max())}. " + caption
+        caption = "outcomes: solved/undecided/trained. " + caption
+        dropped = {*same, "seeds", "diverged", "solved at step"}
+        columns = [c for c in columns if c not in dropped]
+        short = {"outcomes [95% CI, decided]": "outcomes [95% CI]", "grad growth /step init→final": "growth init→final"}
+        for r in cells:
+            r.update({new: r[old] for old, new in short.items()})
+        columns = [short.get(c, c) for c in columns]
+    return columns, [[r[c] for c in columns] for r in cells], caption
+
+
+def _rate(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:+.3f}"

@@ -28,7 +28,18 @@ import numpy as np
 import pandas as pd
 
 from lrd import store
-from lrd.results import OUTCOME_RULE, best_lr_runs, outcome_text, spectrum_statistic, summary, wilson_interval
+from lrd.results import (
+    OUTCOME_RULE,
+    best_lr_runs,
+    early_exponent,
+    fit_line,
+    growth_and_exponent,
+    outcome_text,
+    rank_auc,
+    spectrum_statistic,
+    summary,
+    wilson_interval,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -125,16 +136,18 @@ MODERN_ORDER = ("lstm", "gru", "lru", "mingru", "s6", "attention")
 
 
 def modern_table() -> str:
-    """The modern study: per model (rows) and task and gap (columns), solved seeds; mean final metric;
-    growth rate of ln ||dL/dstate_t|| per step at initialisation -> at the end (median over seeds)."""
+    """The modern study: per model (rows) its parameter count per task, and per task and gap (columns) the
+    outcomes at the chosen lr; mean final metric; growth rate of ln ||dL/dstate_t|| per step at
+    initialisation -> at the end (median over seeds)."""
     runs = store.load(ROOT / "results" / "modern").runs
     table = summary(runs)
     columns = sorted({(r.task, r.gap) for r in table.itertuples()})
+    tasks = sorted({task for task, _ in columns})
     lines = [
-        "| model | params | " + " | ".join(f"{task} {gap}" for task, gap in columns) + " |",
+        "| model | params (" + " / ".join(tasks) + ") | " + " | ".join(f"{task} {gap}" for task, gap in columns) + " |",
         "|---|---|" + "---|" * len(columns),
     ]
-    params = runs.groupby("model")["param_count"].first()
+    params = runs.groupby(["model", "task"])["param_count"].first()  # the input and output sizes differ by task
     for model in sorted(table["model"].unique(), key=lambda m: (*MODERN_ORDER, m).index(m)):
         cells = []
         for task, gap in columns:
@@ -145,7 +158,8 @@ def modern_table() -> str:
                 else ""
             )
             cells.append(f"{outcome_text(row.solved, row.undecided, row.trained)}; {row.final_metric:.2f}{rate}")
-        lines.append(f"| {model} | {int(params[model]):,} | " + " | ".join(cells) + " |")
+        counts = " / ".join(f"{int(params[model, task]):,}" for task in tasks)
+        lines.append(f"| {model} | {counts} | " + " | ".join(cells) + " |")
     return "\n".join([*lines, "", OUTCOME_RULE]) + "\n"
 
 
@@ -254,6 +268,65 @@ def modern_longest() -> str:
     return f"at gap {gap} the seeds that solve delayed recall: " + ", ".join(parts)
 
 
+def engelken_identity() -> str:
+    """The growth rate against the top Lyapunov exponent over the delayed-recall study's runs, at init and end."""
+    results = store.load(ROOT / "results" / "delayed_recall")
+    table = growth_and_exponent(results.runs, results.curves, results.dynamics)
+    parts = []
+    for stage, words in (("init", "at initialisation"), ("final", "at the end of training")):
+        rows = table[table["stage"] == stage]
+        fit = fit_line(rows["top_exponent"], rows["growth_rate"])
+        parts.append(
+            f"{words} slope {fit.slope:.2f}, intercept {fit.intercept:+.3f} per step, r = {fit.r:.3f} ({fit.n} runs)"
+        )
+    per_model = []
+    for model in _models(table):
+        rows = table[table["model"] == model]
+        per_model.append(f"{model} {fit_line(rows['top_exponent'], rows['growth_rate']).r:.2f}")
+    return "; ".join(parts) + "; r per cell, both stages together: " + ", ".join(per_model)
+
+
+def early_prediction(step: int) -> str:
+    """AUC of the top Lyapunov exponent at log step ``step`` for solved against failed runs, per cell and gap."""
+    results = store.load(ROOT / "results" / "delayed_recall")
+    table = early_exponent(results.runs, results.dynamics, step)
+    parts = []
+    for (model, gap), rows in table.groupby(["model", "gap"], sort=True):
+        got = rank_auc(rows["top_exponent"], rows["solved"])
+        if got.positives and got.negatives:
+            counts = f"{got.positives} solved, {got.negatives} failed"
+            parts.append(f"{model} gap {gap} {got.auc:.2f} [{got.lo:.2f}, {got.hi:.2f}] ({counts})")
+    return "; ".join(parts) if parts else "no cell and gap has both outcomes"
+
+
+def modern_selective_copy() -> str:
+    """Selective copy in the modern study, per gap: the best recurrence by mean final metric, and attention."""
+    table = summary(store.load(ROOT / "results" / "modern").runs)
+    rows = table[table["task"] == "selective_copy"]
+    parts = []
+    for gap in sorted(rows["gap"].unique()):
+        at = rows[rows["gap"] == gap]
+        recurrent = at[at["model"] != "attention"].sort_values(["final_metric", "model"], ascending=[False, True])
+        best = recurrent.iloc[0]
+        metric, solved = f"{best['final_metric']:.2f}", _outcomes_at(best)
+        text = f"at gap {gap} the best recurrence is {best['model']} ({metric}, solved by {solved})"
+        attention = at[at["model"] == "attention"]
+        if len(attention):
+            a = attention.iloc[0]
+            text += f" and attention reaches {a['final_metric']:.2f} (solved by {_outcomes_at(a)})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def modern_recall_of(model: str) -> str:
+    """One model's delayed-recall outcomes in the modern study, gap by gap, in words."""
+    table = summary(store.load(ROOT / "results" / "modern").runs)
+    rows = table[(table["task"] == "delayed_recall") & (table["model"] == model)].sort_values("gap")
+    return f"the {model.upper() if len(model) <= 4 else model} solves " + ", ".join(
+        f"gap {r.gap} with {_outcomes_at(r)}" for r in rows.itertuples()
+    )
+
+
 def _gaps_text(gaps) -> str:
     """'30, 300 and 1000'."""
     gaps = [str(int(g)) for g in sorted(set(gaps))]
@@ -286,12 +359,13 @@ def modern_spans() -> dict[str, str]:
         "modern-seeds": f"{runs['seed'].nunique()}",
         "modern-steps": f"{_range(runs['steps'], '.0f')}",
         "modern-longest-gap": f"{longest}",
-        "modern-long-gaps": f"{_range(sorted(runs['gap'].unique())[1:], '.0f')}",
     }
     # the LRU on selective copy: the gaps where no seed solved and its mean metric is within 0.02 of the baseline
     lru = table[(table["model"] == "lru") & (table["task"] == "selective_copy")]
     flat = lru[(lru["solved"] == 0) & (lru["final_metric"] - lru["baseline_metric"] <= 0.02)]
-    out["modern-lru-baseline-gaps"] = f"at gap{'s' if len(flat) > 1 else ''} {_gaps_text(flat['gap'])}"
+    out["modern-lru-baseline-gaps"] = (
+        f"at gap{'s' if len(flat) > 1 else ''} {_gaps_text(flat['gap'])}" if len(flat) else "at no gap"
+    )
     # the minGRU's gradient at initialisation: the distance from which it lies below float32's range (median
     # over its seeds of the first such distance), delayed recall at the longest gap, layer 0 forward
     grads = results.grad_norms
@@ -326,6 +400,9 @@ def spans() -> dict[str, str]:
     out["diagnostics-studies"] = diagnostics_studies()
     if (ROOT / "results" / "modern").exists():
         out["modern-longest"] = modern_longest()
+        out["modern-selective-copy"] = modern_selective_copy()
+        for model in ("lru", "lstm", "gru"):
+            out[f"modern-recall-{model}"] = modern_recall_of(model)
     out["reference-all-solved-lo"] = f"{wilson_interval(min(seeds), min(seeds))[0]:.2f}"
     out["reference-none-solved-hi"] = f"{wilson_interval(0, min(seeds))[1]:.2f}"
     out["reference-seeds"] = _range(seeds, ".0f")
@@ -333,6 +410,11 @@ def spans() -> dict[str, str]:
     out["reference-lr-range"] = f"{lrs.min():g} to {lrs.max():g}"
     out["adding-steps"] = _range(reference["adding"]["steps"], ".0f")
     out.update(dynamics_outcomes())
+    out["dyn-engelken"] = engelken_identity()
+    every = int(store.load(ROOT / "results" / "delayed_recall").runs["log_every"].iloc[0])
+    out["dyn-early-log-step"] = f"{every}"
+    out["dyn-early-init"] = early_prediction(0)
+    out["dyn-early-first"] = early_prediction(every)
     for name, runs in reference.items():
         trained, budget = _group_steps(runs)
         out[f"{name}-steps-saved"] = f"{1 - trained / budget:.0%}"

@@ -305,3 +305,70 @@ def test_summary_reports_success_with_its_interval_at_the_chosen_learning_rate()
     assert (row["lr"], row["lrs"], row["seeds"], row["solved"], row["trained"]) == (3e-3, 3, 2, 0, 2)
     assert (row["success_lo"], row["success_hi"]) == wilson_interval(0, 1)  # seed 0 undecided: 0 of 1 decided
     assert row["still_improving"] == 1 and row["undecided"] == 1 and row["final_metric"] == pytest.approx(0.7)
+
+
+def test_fit_line_recovers_a_line_and_refuses_too_few_points():
+    from lrd.results import fit_line
+
+    x = np.array([-0.3, -0.1, 0.0, 0.2, np.nan])
+    fit = fit_line(x, 2 * x + 0.5)
+    assert fit.slope == pytest.approx(2) and fit.intercept == pytest.approx(0.5) and fit.r == pytest.approx(1)
+    assert fit.n == 4  # the NaN pair left out
+    assert np.isnan(fit_line([1.0, 2.0], [1.0, 2.0]).slope)
+
+
+def test_growth_and_exponent_pairs_first_and_last_trained_steps_and_takes_the_largest_exponent():
+    """Two runs, one stopped at step 100 of 300: its final stage is step 100, not the frozen steps after it."""
+    from lrd.results import growth_and_exponent
+
+    runs = pd.DataFrame(
+        {
+            "run": ["a", "b"],
+            "model": ["rnn", "lstm"],
+            "gap": [10, 10],
+            "status": ["done", "done"],
+            "steps": [300, 300],
+            "steps_trained": [300, 100],
+            "diverged_step": [-1, -1],
+        }
+    )
+    steps = [0, 100, 200, 300]
+    curves = pd.DataFrame(
+        [
+            (run, s, rate)
+            for run, rates in {"a": [-0.2, -0.15, -0.1, -0.05], "b": [0.1, 0.0, 9.0, 9.0]}.items()
+            for s, rate in zip(steps, rates)
+        ],
+        columns=["run", "step", "growth_rate"],
+    )
+    # two exponents per log point, in QR order: the larger is not always the first
+    exponents = {
+        "a": [(-0.3, -0.2), (-0.15, -0.4), (-0.1, -0.5), (-0.6, -0.05)],
+        "b": [(0.1, 0.0), (-0.1, 0.0), (9, 9), (9, 9)],
+    }
+    dynamics = pd.DataFrame(
+        [
+            (run, s, "lyapunov", "", i + 1, v)
+            for run, rows in exponents.items()
+            for s, pair in zip(steps, rows)
+            for i, v in enumerate(pair)
+        ],
+        columns=["run", "step", "quantity", "gate", "index", "value"],
+    )
+    table = growth_and_exponent(runs, curves, dynamics).set_index(["run", "stage"])
+    assert table.loc[("a", "init"), ["step", "growth_rate", "top_exponent"]].tolist() == [0, -0.2, -0.2]
+    assert table.loc[("a", "final"), ["step", "growth_rate", "top_exponent"]].tolist() == [300, -0.05, -0.05]
+    assert table.loc[("b", "final"), ["step", "growth_rate", "top_exponent"]].tolist() == [100, 0.0, 0.0]
+    assert len(table) == 4
+
+
+def test_rank_auc_counts_pairs_and_gives_hanley_mcneil_interval():
+    from lrd.results import rank_auc
+
+    assert rank_auc([1, 2, 3, 4], [False, False, True, True]).auc == 1.0
+    assert rank_auc([4, 3, 2, 1], [False, False, True, True]).auc == 0.0
+    assert rank_auc([1, 1, 1, 1], [False, True, False, True]).auc == 0.5  # ties count half
+    got = rank_auc([1, 2, 3, 4], [False, True, False, True])  # pairs (2>1), (2<3), (4>1), (4>3): 3 of 4
+    se = math.sqrt((0.75 * 0.25 + (0.75 / 1.25 - 0.75**2) + (2 * 0.75**2 / 1.75 - 0.75**2)) / 4)  # Hanley-McNeil
+    assert got.auc == 0.75 and got.lo == pytest.approx(max(0, 0.75 - 1.959964 * se)) and got.hi == 1.0
+    assert math.isnan(rank_auc([1, 2], [True, True]).auc)
