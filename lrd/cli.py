@@ -4,6 +4,7 @@
                                        run (or resume) a sweep; default experiments/quick.toml;
                                        KEY=VALUE overrides a value of the experiment (model.cell=[lstm,gru])
     lrd tasks [NAME] [--import MODULE] registered tasks and models; with a name, its parameters, defaults, source
+    lrd cells [NAME] [--import MODULE] registered cells; with a name, its equations, options, defaults, source
     lrd show DIR [--where KEY=VALUE ...] [--format table|csv|markdown|json] [--wide]
                                        the summary of a results folder (fits 100 columns; --wide: every column)
     lrd compare BEFORE AFTER [--format ...]
@@ -127,6 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="MODULE",
         help="a file (my_task.py) or module that registers tasks or cells, as an experiment's imports; repeatable",
     )
+    cells = commands.add_parser("cells", help="list the registered cells (models), or show one")
+    cells.add_argument("name", nargs="?", help="a cell: its equations, options, defaults and source file")
+    cells.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a file (my_cell.py) or module that registers cells, as an experiment's imports; repeatable",
+    )
     show = commands.add_parser("show", help="summary table of a results folder")
     show.add_argument("dir", help="results folder")
     show.add_argument("--all", action="store_true", help="include runs of earlier versions of the experiment")
@@ -174,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         handlers = {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot, "upgrade": cmd_upgrade}
-        handlers |= {"compare": cmd_compare}
+        handlers |= {"compare": cmd_compare, "cells": cmd_cells}
         handlers |= {"report": cmd_report, "verify": cmd_verify, "pack": cmd_pack}
         with interrupt.stop_on_sigint():  # a Ctrl-C swallowed anywhere (a gc callback) still ends the command
             code = handlers[args.command](args, console)
@@ -504,6 +515,27 @@ def lrd_version() -> str:
         return "unknown"
 
 
+def cmd_cells(args, console: Console) -> int:
+    """``lrd cells [NAME]``: the cells table of ``lrd tasks``, or one cell's parameters and source."""
+    from lrd.experiment import ExperimentError, _import_plugins
+    from lrd.models import CELLS
+
+    try:
+        _import_plugins("--import", Path.cwd(), list(args.imports))
+    except ExperimentError as err:
+        raise UserError(str(err)) from None
+    if args.name is None:
+        _stdout_console().print(_cells_table())
+        _stdout_console().print("`lrd cells NAME` shows one cell: its equations, options, defaults and source file.")
+        return 0
+    if args.name in CELLS:
+        return _show_cell(CELLS[args.name])
+    from lrd.names import unknown_name_message
+
+    message = unknown_name_message(args.name, list(CELLS), imports_hint="lrd cells NAME --import my_cell.py")
+    raise UserError(f"cells {args.name}: {message}")
+
+
 def cmd_tasks(args, console: Console) -> int:
     from lrd.experiment import ExperimentError, _import_plugins
     from lrd.models import CELLS
@@ -587,7 +619,6 @@ def _show_cell(cell) -> int:
 
 
 def _list_tasks() -> int:
-    from lrd.models import CELLS, ModelConfig, parameter_count
     from lrd.tasks import TASKS
 
     out = _stdout_console()
@@ -602,6 +633,16 @@ def _list_tasks() -> int:
             name, cls.source, cls.convention, f"loss {base.loss:.4g}, {cls.metric_name} {base.metric:.4g}{extra}"
         )
     out.print(table)
+    out.print(_cells_table())
+    out.print("`lrd tasks NAME` shows one task or cell: its parameters, defaults and source file.")
+    return 0
+
+
+def _cells_table() -> Table:
+    """The registered cells: states, equations, source, options and a parameter count."""
+    from lrd.models import CELLS, ModelConfig, parameter_count
+    from lrd.tasks import TASKS
+
     width, input_dim = 32, TASKS["delayed_recall"](gap=100).input_dim
     models = Table(
         title=f"Models (cells; any of them bidirectional and stacked). Parameters: one layer, hidden {width}, "
@@ -613,9 +654,7 @@ def _list_tasks() -> int:
         n_params = parameter_count(ModelConfig(cell=name, hidden=width), input_dim)
         options = ", ".join(cell.options()) or "-"
         models.add_row(name, ", ".join(cell.state_names), cell.equations, cell.source, options, str(n_params))
-    out.print(models)
-    out.print("`lrd tasks NAME` shows one task or cell: its parameters, defaults and source file.")
-    return 0
+    return models
 
 
 # --- lrd show ------------------------------------------------------------------------------
@@ -683,84 +722,9 @@ def show_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return summary(runs)
 
 
-EDGE_NOTE = "best lr at the grid's edge: widen it"
-
-
-def summary_cells(runs: pd.DataFrame, wide: bool = True) -> tuple[list[str], list[list[str]], str]:
-    """(column names, rows of text, caption) of ``lrd.results.summary`` of ``runs``.
-
-    outcomes: k solved / m undecided / n trained, with the Wilson 95% interval of the
-    success rate over the decided runs (``lrd.results.OUTCOME_RULE``, the caption); lr: the
-    chosen learning rate (of how many), marked ! where it lies at the grid's edge.
-    ``wide=False`` keeps what fits 100 columns: a column whose value is the same in every row
-    (task, hidden size, baseline) moves to the caption, outcomes read k/m/n, and the seeds,
-    diverged and solved-step columns are left to ``--wide``.
-    """
-    from lrd.results import OUTCOME_RULE, outcome_text, summary
-
-    rows = summary(runs)
-    edge = bool(rows["lr_at_edge"].any()) if len(rows) else False
-    caption = OUTCOME_RULE + (f" {EDGE_NOTE} (marked !)." if edge else "")
-    failures = bool((runs["status"] == "failed").any())
-    cells: list[dict[str, str]] = []
-    for row in rows.itertuples(index=False):
-        spread = "" if math.isnan(row.final_metric_std) else f" ± {row.final_metric_std:.3f}"
-        lr = "—" if math.isnan(row.lr) else f"{row.lr:g}" + (f" of {row.lrs}" if row.lrs > 1 and wide else "")
-        interval = f"[{row.success_lo:.2f},{row.success_hi:.2f}]"
-        counts = (
-            outcome_text(row.solved, row.undecided, row.trained)
-            if wide
-            else f"{row.solved}/{row.undecided}/{row.trained}"
-        )
-        cells.append(
-            {
-                "task": row.task,
-                "gap": str(row.gap),
-                "model": row.model,
-                "h": str(row.hidden),
-                "lr": lr + (" !" if row.lr_at_edge else ""),
-                "seeds": str(row.seeds),
-                "diverged": str(row.diverged),
-                "failed": str(row.failed),
-                "outcomes [95% CI, decided]": f"{counts} {interval}",
-                "final metric": "—" if math.isnan(row.final_metric) else f"{row.final_metric:.3f}{spread}",
-                "baseline": f"{row.baseline_metric:.3f}",
-                "solved at step": "—" if math.isnan(row.solved_step) else f"{row.solved_step:.0f}",
-                "grad growth /step init→final": f"{_rate(row.growth_rate_init)} → {_rate(row.growth_rate_final)}",
-            }
-        )
-    columns = [
-        "task",
-        "gap",
-        "model",
-        "h",
-        "lr",
-        "seeds",
-        "diverged",
-        *(["failed"] if failures else []),
-        "outcomes [95% CI, decided]",
-        "final metric",
-        "baseline",
-        "solved at step",
-        "grad growth /step init→final",
-    ]
-    if not wide:
-        same = [c for c in ("task", "h", "baseline") if cells and len({r[c] for r in cells}) == 1]
-        if same:
-            caption = "; ".join(f"{c} {cells[0][c]}" for c in same) + ". " + caption
-        if len(rows) and (rows["lrs"] > 1).any():
-            caption = f"lr: chosen of a grid of {int(rows['lrs'].max())}. " + caption
-        caption = "outcomes: solved/undecided/trained. " + caption
-        dropped = {*same, "seeds", "diverged", "solved at step"}
-        columns = [c for c in columns if c not in dropped]
-        short = {"outcomes [95% CI, decided]": "outcomes [95% CI]", "grad growth /step init→final": "growth init→final"}
-        for r in cells:
-            r.update({new: r[old] for old, new in short.items()})
-        columns = [short.get(c, c) for c in columns]
-    return columns, [[r[c] for c in columns] for r in cells], caption
-
-
 def summary_table(runs: pd.DataFrame, title: str, wide: bool = True) -> Table:
+    from lrd.results import summary_cells
+
     """``summary_cells`` of ``runs`` (at each configuration's chosen learning rate) as a table to print."""
     columns, rows, caption = summary_cells(runs, wide)
     table = Table(title=title, caption=caption)
@@ -773,6 +737,8 @@ def summary_table(runs: pd.DataFrame, title: str, wide: bool = True) -> Table:
 
 def markdown_table(runs: pd.DataFrame, title: str) -> str:
     """``summary_cells`` of ``runs``, every column, as a Markdown (pipe) table under its title, the caption after."""
+    from lrd.results import summary_cells
+
     columns, rows, caption = summary_cells(runs, wide=True)
     escape = lambda text: text.replace("|", "\\|")
     lines = [f"**{escape(title)}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -805,7 +771,7 @@ def cmd_compare(args, console: Console) -> int:
         )
     caption = (
         f"{before} → {after}. outcomes: solved/undecided/trained at the chosen lr; * the outcomes or the chosen lr "
-        f"changed. {shared}."
+        f"changed, or the metric moved by more than the seeds' spread. {shared}."
     )
     if args.format == "markdown":
         escape = lambda text: text.replace("|", "\\|")
@@ -833,10 +799,6 @@ def _compared_side(row: dict, which: str) -> tuple[str, str, str]:
     metric = row[f"final_metric_{which}"]
     lr = row[f"lr_{which}"]
     return "—" if math.isnan(lr) else f"{lr:g}", counts, "—" if math.isnan(metric) else f"{metric:.3f}"
-
-
-def _rate(value: float) -> str:
-    return "—" if math.isnan(value) else f"{value:+.3f}"
 
 
 # --- lrd report -----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import pandas as pd
 
 from lrd.plots import CAPTIONS
 from lrd.plots.base import split_runs, task_caption
-from lrd.results import OUTCOME_RULE, outcome_text, summary
+from lrd.results import summary_cells
 from lrd.schema import Results
 
 REPORT = "report.html"
@@ -87,8 +87,8 @@ def render(out_dir: Path, results: Results, figures: list[Path]) -> str:
         f"<p class='meta'>Results folder <code>{_e(out_dir)}</code>: {len(runs)} runs "
         f"({_status_counts(runs)}); solve threshold {_threshold(runs)}.</p>",
         "<h2>Summary</h2>",
-        "<p>One row per task, gap and model, seeds aggregated at the chosen learning rate (<code>lrd show</code>). "
-        f"{_e(OUTCOME_RULE)}</p>",
+        "<p>One row per task, gap and model, seeds aggregated at the chosen learning rate, as "
+        "<code>lrd show --wide</code> prints it.</p>",
         _summary_html(runs),
     ]
     if not results.eval_gaps.empty:
@@ -133,40 +133,18 @@ STYLE = (
 
 
 def _summary_html(runs: pd.DataFrame) -> str:
-    rows = summary(runs)
-    head = [
-        "task",
-        "gap",
-        "model",
-        "hidden",
-        "seeds",
-        "diverged",
-        "failed",
-        "final metric",
-        "baseline",
-        "outcomes (Wilson 95% of decided)",
-        "solved at step",
-        "grad growth /step init → final",
+    """The summary table as ``lrd show --wide`` prints it (``lrd.results.summary_cells``), its caption after it."""
+    columns, rows, caption = summary_cells(runs, wide=True)
+    lines = [
+        "<table class='summary'><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in columns) + "</tr></thead><tbody>"
     ]
-    lines = ["<table class='summary'><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"]
-    for r in rows.itertuples(index=False):
-        spread = "" if math.isnan(r.final_metric_std) else f" ± {r.final_metric_std:.3f}"
-        cells = [
-            (r.task, "l"),
-            (r.gap, ""),
-            (r.model, "l"),
-            (r.hidden, ""),
-            (r.seeds, ""),
-            (r.diverged, ""),
-            (r.failed, ""),
-            ("—" if math.isnan(r.final_metric) else f"{r.final_metric:.3f}{spread}", ""),
-            (f"{r.baseline_metric:.3f}", ""),
-            (f"{outcome_text(r.solved, r.undecided, r.trained)} [{r.success_lo:.2f}, {r.success_hi:.2f}]", ""),
-            ("—" if math.isnan(r.solved_step) else f"{r.solved_step:.0f}", ""),
-            (f"{_rate(r.growth_rate_init)} → {_rate(r.growth_rate_final)}", ""),
-        ]
-        lines.append("<tr>" + "".join(f"<td class='{c}'>{_e(v)}</td>" for v, c in cells) + "</tr>")
-    return "\n".join([*lines, "</tbody></table>"])
+    for row in rows:
+        cells = "".join(
+            f"<td class='{'l' if column in ('task', 'model') else ''}'>{_e(value)}</td>"
+            for column, value in zip(columns, row, strict=True)
+        )
+        lines.append(f"<tr>{cells}</tr>")
+    return "\n".join([*lines, "</tbody></table>", f"<p class='meta'>{_e(caption)}</p>"])
 
 
 def _eval_gaps_html(runs: pd.DataFrame, eval_gaps: pd.DataFrame) -> str:
@@ -197,10 +175,6 @@ def _status_counts(runs: pd.DataFrame) -> str:
 def _threshold(runs: pd.DataFrame) -> str:
     values = sorted(runs["solve_threshold"].unique()) if "solve_threshold" in runs else []
     return ", ".join(f"{v:g}" for v in values) or "—"
-
-
-def _rate(value: float) -> str:
-    return "—" if math.isnan(value) else f"{value:+.3f}"
 
 
 def _read_text(path: Path) -> str:

@@ -218,6 +218,19 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"lrd {metadata.version('lrd')}"
 
 
+def test_cells_lists_the_cells_and_shows_one(capsys):
+    from lrd.models import CELLS
+
+    assert main(["cells"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in CELLS) and "Tasks" not in out
+    assert main(["cells", "gru"]) == 0
+    assert "lrd/models/cells.py" in capsys.readouterr().out
+    assert main(["cells", "delayed_recall"]) == 2  # a task, not a cell
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "cells delayed_recall" in err and "--import" in err
+
+
 def test_tasks_name_shows_parameters_defaults_and_source(capsys):
     assert main(["tasks", "delayed_recall"]) == 0
     out = capsys.readouterr().out
