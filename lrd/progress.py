@@ -15,11 +15,14 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 if TYPE_CHECKING:
     from lrd.experiment import Experiment
@@ -42,6 +45,10 @@ def _result_line(rows: list[dict]) -> str:
     return "; ".join(parts)
 
 
+def _header(name: str, total: int, already_done: int) -> str:
+    return f"{name}: {total} runs, {already_done} already done, {total - already_done} to compute"
+
+
 def _attempt(attempt: int) -> str:
     return f" (attempt {attempt}: its worker died)" if attempt > 1 else ""
 
@@ -58,10 +65,7 @@ class PlainReporter:
 
     def start(self, experiment: Experiment, total: int, already_done: int) -> None:
         self.total, self.done = total, already_done
-        print(
-            f"{experiment.name}: {total} runs, {already_done} already done, {total - already_done} to compute",
-            flush=True,
-        )
+        print(_header(experiment.name, total, already_done), flush=True)
 
     def group_started(self, label: str, n_runs: int, n_blocks: int, steps: int, attempt: int) -> None:
         print(f"[{self.done}/{self.total}] training {label} ({steps} steps){_attempt(attempt)}", flush=True)
@@ -75,20 +79,39 @@ class PlainReporter:
         print(f"[{self.done}/{self.total}] {elapsed:.0f}s {label}: {_result_line(rows)}", flush=True)
 
 
+class Remaining(TimeRemainingColumn):
+    """Time left: for the runs bar, the time per run so far times the runs left (from the first group on,
+    where rich's own estimate, a speed over its last 30 s of updates, says -:--:-- between groups);
+    for a group's bar, rich's estimate."""
+
+    def render(self, task: Task) -> Text:
+        done_here = task.completed - task.fields.get("done_before", 0)
+        if task.fields.get("unit") != "runs" or task.elapsed is None or done_here <= 0:
+            return super().render(task)
+        left = task.elapsed / done_here * (task.total - task.completed) if task.total is not None else 0
+        minutes, seconds = divmod(int(left), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"{hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+
 class RichReporter:
-    """A live progress display: runs done / total, a bar per group in training, elapsed and remaining."""
+    """A live progress display: runs done / total, a bar per group in training, elapsed and remaining.
+
+    The header and each finished group's line are printed above the bars, so they stay
+    in the terminal when the bars are gone.
+    """
 
     def __init__(self, console: Console) -> None:
-        self.progress = Progress(
+        columns: list[str | ProgressColumn] = [
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[unit]}"),
             TimeElapsedColumn(),
             TextColumn("left"),
-            TimeRemainingColumn(),
-            console=console,
-        )
+            Remaining(),
+        ]
+        self.progress = Progress(*columns, console=console)
 
     def __enter__(self) -> RichReporter:
         self.progress.start()
@@ -98,12 +121,13 @@ class RichReporter:
         self.progress.stop()
 
     def start(self, experiment: Experiment, total: int, already_done: int) -> None:
-        self.runs = self.progress.add_task(experiment.name, total=total, completed=already_done, unit="runs")
+        self.progress.console.print(_header(experiment.name, total, already_done), markup=False)
+        self.runs = self.progress.add_task(
+            experiment.name, total=total, completed=already_done, unit="runs", done_before=already_done
+        )
         self.groups: dict[
             str, tuple[TaskID, int]
         ] = {}  # label -> (progress task, steps per block) of each group in training
-        if already_done:
-            self.progress.console.print(f"{already_done} of {total} runs already done; computing the rest")
 
     def group_started(self, label: str, n_runs: int, n_blocks: int, steps: int, attempt: int) -> None:
         if label in self.groups:  # a retry: its bar starts again

@@ -1,6 +1,12 @@
-"""The one-line summary of a finished group that the reporters print."""
+"""The one-line summary of a finished group that the reporters print, and the live display in a real terminal."""
 
 from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from conftest import TINY
 
 from lrd.progress import _result_line
 
@@ -22,3 +28,59 @@ def test_members_named_by_seed_and_learning_rate_in_a_grid():
 def test_a_failed_group_names_each_seed_once():
     rows = [_row(s, lr, status="failed", error="boom") for s in (0, 1) for lr in (1e-3, 1e-2)]
     assert _result_line(rows) == "seeds 0,1 failed: boom"
+
+
+FOUR_GROUPS = TINY.replace("gap = 4", "gap = [4, 6]")  # rnn and lstm at two gaps
+
+
+def _terminal_run(args: list[str], cwd, width: int, height: int = 50) -> tuple[int, list[str]]:
+    """``lrd`` in a pseudo-terminal of ``width`` x ``height``; (exit code, the final screen's lines, pyte-rendered)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    import pyte
+
+    screen = pyte.Screen(width, height)
+    stream = pyte.ByteStream(screen)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child (its fds 0-2 the terminal): the terminal's size, then lrd; never back into pytest
+        try:
+            fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+            os.chdir(cwd)
+            env = dict(os.environ, TERM="xterm-256color", COLUMNS=str(width), LINES=str(height))
+            os.execve(sys.executable, [sys.executable, "-m", "lrd", *args], env)
+        finally:
+            os._exit(127)
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        stream.feed(data)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), [line.rstrip() for line in screen.display]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_live_display_keeps_the_header_and_every_group_line_in_a_real_terminal(
+    width, write_experiment, tmp_path, cache_dir
+):
+    """The live display (bars while groups train) leaves the header and each finished group's line on screen."""
+    path = write_experiment(FOUR_GROUPS)
+    code, screen = _terminal_run(["run", str(path), "--out", str(tmp_path / "out"), "--no-plot"], tmp_path, width)
+    assert code == 0, "\n".join(screen)
+    text = "\n".join(screen)
+    assert screen.count("tiny: 8 runs, 0 already done, 8 to compute") == 1, text
+    labels = [f"delayed_recall gap={gap} {cell} h=8 seeds 0,1: seed 0" for gap in (4, 6) for cell in ("lstm", "rnn")]
+    joined = " ".join(text.split())  # a result line wider than the terminal wraps
+    for label in labels:
+        assert joined.count(label) == 1, (label, text)
+    import re
+
+    bars = re.findall(r"(\d+)/8 runs", text)
+    assert bars and set(bars) == {"8"}, text  # the runs bar as it ended, no stale one behind
+    assert "-:--:--" not in text  # the time left is estimated from the first group on
