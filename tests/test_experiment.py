@@ -251,15 +251,15 @@ def test_committed_results_keep_their_run_ids(path, tmp_path):
     """New settings (lr grids, valid_size, stop_when_solved, params) leave the identities of stored runs alone.
 
     The experiment file as it was run (saved in the results folder), as ``lrd upgrade`` leaves it,
-    gives today the run ids the folder holds, so ``lrd run`` finds them done. (The shipped files of
-    the reference studies already describe their reruns under issue 12's protocol, and so have other
-    runs.) The upgrade records ``stop_check = "probe"`` in the files whose runs stopped on their
-    probe batch, and only there: without it they are runs of the validation stop check (the default).
+    gives today the run ids the folder holds, so ``lrd run`` finds them done. The upgrade records
+    ``stop_check = "probe"`` in the files whose runs stopped on their probe batch (stored without a
+    ``stop_check``), and only there: the reruns trained with the validation stop check store it.
     """
     stored = json.loads((path.parent / "experiment.json").read_text())["runs"]
     upgraded = as_upgraded(path.parent, tmp_path)
     assert {s.run_id for s in load_experiment(upgraded).runs} == set(stored)
-    stopping = {i for i, c in stored.items() if c["train"].get("stop_when_solved")}
+    # runs that stopped on the probe batch: stop_when_solved stored without a stop_check (the rule of before)
+    stopping = {i for i, c in stored.items() if c["train"].get("stop_when_solved") and "stop_check" not in c["train"]}
     assert ('stop_check = "probe"' in upgraded.read_text()) == bool(stopping)
     as_committed = {s.run_id for s in load_experiment(path).runs}
     assert as_committed == set(stored)  # the committed folders are upgraded: their files give their runs

@@ -174,18 +174,22 @@ def test_ctrl_c_at_ten_moments_of_a_real_sweep_ends_with_130_and_keeps_every_fin
         (work / "exp.toml").write_text(TINY)
         proc = _sweep_in_its_own_group(work)
         time.sleep(duration * (i + 0.5) / 10)
-        with contextlib.suppress(ProcessLookupError):  # it finished first (the moment fell past its end)
+        finished_first = proc.poll() is not None  # the moment fell past its end (a loaded machine varies)
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=300)
         outcomes.append(proc.returncode)
         assert proc.returncode in (130, 0), f"moment {i}: exit {proc.returncode}\n{stdout}{stderr}"
+        # a process still running when the signal came ends with 130 (its last instant excepted: the
+        # command done, lrd ignores SIGINT during Python's teardown, so exit 0 is allowed there too)
+        assert proc.returncode == 130 or finished_first or i == 9, f"moment {i}: Ctrl-C swallowed\n{stdout}{stderr}"
         if proc.returncode == 130:
             assert stderr.strip().splitlines() == [INTERRUPTED], f"moment {i}: {stderr}"
         if (work / "out").is_dir():
             checks = store.check_runs(work / "out")
             assert all(c.state == store.COMPLETE for c in checks.values()), f"moment {i}: {checks}"
             assert_runs_match_reference(work / "out", reference)
-    assert outcomes.count(130) >= 9, outcomes  # the moments are within the sweep: nearly all interrupted it
+    assert outcomes.count(130) >= 7, outcomes  # the moments are within the sweep: nearly all interrupted it
 
 
 # --- a stalled XLA computation (lrd.watchdog) ----------------------------------------------

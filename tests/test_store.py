@@ -167,7 +167,7 @@ def test_a_study_whose_runs_differ_in_columns_loads_the_same_packed_and_unpacked
     out = copy_of(ROOT / "results" / "modern", tmp_path)
     packed = store.load(out)
     unpack(out)
-    assert not (out / store.PACKED).exists() and len(list((out / "runs").iterdir())) == 72
+    assert not (out / store.PACKED).exists() and len(list((out / "runs").iterdir())) == len(packed.runs)
     assert_loads_the_same(store.load(out), packed, empty=("eval_gaps", "dynamics"))
     store.pack(out)
     assert_loads_the_same(store.load(out), packed, empty=("eval_gaps", "dynamics"))
