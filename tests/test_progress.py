@@ -34,35 +34,44 @@ FOUR_GROUPS = TINY.replace("gap = 4", "gap = [4, 6]")  # rnn and lstm at two gap
 
 
 def _terminal_run(args: list[str], cwd, width: int, height: int = 50) -> tuple[int, list[str]]:
-    """``lrd`` in a pseudo-terminal of ``width`` x ``height``; (exit code, the final screen's lines, pyte-rendered)."""
+    """``lrd`` in a pseudo-terminal of ``width`` x ``height``; (exit code, the final screen's lines, pyte-rendered).
+
+    The child is started by subprocess (no os.fork in this process, where JAX may run threads)
+    with the terminal's other end as its stdin, stdout and stderr.
+    """
     import fcntl
     import pty
     import struct
+    import subprocess
     import termios
 
     import pyte
 
     screen = pyte.Screen(width, height)
     stream = pyte.ByteStream(screen)
-    pid, fd = pty.fork()
-    if pid == 0:  # the child (its fds 0-2 the terminal): the terminal's size, then lrd; never back into pytest
-        try:
-            fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
-            os.chdir(cwd)
-            env = dict(os.environ, TERM="xterm-256color", COLUMNS=str(width), LINES=str(height))
-            os.execve(sys.executable, [sys.executable, "-m", "lrd", *args], env)
-        finally:
-            os._exit(127)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+    env = dict(os.environ, TERM="xterm-256color", COLUMNS=str(width), LINES=str(height))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lrd", *args],
+        cwd=cwd,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
     while True:
         try:
-            data = os.read(fd, 65536)
+            data = os.read(master, 65536)
         except OSError:  # EIO: the child closed the terminal
             break
         if not data:
             break
         stream.feed(data)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), [line.rstrip() for line in screen.display]
+    os.close(master)
+    return proc.wait(), [line.rstrip() for line in screen.display]
 
 
 @pytest.mark.parametrize("width", [80, 120])
