@@ -120,24 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     tasks = commands.add_parser("tasks", help="list the registered tasks and models, or show one")
     tasks.add_argument("name", nargs="?", help="a task or cell: its parameters, defaults and source file")
-    tasks.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="a file (my_task.py) or module that registers tasks or cells, as an experiment's imports; repeatable",
-    )
+    _import_option(tasks, "a file (my_task.py) or module that registers tasks or cells")
     cells = commands.add_parser("cells", help="list the registered cells (models), or show one")
     cells.add_argument("name", nargs="?", help="a cell: its equations, options, defaults and source file")
-    cells.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="a file (my_cell.py) or module that registers cells, as an experiment's imports; repeatable",
-    )
+    _import_option(cells, "a file (my_cell.py) or module that registers cells")
     show = commands.add_parser("show", help="summary table of a results folder")
     show.add_argument("dir", help="results folder")
     show.add_argument("--all", action="store_true", help="include runs of earlier versions of the experiment")
@@ -206,6 +192,18 @@ def main(argv: list[str] | None = None) -> int:
         os.close(devnull)
         print(f"lrd: error: cannot write the output ({os.strerror(err.errno)})", file=sys.stderr)
         return USER_ERROR
+
+
+def _import_option(command: argparse.ArgumentParser, what: str) -> None:
+    """``--import MODULE`` (repeatable): ``what``, loaded as an experiment's ``imports``."""
+    command.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help=f"{what}, as an experiment's imports; repeatable",
+    )
 
 
 OUTPUT_ERRORS = {errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EDQUOT, errno.EFBIG}
@@ -515,15 +513,21 @@ def lrd_version() -> str:
         return "unknown"
 
 
-def cmd_cells(args, console: Console) -> int:
-    """``lrd cells [NAME]``: the cells table of ``lrd tasks``, or one cell's parameters and source."""
+def _load_imports(imports: list[str]) -> None:
+    """The modules of ``--import``, loaded as an experiment's imports; a bad one is a UserError."""
     from lrd.experiment import ExperimentError, _import_plugins
-    from lrd.models import CELLS
 
     try:
-        _import_plugins("--import", Path.cwd(), list(args.imports))
+        _import_plugins("--import", Path.cwd(), list(imports))
     except ExperimentError as err:
         raise UserError(str(err)) from None
+
+
+def cmd_cells(args, console: Console) -> int:
+    """``lrd cells [NAME]``: the cells table of ``lrd tasks``, or one cell's parameters and source."""
+    from lrd.models import CELLS
+
+    _load_imports(args.imports)
     if args.name is None:
         _stdout_console().print(_cells_table())
         _stdout_console().print("`lrd cells NAME` shows one cell: its equations, options, defaults and source file.")
@@ -537,14 +541,10 @@ def cmd_cells(args, console: Console) -> int:
 
 
 def cmd_tasks(args, console: Console) -> int:
-    from lrd.experiment import ExperimentError, _import_plugins
     from lrd.models import CELLS
     from lrd.tasks import TASKS
 
-    try:
-        _import_plugins("--import", Path.cwd(), list(args.imports))
-    except ExperimentError as err:
-        raise UserError(str(err)) from None
+    _load_imports(args.imports)
     if args.name is not None:
         if args.name in TASKS:
             return _show_task(TASKS[args.name])
