@@ -20,6 +20,7 @@ the adding problem, the mean final MSE.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from pathlib import Path
@@ -40,8 +41,17 @@ from lrd.results import (
     summary,
     wilson_interval,
 )
+from lrd.schema import Results
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def _load(folder: Path) -> Results:
+    """A committed study's tables, read once per process (every block and span reads from them; none alters them)."""
+    return store.load(folder)
+
+
 README = ROOT / "README.md"
 
 
@@ -86,7 +96,7 @@ def _cell(row, loss: float | None) -> str:
 
 def study_table(name: str) -> str:
     """Per model (rows) and gap (columns): solved seeds [Wilson 95%]; mean final metric; runs still improving."""
-    results = store.load(ROOT / "results" / name)
+    results = _load(ROOT / "results" / name)
     runs = results.runs
     table = summary(runs)
     chosen = best_lr_runs(runs)  # the runs at each configuration's chosen learning rate
@@ -116,7 +126,7 @@ def shipped_table() -> str:
     """One row per small shipped experiment: per model, the mean final metric and solved seeds at each gap."""
     lines = ["| experiment | setting | mean final metric (solved seeds) per gap |", "|---|---|---|"]
     for name in SHIPPED:
-        runs = store.load(ROOT / "results" / name).runs
+        runs = _load(ROOT / "results" / name).runs
         table = summary(runs)
         parts = []
         for model in _models(table):
@@ -139,7 +149,7 @@ def modern_table() -> str:
     """The modern study: per model (rows) its parameter count per task, and per task and gap (columns) the
     outcomes at the chosen lr; mean final metric; growth rate of ln ||dL/dstate_t|| per step at
     initialisation -> at the end (median over seeds)."""
-    runs = store.load(ROOT / "results" / "modern").runs
+    runs = _load(ROOT / "results" / "modern").runs
     table = summary(runs)
     columns = sorted({(r.task, r.gap) for r in table.itertuples()})
     tasks = sorted({task for task, _ in columns})
@@ -197,7 +207,7 @@ def _median_over_runs(dynamics: pd.DataFrame, runs: pd.Series, quantity: str, st
 
 def dynamics_spans() -> dict[str, str]:
     """The vanishing-gradient section's numbers: the delayed-recall study at its longest gap, chosen lr."""
-    results = store.load(ROOT / "results" / "delayed_recall")
+    results = _load(ROOT / "results" / "delayed_recall")
     runs = best_lr_runs(results.runs)
     gap = int(runs["gap"].max())
     runs = runs[(runs["gap"] == gap) & (runs["status"] == "done")]
@@ -238,7 +248,7 @@ def _outcomes_at(row) -> str:
 
 def findings(name: str) -> str:
     """A study's outcomes in one sentence, per model and gap, at the chosen learning rates (``summary``)."""
-    table = summary(store.load(ROOT / "results" / name).runs)
+    table = summary(_load(ROOT / "results" / name).runs)
     parts = []
     for model in _models(table):
         mine = table[table["model"] == model].sort_values("gap")
@@ -251,7 +261,7 @@ def diagnostics_studies() -> str:
     """The committed studies whose runs carry the dynamics table (trained with diagnostics = true), in words."""
     found = []
     for folder in sorted(p for p in (ROOT / "results").iterdir() if (p / "experiment.json").is_file()):
-        runs = store.load(folder).runs
+        runs = _load(folder).runs
         if "diagnostics" in runs and bool(runs["diagnostics"].fillna(False).astype(bool).any()):
             found.append(f"`{folder.name}`")
     return ", ".join(found) if found else "none"
@@ -259,7 +269,7 @@ def diagnostics_studies() -> str:
 
 def modern_longest() -> str:
     """Who solves delayed recall at the modern study's longest gap, in words."""
-    table = summary(store.load(ROOT / "results" / "modern").runs)
+    table = summary(_load(ROOT / "results" / "modern").runs)
     rows = table[table["task"] == "delayed_recall"]
     gap = int(rows["gap"].max())
     at = rows[rows["gap"] == gap]
@@ -270,7 +280,7 @@ def modern_longest() -> str:
 
 def engelken_identity() -> str:
     """The growth rate against the top Lyapunov exponent over the delayed-recall study's runs, at init and end."""
-    results = store.load(ROOT / "results" / "delayed_recall")
+    results = _load(ROOT / "results" / "delayed_recall")
     table = growth_and_exponent(results.runs, results.curves, results.dynamics)
     parts = []
     for stage, words in (("init", "at initialisation"), ("final", "at the end of training")):
@@ -288,7 +298,7 @@ def engelken_identity() -> str:
 
 def early_prediction(step: int) -> str:
     """AUC of the top Lyapunov exponent at log step ``step`` for solved against failed runs, per cell and gap."""
-    results = store.load(ROOT / "results" / "delayed_recall")
+    results = _load(ROOT / "results" / "delayed_recall")
     table = early_exponent(results.runs, results.dynamics, step)
     parts = []
     for (model, gap), rows in table.groupby(["model", "gap"], sort=True):
@@ -301,7 +311,7 @@ def early_prediction(step: int) -> str:
 
 def modern_selective_copy() -> str:
     """Selective copy in the modern study, per gap: the best recurrence by mean final metric, and attention."""
-    table = summary(store.load(ROOT / "results" / "modern").runs)
+    table = summary(_load(ROOT / "results" / "modern").runs)
     rows = table[table["task"] == "selective_copy"]
     parts = []
     for gap in sorted(rows["gap"].unique()):
@@ -320,7 +330,7 @@ def modern_selective_copy() -> str:
 
 def modern_recall_of(model: str) -> str:
     """One model's delayed-recall outcomes in the modern study, gap by gap, in words."""
-    table = summary(store.load(ROOT / "results" / "modern").runs)
+    table = summary(_load(ROOT / "results" / "modern").runs)
     rows = table[(table["task"] == "delayed_recall") & (table["model"] == model)].sort_values("gap")
     return f"the {model.upper() if len(model) <= 4 else model} solves " + ", ".join(
         f"gap {r.gap} with {_outcomes_at(r)}" for r in rows.itertuples()
@@ -335,10 +345,10 @@ def _gaps_text(gaps) -> str:
 
 def dynamics_outcomes() -> dict[str, str]:
     """The outcome sentences of the delayed-recall diagnostics section, at its longest gap (``summary``)."""
-    table = summary(store.load(ROOT / "results" / "delayed_recall").runs)
+    table = summary(_load(ROOT / "results" / "delayed_recall").runs)
     gap = int(table["gap"].max())
     at = {r.model: r for r in table[table["gap"] == gap].itertuples()}
-    bias = float(store.load(ROOT / "results" / "delayed_recall").runs["forget_bias"].dropna().iloc[0])
+    bias = float(_load(ROOT / "results" / "delayed_recall").runs["forget_bias"].dropna().iloc[0])
     return {
         "dyn-rnn-solves": f"the tanh RNN solves gap {gap} with {_outcomes_at(at['rnn'])}",
         "dyn-gru-solves": f"it solves gap {gap} with {_outcomes_at(at['gru'])}",
@@ -349,7 +359,7 @@ def dynamics_outcomes() -> dict[str, str]:
 
 def modern_spans() -> dict[str, str]:
     """The modern study's setting and the findings its prose quotes, from its tables."""
-    results = store.load(ROOT / "results" / "modern")
+    results = _load(ROOT / "results" / "modern")
     runs = results.runs
     table = summary(runs)
     longest = int(runs["gap"].max())
@@ -378,17 +388,17 @@ def modern_spans() -> dict[str, str]:
 
 def spans() -> dict[str, str]:
     """The inline numbers."""
-    copy = store.load(ROOT / "results" / "copy").runs
+    copy = _load(ROOT / "results" / "copy").runs
     out = {"copy-gaps": _range(copy["gap"], ".0f")}
     out.update(dynamics_spans())
-    order = store.load(ROOT / "results" / "temporal_order").runs
+    order = _load(ROOT / "results" / "temporal_order").runs
     rnn50 = order[(order["model"] == "rnn") & (order["gap"] == 50)].sort_values("seed")
     out["temporal-order-rnn-50"] = " and ".join(f"{v:.2f}" for v in rnn50["final_metric"])
     out["temporal-order-chance"] = f"{order['baseline_metric'].iloc[0]:.2f}"
-    reference = {name: store.load(ROOT / "results" / name).runs for name in REFERENCE}
+    reference = {name: _load(ROOT / "results" / name).runs for name in REFERENCE}
     seeds = [runs["seed"].nunique() for runs in reference.values()]
     if (ROOT / "results" / "modern").exists():
-        modern = store.load(ROOT / "results" / "modern").runs
+        modern = _load(ROOT / "results" / "modern").runs
         out["modern-minutes"] = f"{_group_seconds(modern) / 60:.1f}"
         out["modern-runs"] = f"{len(modern)}"
         out.update(modern_spans())
@@ -411,7 +421,7 @@ def spans() -> dict[str, str]:
     out["adding-steps"] = _range(reference["adding"]["steps"], ".0f")
     out.update(dynamics_outcomes())
     out["dyn-engelken"] = engelken_identity()
-    every = int(store.load(ROOT / "results" / "delayed_recall").runs["log_every"].iloc[0])
+    every = int(_load(ROOT / "results" / "delayed_recall").runs["log_every"].iloc[0])
     out["dyn-early-log-step"] = f"{every}"
     out["dyn-early-init"] = early_prediction(0)
     out["dyn-early-first"] = early_prediction(every)
