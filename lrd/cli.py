@@ -12,6 +12,7 @@
     lrd plot [DIR] [--pdf]             (re)draw every figure of a results folder into DIR/figures (PNG; --pdf: PDF too)
     lrd report DIR                     one self-contained page, DIR/report.html (made by `lrd run` too)
     lrd verify DIR [--sample N]        retrain N groups of a results folder and compare every number
+    lrd export DIR --mlflow URI        log a results folder to an MLflow server (the [mlflow] extra), idempotently
     lrd upgrade DIR                    rewrite a results folder of an older lrd to this one (same numbers), packed
     lrd pack DIR                       pack a results folder's finished runs into one table per kind (DIR/tables)
 
@@ -157,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="largest relative difference allowed (default 0 on the machine and versions that wrote DIR, else 1e-3)",
     )
+    export = commands.add_parser("export", help="log a results folder to an experiment tracker (MLflow)")
+    export.add_argument("dir", help="results folder")
+    export.add_argument(
+        "--mlflow", required=True, metavar="URI", help="the MLflow tracking server (http://127.0.0.1:5000)"
+    )
     upgrade = commands.add_parser("upgrade", help="rewrite a results folder of an older lrd in place (no retraining)")
     upgrade.add_argument("dir", help="results folder")
     pack = commands.add_parser("pack", help="pack a results folder's finished runs into one table per kind")
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         handlers = {"run": cmd_run, "tasks": cmd_tasks, "show": cmd_show, "plot": cmd_plot, "upgrade": cmd_upgrade}
-        handlers |= {"compare": cmd_compare, "cells": cmd_cells}
+        handlers |= {"compare": cmd_compare, "cells": cmd_cells, "export": cmd_export}
         handlers |= {"report": cmd_report, "verify": cmd_verify, "pack": cmd_pack}
         with interrupt.stop_on_sigint():  # a Ctrl-C swallowed anywhere (a gc callback) still ends the command
             code = handlers[args.command](args, console)
@@ -787,6 +793,26 @@ def cmd_compare(args, console: Console) -> int:
     out_console = _stdout_console()
     Console(highlight=False, width=min(out_console.width, SHOW_WIDTH) if out_console.is_terminal else SHOW_WIDTH).print(
         table
+    )
+    return 0
+
+
+def cmd_export(args, console: Console) -> int:
+    """``lrd.export.export_mlflow`` of a folder: one line of what was logged."""
+    from lrd.export import ExportError, export_mlflow
+    from lrd.results import outcome
+
+    out_dir = Path(args.dir)
+    results = load_results(out_dir)
+    results = results._replace(runs=results.runs.assign(outcome=outcome(results.runs)))
+    try:
+        done = export_mlflow(out_dir, results, args.mlflow)
+    except ExportError as err:
+        raise UserError(str(err)) from None
+    redone = f", {done.redone} incomplete runs of an earlier export logged again" if done.redone else ""
+    print(
+        f"{out_dir}: {done.logged} runs logged to {args.mlflow}, experiment {done.experiment!r}; "
+        f"{done.present} there already{redone}"
     )
     return 0
 

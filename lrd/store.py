@@ -5,7 +5,9 @@ Layout of a results folder::
     DIR/experiment.toml     the experiment file as it was run
     DIR/experiment.json     the results schema, the report settings and the resolved runs (id -> configuration)
     DIR/versions.json       Python and package versions of the last run
-    DIR/summary.csv         the runs table of the current experiment, for people
+    DIR/summary.csv         one row per configuration at its chosen learning rate (``lrd.results.summary``),
+                            the numbers ``lrd show`` and the report print, for people and spreadsheets
+    DIR/runs.csv            the runs table of the current experiment, one row per run
     DIR/tables/             the packed tables of the finished runs (``pack``), rows sorted by run id:
         runs.parquet        the ``runs`` table, one row per run
         curves.parquet      the ``curves`` rows of every run
@@ -305,9 +307,10 @@ def _writer_alive(tmp: Path) -> bool:
     return True
 
 
-def write_summary(out_dir: Path, runs: pd.DataFrame) -> None:
-    """Write DIR/summary.csv: the runs table, for people."""
-    _write_text(out_dir / "summary.csv", runs.to_csv(index=False))
+def write_summary(out_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame) -> None:
+    """Write DIR/summary.csv (``summary``: one row per configuration) and DIR/runs.csv (``runs``), for people."""
+    _write_text(out_dir / "runs.csv", runs.to_csv(index=False))
+    _write_text(out_dir / "summary.csv", summary.to_csv(index=False))
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -172,7 +172,8 @@ def _compute(
         reporter.group_done(group.label, rows)
         interrupt.check()
     not_packed = _pack_if_finished(experiment, out_dir)
-    store.write_summary(out_dir, store.load(out_dir).runs)
+    runs = store.load(out_dir).runs
+    store.write_summary(out_dir, runs, results.summary(runs))
     elapsed = time.perf_counter() - start
     return SweepSummary(len(experiment.runs), len(done), computed, diverged, failed, elapsed, damaged, not_packed)
 

@@ -107,7 +107,10 @@ def _upgrade(out_dir: Path) -> Upgraded:
     store.write_experiment_json(out_dir, resolved)
     packed = store.pack(out_dir)
     if (out_dir / "summary.csv").exists():
-        store.write_summary(out_dir, store.load(out_dir).runs)
+        from lrd.results import summary  # pandas work, imported only when a folder is upgraded
+
+        runs = store.load(out_dir).runs
+        store.write_summary(out_dir, runs, summary(runs))
     return Upgraded(found, rewritten, threshold, packed)
 
 
