@@ -190,6 +190,8 @@ def dynamics_table(dynamics: Dynamics, index: int, step: int) -> pd.DataFrame:
         add("pmb_bound", bound, np.arange(len(bound)))
     lyapunov = np.asarray(dynamics.lyapunov[index])  # (k,)
     add("lyapunov", lyapunov, np.arange(1, len(lyapunov) + 1))
+    roundoff = np.asarray(dynamics.lyapunov_roundoff[index])  # (k,)
+    add("lyapunov_roundoff", roundoff, np.arange(1, len(roundoff) + 1))
     for gate, quantiles in dynamics.quantiles.items():
         add("gate_quantile", quantiles[index], percent, gate)
         add("saturated", dynamics.saturated[gate][index], [0], gate)

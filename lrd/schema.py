@@ -49,9 +49,12 @@ SOLVE_THRESHOLD = 0.95
 
 
 # one row per (run, step, quantity, gate, index); ``index`` is the timestep (sigma_max, pmb_bound), the
-# exponent's rank from 1 (lyapunov), the quantile in percent (gate_quantile, time_constant), 0 (saturated)
+# exponent's rank from 1 (lyapunov, lyapunov_roundoff: the fraction of its steps at float32 round-off),
+# the quantile in percent (gate_quantile, time_constant), 0 (saturated)
 DYNAMICS_COLUMNS = ("run", "step", "quantity", "gate", "index", "value")
-DYNAMICS_QUANTITIES = ("sigma_max", "pmb_bound", "lyapunov", "gate_quantile", "time_constant", "saturated")
+DYNAMICS_QUANTITIES = (
+    *("sigma_max", "pmb_bound", "lyapunov", "lyapunov_roundoff", "gate_quantile", "time_constant", "saturated"),
+)
 
 
 class Results(NamedTuple):

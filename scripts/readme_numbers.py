@@ -296,6 +296,32 @@ def engelken_identity() -> str:
     return "; ".join(parts) + "; r per cell, both stages together: " + ", ".join(per_model)
 
 
+def curse_of_memory() -> dict[str, str]:
+    """Spans of docs/dynamics.md from docs/checks/curse_of_memory.csv (scripts/curse_of_memory.py)."""
+    table = pd.read_csv(ROOT / "docs" / "checks" / "curse_of_memory.csv")
+    out = {
+        "com-points": f"{len(table)}",
+        "com-lams": f"{table['lam'].min():g} to {table['lam'].max():g}",
+        "com-ratio": f"{table['ratio'].min():.3f} to {table['ratio'].max():.3f}",
+    }
+    top = table[table["lam"] == table["lam"].max()].set_index("form")
+    for form in ("plain", "normalised", "lru"):
+        out[f"com-{form}-top"] = f"{top.loc[form, 'measured']:.3g} (theory {top.loc[form, 'theory']:.3g})"
+    return out
+
+
+def roundoff_counts() -> str:
+    """How many delayed-recall runs had their top exponent, or a lower one, at float32 round-off at some log point."""
+    dynamics = _load(ROOT / "results" / "delayed_recall").dynamics
+    flags = dynamics[dynamics["quantity"] == "lyapunov_roundoff"]
+    if flags.empty:
+        return "not measured (a study trained before the flag)"
+    runs = flags["run"].nunique()
+    top = flags[(flags["index"] == 1) & (flags["value"] > 0)]["run"].nunique()
+    lower = flags[(flags["index"] > 1) & (flags["value"] > 0)]["run"].nunique()
+    return f"the top exponent in {top} of {runs} runs, a lower one in {lower}"
+
+
 def early_prediction(step: int) -> str:
     """AUC of the top Lyapunov exponent at log step ``step`` for solved against failed runs, per cell and gap."""
     results = _load(ROOT / "results" / "delayed_recall")
@@ -421,6 +447,8 @@ def spans() -> dict[str, str]:
     out["adding-steps"] = _range(reference["adding"]["steps"], ".0f")
     out.update(dynamics_outcomes())
     out["dyn-engelken"] = engelken_identity()
+    out["dyn-roundoff"] = roundoff_counts()
+    out.update(curse_of_memory())
     every = int(_load(ROOT / "results" / "delayed_recall").runs["log_every"].iloc[0])
     out["dyn-early-log-step"] = f"{every}"
     out["dyn-early-init"] = early_prediction(0)
