@@ -94,6 +94,11 @@ LATER_TRAIN_SETTINGS = {
     "stop_when_solved": False,
     "eval_gaps": (),
     "recurrence_lr_factor": 1.0,
+    # the remedies (lrd.remedies): off by default
+    "omega": 0.0,
+    "floss": 0.0,
+    "floss_k": 1,
+    "floss_every": 1,
     # the diagnostics (lrd.dynamics): off by default, as every run stored before them was
     "diagnostics": False,
     "lyapunov_k": 4,

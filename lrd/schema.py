@@ -105,6 +105,7 @@ TRAIN_COLUMNS = (
     "stop_when_solved",
     "stop_check",  # only in rows of runs stopped on the validation check set (absent: the probe rule of before)
     "recurrence_lr_factor",
+    *("omega", "floss", "floss_k", "floss_every"),  # the remedies (lrd.remedies); runs from before lack them
     *("diagnostics", "lyapunov_k", "power_iterations", "spectrum_size", "saturation", "spike_factor"),
 )
 # the model's size: its parameter count, and the [model] params it was sized for (NaN when hidden was given)

@@ -74,6 +74,7 @@ from lrd.dynamics import BlockStats, Dynamics, block_statistics, model_dynamics
 from lrd.models.cells import CELLS
 from lrd.models.network import ModelConfig, Perturbation, SequenceModel
 from lrd.probes import global_norm, probe
+from lrd.remedies import floss_penalty, omega_penalty
 from lrd.results import reaches, solve_bound
 from lrd.runtime import configure_jax
 from lrd.tasks.base import Batch, Task
@@ -178,6 +179,15 @@ class TrainConfig(BaseModel):
         allow_inf_nan=False,
         description="learning rate of the cell's recurrence parameters (Cell.recurrence_params) as a multiple of lr",
     )
+    # remedies (lrd.remedies): regularisers added to the training loss; off (0) by default and then out of the run id
+    omega: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="weight of Pascanu et al.'s Omega (backpropagated norm kept)"
+    )
+    floss: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="weight of gradient flossing (top Lyapunov exponents towards 0)"
+    )
+    floss_k: int = Field(1, gt=0, description="Lyapunov exponents flossed (at most the state size)")
+    floss_every: int = Field(1, gt=0, description="floss every this many optimiser steps")
 
     # diagnostics (lrd.dynamics); they do not change training. Off by default: runs stored before they
     # existed are runs without them, so at these defaults they stay out of the run id (LATER_TRAIN_SETTINGS)
@@ -432,8 +442,22 @@ class Trainer:
         """One optimiser step; also (loss, pre-clip gradient norm, whether the step counted) for the block stats."""
         batch = self.task.sample(jax.random.fold_in(state.data_key, state.step), self.train_config.batch_size)
 
+        config = self.train_config
+
         def loss_fn(params):
-            return self.task.training_loss(self.model.apply(params, batch.inputs), batch)
+            loss = self.task.training_loss(self.model.apply(params, batch.inputs), batch)
+            if config.omega > 0:
+                loss = loss + config.omega * omega_penalty(self.model, self.task, params, batch)
+            if config.floss > 0:
+                flossing = state.step % config.floss_every == 0
+                term = jax.lax.cond(
+                    flossing,
+                    lambda p: floss_penalty(self.model, p, batch.inputs, config.floss_k),
+                    lambda p: jnp.float32(0.0),
+                    params,
+                )
+                loss = loss + config.floss * term
+            return loss
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)

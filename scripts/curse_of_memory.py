@@ -38,7 +38,8 @@ def measure() -> pd.DataFrame:
             key = jax.random.PRNGKey(i)
             measured = dynamics.memory_sensitivity(lam, form, length=length, batch=BATCH, key=key)
             theory = float(dynamics.memory_sensitivity_theory(lam, form))
-            rows.append({"form": form, "lam": lam, "length": length, "measured": measured, "theory": theory})
+            row = {"form": form, "lam": lam, "length": length, "batch": BATCH, "measured": measured, "theory": theory}
+            rows.append(row)
     table = pd.DataFrame(rows)
     return table.assign(ratio=table["measured"] / table["theory"])
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import re
 import sys
 from pathlib import Path
@@ -303,6 +304,8 @@ def curse_of_memory() -> dict[str, str]:
         "com-points": f"{len(table)}",
         "com-lams": f"{table['lam'].min():g} to {table['lam'].max():g}",
         "com-ratio": f"{table['ratio'].min():.3f} to {table['ratio'].max():.3f}",
+        "com-batch": f"{int(table['batch'].iloc[0])}",
+        "com-se": f"{math.sqrt(2 / table['batch'].iloc[0]):.1%}",
     }
     top = table[table["lam"] == table["lam"].max()].set_index("form")
     for form in ("plain", "normalised", "lru"):
