@@ -483,7 +483,9 @@ def choose_lr(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, g in trained.groupby(keys, sort=True, dropna=False):
         grid = sorted(g["lr"].unique())
-        if len(grid) > 1 and (VALID_METRIC not in g or g.loc[g["status"] == STATUS_DONE, VALID_METRIC].isna().all()):
+        done_valid = g.loc[g["status"] == STATUS_DONE, VALID_METRIC] if VALID_METRIC in g else None
+        # every run diverged: each rate scores the floor, and the tie goes to the smallest (below)
+        if len(grid) > 1 and (done_valid is None or (len(done_valid) and done_valid.isna().all())):
             raise ValueError(f"{dict(zip(keys, key))}: several learning rates but no {VALID_METRIC} to choose on")
         scores = []
         for lr in grid:
@@ -836,3 +838,26 @@ def summary_cells(runs: pd.DataFrame, wide: bool = True) -> tuple[list[str], lis
 
 def _rate(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:+.3f}"
+
+
+def pascanu_condition(runs: pd.DataFrame, dynamics: pd.DataFrame) -> pd.DataFrame:
+    """Per tanh-RNN run with diagnostics: Pascanu et al.'s sigma_max(U) gamma at initialisation, and its outcome.
+
+    Pascanu, Mikolov & Bengio 2013 (sec. 3.1): with gamma the bound on the activation's
+    derivative (1 for tanh), sigma_max(U) < 1/gamma is sufficient for the long-term
+    components of the gradient to vanish. ``sigma_gamma``: the largest over the timesteps,
+    at the first logged step, of the stored ``pmb_bound`` = sigma_max(U) max_i tanh'(a_t,i)
+    (at most sigma_max(U)). Columns run, gap, lr, seed, gain (``recurrent_gain``, 1 where
+    the runs table has none), sigma_gamma, growth_rate_init, outcome.
+    """
+    bound = dynamics[dynamics["quantity"] == "pmb_bound"]
+    if bound.empty:
+        return pd.DataFrame(columns=["run", "gap", "lr", "seed", "gain", "sigma_gamma", "growth_rate_init", "outcome"])
+    first = bound[bound["step"] == bound.groupby("run")["step"].transform("min")]
+    sigma = first.groupby("run", as_index=False)["value"].max().rename(columns={"value": "sigma_gamma"})
+    table = runs.assign(outcome=outcome(runs))
+    gain = table["recurrent_gain"].astype(float).fillna(1.0) if "recurrent_gain" in table else 1.0
+    table = table.assign(gain=gain)[["run", "gap", "lr", "seed", "gain", "growth_rate_init", "outcome"]]
+    return table.merge(sigma, on="run")[
+        ["run", "gap", "lr", "seed", "gain", "sigma_gamma", "growth_rate_init", "outcome"]
+    ]

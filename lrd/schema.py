@@ -84,6 +84,7 @@ MODEL_COLUMNS = (
     "bidirectional",
     "merge",
     "recurrent_init",
+    "recurrent_gain",
     "forget_bias",
     "r_min",
     "r_max",

@@ -36,7 +36,9 @@ from lrd.results import (
     early_exponent,
     fit_line,
     growth_and_exponent,
+    outcome_counts,
     outcome_text,
+    pascanu_condition,
     rank_auc,
     spectrum_statistic,
     summary,
@@ -313,6 +315,28 @@ def curse_of_memory() -> dict[str, str]:
     return out
 
 
+def pascanu_findings() -> str:
+    """Per initial gain of the pascanu study: sigma_max(U) max tanh', the growth rate at init, solved per gap."""
+    folder = ROOT / "results" / "pascanu"
+    if not folder.exists():
+        return "not run yet"
+    results = _load(folder)
+    table = pascanu_condition(results.runs, results.dynamics)
+    chosen = set(best_lr_runs(results.runs)["run"])
+    parts = []
+    for gain, rows in table.groupby("gain", sort=True):
+        per_gap = []
+        for gap, at in rows[rows["run"].isin(chosen)].groupby("gap", sort=True):
+            counts = outcome_counts(results.runs[results.runs["run"].isin(at["run"])])
+            undecided = f" ({counts.undecided} undecided)" if counts.undecided else ""
+            per_gap.append(f"gap {gap} {counts.solved} of {counts.decided}{undecided}")
+        parts.append(
+            f"gain {gain:g} (measured {rows['sigma_gamma'].median():.2f}, growth rate at init "
+            f"{rows['growth_rate_init'].median():+.3f} per step): solved at {', '.join(per_gap)}"
+        )
+    return "; ".join(parts)
+
+
 def roundoff_counts() -> str:
     """How many delayed-recall runs had their top exponent, or a lower one, at float32 round-off at some log point."""
     dynamics = _load(ROOT / "results" / "delayed_recall").dynamics
@@ -451,6 +475,7 @@ def spans() -> dict[str, str]:
     out.update(dynamics_outcomes())
     out["dyn-engelken"] = engelken_identity()
     out["dyn-roundoff"] = roundoff_counts()
+    out["dyn-pascanu"] = pascanu_findings()
     out.update(curse_of_memory())
     every = int(_load(ROOT / "results" / "delayed_recall").runs["log_every"].iloc[0])
     out["dyn-early-log-step"] = f"{every}"

@@ -48,8 +48,11 @@ Carry = tuple[jax.Array, ...]
 Eps = dict[str, jax.Array] | None  # {state name: (B, S)} per step, or (B, T, S) for a whole sequence
 
 
-def recurrent_init(kind: str, hidden: int, n_gates: int) -> Callable:
-    """Initializer for a (H, n_gates*H) recurrent matrix, one H x H block per gate.
+def recurrent_init(kind: str, hidden: int, n_gates: int, gain: float = 1.0) -> Callable:
+    """Initializer for a (H, n_gates*H) recurrent matrix, one H x H block per gate, times ``gain``.
+
+    ``gain`` scales every singular value of each block (orthogonal or identity: all ones) to
+    ``gain``: sigma_max(U) = gain, the quantity of Pascanu et al.'s (2013) vanishing condition.
 
     The orthogonal blocks' QR is a LAPACK call on CPU; the initialisation program runs the
     members one at a time (``Program(sequential=True)`` in lrd.train) so that no batched
@@ -62,7 +65,8 @@ def recurrent_init(kind: str, hidden: int, n_gates: int) -> Callable:
             blocks = [jnp.eye(hidden, dtype=dtype)] * n_gates
         else:
             blocks = [nn.initializers.orthogonal()(k, (hidden, hidden), dtype) for k in jax.random.split(key, n_gates)]
-        return jnp.concatenate(blocks, axis=1)  # (H, G*H)
+        U = jnp.concatenate(blocks, axis=1)  # (H, G*H)
+        return U if gain == 1.0 else gain * U  # at the default the same program, bit for bit
 
     return init
 
@@ -150,6 +154,7 @@ class MatrixCell(Cell):
     """A cell with the textbook layout ``x W + h U + b`` (gate blocks concatenated) and ``n_gates`` gates."""
 
     recurrent_init: str = "orthogonal"
+    recurrent_gain: float = 1.0
 
     n_gates: ClassVar[int]
 
@@ -159,7 +164,7 @@ class MatrixCell(Cell):
         """W (D, G*H), U (H, G*H), b (G*H)."""
         G, H = self.n_gates, self.hidden
         W = self.param("W", nn.initializers.lecun_normal(), (input_dim, G * H))
-        U = self.param("U", recurrent_init(self.recurrent_init, H, G), (H, G * H))
+        U = self.param("U", recurrent_init(self.recurrent_init, H, G, self.recurrent_gain), (H, G * H))
         b = self.param("b", bias_init, (G * H,))
         return W, U, b
 

@@ -36,10 +36,13 @@ Perturbation = dict[str, dict[str, dict[str, jax.Array]]]
 
 
 # ModelConfig fields that are cell options: each is passed to the cells that have it as a field.
-CELL_OPTIONS = ("recurrent_init", "forget_bias", "r_min", "r_max", "max_phase", "log_space", "heads")
+CELL_OPTIONS = ("recurrent_init", "recurrent_gain", "forget_bias", "r_min", "r_max", "max_phase", "log_space", "heads")
 # Options added after the first results were stored: left out of the dump (the run's hash and
 # the runs table) when the cell does not have them, so the classic cells' run ids stay the same.
-LATER_OPTIONS = ("r_min", "r_max", "max_phase", "log_space", "heads")
+LATER_OPTIONS = ("r_min", "r_max", "max_phase", "log_space", "heads", "recurrent_gain")
+# Later options that cells have, with the value that reproduces the runs stored before them: left out of the
+# dump at that value too
+LATER_DEFAULTS = {"recurrent_gain": 1.0}
 
 
 class ModelConfig(BaseModel):
@@ -61,6 +64,12 @@ class ModelConfig(BaseModel):
     merge: Literal["concat", "sum"] = "concat"
     recurrent_init: Literal["orthogonal", "identity"] | None = Field(
         None, description="initialisation of the recurrent matrices (rnn, irnn, lstm, gru)"
+    )
+    recurrent_gain: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="scale of the initial recurrent matrices: sigma_max(U) = gain (rnn, irnn, lstm, gru; default 1)",
     )
     forget_bias: float | None = Field(
         None,
@@ -121,7 +130,7 @@ class ModelConfig(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_absent_later_options(self, handler) -> dict:
         data = handler(self)
-        data = {k: v for k, v in data.items() if not (k in LATER_OPTIONS and v is None)}
+        data = {k: v for k, v in data.items() if not (k in LATER_OPTIONS and (v is None or LATER_DEFAULTS.get(k) == v))}
         # the time loop changes how, not what, is computed: at its default ("auto") it stays out of the
         # dump, so the run ids of runs stored before the setting existed still hold
         return {k: v for k, v in data.items() if not (k == "time_loop" and v == "auto")}

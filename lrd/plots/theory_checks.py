@@ -17,7 +17,15 @@ from matplotlib.lines import Line2D
 from lrd.plots.base import FigureSkipped, check_table, legend, new_figure, single_task, title
 from lrd.plots.spectrum import dynamics_rows
 from lrd.plots.style import SeriesStyle, series_styles, with_series
-from lrd.results import early_exponent, fit_line, growth_and_exponent, rank_auc
+from lrd.results import (
+    best_lr_runs,
+    early_exponent,
+    fit_line,
+    growth_and_exponent,
+    outcome_counts,
+    pascanu_condition,
+    rank_auc,
+)
 from lrd.schema import RUN_KEY
 
 ENGELKEN_CAPTION = (
@@ -34,6 +42,16 @@ EARLY_CAPTION = (
     "top Lyapunov exponent at the first log point after initialisation, per gap, one panel per cell. Above each "
     "gap: the area under the ROC curve of the exponent for solved against failed runs (0.5: no information; "
     "lrd.results.early_exponent, rank_auc)."
+)
+
+
+PASCANU_CAPTION = (
+    "Pascanu, Mikolov & Bengio 2013 (sec. 3.1): for the tanh RNN, sigma_max(U) gamma < 1 (gamma = 1 bounds tanh') "
+    "is sufficient for the long-term components of the gradient to vanish. x: the measured sigma_max(U) "
+    "max tanh'(a_t) at initialisation (its largest over the timesteps, lrd.results.pascanu_condition), one "
+    "initial gain of U per column of dots. Left: the gradient's growth rate at initialisation per run (below "
+    "0: it vanishes). Right: the fraction of the decided runs at the chosen learning rate that solved, with its "
+    "Wilson 95% interval, one line per gap. Dotted: sigma_max(U) gamma = 1."
 )
 
 
@@ -148,4 +166,59 @@ def early_prediction(runs: pd.DataFrame, dynamics: pd.DataFrame, *, styles: dict
         ],
     )
     title(fig, runs, f"Top Lyapunov exponent at step {step} against the final outcome, per run")
+    return fig
+
+
+def pascanu_figure(runs: pd.DataFrame, dynamics: pd.DataFrame, *, styles: dict[str, SeriesStyle] | None = None):
+    """Growth rate and success of the tanh RNN against sigma_max(U) gamma at initialisation (a gain sweep).
+
+    NotAskedFor without a tanh RNN whose initial gain varies; gids ``growth:<gap>``, ``success:<gap>``.
+    """
+    from lrd.plots.base import NotAskedFor
+
+    del styles
+    check_table(runs, "runs", RUN_KEY)
+    runs = single_task(runs)
+    rnn = runs[runs["model"] == "rnn"]
+    gains = rnn["recurrent_gain"].astype(float).fillna(1.0).nunique() if "recurrent_gain" in rnn else 1
+    if rnn.empty or gains < 2:
+        raise NotAskedFor("no tanh RNN runs at two or more initial gains (model.recurrent_gain)")
+    dynamics_rows(dynamics, "pmb_bound", rnn)
+    table = pascanu_condition(rnn, dynamics)
+    if table.empty:
+        raise FigureSkipped("no Pascanu bound stored for the tanh RNN runs")
+    chosen = set(best_lr_runs(rnn)["run"])
+    fig = new_figure(10, 4.6)
+    left, right = fig.subplots(1, 2)
+    handles = []
+    colours = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
+    for i, (gap, rows) in enumerate(table.groupby("gap", sort=True)):
+        colour = colours[i % len(colours)]
+        left.plot(rows["sigma_gamma"], rows["growth_rate_init"], "o", color=colour, markersize=3.5, alpha=0.7,
+                  gid=f"growth:{gap}")  # fmt: skip
+        at_chosen = rows[rows["run"].isin(chosen)]
+        x, y, lo, hi = [], [], [], []
+        for _, group in at_chosen.groupby("gain", sort=True):
+            counts = outcome_counts(rnn[rnn["run"].isin(group["run"])])
+            if counts.decided == 0:
+                continue
+            x.append(float(group["sigma_gamma"].median()))
+            y.append(counts.solved / counts.decided)
+            lo.append(counts.solved / counts.decided - counts.lo)
+            hi.append(counts.hi - counts.solved / counts.decided)
+        right.errorbar(x, y, yerr=[lo, hi], marker="o", color=colour, capsize=3, linewidth=1.4, gid=f"success:{gap}")
+        handles.append(Line2D([], [], color=colour, marker="o", label=f"gap {gap}"))
+    for ax in (left, right):
+        ax.axvline(1.0, color="0.2", linestyle=":", linewidth=1.0)
+        ax.set_xlabel("sigma_max(U) max tanh' at initialisation")
+        ax.grid(True, alpha=0.3)
+    left.axhline(0.0, color="0.5", linewidth=0.8)
+    left.set_ylabel("growth rate of ||dL/dh_t|| at init (1/step)")
+    left.set_title("every run", fontsize=9)
+    right.set_ylabel("fraction of decided runs solved")
+    right.set_ylim(-0.05, 1.05)
+    right.set_title("at the chosen learning rate, Wilson 95%", fontsize=9)
+    handles.append(Line2D([], [], color="0.2", linestyle=":", label="sigma_max(U) gamma = 1"))
+    legend(fig, handles)
+    title(fig, runs, "The tanh RNN against Pascanu et al.'s vanishing condition")
     return fig

@@ -31,7 +31,14 @@ from lrd.plots.spectrum import spectrum_curves
 from lrd.plots.steps_to_solve import CAPTION as STEPS_TO_SOLVE_CAPTION
 from lrd.plots.steps_to_solve import steps_to_solve
 from lrd.plots.style import SeriesStyle, series_styles, with_series
-from lrd.plots.theory_checks import EARLY_CAPTION, ENGELKEN_CAPTION, early_prediction, growth_vs_exponent
+from lrd.plots.theory_checks import (
+    EARLY_CAPTION,
+    ENGELKEN_CAPTION,
+    PASCANU_CAPTION,
+    early_prediction,
+    growth_vs_exponent,
+    pascanu_figure,
+)
 from lrd.plots.vanishing_gradients import CAPTION as VANISHING_GRADIENTS_CAPTION
 from lrd.plots.vanishing_gradients import vanishing_gradients
 from lrd.schema import CURVE_KEY, DYNAMICS_COLUMNS, GRAD_COLUMNS, RUN_KEY, Results
@@ -96,12 +103,13 @@ FIGURES: dict[str, Callable[[Results, dict[str, SeriesStyle]], Figure]] = {
     "eval_gaps": lambda t, st: eval_gaps_curves(t.runs, t.eval_gaps, styles=st),
     "growth_vs_exponent": lambda t, st: growth_vs_exponent(t.runs, t.curves, t.dynamics, styles=st),
     "early_prediction": lambda t, st: early_prediction(t.runs, t.dynamics, styles=st),
+    "pascanu": lambda t, st: pascanu_figure(t.runs, t.dynamics, styles=st),
 }
 FIGURE_NAMES = tuple(FIGURES)
 # figures that choose among a learning-rate grid themselves (per gap and model); the others are drawn
 # from the runs at each configuration's chosen learning rate (``at_chosen_lr``), one series per model
 # (the theory checks draw every run: each learning rate and seed is a point of the comparison)
-CHOOSING_LR = ("memory_vs_gap", "steps_to_solve", "growth_vs_exponent", "early_prediction")
+CHOOSING_LR = ("memory_vs_gap", "steps_to_solve", "growth_vs_exponent", "early_prediction", "pascanu")
 
 
 def at_chosen_lr_tables(tables: Results) -> tuple[Results, str]:
@@ -134,6 +142,7 @@ CAPTIONS: dict[str, str] = {
     "eval_gaps": EVAL_GAPS_CAPTION,
     "growth_vs_exponent": ENGELKEN_CAPTION,
     "early_prediction": EARLY_CAPTION,
+    "pascanu": PASCANU_CAPTION,
 }
 
 
