@@ -572,8 +572,34 @@ def compare(before: pd.DataFrame, after: pd.DataFrame) -> tuple[pd.DataFrame, di
     return rows, same
 
 
+def with_setting_labels(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with ``model`` naming the settings that vary within a model too: "rnn, recurrent_gain=0.5".
+
+    The settings are the model and training settings (``CONFIG_COLUMNS``) but the learning
+    rate (chosen per configuration) and the hidden size (a key of its own); a folder whose
+    models each ran one configuration keeps its plain model names.
+    """
+    settings = [c for c in CONFIG_COLUMNS if c not in ("lr", "hidden") and c in runs]
+    labels = runs["model"].astype(str).copy()
+    for model, group in runs.groupby("model", sort=True):
+        varying = [c for c in settings if group[c].astype(str).nunique() > 1]
+        for index, row in group.iterrows():
+            if varying:
+                labels[index] = ", ".join([str(model)] + [f"{c}={_setting_text(row[c])}" for c in varying])
+    return runs.assign(model=labels)
+
+
+def _setting_text(value) -> str:
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:g}"
+    return str(value)
+
+
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Seeds aggregated at the chosen learning rate: one row per task, gap, model and hidden size, in that order.
+
+    A model run at several settings (``with_setting_labels``: a sweep over an initial gain,
+    a regulariser's weight) gives a row per setting, its model named with the setting.
 
     The runs are first narrowed to each configuration's chosen learning rate
     (``best_lr_runs``). Columns: the keys, ``lr`` (chosen), ``lrs`` (grid size), ``lr_at_edge``,
@@ -592,7 +618,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
             runs = runs.assign(**{column: np.nan})
     if "lr" in runs:
         runs = best_lr_runs(runs)
-    runs = runs.assign(_outcome=outcome(runs))
+    runs = with_setting_labels(runs).assign(_outcome=outcome(runs))
     rows = []
     for key, g in runs.groupby(SUMMARY_KEYS, sort=True):
         metric = g["final_metric"].dropna()

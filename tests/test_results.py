@@ -374,3 +374,35 @@ def test_rank_auc_counts_pairs_and_gives_hanley_mcneil_interval():
     se = math.sqrt((0.75 * 0.25 + (0.75 / 1.25 - 0.75**2) + (2 * 0.75**2 / 1.75 - 0.75**2)) / 4)  # Hanley-McNeil
     assert got.auc == 0.75 and got.lo == pytest.approx(max(0, 0.75 - 1.959964 * se)) and got.hi == 1.0
     assert math.isnan(rank_auc([1, 2], [True, True]).auc)
+
+
+def test_summary_gives_a_row_per_setting_that_varies_within_a_model():
+    """A sweep over the tanh RNN's initial gain: one row per gain, named by it; a plain model keeps its name."""
+    from lrd.results import summary
+
+    rows = []
+    for model, gains in (("rnn", (0.5, 1.5)), ("lstm", (1.0,))):
+        for gain in gains:
+            for seed in (0, 1):
+                rows.append(
+                    {
+                        "run": f"{model}-{gain}-{seed}",
+                        "task": "delayed_recall",
+                        "gap": 20,
+                        "model": model,
+                        "cell": model,
+                        "hidden": 32,
+                        "recurrent_gain": gain,
+                        "seed": seed,
+                        "status": "done",
+                        "final_metric": 1.0 if gain > 1 or model == "lstm" else 0.2,
+                        "baseline_metric": 0.125,
+                        "solved": gain > 1 or model == "lstm",
+                        "solved_step": 100.0,
+                        "growth_rate_init": -0.1,
+                        "growth_rate_final": 0.0,
+                    }
+                )
+    table = summary(pd.DataFrame(rows)).set_index("model")
+    assert sorted(table.index) == ["lstm", "rnn, recurrent_gain=0.5", "rnn, recurrent_gain=1.5"]
+    assert table.loc["rnn, recurrent_gain=0.5", "solved"] == 0 and table.loc["rnn, recurrent_gain=1.5", "solved"] == 2
