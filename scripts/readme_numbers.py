@@ -315,6 +315,16 @@ def curse_of_memory() -> dict[str, str]:
     return out
 
 
+def reproduce_time() -> tuple[str, str]:
+    """(minutes, count) of training over every committed study that scripts/reproduce.sh reruns."""
+    seconds, count = 0.0, 0
+    for folder in sorted((ROOT / "results").iterdir()):
+        if (ROOT / "experiments" / f"{folder.name}.toml").exists() and (folder / "tables").exists():
+            seconds += _group_seconds(_load(folder).runs)
+            count += 1
+    return f"{seconds / 60:.0f}", f"{count}"
+
+
 def pascanu_findings() -> str:
     """Per initial gain of the pascanu study: sigma_max(U) max tanh', the growth rate at init, solved per gap."""
     folder = ROOT / "results" / "pascanu"
@@ -476,6 +486,7 @@ def spans() -> dict[str, str]:
     out["dyn-engelken"] = engelken_identity()
     out["dyn-roundoff"] = roundoff_counts()
     out["dyn-pascanu"] = pascanu_findings()
+    out["reproduce-minutes"], out["reproduce-studies"] = reproduce_time()
     out.update(curse_of_memory())
     every = int(_load(ROOT / "results" / "delayed_recall").runs["log_every"].iloc[0])
     out["dyn-early-log-step"] = f"{every}"
