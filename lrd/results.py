@@ -579,9 +579,13 @@ def with_setting_labels(runs: pd.DataFrame) -> pd.DataFrame:
     rate (chosen per configuration) and the hidden size (a key of its own); a folder whose
     models each ran one configuration keeps its plain model names.
     """
+    from lrd.models.network import LATER_DEFAULTS
+
     settings = [c for c in CONFIG_COLUMNS if c not in ("lr", "hidden") and c in runs]
+    # an option stored only away from its default (recurrent_gain) is absent, NaN, at the default
+    filled = runs.fillna({c: v for c, v in LATER_DEFAULTS.items() if c in runs})
     labels = runs["model"].astype(str).copy()
-    for model, group in runs.groupby("model", sort=True):
+    for model, group in filled.groupby("model", sort=True):
         varying = [c for c in settings if group[c].astype(str).nunique() > 1]
         for index, row in group.iterrows():
             if varying:

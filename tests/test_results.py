@@ -381,7 +381,7 @@ def test_summary_gives_a_row_per_setting_that_varies_within_a_model():
     from lrd.results import summary
 
     rows = []
-    for model, gains in (("rnn", (0.5, 1.5)), ("lstm", (1.0,))):
+    for model, gains in (("rnn", (0.5, float("nan"))), ("lstm", (float("nan"),))):  # NaN: the default gain, 1
         for gain in gains:
             for seed in (0, 1):
                 rows.append(
@@ -395,14 +395,14 @@ def test_summary_gives_a_row_per_setting_that_varies_within_a_model():
                         "recurrent_gain": gain,
                         "seed": seed,
                         "status": "done",
-                        "final_metric": 1.0 if gain > 1 or model == "lstm" else 0.2,
+                        "final_metric": 0.2 if gain == 0.5 else 1.0,
                         "baseline_metric": 0.125,
-                        "solved": gain > 1 or model == "lstm",
+                        "solved": gain != 0.5,
                         "solved_step": 100.0,
                         "growth_rate_init": -0.1,
                         "growth_rate_final": 0.0,
                     }
                 )
     table = summary(pd.DataFrame(rows)).set_index("model")
-    assert sorted(table.index) == ["lstm", "rnn, recurrent_gain=0.5", "rnn, recurrent_gain=1.5"]
-    assert table.loc["rnn, recurrent_gain=0.5", "solved"] == 0 and table.loc["rnn, recurrent_gain=1.5", "solved"] == 2
+    assert sorted(table.index) == ["lstm", "rnn, recurrent_gain=0.5", "rnn, recurrent_gain=1"]
+    assert table.loc["rnn, recurrent_gain=0.5", "solved"] == 0 and table.loc["rnn, recurrent_gain=1", "solved"] == 2
