@@ -60,11 +60,15 @@ def with_series(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     Order: cell (rnn, lstm, gru, then others by name), unidirectional before
     bidirectional, then the differing settings in increasing order.
     """
+    from lrd.models.network import LATER_DEFAULTS
+
     runs = runs.copy()
     config = [c for c in CONFIG_COLUMNS if c in runs.columns]
     labels = pd.Series(runs["model"].astype(str), index=runs.index)
     order_keys = {}
-    for model, group in runs.groupby("model", sort=True):
+    # an option stored only away from its default (recurrent_gain) is absent, NaN, at the default
+    named = runs.fillna({c: v for c, v in LATER_DEFAULTS.items() if c in runs})
+    for model, group in named.groupby("model", sort=True):
         varying = [c for c in config if group[c].astype(str).nunique() > 1]
         for idx, row in group.iterrows():
             label = ", ".join([str(model)] + [f"{c}={fmt(row[c])}" for c in varying])
