@@ -39,6 +39,13 @@ SMALL_CONFIGS: dict[str, list[dict]] = {
     "associative_recall": [dict(gap=3, n_pairs=4, n_queries=3)],
     "lookahead": [dict(gap=3)],
     "parity": [dict(gap=7)],
+    "state_tracking": [
+        dict(gap=6, target="every"),
+        dict(gap=5, group="cyclic", modulus=5),
+        dict(gap=4, group="s3", target="every"),
+        dict(gap=4, group="s5"),
+        dict(gap=3, group="a5", target="every"),
+    ],
 }
 FALLBACK_GAPS = (1, 2, 4, 8, 16, 32, 64, 128)  # a task not listed above: its smallest valid gap, defaults otherwise
 
@@ -131,6 +138,9 @@ def test_every_builtin_has_a_small_config_and_a_reference():
         ("associative_recall", dict(gap=3, n_pairs=4, n_queries=5)),  # distinct queries impossible
         ("lookahead", dict(gap=3, n_scored=0)),
         ("parity", dict(gap=7, n_bits=3)),  # unknown key
+        ("state_tracking", dict(gap=4, group="s3", modulus=3)),  # only the cyclic group has a modulus
+        ("state_tracking", dict(gap=4, group="d4")),
+        ("state_tracking", dict(gap=4, group="cyclic", modulus=1)),
     ],
 )
 def test_impossible_configs_are_refused(name, kwargs):
@@ -253,6 +263,25 @@ def ref_parity(inputs, task):
     return targets, mask
 
 
+def ref_state_tracking(inputs, task):
+    """Compose the permutations one by one (apply the product so far, then the element), no table."""
+    from lrd.tasks.state_tracking import group_elements
+
+    elements = group_elements(task.group, task.modulus)
+    index = {tuple(p): k for k, p in enumerate(elements)}
+    tokens = decode(inputs)
+    targets, mask = np.zeros(tokens.shape, np.int64), np.zeros(tokens.shape)
+    for b, row in enumerate(tokens):
+        assert row[-1] == len(elements) and len(row) == task.gap + 1
+        product = np.arange(elements.shape[1])
+        for t, element in enumerate(row[:-1]):
+            product = elements[element][product]
+            if task.target == "every":
+                targets[b, t], mask[b, t] = index[tuple(product)], 1
+        targets[b, -1], mask[b, -1] = index[tuple(product)], 1
+    return targets, mask
+
+
 REFERENCES: dict[str, Callable[[np.ndarray, Task], tuple[np.ndarray, np.ndarray]]] = {
     "copy": ref_copy,
     "adding": ref_adding,
@@ -262,6 +291,7 @@ REFERENCES: dict[str, Callable[[np.ndarray, Task], tuple[np.ndarray, np.ndarray]
     "associative_recall": ref_associative_recall,
     "lookahead": ref_lookahead,
     "parity": ref_parity,
+    "state_tracking": ref_state_tracking,
 }
 
 
@@ -389,3 +419,18 @@ def test_samples_are_bitwise_unchanged():
             ):
                 got[f"{name}/{i}/{field}"] = _digest(value)
     assert got == recorded
+
+
+def test_state_tracking_groups_are_groups():
+    """Each group's table: closed, identity 0, every element invertible, associative; the sizes; S5 not abelian."""
+    from lrd.tasks.state_tracking import group_elements, multiplication_table
+
+    sizes = {("z2", 2): 2, ("cyclic", 5): 5, ("s3", 2): 6, ("s5", 2): 120, ("a5", 2): 60}
+    for (group, modulus), size in sizes.items():
+        table = multiplication_table(group_elements(group, modulus))
+        assert table.shape == (size, size)
+        assert all(sorted(row) == list(range(size)) for row in table)  # each row a permutation: cancellation
+        assert (table[0] == np.arange(size)).all() and (table[:, 0] == np.arange(size)).all()  # identity
+        a, b, c = np.random.default_rng(0).integers(0, size, (3, 200))
+        assert (table[table[a, b], c] == table[a, table[b, c]]).all()  # associative
+        assert (table == table.T).all() == (group in ("z2", "cyclic"))  # only the cyclic ones commute

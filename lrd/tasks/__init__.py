@@ -8,6 +8,7 @@ from lrd.tasks import (  # noqa: F401  (register the built-ins)
     lookahead,
     parity,
     selective_copy,
+    state_tracking,
     temporal_order,
 )
 from lrd.tasks.base import TASKS, Baseline, Batch, Task, register
