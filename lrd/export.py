@@ -5,7 +5,7 @@ experiment named after the lrd experiment:
 
 - one parent run for the folder (run name: the folder's name), with the study's files as
   artifacts: the figures (``figures/*.png``, PDFs too when drawn), ``report.html``,
-  ``summary.csv``, ``runs.csv`` and ``experiment.toml``;
+  ``summary.csv``, ``runs.csv.gz`` and ``experiment.toml``;
 - one child run per lrd run (run name and tag ``lrd.run``: its run id), with the run's
   configuration as parameters (task, gap, model, seed, the task's parameters, the model and
   training settings, the parameter count), its curves as metrics at every logged step
@@ -39,7 +39,7 @@ CURVE_METRICS = (
     *("grad_norm_max", "grad_norm_mean", "clipped_fraction", "loss_spikes"),
 )
 BATCH = 900  # metrics per log_batch request (MLflow's limit is 1000)
-ARTIFACTS = ("report.html", "summary.csv", "runs.csv", "experiment.toml")
+ARTIFACTS = ("report.html", "summary.csv", "runs.csv.gz", "experiment.toml")
 TIMEOUT_S = "10"  # one request to the server, without retries: a server that is down is found at once
 
 

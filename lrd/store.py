@@ -7,7 +7,7 @@ Layout of a results folder::
     DIR/versions.json       Python and package versions of the last run
     DIR/summary.csv         one row per configuration at its chosen learning rate (``lrd.results.summary``),
                             the numbers ``lrd show`` and the report print, for people and spreadsheets
-    DIR/runs.csv            the runs table of the current experiment, one row per run
+    DIR/runs.csv.gz         the runs table of the current experiment, one row per run (gzip; pandas reads it)
     DIR/tables/             the packed tables of the finished runs (``pack``), rows sorted by run id:
         runs.parquet        the ``runs`` table, one row per run
         curves.parquet      the ``curves`` rows of every run
@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gzip
 import hashlib
 import io
 import json
@@ -101,6 +102,7 @@ if TYPE_CHECKING:  # the store reads and writes tables: readers (lrd show, lrd p
 
 RUNS = "runs"
 EXPERIMENT_JSON = "experiment.json"
+RUNS_CSV = "runs.csv.gz"  # the per-run table for people (write_summary)
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
@@ -308,17 +310,25 @@ def _writer_alive(tmp: Path) -> bool:
 
 
 def write_summary(out_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame) -> None:
-    """Write DIR/summary.csv (``summary``: one row per configuration) and DIR/runs.csv (``runs``), for people."""
-    _write_text(out_dir / "runs.csv", runs.to_csv(index=False))
+    """Write DIR/summary.csv (``summary``: one row per configuration) and DIR/runs.csv.gz (``runs``), for people.
+
+    The per-run table is gzip-compressed (a tenth of the bytes; ``pandas.read_csv`` reads it as
+    it is), with no name or date in its header, so the same table gives the same bytes.
+    """
+    _write_bytes(out_dir / RUNS_CSV, gzip.compress(runs.to_csv(index=False).encode(), mtime=0))
     _write_text(out_dir / "summary.csv", summary.to_csv(index=False))
 
 
 def _write_text(path: Path, text: str) -> None:
-    if path.is_file() and path.read_text() == text:
+    _write_bytes(path, text.encode())
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    if path.is_file() and path.read_bytes() == data:
         return  # unchanged: a finished folder is checked without writing (it may be read-only)
     tmp = _tmp_name(path)
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

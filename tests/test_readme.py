@@ -37,7 +37,7 @@ def test_add_a_task_example_end_to_end(tmp_path, cache_dir):
     for line in blocks[("run", "add-task")].splitlines():
         proc = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True)
         assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
-    runs = pd.read_csv(tmp_path / "results" / "first_bit" / "runs.csv")
+    runs = pd.read_csv(tmp_path / "results" / "first_bit" / "runs.csv.gz")
     assert set(runs["task"]) == {"first_bit"}
     assert set(runs["status"]) == {"done"}
     assert (runs["baseline_metric"] == 0.5).all()
@@ -57,7 +57,7 @@ def test_add_a_cell_example_end_to_end(tmp_path, cache_dir):
     for line in blocks[("run", "add-cell")].splitlines():
         proc = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True)
         assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
-    runs = pd.read_csv(tmp_path / "results" / "leaky" / "runs.csv")
+    runs = pd.read_csv(tmp_path / "results" / "leaky" / "runs.csv.gz")
     assert set(runs["model"]) == {"leaky"} and set(runs["status"]) == {"done"}
     # the outside cell trains: well above the memoryless 1/8 on delayed recall at gap 5
     assert (runs["final_metric"] > 0.5).all(), runs["final_metric"]

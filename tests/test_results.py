@@ -180,7 +180,7 @@ def test_changing_the_threshold_re_reports_without_retraining(write_experiment, 
     assert after["solve_threshold"].tolist() == [0.01] and after["solved"].all()
     assert after["solved_step"].tolist() == [0.0]
     assert snapshot_files(out / "tables") == mtimes  # nothing rewritten
-    assert pd.read_csv(out / "runs.csv")["solved"].all()
+    assert pd.read_csv(out / "runs.csv.gz")["solved"].all()
     summary = pd.read_csv(out / "summary.csv")  # one row per configuration, the numbers lrd show prints
     assert summary[["solved", "undecided", "trained"]].values.tolist() == [[1, 0, 1]]
 

@@ -128,7 +128,7 @@ def test_packed_and_unpacked_forms_load_to_identical_dataframes(unpacked, tmp_pa
     assert main(["pack", str(out)]) == 0
     assert capsys.readouterr().out.startswith(f"{out}: 4 runs packed, 4 in all, into {out / 'tables'} (")
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [".lock", "experiment.json", "experiment.toml", "runs.csv", "summary.csv", "tables", "versions.json"]
+        [".lock", "experiment.json", "experiment.toml", "runs.csv.gz", "summary.csv", "tables", "versions.json"]
     )
     manifest = json.loads((out / "tables" / "manifest.json").read_text())
     assert manifest["runs"] == sorted(each) and manifest["schema"] == SCHEMA_VERSION

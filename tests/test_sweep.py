@@ -38,7 +38,7 @@ def test_end_to_end_through_the_command(uninterrupted):
     assert runs["run"].is_unique
     assert "time_loop" not in runs and set(runs["time_loop_used"]) == {"scan"}  # the default; the CPU runs the scan
     # the resolved experiment and versions are saved beside the results
-    for name in ("experiment.toml", "experiment.json", "versions.json", "summary.csv", "runs.csv"):
+    for name in ("experiment.toml", "experiment.json", "versions.json", "summary.csv", "runs.csv.gz"):
         assert (out / name).is_file(), name
     # curves: log points 0, 10, ..., 40 for every run
     assert sorted(curves["step"].unique()) == [0, 10, 20, 30, 40]

@@ -24,10 +24,10 @@ def test_tutorial_notebook_runs(tmp_path, cache_dir, monkeypatch):
     images = [o for o in outputs if o.output_type in ("display_data", "execute_result") and "image/png" in o.data]
     assert len(images) >= 3  # the gradient norms drawn from the table, and lrd's two figures
 
-    sweep = pd.read_csv(tmp_path / "tutorial-results" / "sweep" / "runs.csv")
+    sweep = pd.read_csv(tmp_path / "tutorial-results" / "sweep" / "runs.csv.gz")
     assert sorted(set(sweep["gap"])) == [4, 8]  # the sweep, then the longer gap added by an override
     assert set(sweep["model"]) == {"rnn", "lstm"} and set(sweep["status"]) == {"done"}
     assert (sweep["steps"] == 20).all()  # the tiny size, not the tutorial's own
-    first = pd.read_csv(tmp_path / "tutorial-results" / "first_symbol" / "runs.csv")
+    first = pd.read_csv(tmp_path / "tutorial-results" / "first_symbol" / "runs.csv.gz")
     assert set(first["task"]) == {"first_symbol"} and set(first["status"]) == {"done"}
     assert (first["baseline_metric"] == 0.25).all()
