@@ -315,15 +315,16 @@ def write_summary(out_dir: Path, runs: pd.DataFrame, summary: pd.DataFrame) -> N
     The per-run table is gzip-compressed (a tenth of the bytes; ``pandas.read_csv`` reads it as
     it is), with no name or date in its header, so the same table gives the same bytes.
     """
-    _write_bytes(out_dir / RUNS_CSV, gzip.compress(runs.to_csv(index=False).encode(), mtime=0))
+    _replace_bytes(out_dir / RUNS_CSV, gzip.compress(runs.to_csv(index=False).encode(), mtime=0))
     _write_text(out_dir / "summary.csv", summary.to_csv(index=False))
 
 
 def _write_text(path: Path, text: str) -> None:
-    _write_bytes(path, text.encode())
+    _replace_bytes(path, text.encode())
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
+def _replace_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically (a temporary file, then a rename), unless it already holds ``data``."""
     if path.is_file() and path.read_bytes() == data:
         return  # unchanged: a finished folder is checked without writing (it may be read-only)
     tmp = _tmp_name(path)
