@@ -69,7 +69,7 @@ def test_the_report_holds_every_figure_inline_the_summary_the_captions_and_the_e
     figures = sorted((out / "figures").glob("*.png"))
     results = load(out)
     # diagnostics off; steps to solve only where a run solved
-    needs_dynamics = ("jacobian_spectrum", "gates", "growth_vs_exponent", "early_prediction")
+    needs_dynamics = ("jacobian_spectrum", "gates", "growth_vs_exponent", "early_prediction", "pascanu")
     left_out = (*needs_dynamics, *(() if results.runs["solved"].any() else ("steps_to_solve",)))
     drawn = {k: v for k, v in CAPTIONS.items() if k not in left_out}
     assert len(figures) == len(page.images) == len(drawn)  # one task configuration: every figure once

@@ -89,11 +89,11 @@ def test_the_groups_are_chosen_reproducibly_from_the_folder_name():
 
 
 def test_committed_runs_rebuild_to_their_stored_ids():
-    for folder in ("parity", "delayed_recall"):
+    for folder in ("parity", "delayed_recall", "modern"):
         resolved, specs = specs_of(ROOT / "results" / folder)
         assert [s.run_id for s in specs] == list(resolved["runs"])
-    # delayed_recall's runs stopped on their probe batch (stored without stop_check): retrained by that rule
-    assert {s.train.stop_check for s in specs} == {"probe"} and all(s.train.stop_when_solved for s in specs)
+        if folder == "delayed_recall":  # stopped on the validation check set, and retrained by that rule
+            assert {s.train.stop_check for s in specs} == {"valid"} and all(s.train.stop_when_solved for s in specs)
 
 
 def test_compare_counts_bitwise_equal_values_and_finds_the_largest_relative_difference():
