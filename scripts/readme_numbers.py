@@ -67,7 +67,10 @@ BLOCK = re.compile(r"(<!-- numbers: ([\w.-]+) -->\n)(.*?)(<!-- /numbers -->)", r
 SPAN = re.compile(r"(<!-- n: ([\w.-]+) -->)(.*?)(<!-- /n -->)", re.S)
 
 REFERENCE = ("delayed_recall", "adding", "copy")  # the reference studies, in the README's order
-SHIPPED = ("temporal_order", "parity", "state_tracking", "associative_recall", "lookahead", "selective_copy")
+SHIPPED = (
+    *("temporal_order", "parity", "state_tracking", "induction", "associative_recall", "lookahead"),
+    "selective_copy",
+)
 MODEL_ORDER = ("rnn", "lstm", "gru", "bi-lstm")
 
 

@@ -39,6 +39,7 @@ SMALL_CONFIGS: dict[str, list[dict]] = {
     "associative_recall": [dict(gap=3, n_pairs=4, n_queries=3)],
     "lookahead": [dict(gap=3)],
     "parity": [dict(gap=7)],
+    "induction": [dict(gap=6, n_symbols=4)],
     "state_tracking": [
         dict(gap=6, target="every"),
         dict(gap=5, group="cyclic", modulus=5),
@@ -140,6 +141,7 @@ def test_every_builtin_has_a_small_config_and_a_reference():
         ("parity", dict(gap=7, n_bits=3)),  # unknown key
         ("state_tracking", dict(gap=4, group="s3", modulus=3)),  # only the cyclic group has a modulus
         ("state_tracking", dict(gap=4, group="d4")),
+        ("induction", dict(gap=4, n_symbols=1)),
         ("state_tracking", dict(gap=4, group="cyclic", modulus=1)),
     ],
 )
@@ -263,6 +265,17 @@ def ref_parity(inputs, task):
     return targets, mask
 
 
+def ref_induction(inputs, task):
+    tokens = decode(inputs)
+    trigger = task.n_symbols
+    targets, mask = np.zeros(tokens.shape, np.int64), np.zeros(tokens.shape)
+    for b, row in enumerate(tokens):
+        where = np.flatnonzero(row == trigger)
+        assert len(where) == 2 and where[1] == len(row) - 1 and where[0] <= task.gap, where
+        targets[b, -1], mask[b, -1] = row[where[0] + 1], 1
+    return targets, mask
+
+
 def ref_state_tracking(inputs, task):
     """Compose the permutations one by one (apply the product so far, then the element), no table."""
     from lrd.tasks.state_tracking import group_elements
@@ -292,6 +305,7 @@ REFERENCES: dict[str, Callable[[np.ndarray, Task], tuple[np.ndarray, np.ndarray]
     "lookahead": ref_lookahead,
     "parity": ref_parity,
     "state_tracking": ref_state_tracking,
+    "induction": ref_induction,
 }
 
 

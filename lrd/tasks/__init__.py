@@ -5,6 +5,7 @@ from lrd.tasks import (  # noqa: F401  (register the built-ins)
     associative_recall,
     copy,
     delayed_recall,
+    induction,
     lookahead,
     parity,
     selective_copy,
