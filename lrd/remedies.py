@@ -63,10 +63,14 @@ def omega_penalty(model, task, params, batch, g: jax.Array | None = None) -> jax
         return vjp(cotangent)[0]
 
     inputs = jnp.swapaxes(batch.inputs, 0, 1)  # (T, B, D)
-    carried = jax.vmap(jax.vmap(back))(prev_states, inputs, jnp.swapaxes(g, 0, 1))  # (T, B, n)
-    g_norm = jnp.linalg.norm(jnp.swapaxes(g, 0, 1), axis=-1)  # (T, B)
+    g = jnp.swapaxes(g, 0, 1)  # (T, B, n)
+    g_norm = jnp.linalg.norm(g, axis=-1)  # (T, B)
     measured = g_norm >= FLOOR
-    ratio = jnp.linalg.norm(carried, axis=-1) / jnp.where(measured, g_norm, 1.0)
+    # ||g_t J_t|| / ||g_t|| = ||u_t J_t|| with u_t = g_t / ||g_t||, the vjp being linear: a unit cotangent keeps
+    # the carried vector from underflowing, and the norm is floored so that its gradient is finite at zero
+    unit = g / jnp.where(measured, g_norm, 1.0)[..., None]
+    carried = jax.vmap(jax.vmap(back))(prev_states, inputs, unit)  # (T, B, n)
+    ratio = jnp.sqrt(jnp.maximum(jnp.sum(carried**2, axis=-1), FLOOR))
     terms = jnp.where(measured, (ratio - 1.0) ** 2, 0.0)[1:]  # t = 1 .. T-1: s_0's predecessor is the zero start
     return jnp.sum(terms) / jnp.maximum(jnp.sum(measured[1:]), 1)
 

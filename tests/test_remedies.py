@@ -156,3 +156,15 @@ def test_flossing_moves_the_top_exponent_towards_zero():
         params = step(params)
     after = float(loss(params))
     assert after < 0.5 * before, (before, after)
+
+
+def test_omega_gradient_is_finite_where_the_carried_gradient_vanishes():
+    """U = 0: every J_t is zero, so g_t J_t = 0; the norm's gradient at zero must not be NaN (it diverged training)."""
+    task, model, batch, params = _setup("rnn")
+    cell = dynamics.layer0_cell_params(params)
+    zeroed = jax.tree_util.tree_map_with_path(
+        lambda path, p: jnp.zeros_like(p) if getattr(path[-1], "key", None) == "U" and p is cell["U"] else p, params
+    )
+    value, grad = jax.value_and_grad(lambda p: remedies.omega_penalty(model, task, p, batch))(zeroed)
+    assert float(value) == pytest.approx(1.0, abs=1e-3)  # every ratio 0: (0 - 1)^2
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grad))
