@@ -43,6 +43,7 @@ from lrd.results import (
     spectrum_statistic,
     summary,
     wilson_interval,
+    with_setting_labels,
 )
 from lrd.schema import Results
 
@@ -126,6 +127,92 @@ def study_table(name: str) -> str:
             cells.append(_cell(row, float(losses.loc[(gap, model)]) if name == "adding" else None))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+TREATMENT_SETTINGS = {"recurrent_init": "identity", "omega": "omega", "floss": "flossing"}
+
+
+def _treatment_rows() -> pd.DataFrame:
+    """Per condition of the treatment study, at its chosen learning rate: outcomes, growth rate and top exponent.
+
+    Columns: condition (the remedies applied, "none" for the untreated), the ``summary`` columns, and the
+    medians over the condition's runs of the top Lyapunov exponent at the first logged step and at the
+    last trained one (``growth_and_exponent``).
+    """
+    results = _load(ROOT / "results" / "treatment")
+    runs = results.runs
+    table = summary(runs).reset_index(drop=True)
+    chosen = best_lr_runs(runs)
+    labelled = with_setting_labels(chosen)
+    exponents = growth_and_exponent(chosen, results.curves, results.dynamics).merge(
+        labelled[["run", "model"]].rename(columns={"model": "label"}), on="run"
+    )
+    medians = exponents.pivot_table(index="label", columns="stage", values="top_exponent", aggfunc="median")
+    rows = []
+    for row in table.itertuples(index=False):
+        settings = dict(part.split("=", 1) for part in row.model.split(", ")[1:])
+        applied = [
+            words
+            for key, words in TREATMENT_SETTINGS.items()
+            if key in settings and settings[key] not in ("orthogonal", "0")
+        ]
+        rows.append(
+            {
+                **row._asdict(),
+                "condition": " + ".join(applied) or "none",
+                "exponent_init": medians.loc[row.model, "init"],
+                "exponent_final": medians.loc[row.model, "final"],
+            }
+        )
+    order = {"none": 0}
+    out = pd.DataFrame(rows)
+    return out.sort_values("condition", key=lambda c: c.map(lambda v: (order.get(v, 1), v.count("+"), v)))
+
+
+def treatment_table() -> str:
+    """The treatment study: per condition, the outcomes, the metric, growth rate and top exponent init -> end."""
+    rows = _treatment_rows()
+    runs = _load(ROOT / "results" / "treatment").runs
+    lines = [
+        f"`treatment`: gap {int(runs['gap'].iloc[0])}; {_setting(runs)}. {OUTCOME_RULE}",
+        "",
+        "| remedies | outcomes [95% CI] | final metric | growth rate init → end | top exponent init → end | lr |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows.itertuples(index=False):
+        lines.append(
+            f"| {r.condition} | {outcome_text(r.solved, r.undecided, r.trained)} [{r.success_lo:.2f}, "
+            f"{r.success_hi:.2f}] | {r.final_metric:.3f} | {r.growth_rate_init:+.3f} → {r.growth_rate_final:+.3f} "
+            f"| {r.exponent_init:+.3f} → {r.exponent_final:+.3f} | {r.lr:g}{' (edge)' if r.lr_at_edge else ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def treatment_findings() -> str:
+    """Per remedy alone against the untreated: does the top exponent end nearer zero, and does success follow."""
+    rows = _treatment_rows().set_index("condition")
+    base = rows.loc["none"]
+    parts = []
+    for remedy in TREATMENT_SETTINGS.values():
+        if remedy not in rows.index:
+            continue
+        r = rows.loc[remedy]
+        nearer = abs(r.exponent_final) < abs(base.exponent_final)
+        more = r.solved > base.solved
+        parts.append(
+            f"{remedy} ends with the top exponent at {r.exponent_final:+.3f} against {base.exponent_final:+.3f} "
+            f"untreated ({'nearer zero' if nearer else 'not nearer zero'}) and solves {r.solved} of {r.trained} "
+            f"against {base.solved} of {base.trained} ({'success follows' if more else 'success does not follow'})"
+        )
+    recall = summary(_load(ROOT / "results" / "delayed_recall").runs)
+    gap = int(_load(ROOT / "results" / "treatment").runs["gap"].iloc[0])
+    lstm = recall[(recall["model"] == "lstm") & (recall["gap"] == gap)].iloc[0]
+    best = rows.sort_values("solved").iloc[-1]
+    parts.append(
+        f"the best condition ({best.name}) solves {best.solved} of {best.trained}; the LSTM of the delayed-recall "
+        f"study, at the same gap, {lstm.solved} of {lstm.trained}"
+    )
+    return "; ".join(parts)
 
 
 def shipped_table() -> str:
@@ -489,6 +576,8 @@ def spans() -> dict[str, str]:
     out["dyn-engelken"] = engelken_identity()
     out["dyn-roundoff"] = roundoff_counts()
     out["dyn-pascanu"] = pascanu_findings()
+    if (ROOT / "results" / "treatment").exists():
+        out["treatment-findings"] = treatment_findings()
     out["reproduce-minutes"], out["reproduce-studies"] = reproduce_time()
     out.update(curse_of_memory())
     every = int(_load(ROOT / "results" / "delayed_recall").runs["log_every"].iloc[0])
@@ -509,6 +598,8 @@ def generate() -> dict[str, str]:
     blocks["shipped-experiments"] = shipped_table()
     if (ROOT / "results" / "modern").exists():
         blocks["modern"] = modern_table()
+    if (ROOT / "results" / "treatment").exists():
+        blocks["treatment"] = treatment_table()
     return {**{f"block:{k}": v for k, v in blocks.items()}, **{f"span:{k}": v for k, v in spans().items()}}
 
 

@@ -121,7 +121,11 @@ RESULTS_SECTIONS = {
     "README.md": ("What lrd shows",),
     "docs/getting-started.md": ("What the default run produces",),
     "docs/studies.md": None,
-    "docs/dynamics.md": ("What the committed delayed-recall study shows", "Checked against theory"),
+    "docs/dynamics.md": (
+        "What the committed delayed-recall study shows",
+        "Checked against theory",
+        "The treatment study",
+    ),
 }
 # what may carry a digit there without being generated, each a narrow pattern (see hand_typed_numbers)
 ALLOWED = {
