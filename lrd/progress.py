@@ -111,7 +111,9 @@ class RichReporter:
             TextColumn("left"),
             Remaining(),
         ]
-        self.progress = Progress(*columns, console=console)
+        # redrawn on each event (a block, a group), not by a background thread: a redraw racing with the
+        # print of a group's line lost that line on a loaded machine (seen in a pseudo-terminal, 1 run in 8)
+        self.progress = Progress(*columns, console=console, auto_refresh=False)
 
     def __enter__(self) -> RichReporter:
         self.progress.start()
@@ -128,6 +130,7 @@ class RichReporter:
         self.groups: dict[
             str, tuple[TaskID, int]
         ] = {}  # label -> (progress task, steps per block) of each group in training
+        self.progress.refresh()
 
     def group_started(self, label: str, n_runs: int, n_blocks: int, steps: int, attempt: int) -> None:
         if label in self.groups:  # a retry: its bar starts again
@@ -136,17 +139,20 @@ class RichReporter:
             self.progress.add_task(label + _attempt(attempt), total=steps, unit="steps"),
             steps // n_blocks,
         )
+        self.progress.refresh()
 
     def block_done(self, label: str, done: int, total: int) -> None:
         if label in self.groups:
             task, step_size = self.groups[label]
             self.progress.update(task, completed=done * step_size)
+            self.progress.refresh()
 
     def group_done(self, label: str, rows: list[dict]) -> None:
         if label in self.groups:
             self.progress.remove_task(self.groups.pop(label)[0])
         self.progress.advance(self.runs, len(rows))
         self.progress.console.print(f"{label}: {_result_line(rows)}", markup=False)
+        self.progress.refresh()
 
 
 class TimeEstimate:
