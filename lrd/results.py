@@ -589,13 +589,18 @@ def with_setting_labels(runs: pd.DataFrame) -> pd.DataFrame:
         varying = [c for c in settings if group[c].astype(str).nunique() > 1]
         for index, row in group.iterrows():
             if varying:
-                labels[index] = ", ".join([str(model)] + [f"{c}={_setting_text(row[c])}" for c in varying])
+                labels[index] = ", ".join([str(model)] + [f"{c}={setting_text(row[c])}" for c in varying])
     return runs.assign(model=labels)
 
 
-def _setting_text(value) -> str:
-    if isinstance(value, float):
-        return "—" if math.isnan(value) else f"{value:g}"
+def setting_text(value) -> str:
+    """A setting's value as the tables and the figures' series name it: 0.5, true, none (missing)."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return "none"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):g}"
     return str(value)
 
 

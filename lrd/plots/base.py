@@ -71,13 +71,10 @@ def single_task(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def fmt(value) -> str:
-    if isnan(value):
-        return "none"
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value)).lower()
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):g}"
-    return str(value)
+    """``lrd.results.setting_text``: the one spelling of a setting's value in tables and figures."""
+    from lrd.results import setting_text
+
+    return setting_text(value)
 
 
 def isnan(value) -> bool:
