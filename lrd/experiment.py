@@ -94,6 +94,8 @@ LATER_TRAIN_SETTINGS = {
     "stop_when_solved": False,
     "eval_gaps": (),
     "recurrence_lr_factor": 1.0,
+    "stop_margin": 0.0,
+    "profile_every": 0,
     # the remedies (lrd.remedies): off by default
     "omega": 0.0,
     "floss": 0.0,

@@ -87,10 +87,14 @@ def run_tables(
     diverged_step = int(result.diverged_step[index])
     diverged = diverged_step >= 0
     records = [r for r in result.records if not diverged or int(r.step[index]) <= diverged_step]
+    profiled = _profiled_steps(
+        [int(r.step[index]) for r in records], int(result.steps_trained[index]), spec.train.profile_every
+    )
 
     norm_rows, curve_rows, dynamics_rows = [], [], []
     for record in records:
         step = int(record.step[index])
+        profile = step in profiled
         rate = np.nan
         for layer_name, directions in record.state_norms.items():
             layer = int(layer_name.removeprefix("layer"))
@@ -101,22 +105,23 @@ def run_tables(
                     below = np.asarray(record.below_floor[layer_name][direction][state][index], bool)
                     log_gmean = np.asarray(record.log_gmean_norms[layer_name][direction][state][index], np.float64)
                     gmean_below = np.asarray(record.gmean_below_floor[layer_name][direction][state][index], bool)
-                    norm_rows.append(
-                        pd.DataFrame(
-                            {
-                                "step": step,
-                                "layer": layer,
-                                "direction": direction,
-                                "state": state,
-                                "timestep": np.arange(task.length),
-                                "distance": distance,
-                                "norm": norm,
-                                "below_floor": below,
-                                "log_gmean_norm": log_gmean,
-                                "gmean_below_floor": gmean_below,
-                            }
+                    if profile:
+                        norm_rows.append(
+                            pd.DataFrame(
+                                {
+                                    "step": step,
+                                    "layer": layer,
+                                    "direction": direction,
+                                    "state": state,
+                                    "timestep": np.arange(task.length),
+                                    "distance": distance,
+                                    "norm": norm,
+                                    "below_floor": below,
+                                    "log_gmean_norm": log_gmean,
+                                    "gmean_below_floor": gmean_below,
+                                }
+                            )
                         )
-                    )
                     if (layer, direction, state) == (DECAY_LAYER, DECAY_DIRECTION, model.state_names[-1]):
                         start = steps_from_start(task.length, direction)
                         rate = growth_rate(log_gmean, distance, start, gmean_below)
@@ -131,7 +136,7 @@ def run_tables(
             }
         )
         if record.dynamics is not None:
-            dynamics_rows.append(dynamics_table(record.dynamics, index, step))
+            dynamics_rows.append(dynamics_table(record.dynamics, index, step, profile=profile))
     curves = pd.DataFrame(curve_rows)
     grad_norms = pd.concat(norm_rows, ignore_index=True)
 
@@ -172,8 +177,25 @@ def run_tables(
     return tables
 
 
-def dynamics_table(dynamics: Dynamics, index: int, step: int) -> pd.DataFrame:
-    """The dynamics rows (schema.DYNAMICS_COLUMNS but ``run``) of member ``index`` at one logged step."""
+def _profiled_steps(steps: list[int], steps_trained: int, every: int) -> set[int]:
+    """The logged steps whose per-timestep profiles a run stores (``TrainConfig.profile_every``).
+
+    Every logged step when ``every`` is 0; otherwise the multiples of ``every``, the run's
+    last trained step (its stop, divergence or budget: the profile at the end, as the
+    figures and the "final" columns read it) and its last logged step.
+    """
+    if not every:
+        return set(steps)
+    trained = [s for s in steps if s <= steps_trained]
+    return {s for s in steps if s % every == 0} | set(trained[-1:]) | set(steps[-1:])
+
+
+def dynamics_table(dynamics: Dynamics, index: int, step: int, profile: bool = True) -> pd.DataFrame:
+    """The dynamics rows (schema.DYNAMICS_COLUMNS but ``run``) of member ``index`` at one logged step.
+
+    ``profile``: with the per-timestep quantities (sigma_max, pmb_bound); without them, the
+    per-run ones only (``TrainConfig.profile_every``).
+    """
     from lrd.dynamics import QUANTILES
 
     percent = [round(100 * q) for q in QUANTILES]
@@ -183,11 +205,12 @@ def dynamics_table(dynamics: Dynamics, index: int, step: int) -> pd.DataFrame:
         values = np.asarray(values, np.float64).reshape(-1)
         parts.append(pd.DataFrame({"quantity": quantity, "gate": gate, "index": positions, "value": values}))
 
-    sigma = np.asarray(dynamics.sigma_max[index])  # (T,)
-    add("sigma_max", sigma, np.arange(len(sigma)))
-    bound = np.asarray(dynamics.pmb_bound[index])
-    if np.isfinite(bound).any():  # the tanh RNN only
-        add("pmb_bound", bound, np.arange(len(bound)))
+    if profile:
+        sigma = np.asarray(dynamics.sigma_max[index])  # (T,)
+        add("sigma_max", sigma, np.arange(len(sigma)))
+        bound = np.asarray(dynamics.pmb_bound[index])
+        if np.isfinite(bound).any():  # the tanh RNN only
+            add("pmb_bound", bound, np.arange(len(bound)))
     lyapunov = np.asarray(dynamics.lyapunov[index])  # (k,)
     add("lyapunov", lyapunov, np.arange(1, len(lyapunov) + 1))
     roundoff = np.asarray(dynamics.lyapunov_roundoff[index])  # (k,)

@@ -177,6 +177,59 @@ solve_threshold = 0.5
     assert (runs["params_target"] == 900).all()
 
 
+def test_profile_every_keeps_the_curves_and_thins_only_the_per_timestep_tables(write_experiment, tmp_path, cache_dir):
+    """profile_every stores grad_norms and the per-timestep dynamics at its multiples, at each run's stop and at the
+    last log point; the curves, the per-run dynamics and every final number are those of a run storing them all."""
+    text = """\
+seeds = [0]
+[task]
+name = "delayed_recall"
+gap = 2
+[model]
+cell = "rnn"
+hidden = 8
+[train]
+lr = [1e-5, 3e-2]
+stop_when_solved = true
+steps = 60
+log_every = 10
+batch_size = 16
+eval_size = 64
+valid_size = 64
+probe_size = 16
+diagnostics = true
+[report]
+solve_threshold = 0.5
+"""
+    full, thin = tmp_path / "full", tmp_path / "thin"
+    assert main(["run", str(write_experiment(text)), "--out", str(full), "--no-plot"]) == 0
+    assert main(["run", str(write_experiment(text)), "--out", str(thin), "--no-plot", "train.profile_every=40"]) == 0
+    a, b = store.load(full), store.load(thin)
+    assert set(a.runs["run"]).isdisjoint(b.runs["run"])  # profile_every enters the run id when set
+    a_runs, b_runs = (r.runs.set_index("lr").sort_index() for r in (a, b))
+    stop = int(a_runs.loc[3e-2, "steps_trained"])
+    assert 0 < stop < 40 and stop % 10 == 0  # the fast run stops between two profile steps
+    for column in ("steps_trained", "final_metric", "final_loss", "growth_rate_final"):
+        np.testing.assert_array_equal(a_runs[column], b_runs[column])
+    by_lr = lambda r, table: table.merge(r.runs[["run", "lr"]], on="run").drop(columns="run")
+    keys = ["lr", "step"]
+    pd.testing.assert_frame_equal(
+        by_lr(a, a.curves).sort_values(keys).reset_index(drop=True),
+        by_lr(b, b.curves).sort_values(keys).reset_index(drop=True),
+    )
+    steps = by_lr(b, b.grad_norms).groupby("lr")["step"].unique().map(sorted)
+    assert steps[3e-2] == sorted({0, stop, 40, 60}) and steps[1e-5] == [0, 40, 60]
+    a_dyn, b_dyn = by_lr(a, a.dynamics), by_lr(b, b.dynamics)
+    per_timestep = b_dyn["quantity"].isin(["sigma_max", "pmb_bound"])
+    assert sorted(b_dyn[per_timestep & (b_dyn["lr"] == 1e-5)]["step"].unique()) == [0, 40, 60]
+    kept = a_dyn.merge(b_dyn[["lr", "step", "quantity"]].drop_duplicates(), on=["lr", "step", "quantity"])
+    cols = ["lr", "step", "quantity", "gate", "index"]
+    pd.testing.assert_frame_equal(
+        kept.sort_values(cols).reset_index(drop=True), b_dyn.sort_values(cols).reset_index(drop=True)
+    )
+    assert set(b_dyn[~per_timestep]["step"]) == set(a_dyn["step"])  # the per-run quantities at every log point
+
+
 BRITTLE = '''\
 """delayed_recall that raises at gap 6 while a marker file exists."""
 

@@ -201,6 +201,23 @@ def test_stop_when_solved_freezes_each_run_at_its_own_solve():
         np.testing.assert_allclose(both.final_valid[k][0], alone.final_valid[k][0], rtol=1e-5)
 
 
+def test_stop_margin_stops_at_the_first_check_that_clears_the_threshold_by_it():
+    """With stop_margin m a run stops at the first check reaching threshold + m, later than it stops without; the
+    check set is the threshold's; without stop_when_solved a margin is refused."""
+    task = DelayedRecall(gap=2)
+    base = dict(steps=60, batch_size=16, log_every=5, eval_size=64, probe_size=16, valid_size=64, stop_when_solved=True)
+    margin_trainer = get_trainer(task, MODEL, TrainConfig(**base, stop_margin=0.4), 0.3)
+    assert margin_trainer.stop_check_size == stop_check_size(0.3, 13)
+    margin = margin_trainer.run([0], lrs=[1e-2])
+    early = get_trainer(task, MODEL, TrainConfig(**base), 0.3).run([0], lrs=[1e-2])
+    check = np.array([r.stop_metric[0] for r in margin.records])
+    stop = int(margin.steps_trained[0]) // base["log_every"]
+    assert reaches(check[stop], 0.7) and not np.any(reaches(check[:stop], 0.7))
+    assert 0 < early.steps_trained[0] < margin.steps_trained[0] < base["steps"]
+    with pytest.raises(ValueError, match="stop_when_solved"):
+        TrainConfig(stop_margin=0.01)
+
+
 def test_the_probe_stop_rule_of_before_stops_on_the_probe_metric():
     """stop_check = "probe", kept to reproduce the runs trained before the validation check: a run stops at the
     first log point where its probe metric (the logged metric) is >= the threshold, with no stop check set."""
