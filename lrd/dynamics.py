@@ -315,7 +315,7 @@ def cell_trajectory(cell, cell_params, inputs: jax.Array) -> tuple[jax.Array, di
     and {gate: (T, B, H)} the sown gate activations.
     """
     B = inputs.shape[0]
-    carry0 = type(cell).initial_state(B, cell.hidden)
+    carry0 = type(cell).initial_state(B, cell.hidden, **{o: getattr(cell, o) for o in cell.options()})
 
     def body(carry, x):
         (carry_next, _), sown = cell.apply({"params": cell_params}, carry, x, mutable=["intermediates"])

@@ -165,6 +165,81 @@ def exprnn_reference(carry, x, p, eps=None, **_):
     return (h,), h
 
 
+def _silu(z):
+    return z * _sigmoid(z)
+
+
+def _l2norm(z):
+    return z / np.sqrt(np.sum(z * z, axis=-1, keepdims=True) + 1e-6)
+
+
+def deltanet_reference(carry, x, p, eps=None, heads=1, eigen_range="[0,1]", **_):
+    """Yang et al. 2024 DeltaNet per head: S' = (I - beta k k^T) S + beta k v^T, y = d^-1/2 S'^T q; q, k
+    l2-normalised SiLU projections, v = silu(x W_v), beta = sigmoid (x 2 for eigenvalues in [-1, 1]); Gated
+    DeltaNet (A_log present) scales the transition by alpha = exp(-exp(A_log) softplus(x W_a + b_dt))."""
+    (state,) = carry
+    n_batch, H = x.shape[0], p["W_q"].shape[1]
+    d = H // heads
+    split = lambda z: z.reshape(n_batch, heads, d)
+    q, k = _l2norm(split(_silu(x @ p["W_q"]))), _l2norm(split(_silu(x @ p["W_k"])))
+    v = split(_silu(x @ p["W_v"]))
+    beta = _sigmoid(x @ p["W_beta"]) * (2.0 if eigen_range == "[-1,1]" else 1.0)  # (B, heads)
+    alpha = np.exp(-np.exp(p["A_log"]) * _softplus(x @ p["W_a"] + p["b_dt"])) if "A_log" in p else np.ones_like(beta)
+    S = state.reshape(n_batch, heads, d, d).copy()
+    y = np.zeros((n_batch, heads, d))
+    for b in range(n_batch):
+        for h in range(heads):
+            M = alpha[b, h] * (np.eye(d) - beta[b, h] * np.outer(k[b, h], k[b, h]))
+            S[b, h] = M @ S[b, h] + beta[b, h] * np.outer(k[b, h], v[b, h])
+    if eps is not None:
+        S = S + eps["h"].reshape(S.shape)
+    for b in range(n_batch):
+        for h in range(heads):
+            y[b, h] = S[b, h].T @ q[b, h] / np.sqrt(d)
+    return (S.reshape(state.shape),), y.reshape(n_batch, H)
+
+
+def mamba2_reference(carry, x, p, eps=None, heads=1, eigen_range="[0,1]", **_):
+    """Dao & Gu 2024 Mamba-2 per head: a = exp(-Delta exp(A_log)) (2a - 1 for [-1, 1]), h' = a h + Delta B u^T,
+    y = C^T h' + D u; B, C, Delta from x."""
+    (state,) = carry
+    n_batch, H = x.shape[0], p["W_u"].shape[1]
+    P, N = H // heads, p["W_B"].shape[1]
+    u = (x @ p["W_u"] + p["b_u"]).reshape(n_batch, heads, P)
+    Bt, Ct = x @ p["W_B"], x @ p["W_C"]  # (B, N)
+    delta = _softplus(x @ p["W_dt"] + p["b_dt"])  # (B, heads)
+    a = np.exp(-delta * np.exp(p["A_log"]))
+    a = 2.0 * a - 1.0 if eigen_range == "[-1,1]" else a
+    h = state.reshape(n_batch, heads, N, P).copy()
+    y = np.zeros((n_batch, heads, P))
+    for b in range(n_batch):
+        for j in range(heads):
+            h[b, j] = a[b, j] * h[b, j] + delta[b, j] * np.outer(Bt[b], u[b, j])
+    if eps is not None:
+        h = h + eps["h"].reshape(h.shape)
+    for b in range(n_batch):
+        for j in range(heads):
+            y[b, j] = h[b, j].T @ Ct[b] + p["D"][j] * u[b, j]
+    return (h.reshape(state.shape),), y.reshape(n_batch, H)
+
+
+def s6_signed_reference(carry, x, p, eps=None, eigen_range="[0,1]", **_):
+    """S6 with the decay 2 exp(Delta A) - 1 (Grazzi et al. 2024) where eigen_range = "[-1,1]"."""
+    if eigen_range == "[0,1]":
+        return s6_reference(carry, x, p, eps)
+    (state,) = carry
+    n_states, rank = p["A_log"].shape[1], p["W_dt"].shape[0]
+    u = x @ p["W_u"] + p["b_u"]
+    proj = u @ p["W_x"]
+    delta = _softplus(proj[:, :rank] @ p["W_dt"] + p["b_dt"])
+    Bt, Ct = proj[:, rank : rank + n_states], proj[:, rank + n_states :]
+    decay = 2.0 * np.exp(delta[:, :, None] * -np.exp(p["A_log"])) - 1.0
+    h = decay * state.reshape(u.shape[0], -1, n_states) + delta[:, :, None] * Bt[:, None, :] * u[:, :, None]
+    if eps is not None:
+        h = h + eps["h"].reshape(h.shape)
+    return (h.reshape(state.shape),), np.einsum("bhn,bn->bh", h, Ct) + p["D"] * u
+
+
 REFERENCES = {
     "rnn": rnn_reference,
     "irnn": irnn_reference,
@@ -173,8 +248,11 @@ REFERENCES = {
     "mingru": mingru_reference,
     "minlstm": minlstm_reference,
     "lru": lru_reference,
-    "s6": s6_reference,
+    "s6": s6_signed_reference,
     "s4d": s4d_reference,
+    "deltanet": deltanet_reference,
+    "gated_deltanet": deltanet_reference,
+    "mamba2": mamba2_reference,
     "exprnn": exprnn_reference,
 }
 RECURRENT = sorted(name for name, cls in CELLS.items() if cls.recurrent)  # cells with a step (not attention)
@@ -183,11 +261,15 @@ STEP_CASES = [(name, {}) for name in RECURRENT] + [
     ("mingru", {"log_space": False}),
     ("minlstm", {"log_space": False}),
     ("irnn", {"recurrent_init": "orthogonal"}),
+    ("s6", {"eigen_range": "[-1,1]"}),
+    *((name, {"heads": 2, "eigen_range": "[-1,1]"}) for name in ("deltanet", "gated_deltanet", "mamba2")),
 ]
 PARALLEL = sorted(name for name in RECURRENT if hasattr(CELLS[name], "sequence"))
 PARALLEL_CASES = [(name, {}) for name in PARALLEL] + [
     ("mingru", {"log_space": False}),
     ("minlstm", {"log_space": False}),
+    ("s6", {"eigen_range": "[-1,1]"}),
+    *((name, {"heads": 2, "eigen_range": "[-1,1]"}) for name in ("deltanet", "gated_deltanet", "mamba2")),
 ]
 
 # gated cells: which gate block's bias ``forget_bias`` sets (the gate that keeps the state)
@@ -281,7 +363,7 @@ def test_initial_state_is_zeros_per_state(name):
 # --- parallel in time ---------------------------------------------------------------------
 def _sequential(cell, params, inputs, eps, reverse):
     """The cell's step scanned over time by ``lax.scan``: outputs (B, T, H)."""
-    carry = cell.initial_state(inputs.shape[0], cell.hidden)
+    carry = cell.initial_state(inputs.shape[0], cell.hidden, **{o: getattr(cell, o) for o in cell.options()})
     xs = (jnp.swapaxes(inputs, 0, 1), jax.tree.map(lambda e: jnp.swapaxes(e, 0, 1), eps))  # time first
 
     def step(carry, x_eps):
@@ -533,7 +615,8 @@ def test_unknown_cell_suggests_a_name():
         ModelConfig(cell="minigru")
     with pytest.raises(
         pydantic.ValidationError,
-        match="allowed: attention, exprnn, gru, irnn, lru, lstm, mingru, minlstm, rnn, s4d, s6",
+        match="allowed: attention, deltanet, exprnn, gated_deltanet, gru, irnn, lru, lstm, mamba2, mingru, minlstm, "
+        "rnn, s4d, s6",
     ):
         ModelConfig(cell="transformer")
 
@@ -707,6 +790,9 @@ def test_parameter_counts_follow_the_equations():
         "lru": 3 * h + 2 * d * h + 2 * h * h + d * h,  # nu, theta, gamma; B re/im; C re/im; D
         "s6": d * h + h + h * (2 + 2 * 16) + 2 * h + h + h * 16 + h,  # W_u b_u; W_x (R=2); W_dt b_dt; A_log D
         "s4d": d * h + h + h + 4 * h * 8 + h,  # W_u b_u; log_dt; log_A_real, A_imag, C re/im (H x 8); D
+        "deltanet": 3 * d * h + d,  # W_q, W_k, W_v; W_beta (one head)
+        "gated_deltanet": 3 * d * h + d + d + 1 + 1,  # and W_a, b_dt, A_log
+        "mamba2": d * h + h + 2 * d * 16 + d + 1 + 1 + 1,  # W_u b_u; W_B, W_C (N = 16); W_dt b_dt; A_log; D
         "exprnn": d * h + h * (h - 1) // 2 + h,  # W; the upper triangle of A; modReLU's b
         # embed; ln_1; qkv; out; ln_2; mlp_in (4h); mlp_out; ln_f
         "attention": d * h

@@ -160,13 +160,14 @@ def test_time_loop_choice(monkeypatch):
 
 
 def test_cells_linear_in_their_state_run_their_step_on_a_cpu_and_the_parallel_form_elsewhere():
-    for cell in ("lru", "mingru", "minlstm", "s4d", "s6"):
+    for cell in ("deltanet", "gated_deltanet", "lru", "mamba2", "mingru", "minlstm", "s4d", "s6"):
         assert choose("auto", cell, 64, "cpu") == "scan"  # the step is faster there (scripts/bench.py)
         assert choose("auto", cell, 64, "gpu") == "parallel"
         assert choose("parallel", cell, 64, "cpu") == "parallel"
         assert choose("scan", cell, 64, "gpu") == "scan"
     assert choose("auto", "exprnn", 64, "gpu") == "scan"  # its own loop: not linear in the state
-    with pytest.raises(ValueError, match=r"time_loop = 'parallel': cell 'lstm' is not linear .*lru, mingru"):
+    linear = "deltanet, gated_deltanet, lru, mamba2, mingru"
+    with pytest.raises(ValueError, match=rf"time_loop = 'parallel': cell 'lstm' is not linear .*{linear}"):
         choose("parallel", "lstm", 64, "gpu")
     with pytest.raises(pydantic.ValidationError, match=r"time_loop[\s\S]*'parallel' cannot run this model"):
         ModelConfig(cell="gru", hidden=8, time_loop="parallel")

@@ -60,6 +60,17 @@ CASES = {
     "s6": (DelayedRecall(gap=4), ModelConfig(cell="s6", hidden=HIDDEN), set()),
     "s4d": (DelayedRecall(gap=4), ModelConfig(cell="s4d", hidden=HIDDEN), set()),
     "exprnn": (DelayedRecall(gap=4), ModelConfig(cell="exprnn", hidden=HIDDEN), set()),
+    "deltanet": (DelayedRecall(gap=4), ModelConfig(cell="deltanet", hidden=HIDDEN), set()),
+    "gated_deltanet-2heads-signed": (
+        DelayedRecall(gap=4),
+        ModelConfig(cell="gated_deltanet", hidden=HIDDEN, heads=2, eigen_range="[-1,1]"),
+        set(),
+    ),
+    "mamba2-2heads-signed": (
+        DelayedRecall(gap=4),
+        ModelConfig(cell="mamba2", hidden=HIDDEN, heads=2, eigen_range="[-1,1]"),
+        set(),
+    ),
     # the residual stream entering a causal block: dL/dr_t through every later position that attends to t
     "attention": (DelayedRecall(gap=4), ModelConfig(cell="attention", hidden=HIDDEN), set()),
     # two blocks (each its own positions), the backward direction anti-causal; length 4 scored at t = 3:
@@ -181,6 +192,42 @@ def s6_step(p, carry, x, fix, **_):
     return (h,), y
 
 
+def deltanet_step(p, carry, x, fix, heads=1, eigen_range="[0,1]", **_):
+    """S (heads, d, d) stored (and replaced) flattened; Gated DeltaNet where A_log is there."""
+    (state,) = carry
+    n_batch, H = x.shape[0], p["W_q"].shape[1]
+    d = H // heads
+    unit = lambda z: z / jnp.sqrt(jnp.sum(z * z, axis=-1, keepdims=True) + 1e-6)
+    split = lambda z: z.reshape(n_batch, heads, d)
+    q, k = unit(split(jax.nn.silu(x @ p["W_q"]))), unit(split(jax.nn.silu(x @ p["W_k"])))
+    v = split(jax.nn.silu(x @ p["W_v"]))
+    beta = jax.nn.sigmoid(x @ p["W_beta"]) * (2.0 if eigen_range == "[-1,1]" else 1.0)
+    S = state.reshape(n_batch, heads, d, d)
+    kS = jnp.einsum("bhd,bhde->bhe", k, S)  # k^T S
+    S = S - beta[..., None, None] * k[..., :, None] * kS[..., None, :]  # (I - beta k k^T) S
+    if "A_log" in p:
+        S = jnp.exp(-jnp.exp(p["A_log"]) * jax.nn.softplus(x @ p["W_a"] + p["b_dt"]))[..., None, None] * S
+    S = fix("h", (S + beta[..., None, None] * k[..., :, None] * v[..., None, :]).reshape(state.shape))
+    y = jnp.einsum("bhde,bhd->bhe", S.reshape(n_batch, heads, d, d), q) / jnp.sqrt(d)
+    return (S,), y.reshape(n_batch, H)
+
+
+def mamba2_step(p, carry, x, fix, heads=1, eigen_range="[0,1]", **_):
+    """h (heads, N, P) stored (and replaced) flattened."""
+    (state,) = carry
+    n_batch, H = x.shape[0], p["W_u"].shape[1]
+    P, N = H // heads, p["W_B"].shape[1]
+    u = (x @ p["W_u"] + p["b_u"]).reshape(n_batch, heads, P)
+    delta = jax.nn.softplus(x @ p["W_dt"] + p["b_dt"])
+    a = jnp.exp(-delta * jnp.exp(p["A_log"]))
+    a = 2.0 * a - 1.0 if eigen_range == "[-1,1]" else a
+    h = a[..., None, None] * state.reshape(n_batch, heads, N, P)
+    h = h + delta[..., None, None] * (x @ p["W_B"])[:, None, :, None] * u[:, :, None, :]
+    h = fix("h", h.reshape(state.shape)).reshape(n_batch, heads, N, P)
+    y = jnp.einsum("bhnp,bn->bhp", h, x @ p["W_C"]) + p["D"][:, None] * u
+    return (h.reshape(state.shape),), y.reshape(n_batch, H)
+
+
 def s4d_step(p, carry, x, fix, **_):
     """h complex (H, M), stored (and replaced) as (Re h, Im h) flattened."""
     (state,) = carry
@@ -251,6 +298,9 @@ STEPS = {
     "s6": s6_step,
     "s4d": s4d_step,
     "exprnn": exprnn_step,
+    "deltanet": deltanet_step,
+    "gated_deltanet": deltanet_step,
+    "mamba2": mamba2_step,
 }
 
 
@@ -293,7 +343,9 @@ def unrolled_outputs(config: ModelConfig, params, inputs, replace=-1, value=None
                     states[pos] = state
                     return state
 
-                carry, hs[t] = STEPS[config.cell](cell_params, carry, x[:, t], fix, log_space=config.log_space)
+                options = {k: v for k, v in config.cell_options().items() if k in ("heads", "eigen_range")}
+                step = STEPS[config.cell]
+                carry, hs[t] = step(cell_params, carry, x[:, t], fix, log_space=config.log_space, **options)
             outs.append(jnp.stack(hs, axis=1))  # (B, T, H)
         if len(outs) == 1:
             x = outs[0]

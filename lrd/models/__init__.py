@@ -1,6 +1,18 @@
 """Recurrent cells (registry ``CELLS``, decorator ``register``) and the layers that run them."""
 
-from lrd.models import attention, exprnn, irnn, lru, mingru, minlstm, s4d, s6  # noqa: F401  (register the built-in cells)
+from lrd.models import (  # noqa: F401  (register the built-in cells)
+    attention,
+    deltanet,
+    exprnn,
+    gated_deltanet,
+    irnn,
+    lru,
+    mamba2,
+    mingru,
+    minlstm,
+    s4d,
+    s6,
+)
 from lrd.models.cells import CELLS, Cell, GRUCell, LSTMCell, MatrixCell, RNNCell, perturbed, register
 from lrd.models.network import ModelConfig, Perturbation, RecurrentLayer, SequenceModel, parameter_count
 

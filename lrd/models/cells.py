@@ -135,14 +135,16 @@ class Cell(nn.Module):
     length_dependent: ClassVar[bool] = False
 
     @classmethod
-    def state_size(cls, hidden: int) -> int:
-        """Width S of each state (and of its perturbation) for ``hidden`` units."""
+    def state_size(cls, hidden: int, **options) -> int:
+        """Width S of each state (and of its perturbation) for ``hidden`` units and the cell's ``options``
+        (the delta-rule cells' state depends on ``heads``; the others ignore them)."""
         return hidden
 
     @classmethod
-    def initial_state(cls, batch_size: int, hidden: int) -> Carry:
+    def initial_state(cls, batch_size: int, hidden: int, **options) -> Carry:
         """Zeros, one (B, S) array per state."""
-        return tuple(jnp.zeros((batch_size, cls.state_size(hidden)), jnp.float32) for _ in cls.state_names)
+        size = cls.state_size(hidden, **options)
+        return tuple(jnp.zeros((batch_size, size), jnp.float32) for _ in cls.state_names)
 
     @classmethod
     def options(cls) -> tuple[str, ...]:

@@ -59,7 +59,7 @@ class LRUCell(Cell):
     recurrence_params: ClassVar[tuple[str, ...]] = ("nu_log", "theta_log", "gamma_log")
 
     @classmethod
-    def state_size(cls, hidden: int) -> int:
+    def state_size(cls, hidden: int, **_options) -> int:
         return 2 * hidden  # (Re h, Im h)
 
     @nn.compact

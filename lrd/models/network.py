@@ -36,13 +36,23 @@ Perturbation = dict[str, dict[str, dict[str, jax.Array]]]
 
 
 # ModelConfig fields that are cell options: each is passed to the cells that have it as a field.
-CELL_OPTIONS = ("recurrent_init", "recurrent_gain", "forget_bias", "r_min", "r_max", "max_phase", "log_space", "heads")
+CELL_OPTIONS = (
+    "recurrent_init",
+    "recurrent_gain",
+    "forget_bias",
+    "r_min",
+    "r_max",
+    "max_phase",
+    "log_space",
+    "heads",
+    "eigen_range",
+)
 # Options added after the first results were stored: left out of the dump (the run's hash and
 # the runs table) when the cell does not have them, so the classic cells' run ids stay the same.
-LATER_OPTIONS = ("r_min", "r_max", "max_phase", "log_space", "heads", "recurrent_gain")
+LATER_OPTIONS = ("r_min", "r_max", "max_phase", "log_space", "heads", "recurrent_gain", "eigen_range")
 # Later options that cells have, with the value that reproduces the runs stored before them: left out of the
 # dump at that value too
-LATER_DEFAULTS = {"recurrent_gain": 1.0}
+LATER_DEFAULTS = {"recurrent_gain": 1.0, "eigen_range": "[0,1]"}
 
 
 class ModelConfig(BaseModel):
@@ -80,7 +90,14 @@ class ModelConfig(BaseModel):
     r_max: float | None = Field(None, description="lru: largest eigenvalue modulus of the ring initialisation")
     max_phase: float | None = Field(None, description="lru: largest eigenvalue phase of the ring initialisation")
     log_space: bool | None = Field(None, description="mingru/minlstm: the log-space form (positive candidate g)")
-    heads: int | None = Field(None, gt=0, description="attention: heads per layer; must divide hidden")
+    heads: int | None = Field(
+        None, gt=0, description="attention, deltanet, gated_deltanet, mamba2: heads per layer; must divide hidden"
+    )
+    eigen_range: Literal["[0,1]", "[-1,1]"] | None = Field(
+        None,
+        description="s6, mamba2, deltanet, gated_deltanet: the range of the state transition's eigenvalues "
+        '(Grazzi et al. 2024); default "[0,1]"',
+    )
     time_loop: kernels.TimeLoop = Field(
         "auto", description="the time loop: lax.scan or the Pallas kernels (lrd.models.kernels.choice)"
     )
@@ -155,12 +172,14 @@ class ModelConfig(BaseModel):
     @property
     def state_size(self) -> int:
         """Width of each state (and of its perturbation); 2 x hidden for a complex state stored as (Re, Im)."""
-        return CELLS[self.cell].state_size(self.hidden)
+        return CELLS[self.cell].state_size(self.hidden, **self.cell_options())
+
+    def cell_options(self) -> dict:
+        """The cell's options as this configuration sets them: {option: value}."""
+        return {option: getattr(self, option) for option in CELLS[self.cell].options() if option in CELL_OPTIONS}
 
     def cell_module(self, **kwargs) -> Cell:
-        cell = CELLS[self.cell]
-        options = {option: getattr(self, option) for option in cell.options() if option in CELL_OPTIONS}
-        return cell(hidden=self.hidden, **options, **kwargs)
+        return CELLS[self.cell](hidden=self.hidden, **self.cell_options(), **kwargs)
 
     def zero_perturbation(self, batch_size: int, length: int) -> Perturbation:
         zeros = jnp.zeros((batch_size, length, self.state_size), jnp.float32)
@@ -207,7 +226,8 @@ class RecurrentLayer(nn.Module):
                 out_axes=1,
                 reverse=self.reverse,
             )
-            _, hs = lifted(cell, cls.initial_state(inputs.shape[0], self.config.hidden), (inputs, perturbation))
+            carry = cls.initial_state(inputs.shape[0], self.config.hidden, **self.config.cell_options())
+            _, hs = lifted(cell, carry, (inputs, perturbation))
             return hs  # (B, T, H)
         if hasattr(cls, "sequence"):  # the whole sequence at once (parallel in time, or a cell's own loop)
             return self.config.cell_module(name="cell").sequence(inputs, perturbation, self.reverse)  # (B, T, H)
@@ -223,7 +243,7 @@ class RecurrentLayer(nn.Module):
             out_axes=1,
             reverse=self.reverse,
         )
-        carry = CELLS[self.config.cell].initial_state(inputs.shape[0], self.config.hidden)
+        carry = CELLS[self.config.cell].initial_state(inputs.shape[0], self.config.hidden, **self.config.cell_options())
         _, hs = scan(self.config, name="scan")(carry, (inputs, perturbation))
         return hs  # (B, T, H)
 

@@ -57,7 +57,7 @@ class S4DCell(Cell):
     recurrence_params: ClassVar[tuple[str, ...]] = ("log_dt", "log_A_real", "A_imag")
 
     @classmethod
-    def state_size(cls, hidden: int) -> int:
+    def state_size(cls, hidden: int, **_options) -> int:
         return 2 * hidden * MODES  # (Re h, Im h), each (H, M) flattened
 
     @nn.compact

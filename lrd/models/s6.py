@@ -22,6 +22,10 @@ projection u = x W_u + b_u where Mamba's block has in_proj, a causal depthwise
 convolution, SiLU, a SiLU-gated branch and out_proj (none of these here); the
 output y is the cell's output, h its state.
 
+``eigen_range = "[-1,1]"`` (Grazzi et al. 2024, "Unlocking state-tracking in linear RNNs
+through negative eigenvalues", their Mamba variant): the decay 2 exp(Delta_t A) - 1 in
+(-1, 1) in place of exp(Delta_t A) in (0, 1); the default "[0,1]" is Mamba's.
+
 State and probe: h (H, N) per sequence is stored and probed flattened, width H N
 (``state_size``); the perturbation joins the input term (Delta_t B_t) u_t, so it is
 added to h_t the moment h_t is computed.
@@ -30,7 +34,7 @@ added to h_t the moment h_t is computed.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import flax.linen as nn
 import jax
@@ -45,6 +49,8 @@ DT_MIN, DT_MAX = 0.001, 0.1
 
 @register
 class S6Cell(Cell):
+    eigen_range: Literal["[0,1]", "[-1,1]"] = "[0,1]"
+
     cell_name: ClassVar[str] = "s6"
     parallel: ClassVar[bool] = True
     equations: ClassVar[str] = (
@@ -56,7 +62,7 @@ class S6Cell(Cell):
     recurrence_params: ClassVar[tuple[str, ...]] = ("A_log", "W_dt", "b_dt")
 
     @classmethod
-    def state_size(cls, hidden: int) -> int:
+    def state_size(cls, hidden: int, **_options) -> int:
         return hidden * STATE_DIM  # h (H, N), flattened
 
     @property
@@ -96,7 +102,9 @@ class S6Cell(Cell):
         proj = u @ p["W_x"]  # (..., R + 2N)
         delta = jax.nn.softplus(proj[..., :R] @ p["W_dt"] + p["b_dt"])  # (..., H)
         B, C = proj[..., R : R + N], proj[..., R + N :]  # (..., N) each
-        decay = jnp.exp(delta[..., None] * -jnp.exp(p["A_log"]))  # (..., H, N)
+        decay = jnp.exp(delta[..., None] * -jnp.exp(p["A_log"]))  # (..., H, N), in (0, 1)
+        if self.eigen_range == "[-1,1]":  # Grazzi et al. 2024: 2 exp(Delta A) - 1, in (-1, 1)
+            decay = 2.0 * decay - 1.0
         drive = (delta * u)[..., None] * B[..., None, :]  # (..., H, N)
         return decay, drive, C, u, p
 

@@ -52,3 +52,24 @@ def sequential_linear_recurrence(a: jax.Array, b: jax.Array, reverse: bool = Fal
 
     _, h = jax.lax.scan(step, jnp.zeros_like(b[:, 0]), (jnp.swapaxes(a, 0, 1), jnp.swapaxes(b, 0, 1)), reverse=reverse)
     return jnp.swapaxes(h, 0, 1)  # (T, B, N) -> (B, T, N)
+
+
+def _compose_matrix(
+    left: tuple[jax.Array, jax.Array], right: tuple[jax.Array, jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    M_i, U_i = left
+    M_j, U_j = right
+    return M_j @ M_i, M_j @ U_i + U_j
+
+
+def matrix_linear_recurrence(M: jax.Array, U: jax.Array, reverse: bool = False) -> jax.Array:
+    """All states S (B, T, ..., d, e) of S_t = M_t S_{t-1} + U_t from S_{-1} = 0.
+
+    M (B, T, ..., d, d), U (B, T, ..., d, e).
+
+    The matrix form of ``linear_recurrence`` (the same operator, with matrix products in the
+    order of time), for the delta rule's transitions M_t = I - beta_t k_t k_t^T: O(T log T d^3)
+    work in O(log T) parallel steps. ``reverse=True``: S_t = M_t S_{t+1} + U_t.
+    """
+    _, S = jax.lax.associative_scan(_compose_matrix, (M, U), reverse=reverse, axis=1)
+    return S

@@ -4,7 +4,8 @@ The experiment file's ``[model] time_loop`` (``lrd.models.network.ModelConfig``)
 
   "auto"       (default) the kernels on a GPU when the model fits them, else the scan;
                until ``scripts/gpu_check.sh`` has passed on a GPU (``GPU_CHECKED``), the scan.
-               A cell linear in its state (``Cell.parallel``: lru, mingru, minlstm, s4d, s6):
+               A cell linear in its state (``Cell.parallel``: deltanet, gated_deltanet, lru, mamba2,
+               mingru, minlstm, s4d, s6):
                its parallel form off the CPU, its step in ``lax.scan`` on the CPU, where
                the step is faster (``scripts/bench.py --parallel-only``: the associative
                scan does O(T log T) work, and 2 cores cannot make up for it)
