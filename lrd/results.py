@@ -180,14 +180,15 @@ def run_tables(
 def _profiled_steps(steps: list[int], steps_trained: int, every: int) -> set[int]:
     """The logged steps whose per-timestep profiles a run stores (``TrainConfig.profile_every``).
 
-    Every logged step when ``every`` is 0; otherwise the multiples of ``every``, the run's
-    last trained step (its stop, divergence or budget: the profile at the end, as the
-    figures and the "final" columns read it) and its last logged step.
+    Every logged step when ``every`` is 0; otherwise the multiples of ``every`` up to the
+    run's last trained step, and that step (its stop, divergence or budget: the profile at
+    the end, as the figures and the "final" columns read it). A stopped run's later log
+    points, frozen copies of its stop, are left out.
     """
     if not every:
         return set(steps)
     trained = [s for s in steps if s <= steps_trained]
-    return {s for s in steps if s % every == 0} | set(trained[-1:]) | set(steps[-1:])
+    return {s for s in trained if s % every == 0} | set(trained[-1:])
 
 
 def dynamics_table(dynamics: Dynamics, index: int, step: int, profile: bool = True) -> pd.DataFrame:

@@ -186,7 +186,8 @@ class TrainConfig(BaseModel):
         0,
         ge=0,
         description="store the per-timestep profiles (the grad_norms rows; sigma_max and pmb_bound of dynamics) "
-        "every this many steps, and at each run's stop and end; 0: at every log point. A multiple of log_every",
+        "every this many steps up to a run's last trained step, and at that step; 0: at every log point. "
+        "A multiple of log_every",
     )
     eval_gaps: tuple[int, ...] = Field(
         (),
