@@ -671,6 +671,17 @@ def test_forget_bias_dropped_for_ungated_cells(name):
     assert not hasattr(config.cell_module(), "forget_bias")
 
 
+def test_eigen_range_is_kept_where_a_cell_has_it_and_dropped_elsewhere():
+    for name in ("s6", "mamba2", "deltanet", "gated_deltanet"):
+        assert ModelConfig(cell=name, hidden=8, eigen_range="[-1,1]").eigen_range == "[-1,1]"
+        assert ModelConfig(cell=name, hidden=8).eigen_range == "[0,1]"
+        assert "eigen_range" not in ModelConfig(cell=name, hidden=8).model_dump()  # the default: out of the run id
+    lstm = ModelConfig(cell="lstm", hidden=8, eigen_range="[-1,1]")
+    assert lstm.eigen_range is None and lstm == ModelConfig(cell="lstm", hidden=8)  # one LSTM per grid over ranges
+    with pytest.raises(pydantic.ValidationError, match="eigen_range"):
+        ModelConfig(cell="deltanet", hidden=8, eigen_range="[-2,2]")
+
+
 def test_forget_bias_is_dropped_only_for_the_plain_recurrent_cells():
     assert {n for n, cls in CELLS.items() if "forget_bias" in cls.dropped_options} == {"rnn", "irnn"}
 

@@ -50,6 +50,9 @@ CELL_OPTIONS = (
 # Options added after the first results were stored: left out of the dump (the run's hash and
 # the runs table) when the cell does not have them, so the classic cells' run ids stay the same.
 LATER_OPTIONS = ("r_min", "r_max", "max_phase", "log_space", "heads", "recurrent_gain", "eigen_range")
+# Options every cell without them drops (as a cell's ``dropped_options``): a grid over cells and eigenvalue
+# ranges runs each cell once per range it has (the LSTM once), as Grazzi et al. compare them
+DROPPED_BY_ALL = ("eigen_range",)
 # Later options that cells have, with the value that reproduces the runs stored before them: left out of the
 # dump at that value too
 LATER_DEFAULTS = {"recurrent_gain": 1.0, "eigen_range": "[0,1]"}
@@ -61,7 +64,8 @@ class ModelConfig(BaseModel):
     Cell options (``CELL_OPTIONS``) default to None, meaning the cell's own default; after
     validation each holds the value the cell uses, or None where the cell has no such
     option. Setting an option the cell does not have is an error naming the key, except
-    the options a cell lists in ``dropped_options`` (``forget_bias`` on the rnn), which
+    the options a cell lists in ``dropped_options`` (``forget_bias`` on the rnn) and those of
+    ``DROPPED_BY_ALL`` (``eigen_range``, on every cell without it), which
     are dropped so a grid over them does not create duplicate runs.
     """
 
@@ -131,7 +135,7 @@ class ModelConfig(BaseModel):
             value = getattr(self, option)
             if option in defaults:
                 object.__setattr__(self, option, defaults[option] if value is None else value)
-            elif value is not None and option not in cell.dropped_options:
+            elif value is not None and option not in cell.dropped_options and option not in DROPPED_BY_ALL:
                 allowed = ", ".join(cell.options()) or "none"
                 raise ValueError(f"{option}: cell {self.cell!r} has no such option (its options: {allowed})")
             else:
