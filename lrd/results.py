@@ -617,6 +617,24 @@ def with_setting_labels(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(model=labels)
 
 
+def with_task_labels(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with ``task`` naming the task parameters that vary within a task: "state_tracking, group=s3".
+
+    The parameters are the ``task_*`` columns but those that follow from the others
+    (``DERIVED_TASK_COLUMNS``) and the gap (a key of its own); a folder whose tasks each ran
+    with one set of parameters keeps its plain task names.
+    """
+    params = [c for c in runs.columns if c.startswith(TASK_PREFIX) and c not in DERIVED_TASK_COLUMNS]
+    labels = runs["task"].astype(str).copy()
+    for task, group in runs.groupby("task", sort=True):
+        varying = [c for c in params if group[c].astype(str).nunique() > 1]
+        for index, row in group.iterrows():
+            if varying:
+                parts = [f"{c.removeprefix(TASK_PREFIX)}={setting_text(row[c])}" for c in varying]
+                labels[index] = ", ".join([str(task), *parts])
+    return runs.assign(task=labels)
+
+
 def setting_text(value) -> str:
     """A setting's value as the tables and the figures' series name it: 0.5, true, none (missing)."""
     if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
@@ -632,7 +650,8 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Seeds aggregated at the chosen learning rate: one row per task, gap, model and hidden size, in that order.
 
     A model run at several settings (``with_setting_labels``: a sweep over an initial gain,
-    a regulariser's weight) gives a row per setting, its model named with the setting.
+    a regulariser's weight) gives a row per setting, its model named with the setting; a task
+    run with several parameters (``with_task_labels``: parity and S3) a row per parameter set.
 
     The runs are first narrowed to each configuration's chosen learning rate
     (``best_lr_runs``). Columns: the keys, ``lr`` (chosen), ``lrs`` (grid size), ``lr_at_edge``,
@@ -651,7 +670,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
             runs = runs.assign(**{column: np.nan})
     if "lr" in runs:
         runs = best_lr_runs(runs)
-    runs = with_setting_labels(runs).assign(_outcome=outcome(runs))
+    runs = with_task_labels(with_setting_labels(runs)).assign(_outcome=outcome(runs))
     rows = []
     for key, g in runs.groupby(SUMMARY_KEYS, sort=True):
         metric = g["final_metric"].dropna()

@@ -376,6 +376,22 @@ def test_rank_auc_counts_pairs_and_gives_hanley_mcneil_interval():
     assert math.isnan(rank_auc([1, 2], [True, True]).auc)
 
 
+def test_summary_gives_a_row_per_task_parameter_that_varies_within_a_task():
+    """Two groups of one task (a grid over a task parameter) are two rows, not one mixing their seeds."""
+    runs = pd.concat(
+        [runs_table().assign(task_group=group, final_metric=metric) for group, metric in (("z2", 1.0), ("s3", 0.2))],
+        ignore_index=True,
+    )
+    runs["run"] = [f"r{i}" for i in range(len(runs))]
+    table = summary(runs)
+    labels = sorted(table["task"].unique())
+    assert labels == [f"{runs['task'].iloc[0]}, group=s3", f"{runs['task'].iloc[0]}, group=z2"]
+    assert len(table) == 2 * len(summary(runs_table()))
+    by_task = table.groupby("task")["final_metric"].mean()
+    assert by_task[labels[0]] == pytest.approx(0.2) and by_task[labels[1]] == pytest.approx(1.0)
+    assert summary(runs_table())["task"].tolist() == ["adding"]  # one set of parameters: the plain task name
+
+
 def test_summary_gives_a_row_per_setting_that_varies_within_a_model():
     """A sweep over the tanh RNN's initial gain: one row per gain, named by it; a plain model keeps its name."""
     from lrd.results import summary
