@@ -215,6 +215,83 @@ def treatment_findings() -> str:
     return "; ".join(parts)
 
 
+STATE_TRACKING = ROOT / "results" / "state_tracking_study"
+STATE_ORDER = ("lstm", "lru", "mamba2", "deltanet", "attention")
+
+
+def _state_tracking_rows() -> pd.DataFrame:
+    """Per group and model (eigenvalue range in the label) at the chosen learning rate: the outcomes at the training
+    length, the parameter count, and the mean accuracy at the training length and at every evaluation length."""
+    results = _load(STATE_TRACKING)
+    chosen = with_setting_labels(best_lr_runs(results.runs))
+    chosen["model"] = chosen["model"].str.replace(", eigen_range=", " ", regex=False)
+    at_gaps = results.eval_gaps.pivot_table(index="run", columns="test_gap", values="metric")
+    rows: list[dict[object, object]] = []
+    for (group, model), runs in chosen.groupby(["task_group", "model"]):
+        counts = outcome_counts(runs)
+        means = at_gaps.loc[runs["run"]].mean()
+        rows.append(
+            {
+                "group": group,
+                "model": model,
+                "params": int(runs["param_count"].iloc[0]),
+                "solved": counts.solved,
+                "undecided": counts.undecided,
+                "trained": counts.trained,
+                "train_gap": int(runs["gap"].iloc[0]),
+                "chance": float(runs["baseline_metric"].iloc[0]),
+                "lr": float(runs["lr"].iloc[0]),
+                "lr_at_edge": bool(runs["lr_at_edge"].iloc[0]),
+                "metric": float(runs["final_metric"].mean()),
+                **{int(gap): float(value) for gap, value in means.items()},
+            }
+        )
+    out = pd.DataFrame(rows)
+    rank = lambda m: (STATE_ORDER.index(m.split()[0]) if m.split()[0] in STATE_ORDER else len(STATE_ORDER), m)
+    return out.sort_values(["group", "model"], key=lambda c: c.map(rank) if c.name == "model" else c)
+
+
+def state_tracking_table() -> str:
+    """The state-tracking study: per group and model, outcomes at the training length, accuracy at every length."""
+    rows = _state_tracking_rows()
+    gaps = sorted(c for c in rows.columns if isinstance(c, int))
+    runs = _load(STATE_TRACKING).runs
+    lines = [
+        f"`state_tracking_study`: {_setting(runs)}; target at every step. {OUTCOME_RULE}",
+        "",
+        f"| group | model | params | outcomes at {rows['train_gap'].iloc[0]} | accuracy at "
+        + ", ".join(str(g) for g in [rows["train_gap"].iloc[0], *gaps])
+        + " | chance | lr |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, r in rows.iterrows():
+        accuracies = ", ".join(f"{v:.2f}" for v in [r["metric"], *(r[g] for g in gaps)])
+        lines.append(
+            f"| {r['group']} | {r['model']} | {r['params']:,} | "
+            f"{outcome_text(r['solved'], r['undecided'], r['trained'])} | {accuracies} | {r['chance']:.2f} | "
+            f"{r['lr']:g}{' (edge)' if r['lr_at_edge'] else ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def state_tracking_findings() -> str:
+    """Per group: the models whose accuracy at the longest evaluation length stays within 0.05 of chance, and those
+    above it, with the numbers."""
+    rows = _state_tracking_rows()
+    longest = max(c for c in rows.columns if isinstance(c, int))
+    parts = []
+    for group, mine in rows.groupby("group", sort=True):
+        chance = float(mine["chance"].iloc[0])
+        near = mine[mine[longest] < chance + 0.05]
+        above = mine[mine[longest] >= chance + 0.05].sort_values(longest, ascending=False)
+        listed = lambda table: ", ".join(f"{r.model} {r[longest]:.2f}" for _, r in table.iterrows()) or "none"
+        parts.append(
+            f"on {group} at length {longest} (chance {chance:.2f}) within 0.05 of chance: {listed(near)}; "
+            f"above it: {listed(above)}"
+        )
+    return "; ".join(parts)
+
+
 def shipped_table() -> str:
     """One row per small shipped experiment: per model, the mean final metric and solved seeds at each gap."""
     lines = ["| experiment | setting | mean final metric (solved seeds) per gap |", "|---|---|---|"]
@@ -578,6 +655,8 @@ def spans() -> dict[str, str]:
     out["dyn-pascanu"] = pascanu_findings()
     if (ROOT / "results" / "treatment").exists():
         out["treatment-findings"] = treatment_findings()
+    if STATE_TRACKING.exists():
+        out["state-tracking-findings"] = state_tracking_findings()
     out["reproduce-minutes"], out["reproduce-studies"] = reproduce_time()
     out.update(curse_of_memory())
     every = int(_load(ROOT / "results" / "delayed_recall").runs["log_every"].iloc[0])
@@ -600,6 +679,8 @@ def generate() -> dict[str, str]:
         blocks["modern"] = modern_table()
     if (ROOT / "results" / "treatment").exists():
         blocks["treatment"] = treatment_table()
+    if STATE_TRACKING.exists():
+        blocks["state-tracking"] = state_tracking_table()
     return {**{f"block:{k}": v for k, v in blocks.items()}, **{f"span:{k}": v for k, v in spans().items()}}
 
 
