@@ -124,6 +124,7 @@ RESULTS_SECTIONS = {
     "docs/dynamics.md": (
         "What the committed delayed-recall study shows",
         "Checked against theory",
+        "The treatment study",
     ),
 }
 # what may carry a digit there without being generated, each a narrow pattern (see hand_typed_numbers)
