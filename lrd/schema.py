@@ -91,6 +91,7 @@ MODEL_COLUMNS = (
     "max_phase",
     "log_space",
     "heads",
+    "eigen_range",
     "time_loop",
 )
 TRAIN_COLUMNS = (
@@ -105,6 +106,8 @@ TRAIN_COLUMNS = (
     "valid_size",
     "stop_when_solved",
     "stop_check",  # only in rows of runs stopped on the validation check set (absent: the probe rule of before)
+    "stop_margin",  # only where set (the later settings below likewise)
+    "profile_every",
     "recurrence_lr_factor",
     *("omega", "floss", "floss_k", "floss_every"),  # the remedies (lrd.remedies); runs from before lack them
     *("diagnostics", "lyapunov_k", "power_iterations", "spectrum_size", "saturation", "spike_factor"),

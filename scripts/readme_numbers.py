@@ -247,7 +247,11 @@ def _state_tracking_rows() -> pd.DataFrame:
             }
         )
     out = pd.DataFrame(rows)
-    rank = lambda m: (STATE_ORDER.index(m.split()[0]) if m.split()[0] in STATE_ORDER else len(STATE_ORDER), m)
+    rank = lambda m: (
+        STATE_ORDER.index(m.split()[0]) if m.split()[0] in STATE_ORDER else len(STATE_ORDER),
+        "[-1,1]" in m,  # the papers' range [0, 1] first
+        m,
+    )
     return out.sort_values(["group", "model"], key=lambda c: c.map(rank) if c.name == "model" else c)
 
 

@@ -392,6 +392,24 @@ def test_summary_gives_a_row_per_task_parameter_that_varies_within_a_task():
     assert summary(runs_table())["task"].tolist() == ["adding"]  # one set of parameters: the plain task name
 
 
+def test_an_eigenvalue_range_is_a_setting_of_its_own():
+    """deltanet at "[-1,1]" and at its default (stored as absent) are two configurations: two rows, lr chosen apart."""
+    runs = pd.concat(
+        [
+            runs_table().assign(model="deltanet", eigen_range=r, final_metric=m)
+            for r, m in (("[-1,1]", 1.0), (None, 0.5))
+        ],
+        ignore_index=True,
+    )
+    runs["run"] = [f"r{i}" for i in range(len(runs))]
+    table = summary(runs)
+    assert sorted(table["model"]) == ["deltanet, eigen_range=[-1,1]", "deltanet, eigen_range=[0,1]"]
+    assert table.set_index("model")["final_metric"].to_dict() == {
+        "deltanet, eigen_range=[-1,1]": 1.0,
+        "deltanet, eigen_range=[0,1]": 0.5,
+    }
+
+
 def test_summary_gives_a_row_per_setting_that_varies_within_a_model():
     """A sweep over the tanh RNN's initial gain: one row per gain, named by it; a plain model keeps its name."""
     from lrd.results import summary
