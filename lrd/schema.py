@@ -105,8 +105,8 @@ TRAIN_COLUMNS = (
     "probe_size",
     "valid_size",
     "stop_when_solved",
-    "stop_check",  # only in rows of runs stopped on the validation check set (absent: the probe rule of before)
     "stop_margin",  # only where set (the later settings below likewise)
+    "stop_check",  # only in rows of runs stopped on the validation check set (absent: the probe rule of before)
     "profile_every",
     "recurrence_lr_factor",
     *("omega", "floss", "floss_k", "floss_every"),  # the remedies (lrd.remedies); runs from before lack them
