@@ -21,7 +21,7 @@ from lrd.plots import FIGURE_NAMES, writing
 from lrd.schema import Results
 from lrd.tasks.delayed_recall import DelayedRecall
 
-DPI = 150  # write_figures' default
+DPI = writing.DPI  # write_figures' default
 SLACK = 0.5  # pixels: rounding of the text extents
 
 
