@@ -20,7 +20,6 @@ Conventions that differ, state and probe, parallel form: as ``deltanet``.
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import flax.linen as nn
@@ -29,21 +28,8 @@ import jax.numpy as jnp
 
 from lrd.models.cells import register
 from lrd.models.deltanet import DeltaNetCell
-
-A_MIN, A_MAX = 1.0, 16.0  # Mamba-2's A_init_range
-DT_MIN, DT_MAX = 0.001, 0.1
-
-
-def dt_bias_init(key, shape, dtype=jnp.float32):
-    """softplus^-1(dt), dt log-uniform on [DT_MIN, DT_MAX] (Mamba's and Mamba-2's dt_bias)."""
-    log_dt = jax.random.uniform(key, shape, dtype, math.log(DT_MIN), math.log(DT_MAX))
-    dt = jnp.maximum(jnp.exp(log_dt), 1e-4)
-    return dt + jnp.log(-jnp.expm1(-dt))
-
-
-def a_log_init(key, shape, dtype=jnp.float32):
-    """log A, A uniform on [A_MIN, A_MAX] (Mamba-2's A_log)."""
-    return jnp.log(jax.random.uniform(key, shape, dtype, A_MIN, A_MAX))
+from lrd.models.mamba2 import a_log_init
+from lrd.models.s6 import dt_bias_init
 
 
 @register

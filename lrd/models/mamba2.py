@@ -37,10 +37,16 @@ import jax
 import jax.numpy as jnp
 
 from lrd.models.cells import Carry, Cell, Eps, register
-from lrd.models.gated_deltanet import a_log_init, dt_bias_init
+from lrd.models.s6 import dt_bias_init
 from lrd.models.scan import linear_recurrence
 
 STATE_DIM = 16  # N, states per head (Mamba-2's d_state is 64 to 128; 16 as the S6 cell here)
+A_MIN, A_MAX = 1.0, 16.0  # Mamba-2's A_init_range
+
+
+def a_log_init(key, shape, dtype=jnp.float32):
+    """log A, A uniform on [A_MIN, A_MAX] (Mamba-2's A_log; Gated DeltaNet's too)."""
+    return jnp.log(jax.random.uniform(key, shape, dtype, A_MIN, A_MAX))
 
 
 @register

@@ -47,6 +47,13 @@ STATE_DIM = 16  # N, states per channel (Mamba's d_state)
 DT_MIN, DT_MAX = 0.001, 0.1
 
 
+def dt_bias_init(key, shape, dtype=jnp.float32):
+    """softplus^-1(dt), dt log-uniform on [DT_MIN, DT_MAX] (Mamba's dt_bias; Mamba-2 and Gated DeltaNet use it too)."""
+    log_dt = jax.random.uniform(key, shape, dtype, math.log(DT_MIN), math.log(DT_MAX))
+    dt = jnp.maximum(jnp.exp(log_dt), 1e-4)
+    return dt + jnp.log(-jnp.expm1(-dt))  # softplus^-1(dt)
+
+
 @register
 class S6Cell(Cell):
     eigen_range: Literal["[0,1]", "[-1,1]"] = "[0,1]"
@@ -72,11 +79,6 @@ class S6Cell(Cell):
     @nn.compact
     def weights(self, input_dim: int) -> dict[str, jax.Array]:
         H, N, R = self.hidden, STATE_DIM, self.rank
-
-        def dt_bias_init(key, shape, dtype=jnp.float32):
-            log_dt = jax.random.uniform(key, shape, dtype, math.log(DT_MIN), math.log(DT_MAX))
-            dt = jnp.maximum(jnp.exp(log_dt), 1e-4)
-            return dt + jnp.log(-jnp.expm1(-dt))  # softplus^-1(dt)
 
         def a_log_init(key, shape, dtype=jnp.float32):
             return jnp.log(jnp.broadcast_to(jnp.arange(1, N + 1, dtype=dtype), shape))
