@@ -94,9 +94,14 @@ def _setting(runs: pd.DataFrame) -> str:
     return f"hidden {values('hidden')}, {budget}, {lr}, {runs['seed'].nunique()} seeds"
 
 
+def _lr_text(lr: float, at_edge: bool) -> str:
+    """The chosen learning rate as the tables print it: "0.01 (edge)" when it is the grid's smallest or largest."""
+    return f"{lr:g}" + (" (edge)" if at_edge else "")
+
+
 def _cell(row, loss: float | None) -> str:
     mse = f"MSE {loss:.2g}, " if loss is not None else ""
-    lr = f"; lr {row.lr:g}" + (" (edge)" if row.lr_at_edge else "") if row.lrs > 1 else ""
+    lr = f"; lr {_lr_text(row.lr, row.lr_at_edge)}" if row.lrs > 1 else ""
     counts = outcome_text(row.solved, row.undecided, row.trained)
     return f"{counts} [{row.success_lo:.2f}, {row.success_hi:.2f}]; {mse}{row.final_metric:.3f}{lr}"
 
@@ -183,7 +188,7 @@ def treatment_table() -> str:
         lines.append(
             f"| {r.condition} | {outcome_text(r.solved, r.undecided, r.trained)} [{r.success_lo:.2f}, "
             f"{r.success_hi:.2f}] | {r.final_metric:.3f} | {r.growth_rate_init:+.3f} → {r.growth_rate_final:+.3f} "
-            f"| {r.exponent_init:+.3f} → {r.exponent_final:+.3f} | {r.lr:g}{' (edge)' if r.lr_at_edge else ''} |"
+            f"| {r.exponent_init:+.3f} → {r.exponent_final:+.3f} | {_lr_text(r.lr, r.lr_at_edge)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -273,7 +278,7 @@ def state_tracking_table() -> str:
         lines.append(
             f"| {r['group']} | {r['model']} | {r['params']:,} | "
             f"{outcome_text(r['solved'], r['undecided'], r['trained'])} | {accuracies} | {r['chance']:.2f} | "
-            f"{r['lr']:g}{' (edge)' if r['lr_at_edge'] else ''} |"
+            f"{_lr_text(r['lr'], r['lr_at_edge'])} |"
         )
     return "\n".join(lines) + "\n"
 
