@@ -33,6 +33,7 @@ from typing import NamedTuple, Protocol
 
 from lrd.experiment import Plugin, load_plugin
 from lrd.runtime import enable_compilation_cache, versions
+from lrd.tasks.base import Task
 from lrd.train import RunResult, Trainer, get_trainer
 from lrd.watchdog import COMPILE_THREAD, watch
 
@@ -46,7 +47,7 @@ class Job(NamedTuple):
     """One group's training, as data a worker process on any host can run."""
 
     index: int  # type: ignore[assignment]  # the group's position in the sweep's plan (shadows tuple.index)
-    config: bytes  # pickle of (task, model, train); loaded after the plugins, which may define the task
+    config: bytes  # pickle of (task, model, train, threshold, bucket); loaded after the plugins (may define the task)
     seeds: tuple[int, ...]  # member i trains seeds[i] at learning rate lrs[i]
     lrs: tuple[float, ...]
     plugins: tuple[Plugin, ...]
@@ -81,10 +82,19 @@ class Backend(Protocol):
         ...
 
 
-def make_job(index: int, group_key: tuple, members: list[tuple[int, float]], plugins: tuple[Plugin, ...]) -> Job:
-    """The job of a group: its shared configuration and its members (seed, learning rate)."""
+def make_job(
+    index: int,
+    group_key: tuple,
+    members: list[tuple[int, float]],
+    plugins: tuple[Plugin, ...],
+    bucket: tuple[Task, ...] = (),
+) -> Job:
+    """The job of a group: its shared configuration, its members (seed, learning rate) and its length bucket.
+
+    ``bucket``: the tasks (``lrd.buckets``) whose groups share the job's compiled programs; () for its own.
+    """
     seeds, lrs = (tuple(column) for column in zip(*members))
-    return Job(index, pickle.dumps(group_key), seeds, lrs, plugins, dict(pinned_versions()))
+    return Job(index, pickle.dumps((*group_key, bucket)), seeds, lrs, plugins, dict(pinned_versions()))
 
 
 @functools.cache
@@ -103,13 +113,20 @@ def _trainer(job: Job) -> Trainer:
     _check_versions(job.versions)
     for plugin in job.plugins:
         load_plugin(plugin)
-    return get_trainer(*pickle.loads(job.config))
+    task, model, train, threshold, bucket = pickle.loads(job.config)
+    return get_trainer(task, model, train, threshold, bucket)
+
+
+def _task(job: Job) -> Task:
+    return pickle.loads(job.config)[0]
 
 
 def train(job: Job, emit: Callable[[Event], None], compiled: Callable[[], None] = _nothing) -> Outcome:
     """Run one job in this process. Exceptions become a failed Outcome; the caller goes on.
 
-    ``compiled()`` is called once the job's programs are compiled, before its training.
+    ``compiled()`` is called once the job's programs are compiled, before its training. A
+    job of a length bucket (``lrd.buckets``) whose shared programs fail is run again in
+    programs of its own, so that one task's error fails its own group, not the bucket's.
     """
     emit(Started(job.index))
     t0 = time.perf_counter()
@@ -120,8 +137,12 @@ def train(job: Job, emit: Callable[[Event], None], compiled: Callable[[], None] 
         with watch():  # a computation stalled inside XLA ends the process (exit 75; lrd.watchdog)
             trainer.compile(len(job.seeds))
             compiled()
-            result = trainer.run(list(job.seeds), on_block=on_block, lrs=list(job.lrs))
+            result = trainer.run(list(job.seeds), on_block=on_block, lrs=list(job.lrs), task=_task(job))
     except Exception as err:
+        task, model, train_config, threshold, bucket = pickle.loads(job.config)
+        if bucket:
+            alone = job._replace(config=pickle.dumps((task, model, train_config, threshold, ())))
+            return train(alone, emit, compiled)
         return Outcome(job.index, None, time.perf_counter() - t0, describe(err))
     return Outcome(job.index, result, time.perf_counter() - t0)
 

@@ -79,11 +79,14 @@ Exploding-gradient instrumentation (per log block, inside the training scan)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    from lrd.buckets import Padded
 
 FLOOR = float(np.finfo(np.float32).tiny)
 POWER_BLOCK = 4  # vectors of the block power iteration for sigma_max (see jacobian_spectrum)
@@ -241,13 +244,22 @@ def orthonormal_start(n: int, k: int, key: jax.Array) -> jax.Array:
 
 
 def jacobian_spectrum(
-    step: Step, prev_states: jax.Array, inputs: jax.Array, q0: jax.Array, iterations: int
+    step: Step,
+    prev_states: jax.Array,
+    inputs: jax.Array,
+    q0: jax.Array,
+    iterations: int,
+    real: jax.Array | None = None,
+    burn: int | jax.Array | None = None,
 ) -> Spectrum:
     """Spectra of J_t = d step(s, x_t) / d s at s = prev_states[t], for one sequence.
 
     prev_states: (T, n) the state each step starts from (s_{t-1}); inputs: (T, D).
     q0: (n, k) orthonormal start of the QR iteration (``orthonormal_start``).
     iterations: block power iterations per timestep for sigma_max, warm-started from the last.
+    real, burn: a sequence padded at its end (``lrd.buckets``): only its steps from ``burn``
+    to ``real`` (its length) are counted, and the sums are returned undivided (the caller
+    divides by the steps counted, as a constant of the task).
 
     sigma_max: subspace (block power) iteration V <- qr(J^T J V) with POWER_BLOCK columns,
     then the largest singular value of J V (Rayleigh-Ritz): it converges at the rate
@@ -259,7 +271,9 @@ def jacobian_spectrum(
     v0 = q0[:, :p] if k >= p else orthonormal_start(n, p, jax.random.PRNGKey(0))
 
     length = prev_states.shape[0]
-    burn = length // BURN_IN
+    padded = real is not None
+    if burn is None:
+        burn = length // BURN_IN
 
     def body(carry, xs):
         v, q, log_r, lost = carry
@@ -276,13 +290,15 @@ def jacobian_spectrum(
         sigma = top_singular_value(jvp_cols(v))
         q, r = householder_qr(jvp_cols(q))  # (n, k), (k, k)
         diagonal = jnp.abs(jnp.diagonal(r))
-        counted = t >= burn
+        counted = (t >= burn) & (t < real) if padded else t >= burn
         log_r = log_r + jnp.where(counted, jnp.log(jnp.maximum(diagonal, FLOOR)), 0.0)
         lost = lost + (counted & (diagonal <= ROUNDOFF * jnp.max(diagonal)))
         return (v, q, log_r, lost), sigma
 
     zeros = jnp.zeros((k,), jnp.float32)
     (_, _, log_r, lost), sigma = jax.lax.scan(body, (v0, q0, zeros, zeros), (prev_states, inputs, jnp.arange(length)))
+    if padded:
+        return Spectrum(sigma_max=sigma, lyapunov=log_r, roundoff=lost)  # sums: the caller divides per task
     return Spectrum(sigma_max=sigma, lyapunov=log_r / (length - burn), roundoff=lost / (length - burn))
 
 
@@ -392,20 +408,41 @@ def model_dynamics(
     spectrum_size: int,
     saturation: float,
     key: jax.Array,
+    padded: Padded | None = None,
 ) -> Dynamics:
-    """All Jacobian and gate diagnostics of layer 0 (forward) of a ``SequenceModel`` on ``inputs`` (B, T, D)."""
+    """All Jacobian and gate diagnostics of layer 0 (forward) of a ``SequenceModel`` on ``inputs`` (B, T, D).
+
+    ``padded``: the length bucket (``lrd.buckets.Padded``) that padded ``inputs`` at their
+    end. The real steps come first and are computed as unpadded; what depends on the real
+    length (the gate statistics, the burn-in, the steps counted and the means over them) is
+    computed in the task's branch on its real steps alone. The per-timestep ``sigma_max``
+    and ``pmb_bound`` keep the padded steps, for the caller to cut.
+    """
     cell = model_config.cell_module()
     cell_params = layer0_cell_params(params)
     prev_states, gates = cell_trajectory(cell, cell_params, inputs)  # (T, B, n)
-    quantiles, saturated, tau = gate_statistics(gates, saturation, KEEP_WEIGHT.get(model_config.cell))
+    keep = KEEP_WEIGHT.get(model_config.cell)
+    if padded is None:
+        quantiles, saturated, tau = gate_statistics(gates, saturation, keep)
+    else:
+        real_gates = lambda n: gate_statistics({g: v[:n] for g, v in gates.items()}, saturation, keep)
+        quantiles, saturated, tau = padded.per_task(real_gates)
 
     m = min(spectrum_size, inputs.shape[0])
     n = prev_states.shape[-1]
     q0 = orthonormal_start(n, min(lyapunov_k, n), key)
     step = cell_step(cell, cell_params)
-    spectrum = jax.vmap(lambda s, x: jacobian_spectrum(step, s, x, q0, iterations), in_axes=(1, 0))(
+    real = burn = None
+    if padded is not None:
+        real, burn = padded.real, padded.per_task(lambda n: jnp.int32(n // BURN_IN))
+    spectrum = jax.vmap(lambda s, x: jacobian_spectrum(step, s, x, q0, iterations, real, burn), in_axes=(1, 0))(
         prev_states[:, :m], inputs[:m]
     )  # sigma_max (m, T), lyapunov (m, k)
+    if padded is not None:  # the sums over the real steps after the burn-in, divided as unpadded
+        spectrum = spectrum._replace(
+            lyapunov=padded.per_task(lambda n: spectrum.lyapunov / (n - n // BURN_IN)),
+            roundoff=padded.per_task(lambda n: spectrum.roundoff / (n - n // BURN_IN)),
+        )
     log_sigma = jnp.log(jnp.maximum(spectrum.sigma_max, FLOOR))
     if model_config.cell == "rnn":
         U = cell_params["U"]  # (H, H)

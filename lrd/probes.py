@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrd.buckets import Single, View
 from lrd.models.network import Perturbation, SequenceModel
 from lrd.schema import FLOOR
 from lrd.tasks.base import Batch, Task
@@ -78,30 +79,52 @@ def safe_norm(g: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array
     return jnp.where(below, FLOOR, norm), below
 
 
-def probe(task: Task, model: SequenceModel, params, batch: Batch) -> ProbeResult:
-    """Loss, metrics, parameter gradients and per-timestep state-gradient norms of ``batch``."""
+def probe(task: Task | View, model: SequenceModel, params, batch: Batch) -> ProbeResult:
+    """Loss, metrics, parameter gradients and per-timestep state-gradient norms of ``batch``.
+
+    ``task``: a task, or a view of one (``lrd.buckets``: in a length bucket, the padded
+    steps' norms are computed too and cut off on the host).
+    """
     B, T = batch.mask.shape
     zeros = model.config.zero_perturbation(B, T)
+    view = Single(task) if isinstance(task, Task) else task
 
     def loss_fn(params, perturbation):
-        outputs = model.apply(params, batch.inputs, perturbation)  # (B, T, out)
-        return task.training_loss(outputs, batch), task.metrics(outputs, batch)
+        both = lambda task, outputs, b: (task.training_loss(outputs, b), task.metrics(outputs, b))  # (B, T, out)
+        return view.score(model, params, batch, both, perturbation)
 
     (loss, metrics), (param_grads, state_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
         params, zeros
     )
-    norms = jax.tree.map(lambda g: safe_norm(g, (0, 2)), state_grads)  # leaves (T,), (T,)
-    per_sequence = jax.tree.map(lambda g: safe_norm(g, (2,)), state_grads)  # leaves (B, T), (B, T)
     is_pair = lambda x: isinstance(x, tuple)
+
+    def reduced(state_grads):  # per timestep, over the batch (and the units)
+        norms = jax.tree.map(lambda g: safe_norm(g, (0, 2)), state_grads)  # leaves (T,), (T,)
+        per_sequence = jax.tree.map(lambda g: safe_norm(g, (2,)), state_grads)  # leaves (B, T), (B, T)
+        return (
+            jax.tree.map(lambda p: p[0], norms, is_leaf=is_pair),
+            jax.tree.map(lambda p: p[1], norms, is_leaf=is_pair),
+            jax.tree.map(lambda p: jnp.mean(jnp.log(p[0]), axis=0), per_sequence, is_leaf=is_pair),
+            jax.tree.map(lambda p: jnp.any(p[1], axis=0), per_sequence, is_leaf=is_pair),
+        )
+
+    if isinstance(view, Single):
+        state_norms, below_floor, log_gmean, gmean_below = reduced(state_grads)
+    else:  # reduced over the real steps alone, as unpadded, then padded again to the bucket's length
+        real = lambda n: jax.tree.map(lambda g: g[:, :n], state_grads)
+        again = lambda n: lambda x: jnp.pad(x, (0, T - n))
+        state_norms, below_floor, log_gmean, gmean_below = view.per_task(
+            lambda n: jax.tree.map(again(n), reduced(real(n)))
+        )
     return ProbeResult(
         loss=loss,
         metrics=metrics,
         param_grads=param_grads,
         grad_norm=global_norm(param_grads),
-        state_norms=jax.tree.map(lambda p: p[0], norms, is_leaf=is_pair),
-        below_floor=jax.tree.map(lambda p: p[1], norms, is_leaf=is_pair),
-        log_gmean_norms=jax.tree.map(lambda p: jnp.mean(jnp.log(p[0]), axis=0), per_sequence, is_leaf=is_pair),
-        gmean_below_floor=jax.tree.map(lambda p: jnp.any(p[1], axis=0), per_sequence, is_leaf=is_pair),
+        state_norms=state_norms,
+        below_floor=below_floor,
+        log_gmean_norms=log_gmean,
+        gmean_below_floor=gmean_below,
     )
 
 

@@ -155,6 +155,8 @@ def run_tables(
         "wall_time_s": wall_time_s,
         "group_size": len(result.seeds),
         "time_loop_used": result.time_loop,
+        # the gaps whose groups shared the program that trained it, padded to the longest (lrd.buckets); "" alone
+        "bucket": ",".join(str(g) for g in result.bucket),
     }
     curves.insert(0, "run", spec.run_id)
     grad_norms.insert(0, "run", spec.run_id)

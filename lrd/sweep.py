@@ -19,9 +19,11 @@ A sweep that ends with every run of its experiment complete packs the folder
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -30,9 +32,11 @@ import pandas as pd
 
 from lrd import interrupt, results, store
 from lrd.backends import Backend, Block, LocalBackend, Started, make_job
+from lrd.buckets import Candidate, can_pad, can_share, plan_buckets
 from lrd.experiment import Experiment, RunSpec
 from lrd.models import CELLS
 from lrd.schema import CURVES, RUN
+from lrd.tasks.base import Task
 
 
 class Reporter(Protocol):
@@ -62,9 +66,14 @@ class SweepSummary(NamedTuple):
 
 
 class Group(NamedTuple):
-    """Runs that differ only in their seed and learning rate, sorted by (seed, learning rate)."""
+    """Runs that differ only in their seed and learning rate, sorted by (seed, learning rate).
+
+    ``bucket``: the tasks of the length bucket whose groups share this group's programs
+    (``lrd.buckets``), () when it has programs of its own.
+    """
 
     specs: list[RunSpec]
+    bucket: tuple[Task, ...] = ()
 
     @property
     def members(self) -> list[tuple[int, float]]:
@@ -80,41 +89,94 @@ class Group(NamedTuple):
         return f"{spec.task.name} gap={spec.task.gap} {spec.model.label} h={spec.model.hidden} seeds {seeds}{lr}"
 
 
-def plan(experiment: Experiment, done: set[str]) -> list[Group]:
-    """The groups with at least one run still to compute, shortest sequences first."""
+def plan(experiment: Experiment, done: set[str], buckets: Mapping[tuple, tuple[int, ...]] | None = None) -> list[Group]:
+    """The groups with at least one run still to compute, shortest programs first, a bucket's groups together.
+
+    The length buckets (``lrd.buckets``) are chosen over all the experiment's groups, finished
+    or not, so a resumed sweep trains each group in the program it would have had; ``buckets``
+    (group key -> the bucket's gaps) gives them instead, as ``lrd verify`` does from the runs table.
+    """
     groups: dict[tuple, list[RunSpec]] = defaultdict(list)
     for spec in experiment.runs:
         groups[spec.group_key].append(spec)
+    if buckets is None:
+        shared = length_buckets(groups)
+    else:
+        shared = {key: tuple(key[0].at_gap(g) for g in gaps) for key, gaps in buckets.items() if len(gaps) > 1}
     pending = [specs for specs in groups.values() if any(s.run_id not in done for s in specs)]
-    pending.sort(key=lambda specs: (specs[0].task.length, specs[0].model.label))
-    return [Group(sorted(specs, key=lambda s: (s.seed, s.train.lr))) for specs in pending]
+    length = lambda specs: max(t.length for t in shared.get(specs[0].group_key, (specs[0].task,)))
+    pending.sort(key=lambda specs: (length(specs), specs[0].model.label, specs[0].task.length))
+    return [
+        Group(sorted(specs, key=lambda s: (s.seed, s.train.lr)), shared.get(specs[0].group_key, ()))
+        for specs in pending
+    ]
+
+
+def length_buckets(groups: Mapping[tuple, list[RunSpec]]) -> dict[tuple, tuple[Task, ...]]:
+    """Group key -> the tasks of its length bucket, for the groups that share a program (``lrd.buckets.plan_buckets``).
+
+    Candidates are groups of one family: the same task but for the gap, the same model and
+    training, the same number of members, a model that can run padded sequences.
+    """
+    families: dict[tuple, list[tuple]] = defaultdict(list)
+    for key, specs in groups.items():
+        task, model, train, threshold = key
+        if not (can_pad(model, remedies=train.omega > 0 or train.floss > 0) and can_share(task)):
+            continue
+        others = json.dumps({**task.params(), "gap": 0}, sort_keys=True, default=str)
+        families[(task.name, others, model, train, threshold, len(specs))].append(key)
+    shared: dict[tuple, tuple[Task, ...]] = {}
+    for family, keys in families.items():
+        if len(keys) < 2:
+            continue
+        candidates = [
+            Candidate(key[0], key[1], key[2].diagnostics, key[2].batch_size, key[2].steps, family[-1]) for key in keys
+        ]
+        for bucket in plan_buckets(candidates):
+            if len(bucket) > 1:
+                tasks = tuple(sorted((keys[i][0] for i in bucket), key=lambda t: t.length))
+                shared.update({keys[i]: tasks for i in bucket})
+    return shared
 
 
 def run_sweep(
-    experiment: Experiment, out_dir: Path, reporter: Reporter, backend: Backend | None = None
+    experiment: Experiment,
+    out_dir: Path,
+    reporter: Reporter,
+    backend: Backend | None = None,
+    buckets: Mapping[tuple, tuple[int, ...]] | None = None,
 ) -> SweepSummary:
     """Compute every missing, failed or damaged run of ``experiment`` into ``out_dir``.
+
+    ``buckets``: the length buckets to train in (``plan``); None chooses them, for this process's
+    backend only: on a cluster each group may run in another process, which a shared program
+    would not spare a compilation.
 
     The folder's lock (``store.lock``) is held throughout; ``store.Locked`` if another
     process holds it.
     """
     start = time.perf_counter()
+    if buckets is None and not isinstance(backend or LocalBackend(), LocalBackend):
+        buckets = {}
     with ExitStack() as held:
         if out_dir.is_dir():
             held.enter_context(store.lock(out_dir))  # before anything is read: a second sweep stops here
-        found, groups = _stored(experiment, out_dir)
+        found, groups = _stored(experiment, out_dir, buckets)
         check_memory(groups)  # before the folder is created
         if not out_dir.is_dir():
             out_dir.mkdir(parents=True, exist_ok=True)
             held.enter_context(store.lock(out_dir))
-            found, groups = _stored(experiment, out_dir)  # another sweep may have begun it meanwhile
+            found, groups = _stored(experiment, out_dir, buckets)  # another sweep may have begun it meanwhile
         return _compute(experiment, out_dir, reporter, backend, found, groups, start)
 
 
-def _stored(experiment: Experiment, out_dir: Path) -> tuple[dict[str, store.RunCheck], list[Group]]:
+def _stored(
+    experiment: Experiment, out_dir: Path, buckets: Mapping[tuple, tuple[int, ...]] | None = None
+) -> tuple[dict[str, store.RunCheck], list[Group]]:
     """The checks of the experiment's stored runs, and the groups still to compute."""
     found = store.check_runs(out_dir, {spec.run_id for spec in experiment.runs})
-    return found, plan(experiment, {run_id for run_id, check in found.items() if check.state == store.COMPLETE})
+    done = {run_id for run_id, check in found.items() if check.state == store.COMPLETE}
+    return found, plan(experiment, done, buckets)
 
 
 def _compute(
@@ -130,7 +192,7 @@ def _compute(
     damaged = {run_id: check.reason for run_id, check in found.items() if check.state == store.DAMAGED}
     store.prepare(out_dir, experiment)
     reporter.start(experiment, total=len(experiment.runs), already_done=len(done))
-    jobs = [make_job(i, g.specs[0].group_key, g.members, experiment.plugins) for i, g in enumerate(groups)]
+    jobs = [make_job(i, g.specs[0].group_key, g.members, experiment.plugins, g.bucket) for i, g in enumerate(groups)]
     attempts = [0] * len(groups)
     finished: set[int] = set()
 
@@ -225,7 +287,8 @@ def group_memory(group: Group) -> int:
     if model.heads is not None:
         per_step += 2 * model.heads * spec.task.length
     directions = 2 if model.bidirectional else 1
-    units = len(group.specs) * spec.task.length * (train.batch_size + train.probe_size) * model.layers
+    length = max(t.length for t in group.bucket) if group.bucket else spec.task.length  # padded in a bucket
+    units = len(group.specs) * length * (train.batch_size + train.probe_size) * model.layers
     return BASE_BYTES + units * directions * per_step * BYTES_PER_UNIT
 
 

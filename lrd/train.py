@@ -76,6 +76,7 @@ import numpy as np
 import optax
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
+from lrd.buckets import Padded, Single, View, can_pad
 from lrd.dynamics import BlockStats, Dynamics, block_statistics, model_dynamics
 from lrd.models.cells import CELLS
 from lrd.models.network import ModelConfig, Perturbation, SequenceModel
@@ -360,6 +361,7 @@ class RunResult(NamedTuple):
     eval_gaps: Mapping[int, dict[str, np.ndarray]] = MappingProxyType(
         {}
     )  # test gap -> evaluation metrics (S,), for train.eval_gaps
+    bucket: tuple[int, ...] = ()  # the gaps of the length bucket whose program trained the group (lrd.buckets); ()
 
 
 class Trainer:
@@ -369,10 +371,24 @@ class Trainer:
     stops (required then; a sweep passes the experiment's ``[report] solve_threshold``).
     """
 
-    def __init__(self, task: Task, model: ModelConfig, train: TrainConfig, stop_threshold: float | None = None):
+    def __init__(
+        self,
+        task: Task,
+        model: ModelConfig,
+        train: TrainConfig,
+        stop_threshold: float | None = None,
+        bucket: tuple[Task, ...] = (),
+    ):
         if train.stop_when_solved and stop_threshold is None:
             raise ValueError("stop_when_solved needs a stop_threshold (the metric at which a run stops)")
+        if len(bucket) > 1 and not can_pad(model, remedies=train.omega > 0 or train.floss > 0):
+            raise ValueError(f"{model.label} cannot run padded sequences (lrd.buckets.can_pad): no length bucket")
         self.task, self.model_config, self.train_config = task, model, train
+        # a length bucket (lrd.buckets): the tasks, differing only in gap, that share these programs, left-padded
+        # to the longest; a run names its task (``run(task=...)``). One task: the unpadded programs
+        self.tasks = tuple(sorted(bucket, key=lambda t: t.length)) if len(bucket) > 1 else (task,)
+        if task not in self.tasks:
+            raise ValueError(f"the bucket {[t.gap for t in self.tasks]} does not hold the task (gap {task.gap})")
         self.stop_threshold = stop_threshold
         # the stop check set: a check at step 0 and after every log block (none with the probe rule of before)
         self.stop_check_size = (
@@ -403,6 +419,10 @@ class Trainer:
             train.optimizer_chain(lr), train.recurrence_lr_factor, CELLS[self.model_config.cell].recurrence_params
         )
 
+    def _view(self, which: jax.Array) -> View:
+        """The task the programs run: the task itself, or the bucket's task at index ``which``, padded."""
+        return Single(self.task) if len(self.tasks) == 1 else Padded(self.tasks, which)
+
     # --- pure, per-member functions ------------------------------------------------
     def _init(self, member: tuple[jax.Array, jax.Array]) -> TrainState:
         key, lr = member  # the seed's key, the learning rate ()
@@ -421,9 +441,9 @@ class Trainer:
             stopped_step=jnp.int32(-1),
         )
 
-    def _record(self, state: TrainState, block: BlockStats) -> LogRecord:
+    def _record(self, state: TrainState, block: BlockStats, view: View) -> LogRecord:
         """The probe's record of ``state``; its ``dynamics`` are left to ``diagnose`` (a program of their own)."""
-        result = probe(self.task, self.model, state.params, self._probe_batch(state))
+        result = probe(view, self.model, state.params, self._probe_batch(state, view))
         return LogRecord(
             state.step,
             result.metrics,
@@ -436,41 +456,65 @@ class Trainer:
             None,
         )
 
-    def _probe_batch(self, state: TrainState) -> Batch:
-        return self.task.sample(state.probe_key, self.train_config.probe_size)
+    def _probe_batch(self, state: TrainState, view: View) -> Batch:
+        return view.sample(state.probe_key, self.train_config.probe_size)
 
-    def _diagnose(self, state: TrainState) -> Dynamics:
+    def _diagnose(self, state: TrainState, which: jax.Array) -> Dynamics:
         """The diagnostics (``lrd.dynamics``) of ``state`` on the probe batch.
 
         Their own program, run at each log point on the logged state: the training block
         is the same program with the diagnostics on or off, and compiles as fast.
         """
         config = self.train_config
+        view = self._view(which)
         return model_dynamics(
             self.model_config,
             state.params,
-            self._probe_batch(state).inputs,
+            self._probe_batch(state, view).inputs,
             lyapunov_k=config.lyapunov_k,
             iterations=config.power_iterations,
             spectrum_size=config.spectrum_size,
             saturation=config.saturation,
             key=jax.random.fold_in(state.probe_key, 1),
+            padded=view if isinstance(view, Padded) else None,
         )
 
-    def _logged(self, state: TrainState, record: LogRecord) -> LogRecord:
-        """``record`` fetched to the host, with the diagnostics of ``state`` when they are on."""
-        if self.train_config.diagnostics:
-            record = record._replace(dynamics=self.diagnose(state))
-        return jax.device_get(record)
+    def _logged(self, state: TrainState, record: LogRecord, which: int) -> LogRecord:
+        """``record`` fetched to the host, with the diagnostics of ``state`` when they are on.
 
-    def _train_step(self, state: TrainState) -> tuple[TrainState, tuple[jax.Array, jax.Array, jax.Array]]:
+        In a bucket, the per-timestep values are cut to the task's real steps (the first ones).
+        """
+        if self.train_config.diagnostics:
+            record = record._replace(dynamics=self.diagnose(state, which))
+        record = jax.device_get(record)
+        real = self.tasks[which].length
+        if real == self.length:
+            return record
+        cut = lambda x: x[..., :real]
+        dynamics = record.dynamics
+        if dynamics is not None:
+            dynamics = dynamics._replace(sigma_max=cut(dynamics.sigma_max), pmb_bound=cut(dynamics.pmb_bound))
+        return record._replace(
+            state_norms=jax.tree.map(cut, record.state_norms),
+            below_floor=jax.tree.map(cut, record.below_floor),
+            log_gmean_norms=jax.tree.map(cut, record.log_gmean_norms),
+            gmean_below_floor=jax.tree.map(cut, record.gmean_below_floor),
+            dynamics=dynamics,
+        )
+
+    @property
+    def length(self) -> int:
+        """The sequence length the programs run: the bucket's longest."""
+        return max(t.length for t in self.tasks)
+
+    def _train_step(self, state: TrainState, view: View) -> tuple[TrainState, tuple[jax.Array, jax.Array, jax.Array]]:
         """One optimiser step; also (loss, pre-clip gradient norm, whether the step counted) for the block stats."""
-        batch = self.task.sample(jax.random.fold_in(state.data_key, state.step), self.train_config.batch_size)
+        batch = view.sample(jax.random.fold_in(state.data_key, state.step), self.train_config.batch_size)
 
         config = self.train_config
 
         def loss_fn(params):
-            loss = self.task.training_loss(self.model.apply(params, batch.inputs), batch)
+            loss = view.score(self.model, params, batch, lambda task, outputs, b: task.training_loss(outputs, b))
             if config.omega > 0:
                 loss = loss + config.omega * omega_penalty(self.model, self.task, params, batch)
             if config.floss > 0:
@@ -499,19 +543,20 @@ class Trainer:
             diverged_step=jnp.where(alive & ~finite, state.step, state.diverged_step),
         ), (loss, grad_norm, keep)
 
-    def _advance(self, state: TrainState, n_steps: jax.Array) -> tuple[TrainState, LogRecord]:
-        """Take ``n_steps`` (0..log_every) optimiser steps, then probe. One program for any n."""
+    def _advance(self, state: TrainState, n_steps: jax.Array, which: jax.Array) -> tuple[TrainState, LogRecord]:
+        """Take ``n_steps`` (0..log_every) optimiser steps, then probe. One program for any n and any bucket task."""
+        view = self._view(which)
 
         def skip(state):
             return state, (jnp.float32(jnp.nan), jnp.float32(jnp.nan), jnp.bool_(False))
 
         def body(state, i):
-            return jax.lax.cond(i < n_steps, self._train_step, skip, state)
+            return jax.lax.cond(i < n_steps, lambda s: self._train_step(s, view), skip, state)
 
         config = self.train_config
         state, (losses, norms, taken) = jax.lax.scan(body, state, jnp.arange(config.log_every))  # each (log_every,)
         block = block_statistics(losses, norms, taken, config.clip, config.spike_factor)
-        record = self._record(state, block)
+        record = self._record(state, block, view)
         if self.stop_threshold is not None and config.stop_when_solved and config.stop_check == STOP_CHECK_BEFORE:
             # the rule of before issue 21, kept only to reproduce its runs: the probe metric, compared as it was
             passed = record.metrics["metric"] >= self.stop_threshold
@@ -520,23 +565,23 @@ class Trainer:
         elif self.stop_threshold is not None and config.stop_when_solved:
             n_chunks, chunk = self._chunks(self.stop_check_size)
             keys = jax.random.split(state.valid_key, n_chunks)
-            check = jnp.mean(self._set_metrics(state.params, keys, chunk)["metric"], axis=0)  # equal chunks
+            check = jnp.mean(self._set_metrics(state.params, keys, chunk, view)["metric"], axis=0)  # equal chunks
             stop_at = self.stop_threshold + config.stop_margin
             stops = reaches(check, stop_at) & (state.stopped_step < 0) & (state.diverged_step < 0)
             state = state._replace(stopped_step=jnp.where(stops, state.step, state.stopped_step))
             record = record._replace(stop_metric=check)
         return state, record
 
-    def _set_metrics(self, params, keys: jax.Array, chunk: int) -> dict[str, jax.Array]:
+    def _set_metrics(self, params, keys: jax.Array, chunk: int, view: View) -> dict[str, jax.Array]:
         """The task's metrics of ``params`` on ``chunk`` sequences per key, one row per key (a ``lax.map``)."""
 
         def one(key):
-            batch = self.task.sample(key, chunk)
-            return self.task.metrics(self.model.apply(params, batch.inputs), batch)
+            batch = view.sample(key, chunk)
+            return view.score(self.model, params, batch, lambda task, outputs, b: task.metrics(outputs, b))
 
         return jax.lax.map(one, keys)  # leading axis: chunks
 
-    def _evaluate(self, state: TrainState) -> Evaluation:
+    def _evaluate(self, state: TrainState, which: jax.Array) -> Evaluation:
         """Metrics on at least ``eval_size`` evaluation and ``valid_size`` validation sequences.
 
         Both sets are drawn in chunks of equal size, in one ``lax.map`` when their chunk
@@ -544,7 +589,7 @@ class Trainer:
         """
         sizes = [self._chunks(self.train_config.eval_size), self._chunks(self.train_config.valid_size)]
         keys = [jax.random.split(state.eval_key, sizes[0][0]), jax.random.split(state.valid_key, sizes[1][0])]
-        metrics = functools.partial(self._set_metrics, state.params)
+        metrics = functools.partial(self._set_metrics, state.params, view=self._view(which))
         mean = lambda values: jax.tree.map(lambda m: jnp.mean(m, axis=0), values)  # equal chunks: mean of means
         if sizes[0][1] == sizes[1][1]:
             both = metrics(jnp.concatenate(keys), sizes[0][1])  # (n_eval + n_valid chunks, ...)
@@ -580,11 +625,11 @@ class Trainer:
         state = self.init.trace(members).out_info  # the state's shapes, as init returns it
         programs: dict[str, tuple[Program, tuple]] = {
             "init": (self.init, (members,)),
-            "advance": (self.advance, (state, 0)),  # n_steps: a Python int, as run passes it
-            "evaluate": (self.evaluate, (state,)),
+            "advance": (self.advance, (state, 0, 0)),  # n_steps and which: Python ints, as run passes them
+            "evaluate": (self.evaluate, (state, 0)),
         }
         if self.train_config.diagnostics:
-            programs["diagnose"] = (self.diagnose, (state,))
+            programs["diagnose"] = (self.diagnose, (state, 0))
         programs.update({f"evaluate_at_{gap}": (p, (state,)) for gap, p in self.evaluate_at.items()})
         return programs
 
@@ -619,24 +664,26 @@ class Trainer:
         seeds: list[int],
         on_block: Callable[[int, int], None] | None = None,
         lrs: list[float] | None = None,
+        task: Task | None = None,
     ) -> RunResult:
         """Train the members (seeds[i], lrs[i]) together in one vmapped program.
 
         ``lrs`` defaults to the configuration's ``lr`` for every seed; ``on_block(done, total)``
-        is called after each log block.
+        is called after each log block. ``task``: which task of the bucket (default: the Trainer's).
         """
         lrs = [self.train_config.lr] * len(seeds) if lrs is None else list(lrs)
+        which = self.tasks.index(self.task if task is None else task)
         self.compile(len(seeds))
-        state, record = self.advance(self.initial_state(seeds, lrs), 0)
-        records = [self._logged(state, record)]
+        state, record = self.advance(self.initial_state(seeds, lrs), 0, which)
+        records = [self._logged(state, record, which)]
         for block in range(self.n_blocks):
-            state, record = self.advance(state, self.train_config.log_every)
-            records.append(self._logged(state, record))
+            state, record = self.advance(state, self.train_config.log_every, which)
+            records.append(self._logged(state, record, which))
             if on_block is not None:
                 on_block(block + 1, self.n_blocks)
             if bool(np.all((np.asarray(state.diverged_step) >= 0) | (np.asarray(state.stopped_step) >= 0))):
                 break  # every member has diverged or solved; nothing left to train
-        final, final_valid = jax.device_get(self.evaluate(state))
+        final, final_valid = jax.device_get(self.evaluate(state, which))
         diverged, stopped = (np.asarray(jax.device_get(x)) for x in (state.diverged_step, state.stopped_step))
         last = np.asarray(jax.device_get(state.step))
         steps_trained = np.where(diverged >= 0, diverged, np.where(stopped >= 0, stopped, last))
@@ -651,6 +698,7 @@ class Trainer:
             steps_trained,
             self.model_config.time_loop_path(),
             at_gaps,
+            tuple(t.gap for t in self.tasks) if len(self.tasks) > 1 else (),
         )
 
 
@@ -756,15 +804,26 @@ def _single_seed(fn: Callable) -> Callable:
 _trainers = threading.Lock()  # a thread compiling ahead (lrd.backends) and the main thread ask for the same Trainer
 
 
-def get_trainer(task: Task, model: ModelConfig, train: TrainConfig, stop_threshold: float | None = None) -> Trainer:
+def get_trainer(
+    task: Task,
+    model: ModelConfig,
+    train: TrainConfig,
+    stop_threshold: float | None = None,
+    bucket: tuple[Task, ...] = (),
+) -> Trainer:
     """The Trainer of a configuration, shared so a shape compiles once per process.
 
-    Pass ``train.program()`` (as a sweep does, ``RunSpec.group_key``) to share one Trainer across learning rates.
+    Pass ``train.program()`` (as a sweep does, ``RunSpec.group_key``) to share one Trainer across learning rates,
+    and a length ``bucket`` (``lrd.buckets``) to share it across the bucket's tasks: ``run(task=...)`` picks one.
     """
     with _trainers:
-        return _cached_trainer(task, model, train, stop_threshold)
+        if len(bucket) > 1:
+            return _cached_trainer(min(bucket, key=lambda t: t.length), model, train, stop_threshold, bucket)
+        return _cached_trainer(task, model, train, stop_threshold, ())
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_trainer(task: Task, model: ModelConfig, train: TrainConfig, stop_threshold: float | None) -> Trainer:
-    return Trainer(task, model, train, stop_threshold)
+def _cached_trainer(
+    task: Task, model: ModelConfig, train: TrainConfig, stop_threshold: float | None, bucket: tuple[Task, ...]
+) -> Trainer:
+    return Trainer(task, model, train, stop_threshold, bucket)

@@ -152,17 +152,34 @@ def verify(out_dir: str | Path, sample: int, reporter: Reporter, on_table: Calla
         raise VerifyError(f"--sample {sample}: must be at least 1")
     resolved, specs = specs_of(out_dir)
     completed = store.completed_runs(out_dir)
-    finished = [g for g in plan(_experiment(resolved, specs), set()) if all(s.run_id in completed for s in g.specs)]
+    finished = [g for g in plan(_experiment(resolved, specs), set(), {}) if all(s.run_id in completed for s in g.specs)]
     if not finished:
         raise VerifyError(f"{out_dir}: no group has all its runs finished; nothing to verify")
     chosen = choose_groups(str(resolved.get("name", out_dir.name)), finished, sample)
     runs = [spec for group in chosen for spec in group.specs]
     with tempfile.TemporaryDirectory(prefix="lrd-verify-") as tmp:
-        run_sweep(_experiment(resolved, runs), Path(tmp), reporter)
+        run_sweep(_experiment(resolved, runs), Path(tmp), reporter, buckets=stored_buckets(out_dir, chosen))
         old = _tables(out_dir, runs)
         new = _tables(Path(tmp), runs)
     checks = [compare(name, old[name], new[name]) for name in TABLES + OPTIONAL_TABLES if name in old or name in new]
     return Verification([g.label for g in chosen], len(runs), checks)
+
+
+def stored_buckets(out_dir: Path, groups: list[Group]) -> dict[tuple, tuple[int, ...]]:
+    """Group key -> the gaps of the length bucket its runs trained in (``lrd.buckets``; the runs table's ``bucket``).
+
+    Runs stored before buckets, or trained alone, have none: their groups are retrained alone.
+    """
+    runs = store.load(out_dir).runs
+    if "bucket" not in runs.columns:
+        return {}
+    stored = dict(zip(runs["run"], runs["bucket"], strict=True))
+    found = {}
+    for group in groups:
+        text = stored.get(group.specs[0].run_id)
+        if isinstance(text, str) and text:
+            found[group.specs[0].group_key] = tuple(int(g) for g in text.split(","))
+    return found
 
 
 def _experiment(resolved: dict[str, Any], runs: list[RunSpec]) -> Experiment:

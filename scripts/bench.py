@@ -65,6 +65,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -150,7 +151,7 @@ def lrd_runner(
     trainer = Trainer(Copy(gap=T - 20), model, _train_config(batch, n_steps))
 
     def steps(state):
-        return jax.lax.scan(lambda s, _: trainer._train_step(s), state, None, length=n_steps)[0]
+        return jax.lax.scan(lambda s, _: trainer._train_step(s, trainer._view(0)), state, None, length=n_steps)[0]
 
     block = Program(steps, donate=True)  # lrd's seed-batched program, as the sweep runs it
     state = [trainer.initial_state(list(range(seeds)))]
@@ -366,7 +367,9 @@ def bench_diagnostics(cells, T, batch, hidden, probe_size, rounds, log_every=50)
         data = trainer.task.sample(state.probe_key, probe_size)
 
         def block(state, stats: bool):
-            state, (losses, norms, taken) = jax.lax.scan(lambda s, _: trainer._train_step(s), state, None, log_every)
+            state, (losses, norms, taken) = jax.lax.scan(
+                lambda s, _: trainer._train_step(s, trainer._view(0)), state, None, log_every
+            )
             return (state, block_statistics(losses, norms, taken, config.clip, config.spike_factor)) if stats else state
 
         def probed(params, gmean: bool):
@@ -421,7 +424,7 @@ def bench_compile(cells, lengths, batch, hidden) -> None:
             trainer = Trainer(Copy(gap=T - 20), ModelConfig(cell=cell, hidden=hidden), _train_config(batch, 10))
             state = trainer.init(jnp.stack([jax.random.PRNGKey(0)]))
             start = time.perf_counter()
-            trainer.advance.lower(state, 10).compile()
+            trainer.advance.lower(state, 10, 0).compile()
             parts.append(f"T={T}: {time.perf_counter() - start:5.2f} s")
         print(f"{cell:5} " + "   ".join(parts), flush=True)
 
@@ -526,7 +529,7 @@ def bench_command(trees: dict[str, Path], repeats: int) -> None:
 
     print(
         f"\n{'tree':8} {'repeat':>6} {'command':>8} {'sweep':>6} {'compiles':>8} {'compile s':>9}"
-        f" {'>=0.5 s':>7} {'their s':>7} | warm rerun {'command':>8} {'compiles':>8}"
+        f" {'>=0.5 s':>7} {'their s':>7} | warm rerun {'command':>8} {'compiles':>8} | same, warm {'sweep':>6}"
     )
     sweep_line = re.compile(r"([0-9.]+) s; results in")
     for repeat in range(repeats):
@@ -538,9 +541,12 @@ def bench_command(trees: dict[str, Path], repeats: int) -> None:
                 n, secs, n_big, big_secs = _compilations(err)
                 sweep = float(sweep_line.search(out).group(1))  # type: ignore[union-attr]
                 _, err2, wall2 = _child(tree, [*lrd, "train.lr=1e-3", "--out", f"{work}/second"], env, cwd=Path(work))
+                # the same experiment again, every program in the cache: its sweep is the execution (and loading)
+                out3, _, _ = _child(tree, [*lrd, "--out", f"{work}/third", "--no-plot"], env, cwd=Path(work))
+                executed = float(sweep_line.search(out3).group(1))  # type: ignore[union-attr]
                 print(
                     f"{label:8} {repeat + 1:6} {wall:8.1f} {sweep:6.1f} {n:8} {secs:9.1f} {n_big:7} {big_secs:7.1f} |"
-                    f" {'':10} {wall2:8.1f} {_compilations(err2)[0]:8}",
+                    f" {'':10} {wall2:8.1f} {_compilations(err2)[0]:8} | {'':10} {executed:6.1f}",
                     flush=True,
                 )
 
@@ -686,6 +692,80 @@ def run_bench_diagnostics(batch: int, hidden: int, rounds: int) -> None:
         bench_diagnostics(CELLS, T, B, H, probe_size, rounds)
 
 
+def _cpu_seconds(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(CPU seconds of this process, wall seconds) of ``fn()``."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def bench_cost_model(repeats: int = 5) -> None:
+    """Measure the constants of ``lrd.buckets.CostModel`` and show the plans they give.
+
+    Both sides in CPU seconds of this process (two cores: compilation keeps about 1.7 of
+    them busy, a small training block about one): a group's programs compiled
+    (``Trainer.compile``, no compilation cache), diagnostics on and off, at the default
+    experiment's shape (delayed recall gap 100, hidden 32, batch 32, 3 members); and a
+    training block (``advance``, 50 steps with its probe and stop check) per member, step
+    and timestep, for the tanh RNN and the LSTM, from which ``step_s`` and ``flop_s`` are
+    fitted (``padding_cost``'s flops: 6 x gates x H x (H + D) per sequence).
+    """
+    from lrd.buckets import COST, Candidate, CostModel, plan_buckets
+    from lrd.experiment import load_experiment
+    from lrd.tasks import TASKS
+
+    jax.config.update("jax_enable_compilation_cache", False)
+    task = TASKS["delayed_recall"](gap=100)
+    compile_cpu: dict[bool, list[float]] = {True: [], False: []}
+    per_step: dict[str, float] = {}
+    flops: dict[str, float] = {}
+    for cell in ("rnn", "lstm"):
+        model = ModelConfig(cell=cell, hidden=32, forget_bias=3.0)
+        for diagnostics in (True, False):
+            train = TrainConfig(
+                steps=800, log_every=50, batch_size=32, probe_size=64, diagnostics=diagnostics, stop_when_solved=True
+            )
+            trainer = Trainer(task, model, train, stop_threshold=0.95)
+            cpu, wall = _cpu_seconds(lambda: trainer.compile(3))
+            compile_cpu[diagnostics].append(cpu)
+            print(f"compile {cell} diagnostics={diagnostics}: {cpu:.1f} CPU s, {wall:.1f} s wall", flush=True)
+        state = trainer.initial_state([0, 1, 2])
+        state, _ = trainer.advance(state, 50, 0)
+        jax.block_until_ready(state)
+        times = []
+        for _ in range(repeats):  # the state is donated: each block trains on from the last
+            cpu = time.process_time()
+            state, _ = trainer.advance(state, 50, 0)
+            jax.block_until_ready(state)
+            times.append(time.process_time() - cpu)
+        per_step[cell] = float(np.median(times)) / (3 * 50 * task.length)
+        gates = 4 if cell == "lstm" else 1
+        flops[cell] = 32 * 6 * gates * 32 * (32 + task.input_dim)  # the batch's
+        print(f"advance {cell}: {per_step[cell] * 1e6:.1f} CPU us per member, step and timestep", flush=True)
+    flop_s = (per_step["lstm"] - per_step["rnn"]) / (flops["lstm"] - flops["rnn"])
+    fitted = CostModel(
+        compile_s=float(np.mean(compile_cpu[True])),
+        compile_s_without_diagnostics=float(np.mean(compile_cpu[False])),
+        step_s=per_step["rnn"] - flop_s * flops["rnn"],
+        flop_s=flop_s,
+    )
+    print(f"\nmeasured: {fitted}\nin lrd:   {COST}")
+    for path in ("experiments/quick.toml", "experiments/delayed_recall.toml"):
+        experiment = load_experiment(path)
+        groups: dict[tuple, list] = {}
+        for spec in experiment.runs:
+            groups.setdefault(spec.group_key, []).append(spec)
+        for cell in dict.fromkeys(key[1].cell for key in groups):
+            keys = [key for key in groups if key[1].cell == cell]
+            candidates = [
+                Candidate(k[0], k[1], k[2].diagnostics, k[2].batch_size, k[2].steps, len(groups[k])) for k in keys
+            ]
+            for name, model in (("measured", fitted), ("lrd", COST)):
+                buckets = plan_buckets(candidates, model)
+                text = " ".join("{" + ",".join(str(keys[i][0].gap) for i in b) + "}" for b in buckets)
+                print(f"{path} {cell}: buckets of gaps ({name} constants) {text}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="T=100 only, fewer repeats (under 2 minutes)")
@@ -704,6 +784,7 @@ def main() -> None:
         help="allocator settings of every contender (lrd.runtime)",
     )
     parser.add_argument("--compile-only", action="store_true", help="only the default experiment's compilation")
+    parser.add_argument("--cost-model", action="store_true", help="only the length buckets' cost model (lrd.buckets)")
     parser.add_argument("--before", type=Path, help="with --compile-only: an older lrd's source tree, measured too")
     parser.add_argument("--repeats", type=int, default=3, help="with --compile-only: whole commands per tree")
     parser.add_argument("--programs-child", help=argparse.SUPPRESS)  # diagnostics True/False: per-program numbers
@@ -714,6 +795,8 @@ def main() -> None:
         return child_programs(args.programs_child == "True")
     if args.compile_only:
         return run_bench_compile(args.before, args.repeats)
+    if args.cost_model:
+        return bench_cost_model()
     if args.child_steps:
         return child_steps([int(t) for t in args.child_steps.split(",")], args.batch, args.hidden, args.rounds)
     if args.malloc == "tuned":

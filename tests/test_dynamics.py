@@ -315,11 +315,11 @@ def test_diagnostics_are_a_program_of_their_own_with_the_numbers_of_one_program(
     on = get_trainer(Adding(gap=5), model, TrainConfig(**train, diagnostics=True))
     off = get_trainer(Adding(gap=5), model, TrainConfig(**train, diagnostics=False))
     state = on.initial_state([0, 1], [1e-2, 3e-2])
-    assert on.advance.lower(state, 2).as_text() == off.advance.lower(state, 2).as_text()
+    assert on.advance.lower(state, 2, 0).as_text() == off.advance.lower(state, 2, 0).as_text()
 
     def fused(state, n):  # the diagnostics inside the block's program, as they were computed before
-        state, record = on._advance(state, n)
-        return state, record._replace(dynamics=on._diagnose(state))
+        state, record = on._advance(state, n, 0)
+        return state, record._replace(dynamics=on._diagnose(state, 0))
 
     with jax.threefry_partitionable(False):
         _, want = jax.jit(jax.vmap(fused, in_axes=(0, None)))(state, 2)
@@ -349,10 +349,10 @@ def test_training_and_evaluation_programs_hold_no_custom_call(cell):
     )
     trainer = get_trainer(Adding(gap=4), ModelConfig(cell=cell, hidden=4, **heads), train)
     state = trainer.initial_state([0, 1], [1e-3, 3e-3])
-    assert _custom_calls(trainer.advance.lower(state, 1).as_text()) == []
-    assert _custom_calls(trainer.evaluate.lower(state).as_text()) == []
+    assert _custom_calls(trainer.advance.lower(state, 1, 0).as_text()) == []
+    assert _custom_calls(trainer.evaluate.lower(state, 0).as_text()) == []
     if train.diagnostics:
-        assert _custom_calls(trainer.diagnose.lower(state).as_text()) == []
+        assert _custom_calls(trainer.diagnose.lower(state, 0).as_text()) == []
     members = (jnp.stack([jax.random.PRNGKey(0)] * 2), jnp.ones(2))
     init = trainer.init.lower(members).as_text()
     assert set(_custom_calls(init)) <= {"lapack_sgeqrf_ffi", "lapack_sorgqr_ffi"}

@@ -83,11 +83,11 @@ def test_advance_compiles_once_for_any_n(trainer, pair):
     state = trainer.initial_state([5, 6])  # same shapes as the run's state, new values
     step = 0
     for n in (3, 0, TRAIN.log_every, 7):
-        state, record = trainer.advance(state, n)
+        state, record = trainer.advance(state, n, 0)
         step += n
         np.testing.assert_array_equal(record.step, [step, step])  # n is honoured although traced
         np.testing.assert_array_equal(state.step, [step, step])
-    trainer.evaluate(state)
+    trainer.evaluate(state, 0)
     assert {name: f._cache_size() for name, f in programs.items()} == compiled
 
 
@@ -299,11 +299,11 @@ def test_one_diverging_seed_leaves_the_other_untouched(trainer):
     for name, state in (("clean", clean), ("poisoned", poisoned)):
         records = []
         for _ in range(2):
-            state, record = trainer.advance(state, TRAIN.log_every)
+            state, record = trainer.advance(state, TRAIN.log_every, 0)
             records.append(jax.device_get(record))
         outputs[name] = {
             "records": records,
-            "final": jax.device_get(trainer.evaluate(state).final),
+            "final": jax.device_get(trainer.evaluate(state, 0).final),
             "params": state.params,
         }
         outputs[name]["diverged_step"] = np.asarray(state.diverged_step)

@@ -259,7 +259,8 @@ class SequenceModel(nn.Module):
     output_dim: int
 
     @nn.compact
-    def __call__(self, inputs: jax.Array, perturbation: Perturbation | None = None) -> jax.Array:
+    def __call__(self, inputs: jax.Array, perturbation: Perturbation | None = None, readout: bool = True) -> jax.Array:
+        """Outputs (B, T, output_dim); with ``readout = False`` the last layer's states (B, T, H or 2H)."""
         x = inputs  # (B, T, D)
         for layer in range(self.config.layers):
             outs = []
@@ -273,7 +274,17 @@ class SequenceModel(nn.Module):
                 x = jnp.concatenate(outs, axis=-1)  # (B, T, 2H)
             else:
                 x = outs[0] + outs[1]  # (B, T, H)
-        return nn.Dense(self.output_dim, name="readout")(x)  # (B, T, output_dim)
+        head = nn.Dense(self.output_dim, name="readout")
+        if not readout:
+            if self.is_initializing():
+                head(x)  # the readout's parameters exist whichever way the model is first called
+            return x
+        return head(x)  # (B, T, output_dim)
+
+
+def readout(model: SequenceModel, params, states: jax.Array) -> jax.Array:
+    """The readout of ``model`` applied to last-layer ``states`` (B, T, H): the same Dense as inside the model."""
+    return nn.Dense(model.output_dim).apply({"params": params["params"]["readout"]}, states)  # type: ignore[return-value]
 
 
 # --- parameter counts ---------------------------------------------------------------------
