@@ -181,9 +181,11 @@ def test_ctrl_c_at_ten_moments_of_a_real_sweep_ends_with_130_and_keeps_every_fin
         stdout, stderr = proc.communicate(timeout=300)
         outcomes.append(proc.returncode)
         assert proc.returncode in (130, 0), f"moment {i}: exit {proc.returncode}\n{stdout}{stderr}"
-        # a process still running when the signal came ends with 130 (its last instant excepted: the
-        # command done, lrd ignores SIGINT during Python's teardown, so exit 0 is allowed there too)
-        assert proc.returncode == 130 or finished_first or i == 9, f"moment {i}: Ctrl-C swallowed\n{stdout}{stderr}"
+        # a process still running when the signal came ends with 130, unless its command was done (its last
+        # line, the report's, printed): lrd then ignores SIGINT through Python's teardown, which lasts a second
+        # or more, and exits 0. A run faster than the reference reaches it before the later moments (seen at 8)
+        done = stdout.rstrip().splitlines()[-1:] == [f"report: {Path('out') / 'report.html'}"]
+        assert proc.returncode == 130 or finished_first or done, f"moment {i}: Ctrl-C swallowed\n{stdout}{stderr}"
         if proc.returncode == 130:
             assert stderr.strip().splitlines() == [INTERRUPTED], f"moment {i}: {stderr}"
         if (work / "out").is_dir():
