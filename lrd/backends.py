@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from lrd.experiment import Plugin, load_plugin
+from lrd.models.network import ModelConfig
 from lrd.runtime import enable_compilation_cache, versions
 from lrd.tasks.base import Task
-from lrd.train import RunResult, Trainer, get_trainer
+from lrd.train import RunResult, TrainConfig, Trainer, get_trainer
 from lrd.watchdog import COMPILE_THREAD, watch
 
 # Package versions a worker must share with the driver: they decide the numbers.
@@ -47,11 +48,21 @@ class Job(NamedTuple):
     """One group's training, as data a worker process on any host can run."""
 
     index: int  # type: ignore[assignment]  # the group's position in the sweep's plan (shadows tuple.index)
-    config: bytes  # pickle of (task, model, train, threshold, bucket); loaded after the plugins (may define the task)
+    config: bytes  # pickle of a JobConfig; loaded after the plugins, which may define the task
     seeds: tuple[int, ...]  # member i trains seeds[i] at learning rate lrs[i]
     lrs: tuple[float, ...]
     plugins: tuple[Plugin, ...]
     versions: dict[str, str]  # the driver's versions of PINNED
+
+
+class JobConfig(NamedTuple):
+    """What a job trains: a group key (``RunSpec.group_key``) and its length bucket (``lrd.buckets``; () alone)."""
+
+    task: Task
+    model: ModelConfig
+    train: TrainConfig
+    threshold: float | None
+    bucket: tuple[Task, ...]
 
 
 class Started(NamedTuple):
@@ -84,7 +95,7 @@ class Backend(Protocol):
 
 def make_job(
     index: int,
-    group_key: tuple,
+    group_key: tuple[Task, ModelConfig, TrainConfig, float | None],
     members: list[tuple[int, float]],
     plugins: tuple[Plugin, ...],
     bucket: tuple[Task, ...] = (),
@@ -94,7 +105,7 @@ def make_job(
     ``bucket``: the tasks (``lrd.buckets``) whose groups share the job's compiled programs; () for its own.
     """
     seeds, lrs = (tuple(column) for column in zip(*members))
-    return Job(index, pickle.dumps((*group_key, bucket)), seeds, lrs, plugins, dict(pinned_versions()))
+    return Job(index, pickle.dumps(JobConfig(*group_key, bucket)), seeds, lrs, plugins, dict(pinned_versions()))
 
 
 @functools.cache
@@ -113,12 +124,11 @@ def _trainer(job: Job) -> Trainer:
     _check_versions(job.versions)
     for plugin in job.plugins:
         load_plugin(plugin)
-    task, model, train, threshold, bucket = pickle.loads(job.config)
-    return get_trainer(task, model, train, threshold, bucket)
+    return get_trainer(*_config(job))
 
 
-def _task(job: Job) -> Task:
-    return pickle.loads(job.config)[0]
+def _config(job: Job) -> JobConfig:
+    return pickle.loads(job.config)
 
 
 def train(job: Job, emit: Callable[[Event], None], compiled: Callable[[], None] = _nothing) -> Outcome:
@@ -137,12 +147,11 @@ def train(job: Job, emit: Callable[[Event], None], compiled: Callable[[], None] 
         with watch():  # a computation stalled inside XLA ends the process (exit 75; lrd.watchdog)
             trainer.compile(len(job.seeds))
             compiled()
-            result = trainer.run(list(job.seeds), on_block=on_block, lrs=list(job.lrs), task=_task(job))
+            result = trainer.run(list(job.seeds), on_block=on_block, lrs=list(job.lrs), task=_config(job).task)
     except Exception as err:
-        task, model, train_config, threshold, bucket = pickle.loads(job.config)
-        if bucket:
-            alone = job._replace(config=pickle.dumps((task, model, train_config, threshold, ())))
-            return train(alone, emit, compiled)
+        config = _config(job)
+        if config.bucket:
+            return train(job._replace(config=pickle.dumps(config._replace(bucket=()))), emit, compiled)
         return Outcome(job.index, None, time.perf_counter() - t0, describe(err))
     return Outcome(job.index, result, time.perf_counter() - t0)
 

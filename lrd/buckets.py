@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +42,9 @@ import jax.numpy as jnp
 from lrd.models.cells import CELLS
 from lrd.models.network import ModelConfig, Perturbation, SequenceModel, readout
 from lrd.tasks.base import Batch, Task
+
+if TYPE_CHECKING:
+    from lrd.train import TrainConfig  # lrd.train imports this module
 
 
 def right_pad(batch: Batch, length: int) -> Batch:
@@ -131,8 +134,8 @@ View = Single | Padded
 
 
 # --- which groups share a program ---------------------------------------------------------------
-def can_pad(model: ModelConfig, remedies: bool) -> bool:
-    """Whether ``model`` computes a padded batch's real steps as it computes them unpadded.
+def can_pad(model: ModelConfig, train: TrainConfig) -> bool:
+    """Whether ``model``, trained with ``train``, computes a padded batch's real steps as it computes them unpadded.
 
     Its layers must run forward only (a backward layer starts at the end) and their cell step
     by step (``lax.scan``; attention and the parallel forms see the whole sequence); a model
@@ -140,6 +143,7 @@ def can_pad(model: ModelConfig, remedies: bool) -> bool:
     """
     cls = CELLS[model.cell]
     step_by_step = model.time_loop_path() == "scan" and (cls.parallel or not hasattr(cls, "sequence"))
+    remedies = train.omega > 0 or train.floss > 0
     return step_by_step and not model.bidirectional and not remedies
 
 
@@ -197,13 +201,11 @@ COST = CostModel()
 
 
 class Candidate(NamedTuple):
-    """A group as the planner sees it: its task, model and training, and its members."""
+    """A group as the planner sees it: its task, model and training, and its number of members."""
 
     task: Task
     model: ModelConfig
-    diagnostics: bool
-    batch_size: int
-    steps: int
+    train: TrainConfig
     members: int
 
 
@@ -223,10 +225,12 @@ def plan_buckets(groups: Sequence[Candidate], cost: CostModel = COST) -> list[li
         top = groups[order[j - 1]].task.length
         for i in range(j):
             padding = sum(
-                cost.padding_cost(g.model, g.task.input_dim, g.batch_size, g.members * g.steps, top - g.task.length)
+                cost.padding_cost(
+                    g.model, g.task.input_dim, g.train.batch_size, g.members * g.train.steps, top - g.task.length
+                )
                 for g in (groups[k] for k in order[i:j])
             )
-            total = best[i] + cost.compile_cost(groups[order[0]].diagnostics) + padding
+            total = best[i] + cost.compile_cost(groups[order[0]].train.diagnostics) + padding
             if total < best[j]:
                 best[j], cut[j] = total, i
     buckets, j = [], n

@@ -121,7 +121,7 @@ def length_buckets(groups: Mapping[tuple, list[RunSpec]]) -> dict[tuple, tuple[T
     families: dict[tuple, list[tuple]] = defaultdict(list)
     for key, specs in groups.items():
         task, model, train, threshold = key
-        if not (can_pad(model, remedies=train.omega > 0 or train.floss > 0) and can_share(task)):
+        if not (can_pad(model, train) and can_share(task)):
             continue
         others = json.dumps({**task.params(), "gap": 0}, sort_keys=True, default=str)
         families[(task.name, others, model, train, threshold, len(specs))].append(key)
@@ -129,9 +129,7 @@ def length_buckets(groups: Mapping[tuple, list[RunSpec]]) -> dict[tuple, tuple[T
     for family, keys in families.items():
         if len(keys) < 2:
             continue
-        candidates = [
-            Candidate(key[0], key[1], key[2].diagnostics, key[2].batch_size, key[2].steps, family[-1]) for key in keys
-        ]
+        candidates = [Candidate(key[0], key[1], key[2], family[-1]) for key in keys]
         for bucket in plan_buckets(candidates):
             if len(bucket) > 1:
                 tasks = tuple(sorted((keys[i][0] for i in bucket), key=lambda t: t.length))

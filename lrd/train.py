@@ -381,11 +381,11 @@ class Trainer:
     ):
         if train.stop_when_solved and stop_threshold is None:
             raise ValueError("stop_when_solved needs a stop_threshold (the metric at which a run stops)")
-        if len(bucket) > 1 and not can_pad(model, remedies=train.omega > 0 or train.floss > 0):
+        if len(bucket) > 1 and not can_pad(model, train):
             raise ValueError(f"{model.label} cannot run padded sequences (lrd.buckets.can_pad): no length bucket")
         self.task, self.model_config, self.train_config = task, model, train
-        # a length bucket (lrd.buckets): the tasks, differing only in gap, that share these programs, left-padded
-        # to the longest; a run names its task (``run(task=...)``). One task: the unpadded programs
+        # a length bucket (lrd.buckets): the tasks, differing only in gap, that share these programs, padded at
+        # their end to the longest; a run names its task (``run(task=...)``). One task: the unpadded programs
         self.tasks = tuple(sorted(bucket, key=lambda t: t.length)) if len(bucket) > 1 else (task,)
         if task not in self.tasks:
             raise ValueError(f"the bucket {[t.gap for t in self.tasks]} does not hold the task (gap {task.gap})")

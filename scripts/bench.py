@@ -757,9 +757,7 @@ def bench_cost_model(repeats: int = 5) -> None:
             groups.setdefault(spec.group_key, []).append(spec)
         for cell in dict.fromkeys(key[1].cell for key in groups):
             keys = [key for key in groups if key[1].cell == cell]
-            candidates = [
-                Candidate(k[0], k[1], k[2].diagnostics, k[2].batch_size, k[2].steps, len(groups[k])) for k in keys
-            ]
+            candidates = [Candidate(k[0], k[1], k[2], len(groups[k])) for k in keys]
             for name, model in (("measured", fitted), ("lrd", COST)):
                 buckets = plan_buckets(candidates, model)
                 text = " ".join("{" + ",".join(str(keys[i][0].gap) for i in b) + "}" for b in buckets)

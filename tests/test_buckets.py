@@ -96,10 +96,11 @@ def test_only_classification_tasks_share_programs():
 
 
 def test_only_step_by_step_models_without_remedies_can_be_padded():
-    assert can_pad(ModelConfig(cell="lstm", hidden=8), remedies=False)
-    assert not can_pad(ModelConfig(cell="rnn", hidden=8, bidirectional=True), remedies=False)
-    assert not can_pad(ModelConfig(cell="attention", hidden=8, heads=2), remedies=False)
-    assert not can_pad(ModelConfig(cell="lstm", hidden=8), remedies=True)
+    assert can_pad(ModelConfig(cell="lstm", hidden=8), TRAIN)
+    assert not can_pad(ModelConfig(cell="rnn", hidden=8, bidirectional=True), TRAIN)
+    assert not can_pad(ModelConfig(cell="attention", hidden=8, heads=2), TRAIN)
+    assert not can_pad(ModelConfig(cell="lstm", hidden=8), TRAIN.model_copy(update={"omega": 0.1}))
+    assert not can_pad(ModelConfig(cell="lstm", hidden=8), TRAIN.model_copy(update={"floss": 0.1}))
     with pytest.raises(ValueError, match="cannot run padded sequences"):
         Trainer(
             DelayedRecall(gap=3),
@@ -112,7 +113,8 @@ def test_only_step_by_step_models_without_remedies_can_be_padded():
 
 def _candidates(gaps, members=3, steps=800, cell="lstm"):
     model = ModelConfig(cell=cell, hidden=32)
-    return [Candidate(DelayedRecall(gap=g), model, True, 32, steps, members) for g in gaps]
+    train = TrainConfig(steps=steps, batch_size=32, log_every=steps // 4, diagnostics=True)
+    return [Candidate(DelayedRecall(gap=g), model, train, members) for g in gaps]
 
 
 def _cost(candidates, buckets, cost):
@@ -120,7 +122,9 @@ def _cost(candidates, buckets, cost):
     for bucket in buckets:
         top = max(candidates[i].task.length for i in bucket)
         total += cost.compile_cost(True) + sum(
-            cost.padding_cost(c.model, c.task.input_dim, c.batch_size, c.members * c.steps, top - c.task.length)
+            cost.padding_cost(
+                c.model, c.task.input_dim, c.train.batch_size, c.members * c.train.steps, top - c.task.length
+            )
             for c in (candidates[i] for i in bucket)
         )
     return total
