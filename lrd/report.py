@@ -98,6 +98,14 @@ def render(out_dir: Path, results: Results, figures: list[Path]) -> str:
             "finished seeds; rows: model and training gap.</p>",
             _eval_gaps_html(runs, results.eval_gaps),
         ]
+    tests = [c for c in runs.columns if c.startswith("final_test_") and c.endswith("_metric")]
+    if tests:
+        sections += [
+            "<h2>Test sets</h2>",
+            "<p>Final metric on the task's test sets (other distributions at the same length, the task's "
+            "<code>test_sets()</code>), mean over finished runs; rows: model and gap.</p>",
+            _test_sets_html(runs, tests),
+        ]
     sections.append("<h2>Figures</h2>")
     # the task's convention and baseline, in each figure's caption (the figures' titles leave them out)
     drawn = runs[runs["status"] != "failed"]
@@ -158,6 +166,24 @@ def _eval_gaps_html(runs: pd.DataFrame, eval_gaps: pd.DataFrame) -> str:
     head = ["task", "model", "hidden", "trained at gap", *(f"test gap {g}" for g in table.columns)]
     lines = [
         "<table class='eval-gaps'><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
+    ]
+    for key, values in table.iterrows():
+        cells = [f"<td class='l'>{_e(key[0])}</td>", f"<td class='l'>{_e(key[1])}</td>"]
+        cells += [f"<td>{_e(k)}</td>" for k in key[2:]]
+        cells += [f"<td>{'—' if math.isnan(v) else f'{v:.3f}'}</td>" for v in values]
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+    return "\n".join([*lines, "</tbody></table>"])
+
+
+def _test_sets_html(runs: pd.DataFrame, columns: list[str]) -> str:
+    done = runs[runs["status"] == "done"]
+    if done.empty:
+        return "<p>No finished run has test-set scores.</p>"
+    table = done.groupby(["task", "model", "hidden", "gap"])[columns].mean()
+    names = [c.removeprefix("final_test_").removesuffix("_metric") for c in columns]
+    head = ["task", "model", "hidden", "gap", *(f"test set {n}" for n in names)]
+    lines = [
+        "<table class='test-sets'><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
     ]
     for key, values in table.iterrows():
         cells = [f"<td class='l'>{_e(key[0])}</td>", f"<td class='l'>{_e(key[1])}</td>"]

@@ -146,6 +146,11 @@ def run_tables(
         "diverged_step": float(diverged_step) if diverged else np.nan,
         **{f"final_{k}": (np.nan if diverged else float(v[index])) for k, v in result.final.items()},
         **{f"final_valid_{k}": (np.nan if diverged else float(v[index])) for k, v in result.final_valid.items()},
+        **{
+            f"final_test_{name}_{k}": (np.nan if diverged else float(v[index]))
+            for name, metrics in result.test_sets.items()
+            for k, v in metrics.items()
+        },
         **_baselines(spec),
         "steps_trained": int(result.steps_trained[index]),
         "growth_rate_init": float(curves["growth_rate"].iloc[0]),

@@ -362,6 +362,9 @@ class RunResult(NamedTuple):
         {}
     )  # test gap -> evaluation metrics (S,), for train.eval_gaps
     bucket: tuple[int, ...] = ()  # the gaps of the length bucket whose program trained the group (lrd.buckets); ()
+    test_sets: Mapping[str, dict[str, np.ndarray]] = MappingProxyType(
+        {}
+    )  # the task's test_sets(): name -> evaluation metrics (S,)
 
 
 class Trainer:
@@ -405,6 +408,7 @@ class Trainer:
         self.evaluate = Program(self._evaluate)
         self.diagnose = Program(self._diagnose)
         self.evaluate_at = {g: Program(functools.partial(self._evaluate_at, task.at_gap(g))) for g in train.eval_gaps}
+        self._test_programs: dict[Task, Program] = {}  # a bucket's tasks' test sets, each compiled when first used
         self._compiling = threading.Lock()
         self._compiled: set[int] = set()  # the member counts compile() has compiled for
 
@@ -598,7 +602,7 @@ class Trainer:
         return Evaluation(mean(metrics(keys[0], sizes[0][1])), mean(metrics(keys[1], sizes[1][1])))
 
     def _evaluate_at(self, task: Task, state: TrainState) -> dict[str, jax.Array]:
-        """Mean metrics of ``task`` (the trained task at another gap) on the evaluation keys' sequences."""
+        """Mean metrics of ``task`` (the trained one at another gap, or a test set) on the evaluation sequences."""
         n_chunks, chunk = self._chunks(self.train_config.eval_size)
 
         def one(key):
@@ -688,6 +692,8 @@ class Trainer:
         last = np.asarray(jax.device_get(state.step))
         steps_trained = np.where(diverged >= 0, diverged, np.where(stopped >= 0, stopped, last))
         at_gaps = {g: jax.device_get(evaluate(state)) for g, evaluate in self.evaluate_at.items()}
+        test_sets = self.tasks[which].test_sets().items()
+        tests = {name: jax.device_get(self._test_program(t)(state)) for name, t in test_sets}
         return RunResult(
             list(seeds),
             records,
@@ -699,7 +705,14 @@ class Trainer:
             self.model_config.time_loop_path(),
             at_gaps,
             tuple(t.gap for t in self.tasks) if len(self.tasks) > 1 else (),
+            tests,
         )
+
+    def _test_program(self, task: Task) -> Program:
+        """The program that scores the trained parameters on ``task``, one of a trained task's test sets."""
+        if task not in self._test_programs:
+            self._test_programs[task] = Program(functools.partial(self._evaluate_at, task))
+        return self._test_programs[task]
 
 
 class Program:

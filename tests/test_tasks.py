@@ -40,6 +40,9 @@ SMALL_CONFIGS: dict[str, list[dict]] = {
     "lookahead": [dict(gap=3)],
     "parity": [dict(gap=7)],
     "induction": [dict(gap=6, n_symbols=4)],
+    "mqar": [dict(gap=16, n_pairs=3, vocab_size=16), dict(gap=20, n_pairs=2, vocab_size=10, power_a=1.0)],
+    "flip_flop": [dict(gap=6), dict(gap=5, p_ignore=0.1)],
+    "noisy_recall": [dict(gap=4, vocab_size=12, noise_vocab=4), dict(gap=3, frac_noise=0.0, noise_vocab=0)],
     "state_tracking": [
         dict(gap=6, target="every"),
         dict(gap=5, group="cyclic", modulus=5),
@@ -106,6 +109,8 @@ def test_builtin_mask_is_exactly_the_scored_span(name, kwargs):
     task = TASKS[name](**kwargs)
     if not is_builtin(type(task)):
         pytest.skip("user tasks only need masked steps within scored_span (checked by check_task)")
+    if task.scored_steps == "drawn":
+        pytest.skip("each sequence has its own scored steps (its NumPy reference checks them)")
     first, last = task.scored_span
     t = np.arange(task.length)
     mask = checked(task).batch.mask
@@ -143,6 +148,13 @@ def test_every_builtin_has_a_small_config_and_a_reference():
         ("state_tracking", dict(gap=4, group="d4")),
         ("induction", dict(gap=4, n_symbols=1)),
         ("state_tracking", dict(gap=4, group="cyclic", modulus=1)),
+        ("mqar", dict(gap=15, n_pairs=4)),  # 4 pairs need 4 query slots: length at least 16
+        ("mqar", dict(gap=64, n_pairs=8, vocab_size=16)),  # 8 distinct keys of 1..7
+        ("mqar", dict(gap=64, power_a=0.0)),
+        ("flip_flop", dict(gap=1)),  # a write and a read need two instructions
+        ("flip_flop", dict(gap=8, p_ignore=1.0)),  # no reads but the last
+        ("noisy_recall", dict(gap=4, vocab_size=19)),  # 16 noise tokens leave 1 key and 1 value
+        ("noisy_recall", dict(gap=4, noise_vocab=0)),  # noise needs noise tokens
     ],
 )
 def test_impossible_configs_are_refused(name, kwargs):
@@ -295,7 +307,64 @@ def ref_state_tracking(inputs, task):
     return targets, mask
 
 
-REFERENCES: dict[str, Callable[[np.ndarray, Task], tuple[np.ndarray, np.ndarray]]] = {
+def ref_mqar(inputs, task, scored):
+    """Zoology's layout: the context, then each key once at an even offset after it, among noise.
+
+    Noise tokens are drawn from the whole vocabulary, so a key may also appear as noise at
+    an even offset: there the inputs alone cannot say which is the query, and the batch's
+    mask (``scored``) must pick one of those steps."""
+    tokens = decode(inputs)
+    B, T = tokens.shape
+    P, V = task.n_pairs, task.vocab_size
+    targets, mask = np.zeros((B, T), np.int64), np.zeros((B, T))
+    for b, row in enumerate(tokens):
+        keys, values = row[: 2 * P : 2], row[1 : 2 * P : 2]
+        assert np.all((keys >= 1) & (keys < V // 2)) and len(set(keys)) == P
+        assert np.all(values >= V // 2) and len(set(values)) == P
+        stored = dict(zip(keys, values))
+        for key in keys:  # the query is the one step after the context, at an even offset, holding the key
+            at = [t for t in range(2 * P, T, 2) if row[t] == key]
+            picked = [t for t in at if scored[b, t]]
+            assert len(picked) == 1, f"key {key} at {at}, of which the mask scores {picked}"
+            targets[b, picked[0]], mask[b, picked[0]] = stored[key] - V // 2, 1
+    return targets, mask
+
+
+def ref_flip_flop(inputs, task, scored):
+    tokens = decode(inputs)
+    targets, mask = np.zeros(tokens.shape, np.int64), np.zeros(tokens.shape)
+    for b, row in enumerate(tokens):
+        ops, bits = row[0::2], row[1::2]
+        assert ops[0] == 2 and ops[-1] == 3 and set(ops) <= {2, 3, 4} and set(bits) <= {0, 1}
+        memory = None
+        for j, (op, bit) in enumerate(zip(ops, bits)):
+            if op == 2:
+                memory = bit
+            elif op == 3:
+                assert bit == memory, "the bit after a read is the last written one"
+                targets[b, 2 * j], mask[b, 2 * j] = memory, 1
+    return targets, mask
+
+
+def ref_noisy_recall(inputs, task):
+    tokens = decode(inputs)
+    K, V = task.n_keys, task.vocab_size
+    targets, mask = np.zeros(tokens.shape, np.int64), np.zeros(tokens.shape)
+    for b, row in enumerate(tokens):
+        assert row[-2] == V - 1 and len(row) == 2 * task.gap + 2
+        stored = {}
+        for first, second in row[:-2].reshape(-1, 2):
+            if first >= K + task.n_values:  # a noise pair
+                assert V - 1 > second >= K + task.n_values
+                continue
+            assert first < K <= second < K + task.n_values and stored.get(first, second) == second
+            stored[first] = second
+        assert row[-1] in stored, "the query is a key of the sequence's pairs"
+        targets[b, -1], mask[b, -1] = stored[row[-1]] - K, 1
+    return targets, mask
+
+
+REFERENCES: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "copy": ref_copy,
     "adding": ref_adding,
     "delayed_recall": ref_delayed_recall,
@@ -306,6 +375,9 @@ REFERENCES: dict[str, Callable[[np.ndarray, Task], tuple[np.ndarray, np.ndarray]
     "parity": ref_parity,
     "state_tracking": ref_state_tracking,
     "induction": ref_induction,
+    "mqar": ref_mqar,
+    "flip_flop": ref_flip_flop,
+    "noisy_recall": ref_noisy_recall,
 }
 
 
@@ -317,7 +389,10 @@ def test_numpy_reference(name, kwargs):
             pytest.fail(f"built-in task {name!r} has no NumPy reference: add one to REFERENCES")
         pytest.skip(f"user task {name!r} has no NumPy reference (add one to REFERENCES to test its targets)")
     batch = checked(task).batch
-    targets, mask = REFERENCES[name](np.asarray(batch.inputs), task)
+    reference = REFERENCES[name]
+    if task.scored_steps == "drawn":  # its reference may need the mask where the inputs are ambiguous
+        reference = functools.partial(reference, scored=np.asarray(batch.mask))
+    targets, mask = reference(np.asarray(batch.inputs), task)
     np.testing.assert_array_equal(batch.mask, mask)
     if task.kind == "classification":
         np.testing.assert_array_equal(batch.targets, targets)
@@ -448,3 +523,30 @@ def test_state_tracking_groups_are_groups():
         a, b, c = np.random.default_rng(0).integers(0, size, (3, 200))
         assert (table[table[a, b], c] == table[a, table[b, c]]).all()  # associative
         assert (table == table.T).all() == (group in ("z2", "cyclic"))  # only the cyclic ones commute
+
+
+def test_mqar_query_slots_follow_zoologys_power_law():
+    """One pair: its query slot s (1-based) is drawn with probability proportional to s^(a-1), Zoology's p."""
+    task = TASKS["mqar"](gap=2 + 2 * 8, n_pairs=1, vocab_size=8, power_a=0.3)
+    mask = np.asarray(task.sample(jax.random.key(0), 40_000).mask)
+    slots = (mask.argmax(axis=1) - 2) // 2
+    p = np.arange(1, 9) ** (0.3 - 1.0)
+    p /= p.sum()
+    counts = np.bincount(slots, minlength=8)
+    np.testing.assert_allclose(counts / counts.sum(), p, atol=5 * np.sqrt(p * (1 - p) / 40_000).max())
+
+
+def test_flip_flop_instruction_frequencies():
+    """FFL(p): the inner instructions are w, r, i with probabilities (1-p)/2, (1-p)/2, p."""
+    task = TASKS["flip_flop"](gap=40, p_ignore=0.6)
+    ops = decode(np.asarray(task.sample(jax.random.key(1), 2_000).inputs))[:, 2:-2:2]  # all but the first and last
+    freq = np.array([(ops == op).mean() for op in (2, 3, 4)])
+    np.testing.assert_allclose(freq, [0.2, 0.2, 0.6], atol=0.01)
+
+
+def test_noisy_recall_noise_fraction():
+    task = TASKS["noisy_recall"](gap=30, frac_noise=0.3)
+    tokens = decode(np.asarray(task.sample(jax.random.key(2), 2_000).inputs))
+    noisy = tokens[:, :-2:2] >= task.n_keys + task.n_values  # first token of each slot
+    assert noisy.sum(axis=1).max() < 30, "one slot is always a pair"
+    assert abs(noisy.mean() - 0.3 * 29 / 30) < 0.01

@@ -409,3 +409,21 @@ def test_the_local_backend_compiles_the_next_group_while_a_group_trains(caplog):
         assert outcome.error is None
         alone = Trainer(*key).run([0, 1], lrs=[1e-3, 1e-3])
         jax.tree.map(np.testing.assert_array_equal, _outputs(outcome.result), _outputs(alone))
+
+
+def test_test_sets_are_scored_with_the_evaluation_program_and_keys():
+    """A test set identical to the trained task scores its final metrics exactly; flip-flop's own differ."""
+    from lrd.tasks.flip_flop import FlipFlop
+
+    class Echo(FlipFlop):  # its one test set is the trained distribution itself
+        def test_sets(self):
+            return {"same": self, "sparse": FlipFlop(**{**self.params(), "p_ignore": 0.98})}
+
+    train = TrainConfig(steps=20, log_every=10, batch_size=8, lr=3e-3, eval_size=64, probe_size=8, diagnostics=False)
+    result = Trainer(Echo(gap=6), ModelConfig(cell="lstm", hidden=8), train).run([0, 1])
+    assert set(result.test_sets) == {"same", "sparse"}
+    for k in ("loss", "metric"):
+        np.testing.assert_array_equal(result.test_sets["same"][k], result.final[k])
+    assert not np.array_equal(result.test_sets["sparse"]["loss"], result.final["loss"])
+    assert set(FlipFlop(gap=6).test_sets()) == {"sparse", "dense"}
+    assert FlipFlop(gap=6).test_sets()["sparse"] == FlipFlop(gap=6, p_ignore=0.98)

@@ -55,6 +55,10 @@ class Task(BaseModel):
         metric the fraction with |error| < ``tolerance``, a field regression tasks define).
       metric_name: what ``metric`` means; higher is better for every task.
       source / convention: one line each, shown by ``lrd tasks``.
+      scored_steps: "fixed" (the default): every sequence is scored at the same steps;
+        "drawn": each sequence's scored steps are drawn with it (e.g. MQAR's queries at
+        random positions), all within ``scored_span``, and ``batch.mask`` differs between
+        sequences. Metrics are means over all scored steps of a batch either way.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -64,6 +68,7 @@ class Task(BaseModel):
     metric_name: ClassVar[str] = "accuracy"
     source: ClassVar[str]
     convention: ClassVar[str]
+    scored_steps: ClassVar[Literal["fixed", "drawn"]] = "fixed"
 
     gap: int = Field(gt=0, description="distance of the dependency; see the task's docstring")
 
@@ -135,6 +140,15 @@ class Task(BaseModel):
         """Outputs (B, T, output_dim) of the partial-memory predictor ``name`` of ``partial_baselines``."""
         raise NotImplementedError
 
+    def test_sets(self) -> dict[str, Task]:
+        """Other distributions of this task, by name, that a trained model is also scored on, at the end.
+
+        None by default; a task defines them where its source tests out of distribution at the
+        same length (e.g. flip-flop's sparse and dense sequences). Each must have the task's
+        shapes and metrics; the scores are the runs table's ``final_test_<name>_<metric>``.
+        """
+        return {}
+
     # --- helpers ---------------------------------------------------------------
     def params(self) -> dict:
         """The task's parameters, including ``gap``, as plain Python values."""
@@ -146,7 +160,8 @@ class Task(BaseModel):
 
     @property
     def scored_span(self) -> tuple[int, int]:
-        """(first, last) scored position, the same for every sequence of the task."""
+        """(first, last) scored position: the same for every sequence of the task, or, where
+        ``scored_steps`` is "drawn", the first and last step any sequence may be scored at."""
         raise NotImplementedError
 
     def scored_mask(self, batch_size: int) -> jax.Array:

@@ -14,8 +14,10 @@
                      batches; returns the ``n_samples`` batch the next two
                      checks use;
 * ``check_batch``    shapes and dtypes, finite inputs, class ids in range, and
-                     a 0/1 mask that is the same for every sequence, lies
-                     within ``scored_span`` and is 1 at both of its ends;
+                     a 0/1 mask within ``scored_span`` that is 1 at both of its
+                     ends: the same for every sequence, or (``scored_steps =
+                     "drawn"``) at least one step in every sequence, both ends
+                     reached by some sequence of the batch;
 * ``check_baseline`` the analytic ``baseline()`` and ``extra_baselines()`` agree
                      with the metrics of ``memoryless_outputs`` measured on
                      those sequences, within ``n_sigma`` standard errors (plus a
@@ -143,26 +145,32 @@ def check_batch(task: Task, batch: Batch) -> None:
         assert task.output_dim == 1, f"{name}: a regression task has output_dim 1, got {task.output_dim}"
         assert np.all(np.isfinite(targets)), f"{name}: targets are not all finite"
     assert np.all((mask == 0) | (mask == 1)), f"{name}: mask has values other than 0 and 1"
-    assert np.all(mask == mask[:1]), f"{name}: the mask differs between sequences"
+    if task.scored_steps == "fixed":
+        assert np.all(mask == mask[:1]), f"{name}: the mask differs between sequences (scored_steps is 'fixed')"
+    else:
+        assert np.all(mask.sum(axis=1) > 0), f"{name}: a sequence has nothing scored (its mask is all 0)"
     first, last = task.scored_span
     assert 0 <= first <= last < T, f"{name}: scored_span {(first, last)} is not within [0, {T})"
-    scored = np.flatnonzero(mask[0])
+    anywhere = mask.max(axis=0)  # (T,) 1 where some sequence is scored
+    scored = np.flatnonzero(anywhere)
     assert scored.size > 0, f"{name}: nothing is scored (mask is all 0)"
     assert scored.min() >= first and scored.max() <= last, (
         f"{name}: mask scores steps {scored.min()}..{scored.max()}, outside scored_span {(first, last)}"
     )
-    assert mask[0, first] == 1 and mask[0, last] == 1, (
-        f"{name}: the ends of scored_span {(first, last)} are not both scored (mask: {mask[0, first]}, {mask[0, last]})"
+    assert anywhere[first] == 1 and anywhere[last] == 1, (
+        f"{name}: the ends of scored_span {(first, last)} are not both scored "
+        f"(mask: {anywhere[first]}, {anywhere[last]})"
     )
 
 
 def check_baseline(task: Task, batch: Batch, *, n_sigma: float = 5.0) -> dict[str, float]:
     """``baseline()``/``extra_baselines()`` against the metrics of ``memoryless_outputs`` on ``batch``.
 
-    Every sequence of a task has the same scored steps, so a metric over the batch
-    is the mean of the per-sequence metrics; those are i.i.d. and give the standard
-    error. Passes when each measured mean is within ``n_sigma`` standard errors (plus
-    ``FLOAT_ATOL``) of its analytic value. Returns the measured means.
+    A metric over the batch is the mean of the per-sequence metrics weighted by
+    their numbers of scored steps (equal weights where every sequence scores the
+    same number); the sequences are i.i.d., and the standard error is that of this
+    ratio estimator. Passes when each measured mean is within ``n_sigma`` standard
+    errors (plus ``FLOAT_ATOL``) of its analytic value. Returns the measured means.
     """
     name = _name(task)
     analytic = task.baseline()
@@ -202,9 +210,10 @@ def _check_predictor(
     missing = set(expected) - set(whole)
     assert not missing, f"{name}: metrics() lacks {sorted(missing)}, which have analytic baselines"
     measured = {}
+    weights = np.asarray(batch.mask, np.float64).sum(axis=1)  # (B,) scored steps per sequence
     for k in whole:
         values = np.asarray(each[k], np.float64)  # (B,) one value per sequence
-        mean, se = float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
+        mean, se = _ratio_mean(values, weights)
         assert math.isclose(float(whole[k]), mean, rel_tol=1e-4, abs_tol=1e-5), (
             f"{name}: metric {k!r} of the batch ({float(whole[k])}) is not the mean over its sequences ({mean})"
         )
@@ -218,6 +227,15 @@ def _check_predictor(
             )
     assert 0.0 <= measured["metric"] <= 1.0, f"{name}: {what} metric {measured['metric']} is outside [0, 1]"
     return measured
+
+
+def _ratio_mean(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """The weighted mean sum(w v) / sum(w) of i.i.d. pairs and its standard error (the ratio
+    estimator's, by the delta method); with equal weights, the mean and std(ddof=1)/sqrt(n)."""
+    n = values.size
+    mean = float(np.sum(weights * values) / np.sum(weights))
+    spread = np.sum((weights * (values - mean)) ** 2) / (n - 1)
+    return mean, float(math.sqrt(spread * n) / np.sum(weights))
 
 
 def _name(task: Task) -> str:
