@@ -139,12 +139,13 @@ def can_pad(model: ModelConfig, train: TrainConfig) -> bool:
 
     Its layers must run forward only (a backward layer starts at the end) and their cell step
     by step (``lax.scan``; attention and the parallel forms see the whole sequence); a model
-    trained with a remedy (``omega``, ``floss``, computed on whole sequences) cannot.
+    trained with a remedy (``omega``, ``floss``, computed on whole sequences) cannot, nor a
+    cell in a block (not tried: its norms, MLP and convolution are other programs).
     """
     cls = CELLS[model.cell]
     step_by_step = model.time_loop_path() == "scan" and (cls.parallel or not hasattr(cls, "sequence"))
     remedies = train.omega > 0 or train.floss > 0
-    return step_by_step and not model.bidirectional and not remedies
+    return step_by_step and not model.bidirectional and not remedies and model.block == "bare"
 
 
 def can_share(task: Task) -> bool:

@@ -270,6 +270,7 @@ def _build(where: str, raw: dict, source: str | None, path: Path, overrides: Map
     trains = _expand(where, "train", raw.get("train", {}), TrainConfig)
     _check_eval_gaps(where, tasks, models, trains)
     _check_diagnostics(where, models, trains)
+    _check_remedies(where, models, trains)
     report = _validate(where, "report", ReportConfig, raw.get("report", {}), "report")
 
     runs: dict[str, RunSpec] = {}
@@ -284,6 +285,21 @@ def _build(where: str, raw: dict, source: str | None, path: Path, overrides: Map
     if source is None or overrides:  # record what was run: the resolved file
         source = f"# {where}\n" + to_toml({**raw, "name": name})
     return Experiment(name, description, path, source, list(runs.values()), plugins, report)
+
+
+def _check_remedies(
+    where: str, models: dict[Task, list[tuple[ModelConfig, int | None]]], trains: list[TrainConfig]
+) -> None:
+    """The remedies (``omega``, ``floss``) act on the bare cell of layer 0, fed the model's inputs."""
+    for name in ("omega", "floss"):
+        if not any(getattr(train, name) > 0 for train in trains):
+            continue
+        for model in (model for per_task in models.values() for model, _ in per_task):
+            if model.block != "bare":
+                raise ExperimentError(
+                    f"{where}: train.{name}: the remedies act on a bare cell, not one in a {model.block!r} block; "
+                    "allowed with them: model.block = 'bare'"
+                )
 
 
 def _check_diagnostics(

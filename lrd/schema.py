@@ -83,6 +83,7 @@ MODEL_COLUMNS = (
     "layers",
     "bidirectional",
     "merge",
+    "block",
     "recurrent_init",
     "recurrent_gain",
     "forget_bias",

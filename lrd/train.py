@@ -68,7 +68,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -471,10 +471,11 @@ class Trainer:
         """
         config = self.train_config
         view = self._view(which)
+        inputs = self._probe_batch(state, view).inputs
         return model_dynamics(
             self.model_config,
             state.params,
-            self._probe_batch(state, view).inputs,
+            cast(jax.Array, self.model.apply(state.params, inputs, cell_inputs=True)),  # what layer 0's cell receives
             lyapunov_k=config.lyapunov_k,
             iterations=config.power_iterations,
             spectrum_size=config.spectrum_size,

@@ -42,6 +42,7 @@ SMALL_CONFIGS: dict[str, list[dict]] = {
     "induction": [dict(gap=6, n_symbols=4)],
     "mqar": [dict(gap=16, n_pairs=3, vocab_size=16), dict(gap=20, n_pairs=2, vocab_size=10, power_a=1.0)],
     "flip_flop": [dict(gap=6), dict(gap=5, p_ignore=0.1)],
+    "fuzzy_recall": [dict(gap=3, vocab_size=10, k_motif=2, v_motif=2), dict(gap=5)],
     "noisy_recall": [dict(gap=4, vocab_size=12, noise_vocab=4), dict(gap=3, frac_noise=0.0, noise_vocab=0)],
     "state_tracking": [
         dict(gap=6, target="every"),
@@ -153,6 +154,8 @@ def test_every_builtin_has_a_small_config_and_a_reference():
         ("mqar", dict(gap=64, power_a=0.0)),
         ("flip_flop", dict(gap=1)),  # a write and a read need two instructions
         ("flip_flop", dict(gap=8, p_ignore=1.0)),  # no reads but the last
+        ("fuzzy_recall", dict(gap=3, vocab_size=8, k_motif=4)),  # 3 key tokens cannot make a 4-token key
+        ("fuzzy_recall", dict(gap=3, vocab_size=5)),  # 1 key and 2 value tokens, values of up to 3
         ("noisy_recall", dict(gap=4, vocab_size=19)),  # 16 noise tokens leave 1 key and 1 value
         ("noisy_recall", dict(gap=4, noise_vocab=0)),  # noise needs noise tokens
     ],
@@ -364,6 +367,42 @@ def ref_noisy_recall(inputs, task):
     return targets, mask
 
 
+def _runs(tokens, n_keys) -> list[list[int]]:
+    """Maximal runs of key tokens (below n_keys) and of value tokens."""
+    runs: list[list[int]] = []
+    for token in tokens:
+        if runs and (runs[-1][0] < n_keys) == (token < n_keys):
+            runs[-1].append(int(token))
+        else:
+            runs.append([int(token)])
+    return runs
+
+
+def ref_fuzzy_recall(inputs, task, scored):
+    """Split the stream into runs of key and value tokens (disjoint sets): pairs, the prefix, the query."""
+    tokens = decode(inputs)
+    B, T = tokens.shape
+    K, V = task.n_keys, task.vocab_size
+    targets, mask = np.zeros((B, T), np.int64), np.zeros((B, T))
+    for b, row in enumerate(tokens):
+        start = np.flatnonzero(row != V - 2)[0]  # after the front padding
+        (prefix,) = np.flatnonzero(row == V - 1)
+        runs = _runs(row[start:prefix], K)  # key, value, key, value, ...
+        assert len(runs) == 2 * task.gap and all(r[0] < K for r in runs[0::2]) and all(r[0] >= K for r in runs[1::2])
+        stored = {}
+        for key, value in zip(runs[0::2], runs[1::2]):
+            assert 1 <= len(key) <= task.k_motif and 1 <= len(value) <= task.v_motif
+            assert len(set(key)) == len(key) and len(set(value)) == len(value)
+            assert stored.setdefault(tuple(key), value) == value, "a key keeps its first value"
+        query, *shown = _runs(row[prefix + 1 :], K)
+        shown = shown[0] if shown else []
+        value = stored[tuple(query)]
+        assert shown == value[:-1], "the query's value, its last token left out"
+        where = np.arange(T - len(value), T)
+        targets[b, where], mask[b, where] = np.array(value) - K, 1
+    return targets, mask
+
+
 REFERENCES: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "copy": ref_copy,
     "adding": ref_adding,
@@ -378,6 +417,7 @@ REFERENCES: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "mqar": ref_mqar,
     "flip_flop": ref_flip_flop,
     "noisy_recall": ref_noisy_recall,
+    "fuzzy_recall": ref_fuzzy_recall,
 }
 
 

@@ -77,6 +77,7 @@ class AttentionCell(Cell):
 
     cell_name: ClassVar[str] = "attention"
     recurrent: ClassVar[bool] = False
+    is_block: ClassVar[bool] = True  # a pre-LN transformer block: [model] block is dropped for it
     equations: ClassVar[str] = (
         "r = x W_e + b_e + P (sinusoidal); m = r + MHA_causal(LN_1(r)); o = m + MLP(LN_2(m)) (GELU, 4H); "
         "y = LN_f(o); probed: r, the residual stream entering the block"

@@ -117,6 +117,9 @@ class Cell(nn.Module):
       length_dependent: True for a model whose parameters depend on the sequence length
         (attention with learned absolute positions, say); such a model cannot be evaluated
         at other gaps (``train.eval_gaps``). False for every recurrent cell.
+      is_block: the cell is itself a whole block (its own norms, residual and MLP:
+        attention), so ``[model] block`` is dropped for it: a grid over cells in blocks
+        runs it once, as its own block.
 
     Dataclass fields besides ``hidden`` are the cell's options, set from the
     ModelConfig fields of the same name.
@@ -133,6 +136,7 @@ class Cell(nn.Module):
     recurrent: ClassVar[bool] = True
     parallel: ClassVar[bool] = False
     length_dependent: ClassVar[bool] = False
+    is_block: ClassVar[bool] = False
 
     @classmethod
     def state_size(cls, hidden: int, **options) -> int:

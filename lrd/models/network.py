@@ -13,6 +13,21 @@ runs a forward and a backward (time-reversed) scan and merges them per
 timestep by concatenation or sum (Schuster & Paliwal 1997), then a linear
 readout maps every timestep's state to the task's outputs; the task's mask
 selects the scored positions.
+
+``block`` puts each layer's cell in the block the modern papers compare cells in
+(the layers then keep the width ``hidden``, the inputs embedded to it by a linear map):
+
+* ``"bare"`` (the default): the cell alone, its outputs the next layer's inputs;
+* ``"residual"``: a pre-norm residual block, x + cell(RMSNorm(x)), then
+  x + MLP(RMSNorm(x)) with a gated MLP (SwiGLU, inner width 8/3 hidden, as fla's
+  ``GatedMLP`` and Llama), and an RMSNorm before the readout;
+* ``"mamba"``: Mamba's block (Gu & Dao 2023, fig. 3), x + W_out(cell(silu(conv(u))) *
+  silu(z)) with (u, z) = RMSNorm(x) W_in, a causal depthwise convolution of width 4
+  and expansion 1 (Mamba expands by 2; here the cell keeps the width ``hidden`` so its
+  state and probe are the bare cell's); Mamba-2's norm before W_out is left out.
+
+The probe's perturbation joins each layer's cell state as in the bare model, and the
+diagnostics read layer 0's cell on the inputs that cell receives (``cell_inputs``).
 """
 
 from __future__ import annotations
@@ -49,13 +64,13 @@ CELL_OPTIONS = (
 )
 # Options added after the first results were stored: left out of the dump (the run's hash and
 # the runs table) when the cell does not have them, so the classic cells' run ids stay the same.
-LATER_OPTIONS = ("r_min", "r_max", "max_phase", "log_space", "heads", "recurrent_gain", "eigen_range")
+LATER_OPTIONS = ("r_min", "r_max", "max_phase", "log_space", "heads", "recurrent_gain", "eigen_range", "block")
 # Options every cell without them drops (as a cell's ``dropped_options``): a grid over cells and eigenvalue
 # ranges runs each cell once per range it has (the LSTM once), as Grazzi et al. compare them
 DROPPED_BY_ALL = ("eigen_range",)
 # Later options that cells have, with the value that reproduces the runs stored before them: left out of the
 # dump at that value too
-LATER_DEFAULTS = {"recurrent_gain": 1.0, "eigen_range": "[0,1]"}
+LATER_DEFAULTS = {"recurrent_gain": 1.0, "eigen_range": "[0,1]", "block": "bare"}
 
 
 class ModelConfig(BaseModel):
@@ -76,6 +91,9 @@ class ModelConfig(BaseModel):
     layers: int = Field(1, gt=0)
     bidirectional: bool = False
     merge: Literal["concat", "sum"] = "concat"
+    block: Literal["bare", "residual", "mamba"] = Field(
+        "bare", description="the cell alone, or in a pre-norm residual block with a gated MLP, or in Mamba's block"
+    )
     recurrent_init: Literal["orthogonal", "identity"] | None = Field(
         None, description="initialisation of the recurrent matrices (rnn, irnn, lstm, gru)"
     )
@@ -146,6 +164,10 @@ class ModelConfig(BaseModel):
             raise ValueError(f"max_phase: must be > 0 (got {self.max_phase})")
         if self.heads is not None and self.hidden % self.heads:
             raise ValueError(f"heads: must divide hidden ({self.hidden}); got {self.heads}")
+        if cell.is_block:  # attention is a whole block already: it drops the setting, as eigen_range is dropped
+            object.__setattr__(self, "block", "bare")
+        if self.block != "bare" and self.bidirectional:
+            raise ValueError(f"block: a {self.block!r} block runs one direction; allowed with bidirectional: 'bare'")
         return self
 
     @model_serializer(mode="wrap")
@@ -253,14 +275,36 @@ class RecurrentLayer(nn.Module):
 
 
 class SequenceModel(nn.Module):
-    """Stacked (bi)directional recurrent layers and a per-timestep linear readout."""
+    """Stacked (bi)directional recurrent layers, bare or in blocks, and a per-timestep linear readout."""
 
     config: ModelConfig
     output_dim: int
 
     @nn.compact
-    def __call__(self, inputs: jax.Array, perturbation: Perturbation | None = None, readout: bool = True) -> jax.Array:
-        """Outputs (B, T, output_dim); with ``readout = False`` the last layer's states (B, T, H or 2H)."""
+    def __call__(
+        self,
+        inputs: jax.Array,
+        perturbation: Perturbation | None = None,
+        readout: bool = True,
+        cell_inputs: bool = False,
+    ) -> jax.Array:
+        """Outputs (B, T, output_dim); with ``readout = False`` the last layer's states (B, T, H or 2H).
+
+        ``cell_inputs = True``: the sequence that layer 0's forward cell receives (the diagnostics' inputs).
+        """
+        if cell_inputs and not self.is_initializing():
+            if self.config.block == "bare":
+                return inputs
+            return self._mixer_inputs(0, nn.Dense(self.config.hidden, name="embed")(inputs))[0]
+        x = self._bare(inputs, perturbation) if self.config.block == "bare" else self._blocks(inputs, perturbation)
+        head = nn.Dense(self.output_dim, name="readout")
+        if not readout:
+            if self.is_initializing():
+                head(x)  # the readout's parameters exist whichever way the model is first called
+            return x
+        return head(x)  # (B, T, output_dim)
+
+    def _bare(self, inputs: jax.Array, perturbation: Perturbation | None) -> jax.Array:
         x = inputs  # (B, T, D)
         for layer in range(self.config.layers):
             outs = []
@@ -274,12 +318,59 @@ class SequenceModel(nn.Module):
                 x = jnp.concatenate(outs, axis=-1)  # (B, T, 2H)
             else:
                 x = outs[0] + outs[1]  # (B, T, H)
-        head = nn.Dense(self.output_dim, name="readout")
-        if not readout:
-            if self.is_initializing():
-                head(x)  # the readout's parameters exist whichever way the model is first called
-            return x
-        return head(x)  # (B, T, output_dim)
+        return x
+
+    def _blocks(self, inputs: jax.Array, perturbation: Perturbation | None) -> jax.Array:
+        x = nn.Dense(self.config.hidden, name="embed")(inputs)  # (B, T, H), the residual stream
+        for layer in range(self.config.layers):
+            eps = None if perturbation is None else perturbation[f"layer{layer}"]["fwd"]
+            cell_in, gate = self._mixer_inputs(layer, x)
+            y = RecurrentLayer(self.config, name=f"layer{layer}_fwd")(cell_in, eps)
+            if gate is not None:  # Mamba's block
+                y = nn.Dense(self.config.hidden, name=f"layer{layer}_out")(y * nn.silu(gate))
+            x = x + y
+            if self.config.block == "residual":
+                x = x + GatedMLP(self.config.hidden, name=f"layer{layer}_mlp")(
+                    nn.RMSNorm(name=f"layer{layer}_mlp_norm")(x)
+                )
+        return nn.RMSNorm(name="final_norm")(x)
+
+    def _mixer_inputs(self, layer: int, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """What layer ``layer``'s cell receives from the residual stream ``x``, and Mamba's gate branch z."""
+        normed = nn.RMSNorm(name=f"layer{layer}_norm")(x)
+        if self.config.block != "mamba":
+            return normed, None
+        u, z = jnp.split(nn.Dense(2 * self.config.hidden, name=f"layer{layer}_in")(normed), 2, axis=-1)
+        return nn.silu(CausalConv(name=f"layer{layer}_conv")(u)), z
+
+
+class GatedMLP(nn.Module):
+    """The block's MLP: W_down(silu(x W_gate) * x W_up), inner width 8/3 of ``width`` (SwiGLU)."""
+
+    width: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        inner = max(1, 8 * self.width // 3)
+        gate, up = jnp.split(nn.Dense(2 * inner, use_bias=False, name="up")(x), 2, axis=-1)
+        return nn.Dense(self.width, use_bias=False, name="down")(nn.silu(gate) * up)
+
+
+class CausalConv(nn.Module):
+    """Mamba's short convolution: depthwise over time, causal, ``width`` taps, with a bias."""
+
+    width: int = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:  # (B, T, C)
+        channels = x.shape[-1]
+        bound = 1.0 / math.sqrt(self.width)  # PyTorch's Conv1d default for groups = channels
+        uniform = lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+        w = self.param("kernel", uniform, (self.width, channels))  # w[k] weighs x_{t-k}
+        b = self.param("bias", uniform, (channels,))
+        T = x.shape[1]
+        padded = jnp.pad(x, ((0, 0), (self.width - 1, 0), (0, 0)))
+        return b + sum(w[k] * padded[:, self.width - 1 - k : self.width - 1 - k + T] for k in range(self.width))
 
 
 def readout(model: SequenceModel, params, states: jax.Array) -> jax.Array:

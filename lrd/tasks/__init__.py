@@ -6,6 +6,7 @@ from lrd.tasks import (  # noqa: F401  (register the built-ins)
     copy,
     delayed_recall,
     flip_flop,
+    fuzzy_recall,
     induction,
     lookahead,
     mqar,
