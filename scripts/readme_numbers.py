@@ -301,6 +301,77 @@ def state_tracking_findings() -> str:
     return "; ".join(parts)
 
 
+RECALL = ROOT / "results" / "recall"
+RECALL_ORDER = ("attention", "lstm", "mamba2", "deltanet", "lru")
+
+
+def _recall_rows() -> pd.DataFrame:
+    """Per number of pairs, model and width at the chosen learning rate: outcomes, parameters, mean accuracy."""
+    chosen = best_lr_runs(_load(RECALL).runs)
+    rows: list[dict[object, object]] = []
+    for (pairs, model, hidden), runs in chosen.groupby(["task_n_pairs", "model", "hidden"]):
+        counts = outcome_counts(runs)
+        rows.append(
+            {
+                "pairs": int(pairs),
+                "model": model,
+                "hidden": int(hidden),
+                "params": int(runs["param_count"].iloc[0]),
+                "solved": counts.solved,
+                "undecided": counts.undecided,
+                "trained": counts.trained,
+                "chance": float(runs["baseline_metric"].iloc[0]),
+                "lr": float(runs["lr"].iloc[0]),
+                "lr_at_edge": bool(runs["lr_at_edge"].iloc[0]),
+                "metric": float(runs["final_metric"].mean()),
+            }
+        )
+    out = pd.DataFrame(rows)
+    rank = lambda m: RECALL_ORDER.index(m) if m in RECALL_ORDER else len(RECALL_ORDER)
+    return out.sort_values(["pairs", "model", "hidden"], key=lambda c: c.map(rank) if c.name == "model" else c)
+
+
+def recall_table() -> str:
+    """The recall study: per number of pairs and model (rows), per width (columns) outcomes and mean accuracy."""
+    rows = _recall_rows()
+    runs = _load(RECALL).runs
+    widths = sorted(rows["hidden"].unique())
+    lines = [
+        f"`recall`: sequence length {int(runs['gap'].iloc[0])}, {_setting(runs)}; each cell: outcomes at the chosen "
+        f"learning rate; mean accuracy (chance {rows['chance'].iloc[0]:.3f}); parameters. {OUTCOME_RULE}",
+        "",
+        "| pairs | model | " + " | ".join(f"width {w}" for w in widths) + " |",
+        "|---|---|" + "---|" * len(widths),
+    ]
+    for (pairs, model), mine in rows.groupby(["pairs", "model"], sort=False):
+        cells = []
+        for width in widths:
+            r = mine[mine["hidden"] == width].iloc[0]
+            lr = _lr_text(r["lr"], r["lr_at_edge"])
+            counts = outcome_text(r["solved"], r["undecided"], r["trained"])
+            cells.append(f"{counts}; {r['metric']:.2f}; {r['params']:,} (lr {lr})")
+        lines.append(f"| {pairs} | {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def recall_findings() -> str:
+    """Per number of pairs: each model's mean accuracy from the narrowest to the widest model, and which solved."""
+    rows = _recall_rows()
+    parts = []
+    for pairs, mine in rows.groupby("pairs", sort=True):
+        accuracies = "; ".join(
+            f"{model} " + ", ".join(f"{v:.2f}" for v in group.sort_values("hidden")["metric"])
+            for model, group in mine.groupby("model", sort=False)
+        )
+        solved = mine[mine["solved"] == mine["trained"]]
+        everywhere = [m for m, g in solved.groupby("model", sort=False) if len(g) == mine["hidden"].nunique()]
+        parts.append(
+            f"with {pairs} pairs, accuracy from width {mine['hidden'].min()} to {mine['hidden'].max()}: {accuracies}; "
+            f"every seed solved at every width: {', '.join(everywhere) or 'none'}"
+        )
+    return "; ".join(parts)
+
+
 def shipped_table() -> str:
     """One row per small shipped experiment: per model, the mean final metric and solved seeds at each gap."""
     lines = ["| experiment | setting | mean final metric (solved seeds) per gap |", "|---|---|---|"]
@@ -666,6 +737,8 @@ def spans() -> dict[str, str]:
         out["treatment-findings"] = treatment_findings()
     if STATE_TRACKING.exists():
         out["state-tracking-findings"] = state_tracking_findings()
+    if RECALL.exists():
+        out["recall-findings"] = recall_findings()
     out["reproduce-minutes"], out["reproduce-studies"] = reproduce_time()
     out.update(curse_of_memory())
     every = int(_load(ROOT / "results" / "delayed_recall").runs["log_every"].iloc[0])
@@ -690,6 +763,8 @@ def generate() -> dict[str, str]:
         blocks["treatment"] = treatment_table()
     if STATE_TRACKING.exists():
         blocks["state-tracking"] = state_tracking_table()
+    if RECALL.exists():
+        blocks["recall"] = recall_table()
     return {**{f"block:{k}": v for k, v in blocks.items()}, **{f"span:{k}": v for k, v in spans().items()}}
 
 

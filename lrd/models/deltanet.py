@@ -103,6 +103,11 @@ class DeltaNetCell(Cell):
         eye = jnp.eye(self.head_dim, dtype=k.dtype)
         return eye - beta[..., None, None] * k[..., :, None] * k[..., None, :]
 
+    def transitioned(self, p: dict, x: jax.Array, k: jax.Array, beta: jax.Array, S: jax.Array) -> jax.Array:
+        """``transition(...) @ S`` without forming the d x d matrix: S - beta k (k^T S), O(d^2) per head."""
+        kS = jnp.einsum("...hd,...hde->...he", k, S)  # (..., heads, d)
+        return S - beta[..., None, None] * k[..., :, None] * kS[..., None, :]
+
     def _read(self, S: jax.Array, q: jax.Array) -> jax.Array:
         """y = d^-1/2 S^T q per head, concatenated: S (..., heads, d, d), q (..., heads, d) -> (..., H)."""
         y = jnp.einsum("...hde,...hd->...he", S, q) * self.head_dim**-0.5
@@ -113,7 +118,7 @@ class DeltaNetCell(Cell):
         p, q, k, v, beta = self._projections(x)
         d = self.head_dim
         S = state.reshape(-1, self.heads, d, d)
-        S = self.transition(p, x, k, beta) @ S + beta[..., None, None] * k[..., :, None] * v[..., None, :]
+        S = self.transitioned(p, x, k, beta, S) + beta[..., None, None] * k[..., :, None] * v[..., None, :]
         if eps is not None:
             S = S + eps["h"].reshape(S.shape)
         return (S.reshape(state.shape),), self._read(S, q)

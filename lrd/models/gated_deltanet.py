@@ -51,6 +51,12 @@ class GatedDeltaNetCell(DeltaNetCell):
             "A_log": self.param("A_log", a_log_init, (n,)),
         }
 
+    def decay(self, p: dict, x: jax.Array) -> jax.Array:
+        """alpha (..., heads) in (0, 1)."""
+        return jnp.exp(-jnp.exp(p["A_log"]) * jax.nn.softplus(x @ p["W_a"] + p["b_dt"]))
+
     def transition(self, p: dict, x: jax.Array, k: jax.Array, beta: jax.Array) -> jax.Array:
-        alpha = jnp.exp(-jnp.exp(p["A_log"]) * jax.nn.softplus(x @ p["W_a"] + p["b_dt"]))  # (..., heads) in (0, 1)
-        return alpha[..., None, None] * super().transition(p, x, k, beta)
+        return self.decay(p, x)[..., None, None] * super().transition(p, x, k, beta)
+
+    def transitioned(self, p: dict, x: jax.Array, k: jax.Array, beta: jax.Array, S: jax.Array) -> jax.Array:
+        return self.decay(p, x)[..., None, None] * super().transitioned(p, x, k, beta, S)
