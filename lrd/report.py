@@ -164,15 +164,7 @@ def _eval_gaps_html(runs: pd.DataFrame, eval_gaps: pd.DataFrame) -> str:
         index=["task", "model", "hidden", "gap"], columns="test_gap", values="metric", aggfunc="mean"
     )
     head = ["task", "model", "hidden", "trained at gap", *(f"test gap {g}" for g in table.columns)]
-    lines = [
-        "<table class='eval-gaps'><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
-    ]
-    for key, values in table.iterrows():
-        cells = [f"<td class='l'>{_e(key[0])}</td>", f"<td class='l'>{_e(key[1])}</td>"]
-        cells += [f"<td>{_e(k)}</td>" for k in key[2:]]
-        cells += [f"<td>{'—' if math.isnan(v) else f'{v:.3f}'}</td>" for v in values]
-        lines.append("<tr>" + "".join(cells) + "</tr>")
-    return "\n".join([*lines, "</tbody></table>"])
+    return _metric_table_html("eval-gaps", head, table)
 
 
 def _test_sets_html(runs: pd.DataFrame, columns: list[str]) -> str:
@@ -182,9 +174,12 @@ def _test_sets_html(runs: pd.DataFrame, columns: list[str]) -> str:
     table = done.groupby(["task", "model", "hidden", "gap"])[columns].mean()
     names = [c.removeprefix("final_test_").removesuffix("_metric") for c in columns]
     head = ["task", "model", "hidden", "gap", *(f"test set {n}" for n in names)]
-    lines = [
-        "<table class='test-sets'><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
-    ]
+    return _metric_table_html("test-sets", head, table)
+
+
+def _metric_table_html(css: str, head: list[str], table: pd.DataFrame) -> str:
+    """Rows indexed by (task, model, hidden, gap), one mean metric per column, as an HTML table."""
+    lines = [f"<table class='{css}'><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     for key, values in table.iterrows():
         cells = [f"<td class='l'>{_e(key[0])}</td>", f"<td class='l'>{_e(key[1])}</td>"]
         cells += [f"<td>{_e(k)}</td>" for k in key[2:]]

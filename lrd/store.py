@@ -113,6 +113,9 @@ PACKED_FILES = {
     name: f"{RUNS if name == RUN else name}.parquet" for name in (RUN, CURVES, GRAD_NORMS, EVAL_GAPS, DYNAMICS)
 }
 UNKNOWN_RUNS = "the runs of the packed tables"  # named to on_damaged when the packed manifest is unreadable
+# experiment.json and the packed tables' manifest.json, the two JSON files a study commits that grow with its
+# runs, are written without indentation or spaces: a third fewer bytes (345 KB of results/ on 2026-12-06)
+COMPACT = (",", ":")
 ZSTD_LEVEL = 19  # packed once, read often: zstd at its slowest, tightest ordinary level (3% under level 9 here)
 
 
@@ -284,7 +287,7 @@ def _write_manifest(run_dir: Path, files: dict[str, dict[str, Any]]) -> None:
 
 def write_experiment_json(out_dir: Path, resolved: dict[str, Any]) -> None:
     """Write DIR/experiment.json (atomically)."""
-    _write_text(out_dir / EXPERIMENT_JSON, json.dumps(resolved, indent=1, sort_keys=True))
+    _write_text(out_dir / EXPERIMENT_JSON, json.dumps(resolved, separators=COMPACT, sort_keys=True))
 
 
 def _tmp_name(final: Path) -> Path:
@@ -874,7 +877,7 @@ def _write_packed(folder: Path, ids: list[str], pieces: dict[str, list[Piece]]) 
             "sha256": hashlib.sha256(data).hexdigest(),
             "groups": [{"columns": [list(c) for c in columns], "runs": runs} for columns, runs in groups.items()],
         }
-    text = json.dumps({"schema": SCHEMA_VERSION, "runs": ids, "files": files}, indent=1, sort_keys=True)
+    text = json.dumps({"schema": SCHEMA_VERSION, "runs": ids, "files": files}, separators=COMPACT, sort_keys=True)
     _write_bytes(folder / MANIFEST, text.encode())
     _fsync(folder)
     return size + len(text.encode())

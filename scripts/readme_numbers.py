@@ -367,7 +367,9 @@ def recall_findings() -> str:
         everywhere = [m for m, g in solved.groupby("model", sort=False) if len(g) == mine["hidden"].nunique()]
         parts.append(
             f"with {pairs} pairs, accuracy from width {mine['hidden'].min()} to {mine['hidden'].max()}: {accuracies}; "
-            f"every seed solved at every width: {', '.join(everywhere) or 'none'}"
+            f"every seed solved at every width: {', '.join(everywhere) or 'none'}; "
+            f"{int(mine['solved'].sum())} of {int(mine['trained'].sum())} runs at the chosen rates solved, "
+            f"{int(mine['undecided'].sum())} undecided (still improving at the end of the budget)"
         )
     return "; ".join(parts)
 

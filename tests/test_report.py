@@ -143,3 +143,19 @@ def test_the_report_escapes_what_it_quotes(at_gaps_run, tmp_path):
     text = (copy / "report.html").read_text()
     assert "<script>" not in text and html.escape('<script>alert("x")</script>') in text
     assert parse(copy / "report.html").links == []
+
+
+def test_the_report_has_a_test_sets_table_where_the_runs_have_test_set_scores(at_gaps_run):
+    from lrd.report import render
+
+    out, _ = at_gaps_run
+    results = load(out)
+    runs = results.runs.assign(final_test_sparse_metric=0.25, final_test_sparse_loss=1.5)
+    page = Page()
+    page.feed(render(out, results._replace(runs=runs), []))
+    done = runs[runs["status"] == "done"]
+    assert page.tables["test-sets"] == done.groupby(["task", "model", "hidden", "gap"]).ngroups + 1  # and the head
+    assert "test set sparse" in " ".join(page.text) and "0.250" in " ".join(page.text)
+    plain = Page()
+    plain.feed(render(out, results, []))
+    assert "test-sets" not in plain.tables
