@@ -408,7 +408,12 @@ class Trainer:
         self.evaluate = Program(self._evaluate)
         self.diagnose = Program(self._diagnose)
         self.evaluate_at = {g: Program(functools.partial(self._evaluate_at, task.at_gap(g))) for g in train.eval_gaps}
-        self._test_programs: dict[Task, Program] = {}  # a bucket's tasks' test sets, each compiled when first used
+        # each of the bucket's tasks' test sets (Task.test_sets), by (task index, name)
+        self.evaluate_on = {
+            (i, name): Program(functools.partial(self._evaluate_at, test))
+            for i, bucket_task in enumerate(self.tasks)
+            for name, test in bucket_task.test_sets().items()
+        }
         self._compiling = threading.Lock()
         self._compiled: set[int] = set()  # the member counts compile() has compiled for
 
@@ -624,7 +629,8 @@ class Trainer:
         """The programs ``run`` calls for ``n_members`` members, each with abstract arguments of the shapes it gets.
 
         Keys: "init", "advance", "evaluate", then "diagnose" when the diagnostics are on and
-        "evaluate_at_<gap>" for each of ``train.eval_gaps``.
+        "evaluate_at_<gap>" for each of ``train.eval_gaps`` and "evaluate_on_<name>_<gap>" for each
+        test set of the bucket's tasks (``Task.test_sets``).
         """
         members = (jax.ShapeDtypeStruct((n_members, 2), jnp.uint32), jax.ShapeDtypeStruct((n_members,), jnp.float32))
         state = self.init.trace(members).out_info  # the state's shapes, as init returns it
@@ -636,6 +642,9 @@ class Trainer:
         if self.train_config.diagnostics:
             programs["diagnose"] = (self.diagnose, (state, 0))
         programs.update({f"evaluate_at_{gap}": (p, (state,)) for gap, p in self.evaluate_at.items()})
+        programs.update(
+            {f"evaluate_on_{name}_{self.tasks[i].gap}": (p, (state,)) for (i, name), p in self.evaluate_on.items()}
+        )
         return programs
 
     def compile(self, n_members: int) -> None:
@@ -693,8 +702,7 @@ class Trainer:
         last = np.asarray(jax.device_get(state.step))
         steps_trained = np.where(diverged >= 0, diverged, np.where(stopped >= 0, stopped, last))
         at_gaps = {g: jax.device_get(evaluate(state)) for g, evaluate in self.evaluate_at.items()}
-        test_sets = self.tasks[which].test_sets().items()
-        tests = {name: jax.device_get(self._test_program(t)(state)) for name, t in test_sets}
+        tests = {name: jax.device_get(p(state)) for (i, name), p in self.evaluate_on.items() if i == which}
         return RunResult(
             list(seeds),
             records,
@@ -708,12 +716,6 @@ class Trainer:
             tuple(t.gap for t in self.tasks) if len(self.tasks) > 1 else (),
             tests,
         )
-
-    def _test_program(self, task: Task) -> Program:
-        """The program that scores the trained parameters on ``task``, one of a trained task's test sets."""
-        if task not in self._test_programs:
-            self._test_programs[task] = Program(functools.partial(self._evaluate_at, task))
-        return self._test_programs[task]
 
 
 class Program:

@@ -411,16 +411,23 @@ def test_the_local_backend_compiles_the_next_group_while_a_group_trains(caplog):
         jax.tree.map(np.testing.assert_array_equal, _outputs(outcome.result), _outputs(alone))
 
 
-def test_test_sets_are_scored_with_the_evaluation_program_and_keys():
-    """A test set identical to the trained task scores its final metrics exactly; flip-flop's own differ."""
+def test_test_sets_are_scored_with_the_evaluation_program_and_keys(caplog):
+    """A test set identical to the trained task scores its final metrics exactly; flip-flop's own differ.
+
+    Their programs compile with the run's others (``Trainer.compile``), so the run compiles none."""
     from lrd.tasks.flip_flop import FlipFlop
 
     class Echo(FlipFlop):  # its one test set is the trained distribution itself
         def test_sets(self):
-            return {"same": self, "sparse": FlipFlop(**{**self.params(), "p_ignore": 0.98})}
+            return {"same": self, "sparse": self.with_params(p_ignore=0.98)}
 
     train = TrainConfig(steps=20, log_every=10, batch_size=8, lr=3e-3, eval_size=64, probe_size=8, diagnostics=False)
-    result = Trainer(Echo(gap=6), ModelConfig(cell="lstm", hidden=8), train).run([0, 1])
+    trainer = Trainer(Echo(gap=6), ModelConfig(cell="lstm", hidden=8), train)
+    assert {"evaluate_on_same_6", "evaluate_on_sparse_6"} <= set(trainer.programs(2))
+    trainer.compile(2)
+    with caplog.at_level("DEBUG"), jax.log_compiles(True):
+        result = trainer.run([0, 1])
+    assert not [name for name in _compiled_programs(caplog) if name.startswith("_evaluate")]
     assert set(result.test_sets) == {"same", "sparse"}
     for k in ("loss", "metric"):
         np.testing.assert_array_equal(result.test_sets["same"][k], result.final[k])

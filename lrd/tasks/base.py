@@ -156,7 +156,11 @@ class Task(BaseModel):
 
     def at_gap(self, gap: int) -> Task:
         """The same task with another gap, validated like a file's value (pydantic.ValidationError if not allowed)."""
-        return type(self)(**{**self.params(), "gap": gap})
+        return self.with_params(gap=gap)
+
+    def with_params(self, **changes) -> Task:
+        """The same task with ``changes`` to its parameters, validated (pydantic.ValidationError if not allowed)."""
+        return type(self)(**{**self.params(), **changes})
 
     @property
     def scored_span(self) -> tuple[int, int]:

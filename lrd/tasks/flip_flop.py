@@ -97,7 +97,7 @@ class FlipFlop(Task):
         return Batch(one_hot(tokens, self.input_dim), targets, read.astype(jnp.float32))
 
     def test_sets(self) -> dict[str, Task]:
-        return {name: type(self)(**{**self.params(), "p_ignore": p}) for name, p in TEST_P_IGNORE.items()}
+        return {name: self.with_params(p_ignore=p) for name, p in TEST_P_IGNORE.items()}
 
     def baseline(self) -> Baseline:
         return Baseline.uniform(2)
