@@ -49,7 +49,7 @@ import math
 import re
 import sys
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -287,6 +287,11 @@ def _build(where: str, raw: dict, source: str | None, path: Path, overrides: Map
     return Experiment(name, description, path, source, list(runs.values()), plugins, report)
 
 
+def _every_model(models: dict[Task, list[tuple[ModelConfig, int | None]]]) -> Iterator[ModelConfig]:
+    """The model configurations of every task, in order (a model trained on two tasks comes twice)."""
+    return (model for per_task in models.values() for model, _ in per_task)
+
+
 def _check_remedies(
     where: str, models: dict[Task, list[tuple[ModelConfig, int | None]]], trains: list[TrainConfig]
 ) -> None:
@@ -294,7 +299,7 @@ def _check_remedies(
     for name in ("omega", "floss"):
         if not any(getattr(train, name) > 0 for train in trains):
             continue
-        for model in (model for per_task in models.values() for model, _ in per_task):
+        for model in _every_model(models):
             if model.block != "bare":
                 raise ExperimentError(
                     f"{where}: train.{name}: the remedies act on a bare cell, not one in a {model.block!r} block; "
@@ -308,7 +313,7 @@ def _check_diagnostics(
     """``train.diagnostics`` takes Jacobians of a recurrence: a cell without one (attention) is refused."""
     if not any(train.diagnostics for train in trains):
         return
-    for model in (model for per_task in models.values() for model, _ in per_task):
+    for model in _every_model(models):
         if not CELLS[model.cell].recurrent:
             raise ExperimentError(
                 f"{where}: train.diagnostics: cell {model.cell!r} has no recurrence to take Jacobians of; "
@@ -328,7 +333,7 @@ def _check_eval_gaps(
     """
     if not any(train.eval_gaps for train in trains):
         return
-    for model in (model for per_task in models.values() for model, _ in per_task):
+    for model in _every_model(models):
         if getattr(CELLS[model.cell], "length_dependent", False):
             raise ExperimentError(
                 f"{where}: train.eval_gaps: cell {model.cell!r} has parameters that depend on the sequence length; "

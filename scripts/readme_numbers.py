@@ -224,6 +224,22 @@ STATE_TRACKING = ROOT / "results" / "state_tracking_study"
 STATE_ORDER = ("lstm", "lru", "mamba2", "deltanet", "attention")
 
 
+def _chosen_configuration(runs: pd.DataFrame) -> dict[str, object]:
+    """One configuration's runs at its chosen learning rate: parameters, outcome counts, chance, the rate (and
+    whether it is the grid's edge) and the mean final metric over the seeds."""
+    counts = outcome_counts(runs)
+    return {
+        "params": int(runs["param_count"].iloc[0]),
+        "solved": counts.solved,
+        "undecided": counts.undecided,
+        "trained": counts.trained,
+        "chance": float(runs["baseline_metric"].iloc[0]),
+        "lr": float(runs["lr"].iloc[0]),
+        "lr_at_edge": bool(runs["lr_at_edge"].iloc[0]),
+        "metric": float(runs["final_metric"].mean()),
+    }
+
+
 def _state_tracking_rows() -> pd.DataFrame:
     """Per group and model (eigenvalue range in the label) at the chosen learning rate: the outcomes at the training
     length, the parameter count, and the mean accuracy at the training length and at every evaluation length."""
@@ -233,21 +249,13 @@ def _state_tracking_rows() -> pd.DataFrame:
     at_gaps = results.eval_gaps.pivot_table(index="run", columns="test_gap", values="metric")
     rows: list[dict[object, object]] = []
     for (group, model), runs in chosen.groupby(["task_group", "model"]):
-        counts = outcome_counts(runs)
         means = at_gaps.loc[runs["run"]].mean()
         rows.append(
             {
                 "group": group,
                 "model": model,
-                "params": int(runs["param_count"].iloc[0]),
-                "solved": counts.solved,
-                "undecided": counts.undecided,
-                "trained": counts.trained,
+                **_chosen_configuration(runs),
                 "train_gap": int(runs["gap"].iloc[0]),
-                "chance": float(runs["baseline_metric"].iloc[0]),
-                "lr": float(runs["lr"].iloc[0]),
-                "lr_at_edge": bool(runs["lr_at_edge"].iloc[0]),
-                "metric": float(runs["final_metric"].mean()),
                 **{int(gap): float(value) for gap, value in means.items()},
             }
         )
@@ -310,22 +318,7 @@ def _recall_rows() -> pd.DataFrame:
     chosen = best_lr_runs(_load(RECALL).runs)
     rows: list[dict[object, object]] = []
     for (pairs, model, hidden), runs in chosen.groupby(["task_n_pairs", "model", "hidden"]):
-        counts = outcome_counts(runs)
-        rows.append(
-            {
-                "pairs": int(pairs),
-                "model": model,
-                "hidden": int(hidden),
-                "params": int(runs["param_count"].iloc[0]),
-                "solved": counts.solved,
-                "undecided": counts.undecided,
-                "trained": counts.trained,
-                "chance": float(runs["baseline_metric"].iloc[0]),
-                "lr": float(runs["lr"].iloc[0]),
-                "lr_at_edge": bool(runs["lr_at_edge"].iloc[0]),
-                "metric": float(runs["final_metric"].mean()),
-            }
-        )
+        rows.append({"pairs": int(pairs), "model": model, "hidden": int(hidden), **_chosen_configuration(runs)})
     out = pd.DataFrame(rows)
     rank = lambda m: RECALL_ORDER.index(m) if m in RECALL_ORDER else len(RECALL_ORDER)
     return out.sort_values(["pairs", "model", "hidden"], key=lambda c: c.map(rank) if c.name == "model" else c)

@@ -295,7 +295,7 @@ class SequenceModel(nn.Module):
         if cell_inputs and not self.is_initializing():
             if self.config.block == "bare":
                 return inputs
-            return self._mixer_inputs(0, nn.Dense(self.config.hidden, name="embed")(inputs))[0]
+            return self._mixer_inputs(0, self._embed(inputs))[0]
         x = self._bare(inputs, perturbation) if self.config.block == "bare" else self._blocks(inputs, perturbation)
         head = nn.Dense(self.output_dim, name="readout")
         if not readout:
@@ -321,7 +321,7 @@ class SequenceModel(nn.Module):
         return x
 
     def _blocks(self, inputs: jax.Array, perturbation: Perturbation | None) -> jax.Array:
-        x = nn.Dense(self.config.hidden, name="embed")(inputs)  # (B, T, H), the residual stream
+        x = self._embed(inputs)  # (B, T, H), the residual stream
         for layer in range(self.config.layers):
             eps = None if perturbation is None else perturbation[f"layer{layer}"]["fwd"]
             cell_in, gate = self._mixer_inputs(layer, x)
@@ -334,6 +334,10 @@ class SequenceModel(nn.Module):
                     nn.RMSNorm(name=f"layer{layer}_mlp_norm")(x)
                 )
         return nn.RMSNorm(name="final_norm")(x)
+
+    def _embed(self, inputs: jax.Array) -> jax.Array:
+        """The inputs (B, T, D) mapped linearly to the blocks' width (B, T, H)."""
+        return nn.Dense(self.config.hidden, name="embed")(inputs)
 
     def _mixer_inputs(self, layer: int, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
         """What layer ``layer``'s cell receives from the residual stream ``x``, and Mamba's gate branch z."""
