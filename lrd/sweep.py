@@ -28,6 +28,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+import jax
 import pandas as pd
 
 from lrd import interrupt, results, store
@@ -155,7 +156,7 @@ def run_sweep(
     """
     start = time.perf_counter()
     if buckets is None and not isinstance(backend or LocalBackend(), LocalBackend):
-        buckets = {}
+        buckets = {}  # not this process's backend
     with ExitStack() as held:
         if out_dir.is_dir():
             held.enter_context(store.lock(out_dir))  # before anything is read: a second sweep stops here
@@ -210,7 +211,7 @@ def _compute(
 
     threshold = experiment.report.solve_threshold
     computed = diverged = failed = 0
-    for outcome in (backend or LocalBackend()).run(jobs, emit):
+    for outcome in (backend or LocalBackend(local_workers(groups))).run(jobs, emit):
         finished.add(outcome.index)
         group = groups[outcome.index]
         rows = []
@@ -296,6 +297,21 @@ def machine_memory() -> int | None:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def local_workers(groups: list[Group]) -> int:
+    """How many groups train at once in this process (``lrd.backends.LocalBackend``): 2 or 1.
+
+    Two where JAX computes on the CPU, the machine has at least two cores and its memory
+    holds the two largest groups at once (``group_memory``); else one. Two groups at once
+    keep both cores of a 2-core machine busy, where one small group's training keeps one
+    (docs/benchmarks.md); on a GPU the groups run one at a time, as before (not measured).
+    """
+    if len(groups) < 2 or (os.cpu_count() or 1) < 2 or jax.default_backend() != "cpu":
+        return 1
+    available = machine_memory()
+    largest = sorted(map(group_memory, groups))[-2:]
+    return 2 if available is None or sum(largest) <= available else 1
 
 
 def check_memory(groups: list[Group]) -> None:

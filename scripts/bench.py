@@ -2,6 +2,7 @@
 
     python scripts/bench.py            # everything below, T in {100, 1000} (about 10 min on 2 cores)
     python scripts/bench.py --quick    # T = 100 only, fewer repeats (under 2 min)
+    python scripts/bench.py --comparison   # the comparison of record (docs/benchmarks.md), load written
 
 Every contender trains the same model on the same task: copy memory with
 length T (one-hot inputs of 10 symbols), batch 128, hidden 128, one recurrent
@@ -140,12 +141,22 @@ def matmul_peak() -> dict[str, float]:
 
 # --- lrd ------------------------------------------------------------------------------------
 def lrd_runner(
-    cell: str, T: int, batch: int, hidden: int, n_steps: int, seeds: int = 1, time_loop: str = "auto", unroll: int = 1
+    cell: str,
+    T: int,
+    batch: int,
+    hidden: int,
+    n_steps: int,
+    seeds: int = 1,
+    time_loop: str = "auto",
+    unroll: int = 1,
+    lrs: tuple[float, ...] = (),
 ) -> Callable[[], None]:
     """n_steps of lrd's training step for ``seeds`` vmapped seeds, as one compiled call.
 
     ``time_loop`` as in the experiment file's ``[model] time_loop``; ``unroll`` > 1 unrolls
     the scan path's ``lax.scan`` that many steps (a lever measured here, not a setting of lrd).
+    ``lrs``: each seed at each of these learning rates, ``seeds x len(lrs)`` members, as a
+    sweep's group of a learning-rate grid trains them.
     """
     model = ModelConfig(cell=cell, hidden=hidden, time_loop=time_loop)
     trainer = Trainer(Copy(gap=T - 20), model, _train_config(batch, n_steps))
@@ -154,7 +165,12 @@ def lrd_runner(
         return jax.lax.scan(lambda s, _: trainer._train_step(s, trainer._view(0)), state, None, length=n_steps)[0]
 
     block = Program(steps, donate=True)  # lrd's seed-batched program, as the sweep runs it
-    state = [trainer.initial_state(list(range(seeds)))]
+    members = (
+        [(seed, lr) for seed in range(seeds) for lr in lrs]
+        if lrs
+        else [(seed, trainer.train_config.lr) for seed in range(seeds)]
+    )
+    state = [trainer.initial_state([seed for seed, _ in members], [lr for _, lr in members])]
 
     def run():
         with scan_unroll(unroll):  # traced on the first call
@@ -314,6 +330,55 @@ def bench_seeds(configs, rounds, n_seeds=8) -> None:
             f"{n_seeds} seeds vmapped {times['many'] / n * 1e3:8.2f} ms/step   throughput x{ratio:.2f}",
             flush=True,
         )
+
+
+def bench_members(configs, rounds, seeds=5, lrs=(1e-3, 3e-3, 1e-2, 3e-2)) -> None:
+    """A group of seeds x learning rates in one vmapped program against one member: the cost per member."""
+    for cell, T, batch, hidden, n in configs:
+        one = lrd_runner(cell, T, batch, hidden, n, seeds=1)
+        group = lrd_runner(cell, T, batch, hidden, n, seeds=seeds, lrs=lrs)
+        times = interleaved({"one": one, "group": group}, rounds)
+        members = seeds * len(lrs)
+        per_member = times["group"] / members
+        print(
+            f"{cell:5} T={T:<5} B={batch:<4} H={hidden:<4} 1 member {times['one'] / n * 1e3:8.2f} ms/step   "
+            f"{members} members {times['group'] / n * 1e3:9.2f} ms/step = {per_member / n * 1e3:7.2f} per member   "
+            f"per-member cost x{per_member / times['one']:.2f} of one member",
+            flush=True,
+        )
+
+
+def load() -> str:
+    """The machine's load average (1, 5, 15 min), to write beside the numbers measured under it."""
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_comparison(rounds: int) -> None:
+    """The CPU comparison of record, in one run: each section's contenders interleaved, the load around each.
+
+    The training step against flax and PyTorch at the studies' shape (batch = hidden = 32) and
+    at 128, T = 100 and 1000; the parallel cells against their sequential form; a 20-member
+    group (5 seeds x 4 learning rates) against one member.
+    """
+    print(f"start: {load()}", flush=True)
+    peaks = matmul_peak()
+    peak = max(peaks.values())
+    print("matmul peak (2048^2 float32): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + " GFLOP/s")
+    for size in (32, 128):
+        print(
+            f"\n== training step, batch {size}, hidden {size}: seconds per step (median of {rounds} interleaved rounds)"
+        )
+        print(f"before: {load()}", flush=True)
+        bench_steps([100, 1000], size, size, rounds, peak, quick=False)
+        print(f"after: {load()}", flush=True)
+    print(f"\n== parallel cells, batch 16, hidden 64: ms per training step (median of {rounds} interleaved rounds)")
+    print(f"before: {load()}", flush=True)
+    bench_parallel([1000, 4000], 16, 64, rounds)
+    print(f"after: {load()}", flush=True)
+    print("\n== a 20-member group (5 seeds x 4 learning rates) in one vmapped program against one member")
+    print(f"before: {load()}", flush=True)
+    bench_members([(cell, 70, 32, 64, 20) for cell in CELLS] + [(cell, 100, 32, 32, 20) for cell in CELLS], rounds)
+    print(f"end: {load()}", flush=True)
 
 
 def bench_probe(cells, T, batch, hidden, rounds, step_times, log_every=50) -> None:
@@ -551,13 +616,14 @@ def bench_command(trees: dict[str, Path], repeats: int) -> None:
                 )
 
 
-def run_bench_compile(before: Path | None, repeats: int) -> None:
+def run_bench_compile(before: Path | None, repeats: int, programs: bool = True) -> None:
     trees = {"now": Path(__file__).resolve().parents[1]}
     if before is not None:
         trees = {"before": before.resolve(), **trees}
     print(f"load average at the start: {os.getloadavg()[0]:.2f}")
-    print("\n== compilation of the default experiment's programs (seconds; sizes in operations)")
-    bench_programs(trees)
+    if programs:
+        print("\n== compilation of the default experiment's programs (seconds; sizes in operations)")
+        bench_programs(trees)
     print(f"\n== lrd run {DEFAULT_EXPERIMENT}: a fresh compilation cache, then a warm rerun (seconds)")
     bench_command(trees, repeats)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
@@ -783,8 +849,17 @@ def main() -> None:
     )
     parser.add_argument("--compile-only", action="store_true", help="only the default experiment's compilation")
     parser.add_argument("--cost-model", action="store_true", help="only the length buckets' cost model (lrd.buckets)")
+    parser.add_argument(
+        "--comparison",
+        action="store_true",
+        help="only the comparison of record: flax and PyTorch at B=H=32 and 128 (T 100, 1000), "
+        "the parallel cells, a 20-member group against one member; the load beside each",
+    )
     parser.add_argument("--before", type=Path, help="with --compile-only: an older lrd's source tree, measured too")
     parser.add_argument("--repeats", type=int, default=3, help="with --compile-only: whole commands per tree")
+    parser.add_argument(
+        "--commands-only", action="store_true", help="with --compile-only: the whole commands alone, not each program"
+    )
     parser.add_argument("--programs-child", help=argparse.SUPPRESS)  # diagnostics True/False: per-program numbers
     parser.add_argument("--child-steps", help=argparse.SUPPRESS)  # T values: scan steps only (command buffers)
     parser.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
@@ -792,7 +867,7 @@ def main() -> None:
     if args.programs_child:
         return child_programs(args.programs_child == "True")
     if args.compile_only:
-        return run_bench_compile(args.before, args.repeats)
+        return run_bench_compile(args.before, args.repeats, programs=not args.commands_only)
     if args.cost_model:
         return bench_cost_model()
     if args.child_steps:
@@ -811,6 +886,8 @@ def main() -> None:
     print(
         f"allocator: {'tuned (' + os.environ.get('GLIBC_TUNABLES', '') + ')' if args.malloc == 'tuned' else 'glibc defaults'}"
     )
+    if args.comparison:
+        return run_comparison(rounds)
     if args.parallel_only:
         print(f"\n== parallel cells, batch 16, hidden 64: ms per training step (median of {rounds} interleaved rounds)")
         bench_parallel([1000, 4000], 16, 64, rounds)

@@ -411,6 +411,57 @@ def test_the_local_backend_compiles_the_next_group_while_a_group_trains(caplog):
         jax.tree.map(np.testing.assert_array_equal, _outputs(outcome.result), _outputs(alone))
 
 
+def test_two_workers_train_groups_at_once_with_the_numbers_of_one(caplog):
+    """Two groups train in two threads at once; each gives the numbers it gives alone; progress arrives here."""
+    import threading
+
+    from lrd import backends
+
+    tiny = TrainConfig(steps=4, batch_size=4, log_every=2, eval_size=4, valid_size=4, probe_size=4)
+    keys = [
+        (Adding(gap=gap), ModelConfig(cell=cell, hidden=4), tiny, None) for gap in (3, 5) for cell in ("rnn", "gru")
+    ]
+    jobs = [backends.make_job(i, key, [(0, 1e-3), (1, 1e-3)], ()) for i, key in enumerate(keys)]
+    events = []
+    with caplog.at_level("DEBUG"), jax.log_compiles(True):
+        outcomes = list(
+            backends.LocalBackend(workers=2).run(jobs, lambda e: events.append((e, threading.current_thread())))
+        )
+    trained_in = {r.threadName for r in caplog.records if r.getMessage().startswith("Compiling jit(_advance)")}
+    assert trained_in == {f"{backends.COMPILE_THREAD}-worker-0", f"{backends.COMPILE_THREAD}-worker-1"}
+    assert {e.index for e, _ in events if isinstance(e, backends.Started)} == set(range(len(jobs)))
+    assert all(thread is threading.main_thread() for _, thread in events)
+    assert sorted(o.index for o in outcomes) == list(range(len(jobs)))
+    for outcome in outcomes:
+        assert outcome.error is None
+        alone = Trainer(*keys[outcome.index]).run([0, 1], lrs=[1e-3, 1e-3])
+        jax.tree.map(np.testing.assert_array_equal, _outputs(outcome.result), _outputs(alone))
+
+
+def test_two_workers_stop_when_the_caller_stops_reading(monkeypatch):
+    """Closing the outcomes early (an interrupt) stops both workers at a block and starts no other group."""
+    import threading
+    import time
+
+    from lrd import backends
+
+    begun = []
+    real_train = backends.train
+    monkeypatch.setattr(backends, "train", lambda job, emit: begun.append(job.index) or real_train(job, emit))
+    slow = TrainConfig(steps=40, batch_size=4, log_every=2, eval_size=4, valid_size=4, probe_size=4)
+    keys = [(Adding(gap=gap), ModelConfig(cell="rnn", hidden=4), slow, None) for gap in (3, 4, 5, 6, 7, 8)]
+    jobs = [backends.make_job(i, key, [(0, 1e-3)], ()) for i, key in enumerate(keys)]
+    outcomes = backends.LocalBackend(workers=2).run(jobs, lambda event: None)
+    first = next(outcomes)
+    outcomes.close()  # returns once both workers have stopped
+    assert first.error is None
+    assert not [t for t in threading.enumerate() if t.name.startswith(f"{backends.COMPILE_THREAD}-worker")]
+    begun_then = list(begun)
+    time.sleep(0.5)
+    assert begun == begun_then  # no group began after the close
+    assert len(begun) <= 3  # the finished group, the other worker's, and at most one taken as the first ended
+
+
 def test_test_sets_are_scored_with_the_evaluation_program_and_keys(caplog):
     """A test set identical to the trained task scores its final metrics exactly; flip-flop's own differ.
 
