@@ -159,31 +159,37 @@ class TimeEstimate:
     """A reporter's events passed on; for a grid larger than ``large``, an estimate of the total time.
 
     The estimate scales the first group's time (compilation included) to the runs
-    still to compute; groups train shortest sequences first, so it is a lower bound
-    for a grid whose later groups are longer.
+    still to compute, divided by the groups that were training at once when it ended
+    (two workers, ``lrd.backends.LocalBackend``, train two); groups train shortest
+    sequences first, so it is a lower bound for a grid whose later groups are longer.
     """
 
     def __init__(self, reporter: Reporter, total: int, large: int):
         self.reporter, self.large = reporter, total > large
+        self.training: set[str] = set()  # the groups started and not yet done
 
     def start(self, experiment, total, already_done):
         self.t0, self.left = time.perf_counter(), total - already_done
         self.reporter.start(experiment, total, already_done)
 
-    def group_started(self, *args):
-        self.reporter.group_started(*args)
+    def group_started(self, label, *args):
+        self.training.add(label)
+        self.reporter.group_started(label, *args)
 
     def block_done(self, *args):
         self.reporter.block_done(*args)
 
     def group_done(self, label, rows):
         self.reporter.group_done(label, rows)
+        at_once = max(len(self.training), 1)
+        self.training.discard(label)
         if self.large:
             self.large = False
             per_run = (time.perf_counter() - self.t0) / max(len(rows), 1)
             print(
-                f"estimate: about {_duration(per_run * self.left)} for the {self.left} runs to compute "
-                f"({per_run:.1f} s per run in the first group, compilation included)",
+                f"estimate: about {_duration(per_run * self.left / at_once)} for the {self.left} runs to compute "
+                f"({per_run:.1f} s per run in the first group, compilation included; {at_once} group"
+                f"{'s' if at_once > 1 else ''} training at once)",
                 file=sys.stderr,
             )
 

@@ -777,3 +777,29 @@ def test_without_file_locks_the_sweep_goes_on_with_one_warning(tmp_path, monkeyp
         pass
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"lrd: warning: {tmp_path}: no file locks here"), err
+
+
+def test_the_time_estimate_divides_by_the_groups_training_at_once(monkeypatch, capsys):
+    """Two groups in training when the first ends (two workers): half the estimate of one at a time."""
+    from lrd import progress
+
+    class Quiet:
+        def __getattr__(self, name):
+            return lambda *args: None
+
+    def estimate(started: list[str]) -> str:
+        clock = iter([0.0, 10.0])
+        monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+        reporter = progress.TimeEstimate(Quiet(), total=10, large=3)
+        reporter.start(None, 10, 0)
+        for label in started:
+            reporter.group_started(label, 2, 4, 8, 1)
+        reporter.group_done(started[0], [{}, {}])  # 2 runs in 10 s: 5 s per run
+        return capsys.readouterr().err.strip()
+
+    assert estimate(["a"]) == (
+        "estimate: about 50 s for the 10 runs to compute (5.0 s per run in the first group, "
+        "compilation included; 1 group training at once)"
+    )
+    assert estimate(["a", "b"]).startswith("estimate: about 25 s for the 10 runs")
+    assert "2 groups training at once" in estimate(["a", "b"])
