@@ -323,16 +323,22 @@ def bench_steps(lengths, batch, hidden, rounds, peak, quick) -> dict:
     return rows
 
 
+def one_and_group(cell, T, batch, hidden, n, rounds, seeds, lrs=()) -> tuple[float, float, int]:
+    """Median seconds of ``n`` steps of one member and of a group (``seeds`` x ``lrs``) in one vmapped
+    program, interleaved; and the group's size."""
+    one = lrd_runner(cell, T, batch, hidden, n, seeds=1)
+    group = lrd_runner(cell, T, batch, hidden, n, seeds=seeds, lrs=lrs)
+    times = interleaved({"one": one, "group": group}, rounds)
+    return times["one"], times["group"], seeds * max(len(lrs), 1)
+
+
 def bench_seeds(configs, rounds, n_seeds=8) -> None:
     """Throughput of n_seeds in one vmapped program against n_seeds single-seed programs in turn."""
     for cell, T, batch, hidden, n in configs:
-        one = lrd_runner(cell, T, batch, hidden, n, seeds=1)
-        many = lrd_runner(cell, T, batch, hidden, n, seeds=n_seeds)
-        times = interleaved({"one": one, "many": many}, rounds)
-        ratio = n_seeds * times["one"] / times["many"]
+        one, many, _ = one_and_group(cell, T, batch, hidden, n, rounds, n_seeds)
         print(
-            f"{cell:5} T={T:<5} B={batch:<4} H={hidden:<4} 1 seed {times['one'] / n * 1e3:8.2f} ms/step   "
-            f"{n_seeds} seeds vmapped {times['many'] / n * 1e3:8.2f} ms/step   throughput x{ratio:.2f}",
+            f"{cell:5} T={T:<5} B={batch:<4} H={hidden:<4} 1 seed {one / n * 1e3:8.2f} ms/step   "
+            f"{n_seeds} seeds vmapped {many / n * 1e3:8.2f} ms/step   throughput x{n_seeds * one / many:.2f}",
             flush=True,
         )
 
@@ -340,15 +346,12 @@ def bench_seeds(configs, rounds, n_seeds=8) -> None:
 def bench_members(configs, rounds, seeds=5, lrs=(1e-3, 3e-3, 1e-2, 3e-2)) -> None:
     """A group of seeds x learning rates in one vmapped program against one member: the cost per member."""
     for cell, T, batch, hidden, n in configs:
-        one = lrd_runner(cell, T, batch, hidden, n, seeds=1)
-        group = lrd_runner(cell, T, batch, hidden, n, seeds=seeds, lrs=lrs)
-        times = interleaved({"one": one, "group": group}, rounds)
-        members = seeds * len(lrs)
-        per_member = times["group"] / members
+        one, group, members = one_and_group(cell, T, batch, hidden, n, rounds, seeds, lrs)
+        per_member = group / members
         print(
-            f"{cell:5} T={T:<5} B={batch:<4} H={hidden:<4} 1 member {times['one'] / n * 1e3:8.2f} ms/step   "
-            f"{members} members {times['group'] / n * 1e3:9.2f} ms/step = {per_member / n * 1e3:7.2f} per member   "
-            f"per-member cost x{per_member / times['one']:.2f} of one member",
+            f"{cell:5} T={T:<5} B={batch:<4} H={hidden:<4} 1 member {one / n * 1e3:8.2f} ms/step   "
+            f"{members} members {group / n * 1e3:9.2f} ms/step = {per_member / n * 1e3:7.2f} per member   "
+            f"per-member cost x{per_member / one:.2f} of one member",
             flush=True,
         )
 

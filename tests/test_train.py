@@ -394,21 +394,34 @@ def test_recurrence_lr_factor_enters_the_run_id_only_away_from_its_default(tmp_p
     assert all(r.config()["train"]["recurrence_lr_factor"] == 0.1 for r in reduced)
 
 
+def _jobs(keys: list[tuple], members: list[tuple[int, float]]) -> list:
+    """One backend job per group key, each training ``members`` (seed, learning rate)."""
+    from lrd import backends
+
+    return [backends.make_job(i, key, members, ()) for i, key in enumerate(keys)]
+
+
+def _assert_each_as_alone(outcomes, keys: list[tuple]) -> None:
+    """One outcome per job, none failed, each bitwise what its group gives trained alone (seeds 0 and 1)."""
+    assert sorted(o.index for o in outcomes) == list(range(len(keys)))
+    for outcome in outcomes:
+        assert outcome.error is None
+        alone = Trainer(*keys[outcome.index]).run([0, 1], lrs=[1e-3, 1e-3])
+        jax.tree.map(np.testing.assert_array_equal, _outputs(outcome.result), _outputs(alone))
+
+
 def test_the_local_backend_compiles_the_next_group_while_a_group_trains(caplog):
     """Each group's programs compile once, the second group's in the thread that compiles ahead; plain numbers."""
     from lrd import backends
 
     tiny = TrainConfig(steps=4, batch_size=4, log_every=2, eval_size=4, valid_size=4, probe_size=4)
     keys = [(Adding(gap=gap), ModelConfig(cell="rnn", hidden=4), tiny, None) for gap in (3, 5)]
-    jobs = [backends.make_job(i, key, [(0, 1e-3), (1, 1e-3)], ()) for i, key in enumerate(keys)]
     with caplog.at_level("DEBUG"), jax.log_compiles(True):
-        outcomes = list(backends.LocalBackend().run(jobs, lambda event: None))
+        outcomes = list(backends.LocalBackend().run(_jobs(keys, [(0, 1e-3), (1, 1e-3)]), lambda event: None))
     lowered_in = [r.threadName for r in caplog.records if r.getMessage().startswith("Compiling jit(_advance)")]
     assert lowered_in == ["MainThread", f"{backends.COMPILE_THREAD}-ahead"]  # once per group, the second ahead
-    for outcome, key in zip(outcomes, keys, strict=True):
-        assert outcome.error is None
-        alone = Trainer(*key).run([0, 1], lrs=[1e-3, 1e-3])
-        jax.tree.map(np.testing.assert_array_equal, _outputs(outcome.result), _outputs(alone))
+    assert [o.index for o in outcomes] == [0, 1]  # one after another, in order
+    _assert_each_as_alone(outcomes, keys)
 
 
 def test_two_workers_train_groups_at_once_with_the_numbers_of_one(caplog):
@@ -421,7 +434,7 @@ def test_two_workers_train_groups_at_once_with_the_numbers_of_one(caplog):
     keys = [
         (Adding(gap=gap), ModelConfig(cell=cell, hidden=4), tiny, None) for gap in (3, 5) for cell in ("rnn", "gru")
     ]
-    jobs = [backends.make_job(i, key, [(0, 1e-3), (1, 1e-3)], ()) for i, key in enumerate(keys)]
+    jobs = _jobs(keys, [(0, 1e-3), (1, 1e-3)])
     events = []
     with caplog.at_level("DEBUG"), jax.log_compiles(True):
         outcomes = list(
@@ -431,11 +444,7 @@ def test_two_workers_train_groups_at_once_with_the_numbers_of_one(caplog):
     assert trained_in == {f"{backends.COMPILE_THREAD}-worker-0", f"{backends.COMPILE_THREAD}-worker-1"}
     assert {e.index for e, _ in events if isinstance(e, backends.Started)} == set(range(len(jobs)))
     assert all(thread is threading.main_thread() for _, thread in events)
-    assert sorted(o.index for o in outcomes) == list(range(len(jobs)))
-    for outcome in outcomes:
-        assert outcome.error is None
-        alone = Trainer(*keys[outcome.index]).run([0, 1], lrs=[1e-3, 1e-3])
-        jax.tree.map(np.testing.assert_array_equal, _outputs(outcome.result), _outputs(alone))
+    _assert_each_as_alone(outcomes, keys)
 
 
 def test_two_workers_stop_when_the_caller_stops_reading(monkeypatch):
@@ -450,7 +459,7 @@ def test_two_workers_stop_when_the_caller_stops_reading(monkeypatch):
     monkeypatch.setattr(backends, "train", lambda job, emit: begun.append(job.index) or real_train(job, emit))
     slow = TrainConfig(steps=40, batch_size=4, log_every=2, eval_size=4, valid_size=4, probe_size=4)
     keys = [(Adding(gap=gap), ModelConfig(cell="rnn", hidden=4), slow, None) for gap in (3, 4, 5, 6, 7, 8)]
-    jobs = [backends.make_job(i, key, [(0, 1e-3)], ()) for i, key in enumerate(keys)]
+    jobs = _jobs(keys, [(0, 1e-3)])
     outcomes = backends.LocalBackend(workers=2).run(jobs, lambda event: None)
     first = next(outcomes)
     outcomes.close()  # returns once both workers have stopped
