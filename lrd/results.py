@@ -91,7 +91,8 @@ def run_tables(
         [int(r.step[index]) for r in records], int(result.steps_trained[index]), spec.train.profile_every
     )
 
-    norm_rows, curve_rows, dynamics_rows = [], [], []
+    norm_parts: list[dict] = []  # one per profiled step and state: the grad_norms columns of its timesteps
+    curve_rows, dynamics_parts = [], []
     for record in records:
         step = int(record.step[index])
         profile = step in profiled
@@ -101,26 +102,24 @@ def run_tables(
             for direction, states in directions.items():
                 distance = distance_from_loss(task, direction)
                 for state, norms in states.items():
-                    norm = np.asarray(norms[index], np.float64)
-                    below = np.asarray(record.below_floor[layer_name][direction][state][index], bool)
                     log_gmean = np.asarray(record.log_gmean_norms[layer_name][direction][state][index], np.float64)
                     gmean_below = np.asarray(record.gmean_below_floor[layer_name][direction][state][index], bool)
                     if profile:
-                        norm_rows.append(
-                            pd.DataFrame(
-                                {
-                                    "step": step,
-                                    "layer": layer,
-                                    "direction": direction,
-                                    "state": state,
-                                    "timestep": np.arange(task.length),
-                                    "distance": distance,
-                                    "norm": norm,
-                                    "below_floor": below,
-                                    "log_gmean_norm": log_gmean,
-                                    "gmean_below_floor": gmean_below,
-                                }
-                            )
+                        norm_parts.append(
+                            {
+                                "step": step,
+                                "layer": layer,
+                                "direction": direction,
+                                "state": state,
+                                "timestep": np.arange(task.length),
+                                "distance": distance,
+                                "norm": np.asarray(norms[index], np.float64),
+                                "below_floor": np.asarray(
+                                    record.below_floor[layer_name][direction][state][index], bool
+                                ),
+                                "log_gmean_norm": log_gmean,
+                                "gmean_below_floor": gmean_below,
+                            }
                         )
                     if (layer, direction, state) == (DECAY_LAYER, DECAY_DIRECTION, model.state_names[-1]):
                         start = steps_from_start(task.length, direction)
@@ -136,9 +135,9 @@ def run_tables(
             }
         )
         if record.dynamics is not None:
-            dynamics_rows.append(dynamics_table(record.dynamics, index, step, profile=profile))
+            dynamics_parts.append(_dynamics_columns(record.dynamics, index, step, profile=profile))
     curves = pd.DataFrame(curve_rows)
-    grad_norms = pd.concat(norm_rows, ignore_index=True)
+    grad_norms = _stacked(norm_parts, task.length)
 
     row = {
         **_configuration(spec, experiment),
@@ -166,8 +165,8 @@ def run_tables(
     curves.insert(0, "run", spec.run_id)
     grad_norms.insert(0, "run", spec.run_id)
     tables = {RUN: _run_table(row), CURVES: curves, GRAD_NORMS: grad_norms}
-    if dynamics_rows:
-        dynamics = pd.concat(dynamics_rows, ignore_index=True)
+    if dynamics_parts:
+        dynamics = _dynamics_frame([part for parts in dynamics_parts for part in parts])
         dynamics.insert(0, "run", spec.run_id)
         tables[DYNAMICS] = dynamics[list(DYNAMICS_COLUMNS)]
     if result.eval_gaps:  # a diverged run has no final model: NaN, as its final metrics
@@ -198,12 +197,21 @@ def _profiled_steps(steps: list[int], steps_trained: int, every: int) -> set[int
     return {s for s in trained if s % every == 0} | set(trained[-1:])
 
 
-def dynamics_table(dynamics: Dynamics, index: int, step: int, profile: bool = True) -> pd.DataFrame:
-    """The dynamics rows (schema.DYNAMICS_COLUMNS but ``run``) of member ``index`` at one logged step.
+def _stacked(parts: list[dict], length: int) -> pd.DataFrame:
+    """One table of ``parts``, each a dict of columns: scalars (repeated) and arrays of ``length`` values.
 
-    ``profile``: with the per-timestep quantities (sigma_max, pmb_bound); without them, the
-    per-run ones only (``TrainConfig.profile_every``).
+    The same table as ``pd.concat`` of a DataFrame per part, built once (a table per part
+    cost most of the time of writing a run's results; docs/benchmarks.md).
     """
+    columns = {
+        name: np.concatenate([np.broadcast_to(np.asarray(part[name]), (length,)) for part in parts])
+        for name in parts[0]
+    }
+    return pd.DataFrame(columns)
+
+
+def _dynamics_columns(dynamics: Dynamics, index: int, step: int, profile: bool = True) -> list[dict]:
+    """The parts of member ``index``'s dynamics rows at one logged step: dicts of step, quantity, gate, index, value."""
     from lrd.dynamics import QUANTILES
 
     percent = [round(100 * q) for q in QUANTILES]
@@ -211,7 +219,8 @@ def dynamics_table(dynamics: Dynamics, index: int, step: int, profile: bool = Tr
 
     def add(quantity: str, values, positions, gate: str = "") -> None:
         values = np.asarray(values, np.float64).reshape(-1)
-        parts.append(pd.DataFrame({"quantity": quantity, "gate": gate, "index": positions, "value": values}))
+        positions = np.broadcast_to(np.asarray(positions, np.int64), values.shape)
+        parts.append({"step": step, "quantity": quantity, "gate": gate, "index": positions, "value": values})
 
     if profile:
         sigma = np.asarray(dynamics.sigma_max[index])  # (T,)
@@ -229,9 +238,31 @@ def dynamics_table(dynamics: Dynamics, index: int, step: int, profile: bool = Tr
     tau = np.asarray(dynamics.time_constant[index])
     if np.isfinite(tau).any():  # cells with a weight on the old state
         add("time_constant", tau, percent)
-    table = pd.concat(parts, ignore_index=True)
-    table.insert(0, "step", step)
-    return table.astype({"index": np.int64})
+    return parts
+
+
+def _dynamics_frame(parts: list[dict]) -> pd.DataFrame:
+    """The dynamics rows of ``parts`` (``_dynamics_columns``), in their order: step, quantity, gate, index, value."""
+    sizes = [len(part["value"]) for part in parts]
+    repeat = lambda name, dtype: np.repeat(np.asarray([part[name] for part in parts], dtype), sizes)
+    return pd.DataFrame(
+        {
+            "step": repeat("step", np.int64),
+            "quantity": repeat("quantity", object),
+            "gate": repeat("gate", object),
+            "index": np.concatenate([part["index"] for part in parts]),
+            "value": np.concatenate([part["value"] for part in parts]),
+        }
+    )
+
+
+def dynamics_table(dynamics: Dynamics, index: int, step: int, profile: bool = True) -> pd.DataFrame:
+    """The dynamics rows (schema.DYNAMICS_COLUMNS but ``run``) of member ``index`` at one logged step.
+
+    ``profile``: with the per-timestep quantities (sigma_max, pmb_bound); without them, the
+    per-run ones only (``TrainConfig.profile_every``).
+    """
+    return _dynamics_frame(_dynamics_columns(dynamics, index, step, profile))
 
 
 def failed_run_table(spec: RunSpec, experiment: str, group_size: int, error: str) -> dict[str, pd.DataFrame]:

@@ -11,10 +11,13 @@ from conftest import TINY, snapshot_files
 
 from lrd import store
 from lrd.cli import main
+from lrd.dynamics import Dynamics
 from lrd.results import (
     OUTCOME_RULE,
+    _stacked,
     best_lr_runs,
     choose_lr,
+    dynamics_table,
     outcome,
     outcome_text,
     reaches,
@@ -440,3 +443,57 @@ def test_summary_gives_a_row_per_setting_that_varies_within_a_model():
     table = summary(pd.DataFrame(rows)).set_index("model")
     assert sorted(table.index) == ["lstm", "rnn, recurrent_gain=0.5", "rnn, recurrent_gain=1"]
     assert table.loc["rnn, recurrent_gain=0.5", "solved"] == 0 and table.loc["rnn, recurrent_gain=1", "solved"] == 2
+
+
+def _dynamics(length: int, pmb: bool, gates: tuple[str, ...]) -> Dynamics:
+    """Two members' diagnostics at one log point, with distinct values."""
+    values = lambda *shape: np.arange(np.prod(shape), dtype=np.float32).reshape(shape) / 7
+    return Dynamics(
+        sigma_max=values(2, length),
+        pmb_bound=values(2, length) if pmb else np.full((2, length), np.nan, np.float32),
+        lyapunov=values(2, 3),
+        lyapunov_roundoff=values(2, 3) / 10,
+        quantiles={gate: values(2, 5) + i for i, gate in enumerate(gates)},
+        saturated={gate: values(2) + i for i, gate in enumerate(gates)},
+        time_constant=values(2, 5) if gates else np.full((2, 5), np.nan, np.float32),
+    )
+
+
+@pytest.mark.parametrize(
+    ("pmb", "gates", "profile"), [(True, (), True), (False, ("f", "i"), True), (False, ("z",), False)]
+)
+def test_the_dynamics_rows_are_those_of_a_table_per_quantity(pmb, gates, profile):
+    """Built as one table, the rows equal a table per quantity and step, concatenated (as written before)."""
+    steps = [(0, _dynamics(6, pmb, gates)), (50, _dynamics(6, pmb, gates))]
+    built = pd.concat([dynamics_table(d, 1, step, profile) for step, d in steps], ignore_index=True)
+    expected = []
+    for step, d in steps:
+        quantities = [("sigma_max", d.sigma_max[1], np.arange(6), "")] if profile else []
+        if profile and pmb:
+            quantities.append(("pmb_bound", d.pmb_bound[1], np.arange(6), ""))
+        quantities += [
+            ("lyapunov", d.lyapunov[1], [1, 2, 3], ""),
+            ("lyapunov_roundoff", d.lyapunov_roundoff[1], [1, 2, 3], ""),
+        ]
+        for gate in gates:
+            quantities += [("gate_quantile", d.quantiles[gate][1], [5, 25, 50, 75, 95], gate)]
+            quantities += [("saturated", [d.saturated[gate][1]], [0], gate)]
+        if gates:
+            quantities.append(("time_constant", d.time_constant[1], [5, 25, 50, 75, 95], ""))
+        for quantity, values, positions, gate in quantities:
+            frame = pd.DataFrame(
+                {"quantity": quantity, "gate": gate, "index": positions, "value": np.asarray(values, np.float64)}
+            )
+            frame.insert(0, "step", step)
+            expected.append(frame.astype({"index": np.int64}))
+    pd.testing.assert_frame_equal(built, pd.concat(expected, ignore_index=True), check_exact=True)
+
+
+def test_a_stacked_table_is_the_concatenation_of_a_table_per_part():
+    parts = [
+        {"step": s, "state": state, "timestep": np.arange(4), "norm": np.arange(4) * (s + 1.5), "low": np.arange(4) > 1}
+        for s in (0, 50)
+        for state in ("h", "c")
+    ]
+    expected = pd.concat([pd.DataFrame(part) for part in parts], ignore_index=True)
+    pd.testing.assert_frame_equal(_stacked(parts, 4), expected, check_exact=True)
