@@ -361,6 +361,22 @@ def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+SPEED_LOOP = 30_000_000  # additions in machine_speed's loop: about 2.0 s on this project's machine at its fastest
+
+
+def machine_speed() -> str:
+    """Seconds of a fixed pure-Python loop: this VM's speed drifts by a third within a day (docs/benchmarks.md).
+
+    The load average does not show it (the host's other tenants do not count in it), so the
+    benchmarks print this beside their numbers; compare only numbers measured at similar speeds.
+    """
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(SPEED_LOOP):
+        total += i
+    return f"speed: a {SPEED_LOOP:,}-step Python loop took {time.perf_counter() - t0:.2f} s"
+
+
 def run_comparison(rounds: int) -> None:
     """The CPU comparison of record, in one run: each section's contenders interleaved, the load around each.
 
@@ -368,7 +384,7 @@ def run_comparison(rounds: int) -> None:
     at 128, T = 100 and 1000; the parallel cells against their sequential form; a 20-member
     group (5 seeds x 4 learning rates) against one member.
     """
-    print(f"start: {load()}", flush=True)
+    print(f"start: {load()}; {machine_speed()}", flush=True)
     peaks = matmul_peak()
     peak = max(peaks.values())
     print("matmul peak (2048^2 float32): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + " GFLOP/s")
@@ -387,7 +403,7 @@ def run_comparison(rounds: int) -> None:
     print("\n== a 20-member group (5 seeds x 4 learning rates) in one vmapped program against one member")
     print(f"before: {load()}", flush=True)
     bench_members([(cell, 70, 32, 64, 20) for cell in CELLS] + [(cell, 100, 32, 32, 20) for cell in CELLS], rounds)
-    print(f"end: {load()}", flush=True)
+    print(f"end: {load()}; {machine_speed()}", flush=True)
 
 
 def bench_probe(cells, T, batch, hidden, rounds, step_times, log_every=50) -> None:
@@ -629,13 +645,13 @@ def run_bench_compile(before: Path | None, repeats: int, programs: bool = True) 
     trees = {"now": Path(__file__).resolve().parents[1]}
     if before is not None:
         trees = {"before": before.resolve(), **trees}
-    print(f"load average at the start: {os.getloadavg()[0]:.2f}")
+    print(f"load average at the start: {os.getloadavg()[0]:.2f}; {machine_speed()}")
     if programs:
         print("\n== compilation of the default experiment's programs (seconds; sizes in operations)")
         bench_programs(trees)
     print(f"\n== lrd run {DEFAULT_EXPERIMENT}: a fresh compilation cache, then a warm rerun (seconds)")
     bench_command(trees, repeats)
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}; {machine_speed()}")
 
 
 # --- the time loop on a GPU (issue 17) ---------------------------------------------------------
