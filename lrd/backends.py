@@ -201,9 +201,16 @@ class LocalBackend:
         if self.workers > 1 and len(jobs) > 1:
             yield from in_workers(jobs, emit, self.workers)
             return
-        for i, job in enumerate(jobs):
-            ahead: Callable[[], None] = functools.partial(compile_ahead, jobs[i + 1]) if i + 1 < len(jobs) else _nothing
-            yield train(job, emit, compiled=ahead)
+        compiling: list[threading.Thread] = []  # the next group's compilation, started once a group's is done
+        try:
+            for i, job in enumerate(jobs):
+                ahead = (
+                    functools.partial(_compile_ahead_into, compiling, jobs[i + 1]) if i + 1 < len(jobs) else _nothing
+                )
+                yield train(job, emit, compiled=ahead)
+        finally:
+            for thread in compiling:  # a thread still inside XLA when the interpreter exits aborts the process
+                thread.join()
 
 
 class Cancelled(BaseException):
@@ -269,8 +276,8 @@ def in_workers(jobs: list[Job], emit: Callable[[Event], None], workers: int) -> 
             thread.join()
 
 
-def compile_ahead(job: Job) -> None:
-    """Compile ``job``'s programs in a daemon thread; its ``train`` waits for them (``Trainer.compile``).
+def compile_ahead(job: Job) -> threading.Thread:
+    """Compile ``job``'s programs in a daemon thread, returned; its ``train`` waits for them (``Trainer.compile``).
 
     An error here is left for ``train`` to meet and report, so it is dropped.
     """
@@ -279,7 +286,13 @@ def compile_ahead(job: Job) -> None:
         with contextlib.suppress(Exception):
             _trainer(job).compile(len(job.seeds))
 
-    threading.Thread(target=prepare, name=f"{COMPILE_THREAD}-ahead", daemon=True).start()
+    thread = threading.Thread(target=prepare, name=f"{COMPILE_THREAD}-ahead", daemon=True)
+    thread.start()
+    return thread
+
+
+def _compile_ahead_into(started: list[threading.Thread], job: Job) -> None:
+    started.append(compile_ahead(job))
 
 
 # --- Ray ------------------------------------------------------------------------------------

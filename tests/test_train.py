@@ -471,6 +471,27 @@ def test_two_workers_stop_when_the_caller_stops_reading(monkeypatch):
     assert len(begun) <= 3  # the finished group, the other worker's, and at most one taken as the first ended
 
 
+def test_one_worker_waits_for_the_compilation_ahead_when_the_caller_stops_reading(monkeypatch):
+    """Closing the outcomes early leaves no compile-ahead thread running (inside XLA at exit, it aborts the process)."""
+    import threading
+    import time
+
+    from lrd import backends
+
+    def slow_ahead(job):  # a compilation ahead that is still under way when the first outcome arrives
+        thread = threading.Thread(target=time.sleep, args=(1.0,), name=f"{backends.COMPILE_THREAD}-ahead", daemon=True)
+        thread.start()
+        return thread
+
+    monkeypatch.setattr(backends, "compile_ahead", slow_ahead)
+    small = TrainConfig(steps=2, batch_size=4, log_every=1, eval_size=4, valid_size=4, probe_size=4)
+    keys = [(Adding(gap=gap), ModelConfig(cell="rnn", hidden=4), small, None) for gap in (3, 4, 5)]
+    outcomes = backends.LocalBackend(workers=1).run(_jobs(keys, [(0, 1e-3)]), lambda event: None)
+    assert next(outcomes).error is None
+    outcomes.close()
+    assert not [t for t in threading.enumerate() if t.name == f"{backends.COMPILE_THREAD}-ahead" and t.is_alive()]
+
+
 def test_test_sets_are_scored_with_the_evaluation_program_and_keys(caplog):
     """A test set identical to the trained task scores its final metrics exactly; flip-flop's own differ.
 
