@@ -79,7 +79,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 from lrd.buckets import Padded, Single, View, can_pad
 from lrd.dynamics import BlockStats, Dynamics, block_statistics, model_dynamics
 from lrd.models.cells import CELLS
-from lrd.models.network import ModelConfig, Perturbation, SequenceModel
+from lrd.models.network import MODEL_LOCK, ModelConfig, Perturbation, SequenceModel
 from lrd.probes import global_norm, probe
 from lrd.remedies import floss_penalty, omega_penalty
 from lrd.results import reaches, solve_bound
@@ -657,7 +657,8 @@ class Trainer:
         with self._compiling:  # a second caller (the next group's compilation ahead, lrd.backends) waits here
             if n_members in self._compiled:
                 return
-            lowered = [program.lower(*args) for program, args in self.programs(n_members).values()]
+            with MODEL_LOCK:  # tracing: one thread at a time (lrd.models.network.MODEL_LOCK)
+                lowered = [program.lower(*args) for program, args in self.programs(n_members).values()]
             in_threads([lower.compile for lower in lowered])
             self._compiled.add(n_members)
 
@@ -817,9 +818,6 @@ def _single_seed(fn: Callable) -> Callable:
     return one
 
 
-_trainers = threading.Lock()  # a thread compiling ahead (lrd.backends) and the main thread ask for the same Trainer
-
-
 def get_trainer(
     task: Task,
     model: ModelConfig,
@@ -832,7 +830,7 @@ def get_trainer(
     Pass ``train.program()`` (as a sweep does, ``RunSpec.group_key``) to share one Trainer across learning rates,
     and a length ``bucket`` (``lrd.buckets``) to share it across the bucket's tasks: ``run(task=...)`` picks one.
     """
-    with _trainers:
+    with MODEL_LOCK:  # a Trainer makes its model; and two threads (lrd.backends) may ask for the same Trainer
         if len(bucket) > 1:
             return _cached_trainer(min(bucket, key=lambda t: t.length), model, train, stop_threshold, bucket)
         return _cached_trainer(task, model, train, stop_threshold, ())

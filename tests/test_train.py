@@ -492,6 +492,32 @@ def test_one_worker_waits_for_the_compilation_ahead_when_the_caller_stops_readin
     assert not [t for t in threading.enumerate() if t.name == f"{backends.COMPILE_THREAD}-ahead" and t.is_alive()]
 
 
+def test_two_workers_trace_their_models_one_at_a_time(monkeypatch):
+    """Every flax module class made while two groups compile and train at once is made under MODEL_LOCK.
+
+    flax edits its base classes' dataclass fields while it makes a class (``nn.scan``, while
+    tracing); two threads doing so at once failed a group once ("dictionary changed size during
+    iteration")."""
+    import flax.linen
+
+    from lrd import backends
+    from lrd.models.network import MODEL_LOCK
+
+    held = []
+    real_scan = flax.linen.scan
+
+    def scan(*args, **kwargs):
+        held.append(MODEL_LOCK._is_owned())  # type: ignore[attr-defined]
+        return real_scan(*args, **kwargs)
+
+    monkeypatch.setattr(flax.linen, "scan", scan)
+    unseen = TrainConfig(steps=4, batch_size=4, log_every=2, eval_size=4, valid_size=4, probe_size=4)
+    keys = [(Adding(gap=5), ModelConfig(cell=cell, hidden=7), unseen, None) for cell in ("rnn", "lstm", "gru")]
+    outcomes = list(backends.LocalBackend(workers=2).run(_jobs(keys, [(0, 1e-3), (1, 1e-3)]), lambda event: None))
+    assert [o.error for o in outcomes] == [None, None, None]
+    assert held and all(held), f"{held.count(False)} of {len(held)} module classes made without the lock"
+
+
 def test_test_sets_are_scored_with_the_evaluation_program_and_keys(caplog):
     """A test set identical to the trained task scores its final metrics exactly; flip-flop's own differ.
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 from typing import Literal
 
 import flax.linen as nn
@@ -398,6 +399,14 @@ def parameter_count(config: ModelConfig, input_dim: int) -> int:
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(layers))
 
 
+# Held by every thread that traces a model: flax makes module classes while tracing (``nn.scan``), and while it
+# makes one it takes fields out of its base classes' dataclass fields and puts them back
+# (flax.linen.kw_only_dataclasses). A second thread tracing then can meet a half-edited class: "RuntimeError:
+# dictionary changed size during iteration", seen once when two groups began at once (lrd.backends.in_workers).
+# Tracing holds Python's lock anyway, so taking turns costs little; the compiled programs run without it.
+MODEL_LOCK = threading.RLock()
+
+
 @functools.lru_cache(maxsize=256)
 def param_count(config: ModelConfig, input_dim: int, output_dim: int) -> int:
     """Number of trained parameters of the whole model (every leaf of the params tree, readout included).
@@ -407,9 +416,10 @@ def param_count(config: ModelConfig, input_dim: int, output_dim: int) -> int:
     Counted from the shapes ``SequenceModel.init`` would create (``jax.eval_shape``: nothing
     is allocated), so it holds for every registered cell, layer count and direction.
     """
-    model = SequenceModel(config, output_dim)
-    dummy = jnp.zeros((1, 1, input_dim), jnp.float32)  # (B, T, D): params do not depend on B or T
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), dummy)
+    with MODEL_LOCK:
+        model = SequenceModel(config, output_dim)
+        dummy = jnp.zeros((1, 1, input_dim), jnp.float32)  # (B, T, D): params do not depend on B or T
+        shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), dummy)
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
 
 
