@@ -137,7 +137,7 @@ def run_tables(
         if record.dynamics is not None:
             dynamics_parts.append(_dynamics_columns(record.dynamics, index, step, profile=profile))
     curves = pd.DataFrame(curve_rows)
-    grad_norms = _stacked(norm_parts, task.length)
+    grad_norms = _stacked(norm_parts)
 
     row = {
         **_configuration(spec, experiment),
@@ -166,7 +166,7 @@ def run_tables(
     grad_norms.insert(0, "run", spec.run_id)
     tables = {RUN: _run_table(row), CURVES: curves, GRAD_NORMS: grad_norms}
     if dynamics_parts:
-        dynamics = _dynamics_frame([part for parts in dynamics_parts for part in parts])
+        dynamics = _stacked([part for parts in dynamics_parts for part in parts])
         dynamics.insert(0, "run", spec.run_id)
         tables[DYNAMICS] = dynamics[list(DYNAMICS_COLUMNS)]
     if result.eval_gaps:  # a diverged run has no final model: NaN, as its final metrics
@@ -197,21 +197,25 @@ def _profiled_steps(steps: list[int], steps_trained: int, every: int) -> set[int
     return {s for s in trained if s % every == 0} | set(trained[-1:])
 
 
-def _stacked(parts: list[dict], length: int) -> pd.DataFrame:
-    """One table of ``parts``, each a dict of columns: scalars (repeated) and arrays of ``length`` values.
+def _stacked(parts: list[dict]) -> pd.DataFrame:
+    """One table of ``parts``, each a dict of columns: arrays of the part's rows, and scalars repeated to them.
 
     The same table as ``pd.concat`` of a DataFrame per part, built once (a table per part
     cost most of the time of writing a run's results; docs/benchmarks.md).
     """
-    columns = {
-        name: np.concatenate([np.broadcast_to(np.asarray(part[name]), (length,)) for part in parts])
-        for name in parts[0]
-    }
-    return pd.DataFrame(columns)
+    rows = [next(len(value) for value in part.values() if np.ndim(value)) for part in parts]
+    return pd.DataFrame(
+        {
+            name: np.concatenate(
+                [np.broadcast_to(np.asarray(part[name]), (n,)) for part, n in zip(parts, rows, strict=True)]
+            )
+            for name in parts[0]
+        }
+    )
 
 
 def _dynamics_columns(dynamics: Dynamics, index: int, step: int, profile: bool = True) -> list[dict]:
-    """The parts of member ``index``'s dynamics rows at one logged step: dicts of step, quantity, gate, index, value."""
+    """The ``_stacked`` parts of member ``index``'s dynamics rows at one logged step."""
     from lrd.dynamics import QUANTILES
 
     percent = [round(100 * q) for q in QUANTILES]
@@ -241,28 +245,13 @@ def _dynamics_columns(dynamics: Dynamics, index: int, step: int, profile: bool =
     return parts
 
 
-def _dynamics_frame(parts: list[dict]) -> pd.DataFrame:
-    """The dynamics rows of ``parts`` (``_dynamics_columns``), in their order: step, quantity, gate, index, value."""
-    sizes = [len(part["value"]) for part in parts]
-    repeat = lambda name, dtype: np.repeat(np.asarray([part[name] for part in parts], dtype), sizes)
-    return pd.DataFrame(
-        {
-            "step": repeat("step", np.int64),
-            "quantity": repeat("quantity", object),
-            "gate": repeat("gate", object),
-            "index": np.concatenate([part["index"] for part in parts]),
-            "value": np.concatenate([part["value"] for part in parts]),
-        }
-    )
-
-
 def dynamics_table(dynamics: Dynamics, index: int, step: int, profile: bool = True) -> pd.DataFrame:
     """The dynamics rows (schema.DYNAMICS_COLUMNS but ``run``) of member ``index`` at one logged step.
 
     ``profile``: with the per-timestep quantities (sigma_max, pmb_bound); without them, the
     per-run ones only (``TrainConfig.profile_every``).
     """
-    return _dynamics_frame(_dynamics_columns(dynamics, index, step, profile))
+    return _stacked(_dynamics_columns(dynamics, index, step, profile))
 
 
 def failed_run_table(spec: RunSpec, experiment: str, group_size: int, error: str) -> dict[str, pd.DataFrame]:

@@ -496,4 +496,4 @@ def test_a_stacked_table_is_the_concatenation_of_a_table_per_part():
         for state in ("h", "c")
     ]
     expected = pd.concat([pd.DataFrame(part) for part in parts], ignore_index=True)
-    pd.testing.assert_frame_equal(_stacked(parts, 4), expected, check_exact=True)
+    pd.testing.assert_frame_equal(_stacked(parts), expected, check_exact=True)
