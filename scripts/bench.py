@@ -645,13 +645,13 @@ def run_bench_compile(before: Path | None, repeats: int, programs: bool = True) 
     trees = {"now": Path(__file__).resolve().parents[1]}
     if before is not None:
         trees = {"before": before.resolve(), **trees}
-    print(f"load average at the start: {os.getloadavg()[0]:.2f}; {machine_speed()}")
+    print(f"at the start: {load()}; {machine_speed()}")
     if programs:
         print("\n== compilation of the default experiment's programs (seconds; sizes in operations)")
         bench_programs(trees)
     print(f"\n== lrd run {DEFAULT_EXPERIMENT}: a fresh compilation cache, then a warm rerun (seconds)")
     bench_command(trees, repeats)
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}; {machine_speed()}")
+    print(f"at the end: {load()}; {machine_speed()}")
 
 
 # --- the time loop on a GPU (issue 17) ---------------------------------------------------------

@@ -102,10 +102,15 @@ def test_a_run_in_a_learning_rate_grid_equals_the_run_alone(trainer):
         jax.tree.map(lambda g, a, i=i: _assert_close(g[i], a[0], rtol=1e-5), grid, alone)
 
 
+def _tiny(steps: int, log_every: int, **more) -> TrainConfig:
+    """A training configuration small enough that compiling, not training, is most of a test's time."""
+    return TrainConfig(steps=steps, batch_size=4, log_every=log_every, eval_size=4, valid_size=4, probe_size=4, **more)
+
+
 def test_compilations_do_not_grow_with_the_learning_rate_grid():
     """One learning rate or three: the same three programs (init, advance, evaluate), each compiled once."""
     counts = {}
-    tiny = TrainConfig(steps=2, batch_size=4, log_every=1, eval_size=4, valid_size=4, probe_size=4)
+    tiny = _tiny(steps=2, log_every=1)
     for lrs in ([3e-3], [1e-3, 3e-3, 1e-2]):
         trainer = Trainer(Adding(gap=4), ModelConfig(cell="rnn", hidden=4), tiny)  # fresh: nothing compiled yet
         seeds = [0, 1] * len(lrs)
@@ -125,7 +130,7 @@ def _compiled_programs(caplog) -> list[str]:
 
 def test_compile_compiles_every_program_of_a_run_so_the_run_compiles_none(caplog):
     """Trainer.compile (the programs at once, in threads) leaves run nothing to compile; same numbers."""
-    tiny = TrainConfig(steps=4, batch_size=4, log_every=2, eval_size=4, valid_size=4, probe_size=4, diagnostics=True)
+    tiny = _tiny(steps=4, log_every=2, diagnostics=True)
     trainer = Trainer(Adding(gap=4), ModelConfig(cell="gru", hidden=4), tiny)  # fresh: nothing compiled yet
     reference = trainer.run([7, 8])  # also compiles the helpers (key stacking) outside the log below
     with caplog.at_level("DEBUG"), jax.log_compiles(True):
@@ -414,7 +419,7 @@ def test_the_local_backend_compiles_the_next_group_while_a_group_trains(caplog):
     """Each group's programs compile once, the second group's in the thread that compiles ahead; plain numbers."""
     from lrd import backends
 
-    tiny = TrainConfig(steps=4, batch_size=4, log_every=2, eval_size=4, valid_size=4, probe_size=4)
+    tiny = _tiny(steps=4, log_every=2)
     keys = [(Adding(gap=gap), ModelConfig(cell="rnn", hidden=4), tiny, None) for gap in (3, 5)]
     with caplog.at_level("DEBUG"), jax.log_compiles(True):
         outcomes = list(backends.LocalBackend().run(_jobs(keys, [(0, 1e-3), (1, 1e-3)]), lambda event: None))
@@ -430,7 +435,7 @@ def test_two_workers_train_groups_at_once_with_the_numbers_of_one(caplog):
 
     from lrd import backends
 
-    tiny = TrainConfig(steps=4, batch_size=4, log_every=2, eval_size=4, valid_size=4, probe_size=4)
+    tiny = _tiny(steps=4, log_every=2)
     keys = [
         (Adding(gap=gap), ModelConfig(cell=cell, hidden=4), tiny, None) for gap in (3, 5) for cell in ("rnn", "gru")
     ]
@@ -457,7 +462,7 @@ def test_two_workers_stop_when_the_caller_stops_reading(monkeypatch):
     begun = []
     real_train = backends.train
     monkeypatch.setattr(backends, "train", lambda job, emit: begun.append(job.index) or real_train(job, emit))
-    slow = TrainConfig(steps=40, batch_size=4, log_every=2, eval_size=4, valid_size=4, probe_size=4)
+    slow = _tiny(steps=40, log_every=2)
     keys = [(Adding(gap=gap), ModelConfig(cell="rnn", hidden=4), slow, None) for gap in (3, 4, 5, 6, 7, 8)]
     jobs = _jobs(keys, [(0, 1e-3)])
     outcomes = backends.LocalBackend(workers=2).run(jobs, lambda event: None)
@@ -484,7 +489,7 @@ def test_one_worker_waits_for_the_compilation_ahead_when_the_caller_stops_readin
         return thread
 
     monkeypatch.setattr(backends, "compile_ahead", slow_ahead)
-    small = TrainConfig(steps=2, batch_size=4, log_every=1, eval_size=4, valid_size=4, probe_size=4)
+    small = _tiny(steps=2, log_every=1)
     keys = [(Adding(gap=gap), ModelConfig(cell="rnn", hidden=4), small, None) for gap in (3, 4, 5)]
     outcomes = backends.LocalBackend(workers=1).run(_jobs(keys, [(0, 1e-3)]), lambda event: None)
     assert next(outcomes).error is None
@@ -511,7 +516,7 @@ def test_two_workers_trace_their_models_one_at_a_time(monkeypatch):
         return real_scan(*args, **kwargs)
 
     monkeypatch.setattr(flax.linen, "scan", scan)
-    unseen = TrainConfig(steps=4, batch_size=4, log_every=2, eval_size=4, valid_size=4, probe_size=4)
+    unseen = _tiny(steps=4, log_every=2)
     keys = [(Adding(gap=5), ModelConfig(cell=cell, hidden=7), unseen, None) for cell in ("rnn", "lstm", "gru")]
     outcomes = list(backends.LocalBackend(workers=2).run(_jobs(keys, [(0, 1e-3), (1, 1e-3)]), lambda event: None))
     assert [o.error for o in outcomes] == [None, None, None]
